@@ -1,0 +1,110 @@
+import { ConfigError } from './errors.js';
+
+/**
+ * The only module that reads environment variables. Everything else receives a `Config`.
+ */
+export interface Config {
+  /** true inside AWS Lambda (AWS_LAMBDA_FUNCTION_NAME is set) */
+  inLambda: boolean;
+  tableName: string;
+  dynamodbEndpoint?: string;
+  region: string;
+  dataDir: string;
+  port: number;
+  apiKey?: string;
+  refreshIntervalSeconds: number;
+  refreshWindowSeconds: number;
+  refreshConcurrency: number;
+  httpTimeoutMs: number;
+  leaseSeconds: number;
+  shardCount: number;
+  /** Upper bound of one sweep's duration; also the Lambda's budget below its timeout. */
+  sweepBudgetSeconds: number;
+  allowInsecureHttp: boolean;
+  keyringSecretArn?: string;
+  eventBusName: string;
+  serviceName: string;
+}
+
+type Env = Record<string, string | undefined>;
+
+function int(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  if (!/^\d+$/.test(raw.trim())) {
+    throw new ConfigError(`${name} must be a whole number, got ${JSON.stringify(raw)}`);
+  }
+  const value = Number(raw.trim());
+  if (value < min || value > max) {
+    throw new ConfigError(`${name} must be between ${min} and ${max}, got ${value}`);
+  }
+  return value;
+}
+
+function flag(env: Env, name: string): boolean {
+  const raw = env[name];
+  if (raw === undefined || raw === '' || raw === '0' || raw.toLowerCase() === 'false') return false;
+  if (raw === '1' || raw.toLowerCase() === 'true') return true;
+  throw new ConfigError(`${name} must be 1 or 0, got ${JSON.stringify(raw)}`);
+}
+
+/** Reads and validates configuration. Throws ConfigError with a message a person can act on. */
+export function loadConfig(env: Env = process.env): Config {
+  const inLambda = Boolean(env.AWS_LAMBDA_FUNCTION_NAME);
+  const httpTimeoutMs = int(env, 'TOKENKEEPER_HTTP_TIMEOUT_MS', 10_000, 100, 120_000);
+  const config: Config = {
+    inLambda,
+    tableName: env.TOKENKEEPER_TABLE_NAME || 'tokenkeeper-sessions',
+    dynamodbEndpoint: env.TOKENKEEPER_DYNAMODB_ENDPOINT || undefined,
+    region: env.AWS_REGION || env.AWS_DEFAULT_REGION || 'us-east-1',
+    dataDir: env.TOKENKEEPER_DATA_DIR || '.data',
+    port: int(env, 'PORT', 8787, 0, 65_535),
+    apiKey: env.TOKENKEEPER_API_KEY || undefined,
+    refreshIntervalSeconds: int(env, 'TOKENKEEPER_REFRESH_INTERVAL_SECONDS', 300, 1, 86_400),
+    refreshWindowSeconds: int(env, 'TOKENKEEPER_REFRESH_WINDOW_SECONDS', 600, 1, 86_400),
+    refreshConcurrency: int(env, 'TOKENKEEPER_REFRESH_CONCURRENCY', 16, 1, 1_000),
+    httpTimeoutMs,
+    leaseSeconds: int(
+      env,
+      'TOKENKEEPER_LEASE_SECONDS',
+      Math.max(30, Math.ceil((3 * httpTimeoutMs) / 1000)),
+      1,
+      3_600,
+    ),
+    shardCount: int(env, 'TOKENKEEPER_SHARD_COUNT', 4, 1, 1_000),
+    sweepBudgetSeconds: int(env, 'TOKENKEEPER_SWEEP_BUDGET_SECONDS', 120, 1, 900),
+    allowInsecureHttp: flag(env, 'TOKENKEEPER_ALLOW_INSECURE_HTTP'),
+    keyringSecretArn: env.TOKENKEEPER_KEYRING_SECRET_ARN || undefined,
+    eventBusName: env.TOKENKEEPER_EVENT_BUS_NAME || 'default',
+    serviceName: env.POWERTOOLS_SERVICE_NAME || 'tokenkeeper',
+  };
+  validateConfig(config);
+  return config;
+}
+
+export function validateConfig(c: Config): void {
+  if (c.refreshWindowSeconds <= c.refreshIntervalSeconds) {
+    throw new ConfigError(
+      `TOKENKEEPER_REFRESH_WINDOW_SECONDS (${c.refreshWindowSeconds}) must be larger than ` +
+        `TOKENKEEPER_REFRESH_INTERVAL_SECONDS (${c.refreshIntervalSeconds}), or sessions expire between sweeps`,
+    );
+  }
+  if (c.refreshWindowSeconds <= c.refreshIntervalSeconds + c.sweepBudgetSeconds) {
+    throw new ConfigError(
+      `TOKENKEEPER_REFRESH_WINDOW_SECONDS (${c.refreshWindowSeconds}) must exceed the refresh interval ` +
+        `(${c.refreshIntervalSeconds}) plus the longest sweep (TOKENKEEPER_SWEEP_BUDGET_SECONDS=${c.sweepBudgetSeconds})`,
+    );
+  }
+  if (c.leaseSeconds * 1000 < 2 * c.httpTimeoutMs) {
+    throw new ConfigError(
+      `TOKENKEEPER_LEASE_SECONDS (${c.leaseSeconds}) must be at least twice TOKENKEEPER_HTTP_TIMEOUT_MS ` +
+        `(${c.httpTimeoutMs} ms) so a grant always ends well before its lease`,
+    );
+  }
+  if (c.inLambda && c.allowInsecureHttp) {
+    throw new ConfigError('TOKENKEEPER_ALLOW_INSECURE_HTTP is for local development only and is refused in Lambda');
+  }
+  if (c.inLambda && !c.keyringSecretArn) {
+    throw new ConfigError('TOKENKEEPER_KEYRING_SECRET_ARN must name the keyring secret in Lambda');
+  }
+}

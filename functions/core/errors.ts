@@ -1,0 +1,50 @@
+/**
+ * One error class per failure kind. Each carries a stable `code`; the API maps codes to HTTP
+ * statuses in one place (functions/api/app.ts). Messages never contain a token or a secret.
+ */
+
+export abstract class TokenKeeperError extends Error {
+  abstract readonly code: string;
+}
+
+export class InvalidRequestError extends TokenKeeperError {
+  readonly code = 'invalid_request';
+}
+
+export class ProviderNotFoundError extends TokenKeeperError {
+  readonly code = 'provider_not_found';
+  constructor(providerId: string) {
+    super(`provider ${JSON.stringify(providerId)} is not registered`);
+  }
+}
+
+export class SessionNotFoundError extends TokenKeeperError {
+  readonly code = 'session_not_found';
+  constructor() {
+    super('no session for this user and provider');
+  }
+}
+
+export class ReauthorizationRequiredError extends TokenKeeperError {
+  readonly code = 'reauthorization_required';
+}
+
+/** No token valid for the caller can be produced right now; try again after `retryAfterSeconds`. */
+export class RefreshUnavailableError extends TokenKeeperError {
+  readonly code = 'refresh_unavailable';
+  constructor(
+    message: string,
+    readonly retryAfterSeconds: number,
+  ) {
+    super(message);
+  }
+}
+
+/** A stored value could not be decrypted (its key is missing from the keyring, or it was tampered with). */
+export class KeyUnavailableError extends TokenKeeperError {
+  readonly code = 'key_unavailable';
+}
+
+export class ConfigError extends Error {
+  readonly code = 'config_error';
+}

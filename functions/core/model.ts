@@ -1,0 +1,93 @@
+/**
+ * Domain types shared by the core. Times: `expiresAt` is epoch seconds (it is the GSI sort key and
+ * what the API shows); every other stored instant (`leaseUntil`, `nextAttemptAt`, `refreshedAt`,
+ * `lastError.at`) is epoch milliseconds and is converted to seconds only at the API edge.
+ */
+
+export type ClientAuthMethod = 'client_secret_basic' | 'client_secret_post' | 'none';
+
+export interface SessionKey {
+  userId: string;
+  providerId: string;
+}
+
+export interface ProviderConfig {
+  providerId: string;
+  issuer?: string;
+  tokenEndpoint?: string;
+  revocationEndpoint?: string;
+  clientId: string;
+  /** Plaintext, only ever in memory. Stored encrypted. */
+  clientSecret?: string;
+  /** Secrets Manager ARN holding the client secret, as an alternative to storing it. */
+  clientSecretArn?: string;
+  clientAuthMethod: ClientAuthMethod;
+  resource?: string;
+  scope?: string;
+  createdAt: number;
+  updatedAt: number;
+  /** Set when the provider rejected our client (`invalid_client` / `unauthorized_client`). */
+  clientRejectedAt?: number;
+}
+
+export type SessionStatus = 'active' | 'reauthorization_required';
+
+export interface LastError {
+  code: string;
+  description: string;
+  /** epoch ms */
+  at: number;
+}
+
+/** A session as the core sees it: tokens decrypted, in memory only. */
+export interface Session extends SessionKey {
+  accessToken: string;
+  refreshToken?: string;
+  tokenType: string;
+  scope?: string;
+  /** epoch seconds; absent when the provider gave no lifetime */
+  expiresAt?: number;
+  status: SessionStatus;
+  version: number;
+  createdAt: number;
+  refreshedAt?: number;
+  leaseOwner?: string;
+  leaseUntil?: number;
+  failureCount: number;
+  nextAttemptAt?: number;
+  lastError?: LastError;
+}
+
+/** What a caller gets: never a refresh token. */
+export interface ServedToken {
+  accessToken: string;
+  tokenType: string;
+  expiresAt?: number;
+  scope?: string;
+  version: number;
+}
+
+/** The provider's token response as the caller (or the provider) handed it to us. */
+export interface TokenSet {
+  accessToken: string;
+  refreshToken?: string;
+  tokenType: string;
+  scope?: string;
+  /** epoch seconds */
+  expiresAt?: number;
+}
+
+export function sessionKeyString(key: SessionKey): string {
+  return `${key.userId}\u0000${key.providerId}`;
+}
+
+/** A session can be refreshed only while active, holding a refresh token, with a known expiry. */
+export function isScheduledForRefresh(s: Pick<Session, 'status' | 'refreshToken' | 'expiresAt'>): boolean {
+  return s.status === 'active' && s.refreshToken !== undefined && s.expiresAt !== undefined;
+}
+
+/** Seconds the access token stays valid after `nowMs`; Infinity when it has no known expiry. */
+export function secondsLeft(s: { expiresAt?: number }, nowMs: number): number {
+  if (s.expiresAt === undefined) return Number.POSITIVE_INFINITY;
+  return s.expiresAt - Math.floor(nowMs / 1000);
+}
