@@ -102,7 +102,9 @@ export function validateConfig(c: Config): void {
     );
   }
   if (c.inLambda && c.allowInsecureHttp) {
-    throw new ConfigError('TOKENKEEPER_ALLOW_INSECURE_HTTP is for local development only and is refused in Lambda');
+    throw new ConfigError(
+      'TOKENKEEPER_ALLOW_INSECURE_HTTP is for local development only and is refused in Lambda',
+    );
   }
   if (c.inLambda && !c.keyringSecretArn) {
     throw new ConfigError('TOKENKEEPER_KEYRING_SECRET_ARN must name the keyring secret in Lambda');

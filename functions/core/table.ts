@@ -1,6 +1,6 @@
 import {
-  type CreateTableCommandInput,
   CreateTableCommand,
+  type CreateTableCommandInput,
   DescribeTableCommand,
   type DynamoDBClient,
   ResourceNotFoundException,
@@ -47,7 +47,11 @@ export function createTableInput(tableName: string): CreateTableCommandInput {
 }
 
 /** Creates the table when it does not exist and waits until it is ACTIVE. */
-export async function ensureTable(client: DynamoDBClient, tableName: string, timeoutMs = 30_000): Promise<void> {
+export async function ensureTable(
+  client: DynamoDBClient,
+  tableName: string,
+  timeoutMs = 30_000,
+): Promise<void> {
   try {
     await client.send(new CreateTableCommand(createTableInput(tableName)));
   } catch (err) {
@@ -62,7 +66,8 @@ export async function ensureTable(client: DynamoDBClient, tableName: string, tim
     } catch (err) {
       if (!(err instanceof ResourceNotFoundException)) throw err;
     }
-    if (Date.now() > deadline) throw new Error(`table ${tableName} did not become ACTIVE within ${timeoutMs} ms`);
+    if (Date.now() > deadline)
+      throw new Error(`table ${tableName} did not become ACTIVE within ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 50));
   }
 }

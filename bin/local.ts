@@ -1,0 +1,75 @@
+/**
+ * `npm start`: the local stack. Same handlers as in Lambda, on an embedded DynamoDB (dynalite),
+ * served on 127.0.0.1, with a timer in place of the EventBridge schedule.
+ */
+import { Logger as PowertoolsLogger } from '@aws-lambda-powertools/logger';
+import { loadConfig } from '../functions/core/config.js';
+import { ConfigError } from '../functions/core/errors.js';
+import type { Logger } from '../functions/core/ports.js';
+import { startLocalStack } from '../functions/local/stack.js';
+
+async function main(): Promise<void> {
+  let config: ReturnType<typeof loadConfig>;
+  try {
+    config = loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`tokenkeeper: configuration error: ${err.message}\n`);
+      process.exit(1);
+    }
+    throw err;
+  }
+  const pt = new PowertoolsLogger({ serviceName: config.serviceName });
+  const logger: Logger = {
+    debug: (m, e) => (e ? pt.debug(m, e) : pt.debug(m)),
+    info: (m, e) => (e ? pt.info(m, e) : pt.info(m)),
+    warn: (m, e) => (e ? pt.warn(m, e) : pt.warn(m)),
+    error: (m, e) => (e ? pt.error(m, e) : pt.error(m)),
+  };
+  const stack = await startLocalStack({
+    config,
+    logger,
+    onSweep: (s) =>
+      process.stdout.write(
+        `sweep: due ${s.due} / refreshed ${s.refreshed} / failed ${s.failedTransient} transient, ` +
+          `${s.reauthorizationRequired} reauthorization / skipped ${s.skipped} / missed ${s.missed} / ` +
+          `backlog ${s.backlog} (${s.durationMs} ms)\n`,
+      ),
+  });
+  const storage = config.dynamodbEndpoint
+    ? `DynamoDB at ${config.dynamodbEndpoint}`
+    : `dynalite in ${config.dataDir}`;
+  process.stdout.write(
+    `tokenkeeper local stack listening on ${stack.url} (${storage}, table ${config.tableName})\n`,
+  );
+  process.stdout.write(
+    stack.apiKeyPath
+      ? `API key generated and kept in ${stack.apiKeyPath}; send it as "Authorization: Bearer <key>"\n`
+      : 'API key taken from TOKENKEEPER_API_KEY\n',
+  );
+  process.stdout.write(
+    `refreshing every ${config.refreshIntervalSeconds} s, window ${config.refreshWindowSeconds} s; ` +
+      `POST ${stack.url}/local/sweep to sweep now\n`,
+  );
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    process.stdout.write(`${signal} received, stopping\n`);
+    stack.stop().then(
+      () => process.exit(0),
+      (err) => {
+        process.stderr.write(`tokenkeeper: error while stopping: ${(err as Error).message}\n`);
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+main().catch((err) => {
+  process.stderr.write(`tokenkeeper: failed to start: ${(err as Error).message}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,259 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import {
+  ConfigError,
+  InvalidRequestError,
+  KeyUnavailableError,
+  ProviderNotFoundError,
+  ReauthorizationRequiredError,
+  RefreshUnavailableError,
+  SessionNotFoundError,
+} from '../core/errors.js';
+import type { SessionKey } from '../core/model.js';
+import type { Clock, Logger, Metrics } from '../core/ports.js';
+import type { ProviderService, SessionService, TokenService } from '../core/services.js';
+import {
+  parseId,
+  parseJsonBody,
+  parseProviderBody,
+  parseSessionBody,
+  parseTokenQuery,
+} from './validation.js';
+
+/**
+ * The API as a plain function from request to response: routing, authentication, validation and
+ * the one mapping from domain errors to HTTP. It knows no Lambda types (see ./http.ts).
+ */
+
+export interface ApiRequest {
+  method: string;
+  /** raw path, still percent-encoded */
+  path: string;
+  query: Record<string, string>;
+  /** lower-case names */
+  headers: Record<string, string>;
+  /** utf-8 text */
+  body?: string;
+}
+
+export interface ApiResponse {
+  status: number;
+  /** lower-case names */
+  headers: Record<string, string>;
+  body?: string;
+}
+
+export interface AppDeps {
+  providers: ProviderService;
+  sessions: SessionService;
+  tokens: TokenService;
+  logger: Logger;
+  metrics: Metrics;
+  clock: Clock;
+  /** When set, every route but /v1/health requires `Authorization: Bearer <apiKey>`. */
+  apiKey?: string;
+}
+
+export type App = (req: ApiRequest) => Promise<ApiResponse>;
+
+export const MAX_BODY_BYTES = 64 * 1024;
+export const KEY_UNAVAILABLE_RETRY_AFTER_SECONDS = 60;
+
+type RouteName = 'health' | 'provider' | 'sessionList' | 'session' | 'token';
+
+interface RouteMatch {
+  name: RouteName;
+  allow: readonly string[];
+  /** id segments, still percent-encoded */
+  params: string[];
+}
+
+/** Errors raised by the HTTP layer itself; mapped with the domain errors in toErrorResponse. */
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    description: string,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(description);
+  }
+}
+
+function matchRoute(path: string): RouteMatch | undefined {
+  const s = path.split('/');
+  if (s[0] !== '' || s[1] !== 'v1') return undefined;
+  const rest = s.slice(2);
+  switch (rest[0]) {
+    case 'health':
+      return rest.length === 1 ? { name: 'health', allow: ['GET'], params: [] } : undefined;
+    case 'providers':
+      return rest.length === 2 ? { name: 'provider', allow: ['GET', 'PUT'], params: [rest[1]] } : undefined;
+    case 'sessions':
+      if (rest.length === 2) return { name: 'sessionList', allow: ['GET'], params: [rest[1]] };
+      if (rest.length === 3) {
+        return { name: 'session', allow: ['GET', 'PUT', 'DELETE'], params: [rest[1], rest[2]] };
+      }
+      if (rest.length === 4 && rest[3] === 'token') {
+        return { name: 'token', allow: ['GET'], params: [rest[1], rest[2]] };
+      }
+      return undefined;
+    default:
+      return undefined;
+  }
+}
+
+function decodeSegment(name: string, raw: string): string {
+  let decoded: string;
+  try {
+    decoded = decodeURIComponent(raw);
+  } catch {
+    throw new InvalidRequestError(`${name}: invalid percent-encoding in path`);
+  }
+  return parseId(name, decoded);
+}
+
+function sha256(value: string): Buffer {
+  return createHash('sha256').update(value, 'utf8').digest();
+}
+
+const BEARER = /^bearer +(\S+) *$/iu;
+
+/** A constant-time check of `Authorization: Bearer <key>` (digests compared, so lengths do not leak). */
+export function createBearerCheck(apiKey: string): (authorization: string | undefined) => boolean {
+  const expected = sha256(apiKey);
+  return (authorization) => {
+    const presented = BEARER.exec(authorization ?? '')?.[1];
+    return presented !== undefined && timingSafeEqual(sha256(presented), expected);
+  };
+}
+
+function json(status: number, body: unknown, headers: Record<string, string> = {}): ApiResponse {
+  return {
+    status,
+    headers: { 'content-type': 'application/json', 'cache-control': 'no-store', ...headers },
+    body: JSON.stringify(body),
+  };
+}
+
+function errorBody(code: string, description: string): { error: string; error_description: string } {
+  return { error: code, error_description: description };
+}
+
+function retryAfter(seconds: number): string {
+  return String(
+    Number.isFinite(seconds) ? Math.max(0, Math.ceil(seconds)) : KEY_UNAVAILABLE_RETRY_AFTER_SECONDS,
+  );
+}
+
+export function createApp(deps: AppDeps): App {
+  const { providers, sessions, tokens, logger, metrics, clock } = deps;
+  if (deps.apiKey === '') throw new ConfigError('apiKey must not be empty when set');
+  const bearerOk = deps.apiKey === undefined ? undefined : createBearerCheck(deps.apiKey);
+
+  function authenticate(headers: Record<string, string>): void {
+    if (bearerOk === undefined) return;
+    if (!bearerOk(headers.authorization)) {
+      throw new HttpError(401, 'unauthorized', 'missing or invalid credentials', {
+        'www-authenticate': 'Bearer',
+      });
+    }
+  }
+
+  /** The one place where errors become HTTP responses. */
+  function toErrorResponse(err: unknown, req: ApiRequest, route: RouteName | 'unknown'): ApiResponse {
+    if (err instanceof HttpError) return json(err.status, errorBody(err.code, err.message), err.headers);
+    if (err instanceof InvalidRequestError) return json(400, errorBody(err.code, err.message));
+    if (err instanceof ProviderNotFoundError) return json(404, errorBody(err.code, err.message));
+    if (err instanceof SessionNotFoundError) return json(404, errorBody(err.code, err.message));
+    if (err instanceof ReauthorizationRequiredError) return json(409, errorBody(err.code, err.message));
+    if (err instanceof RefreshUnavailableError) {
+      return json(503, errorBody(err.code, err.message), {
+        'retry-after': retryAfter(err.retryAfterSeconds),
+      });
+    }
+    if (err instanceof KeyUnavailableError) {
+      logger.error('stored credential cannot be decrypted', {
+        route,
+        method: req.method,
+        errorName: err.name,
+        errorMessage: err.message,
+      });
+      return json(503, errorBody(err.code, 'a stored credential cannot be decrypted right now'), {
+        'retry-after': String(KEY_UNAVAILABLE_RETRY_AFTER_SECONDS),
+      });
+    }
+    logger.error('unhandled error', {
+      route,
+      method: req.method,
+      errorName: err instanceof Error ? err.name : typeof err,
+      errorMessage: err instanceof Error ? err.message : undefined,
+    });
+    return json(500, errorBody('internal_error', 'an internal error occurred'));
+  }
+
+  async function dispatch(req: ApiRequest, route: RouteMatch, startedAt: number): Promise<ApiResponse> {
+    if (route.name === 'health') return json(200, { status: 'ok' });
+
+    authenticate(req.headers);
+    if (req.body !== undefined && Buffer.byteLength(req.body, 'utf8') > MAX_BODY_BYTES) {
+      throw new HttpError(413, 'payload_too_large', `request body must be at most ${MAX_BODY_BYTES} bytes`);
+    }
+
+    switch (route.name) {
+      case 'provider': {
+        const providerId = decodeSegment('providerId', route.params[0]);
+        if (req.method === 'PUT') {
+          const input = parseProviderBody(parseJsonBody(req.body));
+          const { created, provider } = await providers.put(providerId, input);
+          return json(created ? 201 : 200, provider);
+        }
+        return json(200, await providers.get(providerId));
+      }
+      case 'sessionList': {
+        const userId = decodeSegment('userId', route.params[0]);
+        return json(200, { sessions: await sessions.list(userId) });
+      }
+      case 'session': {
+        const key = sessionKey(route.params);
+        if (req.method === 'PUT') {
+          const token = parseSessionBody(parseJsonBody(req.body));
+          const { created, session } = await sessions.put(key, token);
+          return json(created ? 201 : 200, session);
+        }
+        if (req.method === 'DELETE') {
+          await sessions.delete(key);
+          return { status: 204, headers: { 'cache-control': 'no-store' } };
+        }
+        return json(200, await sessions.get(key));
+      }
+      case 'token': {
+        const key = sessionKey(route.params);
+        const request = parseTokenQuery(req.query);
+        const result = await tokens.getToken(key, request);
+        metrics.add('TokensServed', 'Count', 1);
+        metrics.add('TokenLatency', 'Milliseconds', Math.max(0, clock.now() - startedAt));
+        return json(200, result, { pragma: 'no-cache' });
+      }
+    }
+  }
+
+  return async (req) => {
+    const startedAt = clock.now();
+    const route = matchRoute(req.path);
+    try {
+      if (route === undefined) throw new HttpError(404, 'not_found', 'no such resource');
+      if (!route.allow.includes(req.method)) {
+        throw new HttpError(405, 'method_not_allowed', 'method not allowed for this resource', {
+          allow: route.allow.join(', '),
+        });
+      }
+      return await dispatch(req, route, startedAt);
+    } catch (err) {
+      return toErrorResponse(err, req, route?.name ?? 'unknown');
+    }
+  };
+}
+
+function sessionKey(params: string[]): SessionKey {
+  return { userId: decodeSegment('userId', params[0]), providerId: decodeSegment('providerId', params[1]) };
+}

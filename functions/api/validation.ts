@@ -1,0 +1,299 @@
+import { z } from 'zod';
+import { InvalidRequestError } from '../core/errors.js';
+import type { ClientAuthMethod } from '../core/model.js';
+import type { ProviderInput, TokenRequest, TokenResponseInput } from '../core/services.js';
+
+/**
+ * Request validation for the API. Every parse function either returns a typed value or throws an
+ * InvalidRequestError whose description names the offending field. Descriptions never echo a value
+ * from the request (it may be a secret), only field names.
+ */
+
+export const MAX_ID_LENGTH = 256;
+export const MAX_TOKEN_BYTES = 16 * 1024;
+export const MAX_URL_LENGTH = 2048;
+export const DEFAULT_MIN_VALIDITY = 60;
+export const MAX_MIN_VALIDITY = 86_400;
+/** expires_at above this is almost certainly epoch milliseconds, not seconds (year 5138). */
+export const MAX_EXPIRES_AT = 100_000_000_000;
+
+export const CLIENT_AUTH_METHODS = ['client_secret_basic', 'client_secret_post', 'none'] as const;
+
+export type ValidProviderInput = ProviderInput & { clientAuthMethod: ClientAuthMethod };
+export type ValidTokenResponse = TokenResponseInput & { token_type: string };
+
+// --- helpers ---------------------------------------------------------------------------------
+
+function isControl(code: number): boolean {
+  return code <= 0x1f || (code >= 0x7f && code <= 0x9f);
+}
+
+function hasControlCharacter(s: string): boolean {
+  for (let i = 0; i < s.length; i++) if (isControl(s.charCodeAt(i))) return true;
+  return false;
+}
+
+/** True when the string holds a lone (unpaired) UTF-16 surrogate, which is not valid Unicode. */
+function hasLoneSurrogate(s: string): boolean {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 0xd800 && c <= 0xdbff) {
+      const next = s.charCodeAt(i + 1);
+      if (next >= 0xdc00 && next <= 0xdfff) {
+        i++;
+        continue;
+      }
+      return true;
+    }
+    if (c >= 0xdc00 && c <= 0xdfff) return true;
+  }
+  return false;
+}
+
+function codePointLength(s: string): number {
+  let n = 0;
+  for (const _ of s) n++;
+  return n;
+}
+
+function utf8Length(s: string): number {
+  return Buffer.byteLength(s, 'utf8');
+}
+
+function describeIssues(issues: readonly z.core.$ZodIssue[], unknownNoun: string): string {
+  return issues
+    .map((issue) => {
+      if (issue.code === 'unrecognized_keys') {
+        const shown = issue.keys.slice(0, 10).map((k) => JSON.stringify(k.slice(0, 64)));
+        const more = issue.keys.length > 10 ? `, … (${issue.keys.length - 10} more)` : '';
+        const where = issue.path.length > 0 ? `${issue.path.join('.')}: ` : '';
+        return `${where}unknown ${unknownNoun}${issue.keys.length === 1 ? '' : 's'} ${shown.join(', ')}${more}`;
+      }
+      const where = issue.path.length > 0 ? issue.path.join('.') : 'body';
+      return `${where}: ${issue.message}`;
+    })
+    .join('; ');
+}
+
+function parseWith<S extends z.ZodType>(schema: S, input: unknown, unknownNoun = 'field'): z.output<S> {
+  const result = schema.safeParse(input);
+  if (!result.success) throw new InvalidRequestError(describeIssues(result.error.issues, unknownNoun));
+  return result.data;
+}
+
+/** A string schema with a single wording for "absent" and "not a string". */
+function str(expected: string) {
+  return z.string({ error: (issue) => (issue.input === undefined ? 'is required' : `must be ${expected}`) });
+}
+
+const OBJECT_ERROR = { error: 'must be a JSON object' };
+
+type UrlCheck = { httpOnly: boolean; noCredentials: boolean };
+
+/** Absolute URL check; returns a problem description or undefined. Policy (https, addresses) is enforced at fetch time. */
+function urlProblem(value: string, check: UrlCheck): string | undefined {
+  if (value.length > MAX_URL_LENGTH) return `must be at most ${MAX_URL_LENGTH} characters`;
+  if (/\s/u.test(value) || hasControlCharacter(value))
+    return 'must not contain whitespace or control characters';
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    return 'must be an absolute URL';
+  }
+  if (check.httpOnly && url.protocol !== 'https:' && url.protocol !== 'http:')
+    return 'must be an http(s) URL';
+  if (value.includes('#')) return 'must not contain a fragment';
+  if (check.noCredentials) {
+    const authority = /^[a-z][a-z0-9+.-]*:\/\/([^/?#]*)/iu.exec(value)?.[1] ?? '';
+    if (url.username !== '' || url.password !== '' || authority.includes('@')) {
+      return 'must not contain credentials';
+    }
+  }
+  return undefined;
+}
+
+function urlField(check: UrlCheck) {
+  return str('a string').superRefine((value, ctx) => {
+    const problem = urlProblem(value, check);
+    if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem });
+  });
+}
+
+const httpUrl = urlField({ httpOnly: true, noCredentials: true });
+const resourceUri = urlField({ httpOnly: false, noCredentials: false });
+
+const SECRET_ARN = /^arn:aws(?:-[a-z]+)*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+$/u;
+
+// --- ids ---------------------------------------------------------------------------------------
+
+/** Validates an id taken from the path (already percent-decoded). `name` appears in the error. */
+export function parseId(name: string, raw: string): string {
+  if (typeof raw !== 'string' || raw.length === 0)
+    throw new InvalidRequestError(`${name}: must not be empty`);
+  if (codePointLength(raw) > MAX_ID_LENGTH) {
+    throw new InvalidRequestError(`${name}: must be at most ${MAX_ID_LENGTH} characters`);
+  }
+  if (hasControlCharacter(raw)) throw new InvalidRequestError(`${name}: must not contain control characters`);
+  if (hasLoneSurrogate(raw)) throw new InvalidRequestError(`${name}: must be valid Unicode`);
+  return raw;
+}
+
+// --- JSON body ---------------------------------------------------------------------------------
+
+/** Parses a request body that must be a JSON object. */
+export function parseJsonBody(text: string | undefined): Record<string, unknown> {
+  if (text === undefined || text.trim() === '') throw new InvalidRequestError('request body is required');
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw new InvalidRequestError('malformed JSON body');
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new InvalidRequestError('body: must be a JSON object');
+  }
+  return value as Record<string, unknown>;
+}
+
+// --- provider ----------------------------------------------------------------------------------
+
+const providerSchema = z.strictObject(
+  {
+    issuer: httpUrl.optional(),
+    tokenEndpoint: httpUrl.optional(),
+    revocationEndpoint: httpUrl.optional(),
+    clientId: str('a non-empty string')
+      .min(1, { error: 'must be a non-empty string' })
+      .max(1024, { error: 'must be at most 1024 characters' }),
+    clientSecret: str('a non-empty string')
+      .min(1, { error: 'must be a non-empty string' })
+      .max(4096, { error: 'must be at most 4096 characters' })
+      .optional(),
+    clientSecretArn: str('a Secrets Manager secret ARN')
+      .max(2048, { error: 'must be at most 2048 characters' })
+      .regex(SECRET_ARN, {
+        error: 'must be a Secrets Manager secret ARN (arn:aws:secretsmanager:…:secret:…)',
+      })
+      .optional(),
+    clientAuthMethod: z
+      .enum(CLIENT_AUTH_METHODS, { error: `must be one of ${CLIENT_AUTH_METHODS.join(', ')}` })
+      .optional(),
+    resource: resourceUri.optional(),
+    scope: str('a string').max(1024, { error: 'must be at most 1024 characters' }).optional(),
+  },
+  OBJECT_ERROR,
+);
+
+/** Validates a PUT /v1/providers/{providerId} body and resolves the default clientAuthMethod. */
+export function parseProviderBody(json: unknown): ValidProviderInput {
+  const body = parseWith(providerSchema, json);
+  if (body.issuer === undefined && body.tokenEndpoint === undefined) {
+    throw new InvalidRequestError('issuer, tokenEndpoint: at least one is required');
+  }
+  if (body.clientSecret !== undefined && body.clientSecretArn !== undefined) {
+    throw new InvalidRequestError('clientSecretArn: must not be given together with clientSecret');
+  }
+  const hasSecret = body.clientSecret !== undefined || body.clientSecretArn !== undefined;
+  const method: ClientAuthMethod = body.clientAuthMethod ?? (hasSecret ? 'client_secret_basic' : 'none');
+  if (method === 'none' && hasSecret) {
+    throw new InvalidRequestError(
+      'clientAuthMethod: none must not be combined with clientSecret or clientSecretArn',
+    );
+  }
+  if (method !== 'none' && !hasSecret) {
+    throw new InvalidRequestError(`clientAuthMethod: ${method} requires clientSecret or clientSecretArn`);
+  }
+  return { ...body, clientAuthMethod: method };
+}
+
+// --- session (the provider's token response) ---------------------------------------------------
+
+const DECIMAL = /^\d+(?:\.\d+)?$/u;
+
+/** A number, or a plain decimal string ("3600"); null counts as absent. */
+function numeric(expected: string) {
+  return z.preprocess(
+    (v) => (typeof v === 'string' && DECIMAL.test(v) ? Number(v) : v),
+    z.number({ error: `must be ${expected}` }).refine(Number.isFinite, { error: `must be ${expected}` }),
+  );
+}
+
+function optionalOrNull<T extends z.ZodType>(schema: T) {
+  return z.preprocess((v) => (v === null ? undefined : v), schema.optional());
+}
+
+function boundedToken(expected: string) {
+  return str(expected)
+    .min(1, { error: `must be ${expected}` })
+    .refine((s) => utf8Length(s) <= MAX_TOKEN_BYTES, { error: `must be at most ${MAX_TOKEN_BYTES} bytes` });
+}
+
+const sessionSchema = z.object(
+  {
+    access_token: boundedToken('a non-empty string'),
+    refresh_token: optionalOrNull(boundedToken('a non-empty string')),
+    expires_in: optionalOrNull(
+      numeric('a non-negative number')
+        .refine((n) => n >= 0, { error: 'must be a non-negative number' })
+        .refine((n) => n <= Number.MAX_SAFE_INTEGER, { error: 'is too large' }),
+    ),
+    expires_at: optionalOrNull(
+      numeric('positive epoch seconds')
+        .refine((n) => n > 0, { error: 'must be positive epoch seconds' })
+        .refine((n) => n <= MAX_EXPIRES_AT, { error: 'must be epoch seconds, not milliseconds' }),
+    ),
+    token_type: optionalOrNull(
+      str('a non-empty string')
+        .min(1, { error: 'must be a non-empty string' })
+        .max(128, { error: 'must be at most 128 characters' }),
+    ),
+    scope: optionalOrNull(
+      str('a string').refine((s) => utf8Length(s) <= MAX_TOKEN_BYTES, {
+        error: `must be at most ${MAX_TOKEN_BYTES} bytes`,
+      }),
+    ),
+  },
+  OBJECT_ERROR,
+);
+
+/**
+ * Validates a PUT /v1/sessions/{userId}/{providerId} body: the provider's token response as it
+ * came. Unknown fields (id_token, refresh_expires_in, …) are accepted and dropped, never stored.
+ */
+export function parseSessionBody(json: unknown): ValidTokenResponse {
+  const body = parseWith(sessionSchema, json);
+  const out: ValidTokenResponse = {
+    access_token: body.access_token,
+    token_type: body.token_type ?? 'Bearer',
+  };
+  if (body.refresh_token !== undefined) out.refresh_token = body.refresh_token;
+  if (body.expires_in !== undefined) out.expires_in = body.expires_in;
+  if (body.expires_at !== undefined) out.expires_at = body.expires_at;
+  if (body.scope !== undefined) out.scope = body.scope;
+  return out;
+}
+
+// --- token query -------------------------------------------------------------------------------
+
+const tokenQuerySchema = z.strictObject(
+  {
+    minValidity: z
+      .string()
+      .regex(/^\d{1,6}$/u, { error: `must be an integer from 0 to ${MAX_MIN_VALIDITY}` })
+      .transform(Number)
+      .refine((n) => n <= MAX_MIN_VALIDITY, { error: `must be an integer from 0 to ${MAX_MIN_VALIDITY}` })
+      .optional(),
+    force: z.enum(['true', 'false'], { error: 'must be true or false' }).optional(),
+  },
+  OBJECT_ERROR,
+);
+
+/**
+ * Validates the token route's query. Repeated parameters arrive comma-joined (as API Gateway does)
+ * and are therefore rejected by the value rules.
+ */
+export function parseTokenQuery(query: Record<string, string>): TokenRequest {
+  const q = parseWith(tokenQuerySchema, query, 'query parameter');
+  return { minValidity: q.minValidity ?? DEFAULT_MIN_VALIDITY, force: q.force === 'true' };
+}

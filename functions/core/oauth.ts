@@ -1,0 +1,318 @@
+import * as oauth from 'oauth4webapi';
+import type { ProviderConfig } from './model.js';
+import type { Clock, Logger } from './ports.js';
+
+/**
+ * The OAuth client: refresh-token grants and revocation on oauth4webapi, with the provider's
+ * metadata either given (tokenEndpoint) or discovered from its issuer (RFC 8414, then OpenID
+ * discovery) and cached. Every failure is classified; nothing here throws for a provider's answer.
+ */
+
+export type FetchLike = (input: string | URL | Request, init?: RequestInit) => Promise<Response>;
+
+export interface GrantTokens {
+  accessToken: string;
+  refreshToken?: string;
+  tokenType: string;
+  scope?: string;
+  expiresIn?: number;
+}
+
+export type FailureClass = 'invalid_grant' | 'client_rejected' | 'transient';
+
+export interface GrantFailure {
+  class: FailureClass;
+  /** OAuth error code or one of ours: timeout, network_error, http_<status>, invalid_response, … */
+  code: string;
+  /** Trimmed and scrubbed of anything token-like. */
+  description: string;
+  retryAfterSeconds?: number;
+}
+
+export type GrantResult = { ok: true; tokens: GrantTokens } | { ok: false; failure: GrantFailure };
+
+export interface OAuthClientOptions {
+  fetch: FetchLike;
+  clock: Clock;
+  logger: Logger;
+  timeoutMs: number;
+  allowInsecureHttp: boolean;
+  /** Resolves the client secret (stored, or from Secrets Manager by ARN). */
+  clientSecret(provider: ProviderConfig): Promise<string | undefined>;
+  /** Largest response body read from a provider. */
+  maxResponseBytes?: number;
+  discoveryTtlMs?: number;
+}
+
+const DEFAULT_MAX_RESPONSE_BYTES = 256 * 1024;
+const MAX_DESCRIPTION = 200;
+const MAX_RETRY_AFTER_SECONDS = 3600;
+
+/** Bounded, scrubbed text for storage and display: no long opaque strings (tokens, secrets, JWTs). */
+export function scrubDescription(text: unknown, secrets: readonly (string | undefined)[] = []): string {
+  let out = typeof text === 'string' ? text : '';
+  for (const secret of secrets) {
+    if (secret && secret.length >= 4) out = out.split(secret).join('[redacted]');
+  }
+  out = out
+    .replace(/\p{Cc}/gu, ' ')
+    .replace(/[A-Za-z0-9\-._~+/]{20,}=*/g, '[redacted]')
+    .trim();
+  return out.length > MAX_DESCRIPTION ? `${out.slice(0, MAX_DESCRIPTION - 1)}…` : out;
+}
+
+/** Parses Retry-After (delta-seconds or HTTP-date) into whole seconds from now, bounded. */
+export function parseRetryAfter(header: string | null, nowMs: number): number | undefined {
+  if (!header) return undefined;
+  const trimmed = header.trim();
+  let seconds: number | undefined;
+  if (/^\d+$/.test(trimmed)) seconds = Number(trimmed);
+  else {
+    const at = Date.parse(trimmed);
+    if (!Number.isNaN(at)) seconds = Math.max(0, Math.ceil((at - nowMs) / 1000));
+  }
+  if (seconds === undefined || !Number.isFinite(seconds)) return undefined;
+  return Math.min(seconds, MAX_RETRY_AFTER_SECONDS);
+}
+
+class ResponseTooLargeError extends Error {}
+
+interface LastResponse {
+  status?: number;
+  retryAfter?: string | null;
+}
+
+export class OAuthClient {
+  private readonly options: OAuthClientOptions;
+  private readonly discovered = new Map<string, { as: oauth.AuthorizationServer; at: number }>();
+
+  constructor(options: OAuthClientOptions) {
+    this.options = options;
+  }
+
+  /** A fetch for oauth4webapi that caps the body size and remembers status and Retry-After. */
+  private boundedFetch(last: LastResponse) {
+    const max = this.options.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES;
+    return async (url: string, init: RequestInit): Promise<Response> => {
+      const response = await this.options.fetch(url, init);
+      last.status = response.status;
+      last.retryAfter = response.headers.get('retry-after');
+      const declared = Number(response.headers.get('content-length'));
+      if (Number.isFinite(declared) && declared > max) {
+        await response.body?.cancel().catch(() => {});
+        throw new ResponseTooLargeError(`response body of ${declared} bytes exceeds ${max}`);
+      }
+      const chunks: Uint8Array[] = [];
+      let size = 0;
+      if (response.body) {
+        const reader = response.body.getReader();
+        for (;;) {
+          const { done, value } = await reader.read();
+          if (done) break;
+          size += value.byteLength;
+          if (size > max) {
+            await reader.cancel().catch(() => {});
+            throw new ResponseTooLargeError(`response body exceeds ${max} bytes`);
+          }
+          chunks.push(value);
+        }
+      }
+      return new Response(size === 0 && chunks.length === 0 ? null : Buffer.concat(chunks), {
+        status: response.status,
+        statusText: response.statusText,
+        headers: response.headers,
+      });
+    };
+  }
+
+  private requestOptions(last: LastResponse) {
+    return {
+      signal: AbortSignal.timeout(this.options.timeoutMs),
+      [oauth.customFetch]: this.boundedFetch(last),
+      [oauth.allowInsecureRequests]: this.options.allowInsecureHttp,
+    };
+  }
+
+  /** The provider's authorization server metadata: given, or discovered and cached. */
+  async authorizationServer(provider: ProviderConfig): Promise<oauth.AuthorizationServer> {
+    if (provider.tokenEndpoint) {
+      return {
+        issuer: provider.issuer ?? new URL(provider.tokenEndpoint).origin,
+        token_endpoint: provider.tokenEndpoint,
+        revocation_endpoint: provider.revocationEndpoint,
+      };
+    }
+    if (!provider.issuer) throw new Error('provider has neither issuer nor tokenEndpoint');
+    const ttl = this.options.discoveryTtlMs ?? 3_600_000;
+    const cached = this.discovered.get(provider.issuer);
+    if (cached && this.options.clock.now() - cached.at < ttl) return this.withRevocation(cached.as, provider);
+    const issuer = new URL(provider.issuer);
+    let lastError: unknown;
+    for (const algorithm of ['oauth2', 'oidc'] as const) {
+      try {
+        const last: LastResponse = {};
+        const response = await oauth.discoveryRequest(issuer, { algorithm, ...this.requestOptions(last) });
+        const as = await oauth.processDiscoveryResponse(issuer, response);
+        if (!as.token_endpoint) throw new Error('discovered metadata has no token_endpoint');
+        this.discovered.set(provider.issuer, { as, at: this.options.clock.now() });
+        return this.withRevocation(as, provider);
+      } catch (err) {
+        lastError = err;
+      }
+    }
+    throw lastError;
+  }
+
+  private withRevocation(as: oauth.AuthorizationServer, provider: ProviderConfig): oauth.AuthorizationServer {
+    return provider.revocationEndpoint ? { ...as, revocation_endpoint: provider.revocationEndpoint } : as;
+  }
+
+  private async clientAuth(provider: ProviderConfig): Promise<oauth.ClientAuth> {
+    if (provider.clientAuthMethod === 'none') return oauth.None();
+    const secret = await this.options.clientSecret(provider);
+    if (!secret) throw new Error('provider has no client secret for its authentication method');
+    return provider.clientAuthMethod === 'client_secret_post'
+      ? oauth.ClientSecretPost(secret)
+      : oauth.ClientSecretBasic(secret);
+  }
+
+  /** One refresh-token grant. Never throws for the provider's answer; classifies it instead. */
+  async refresh(provider: ProviderConfig, refreshToken: string): Promise<GrantResult> {
+    const last: LastResponse = {};
+    let secret: string | undefined;
+    try {
+      const as = await this.authorizationServer(provider);
+      secret = provider.clientAuthMethod === 'none' ? undefined : await this.options.clientSecret(provider);
+      const client: oauth.Client = { client_id: provider.clientId };
+      const additionalParameters: Record<string, string> = {};
+      if (provider.resource) additionalParameters.resource = provider.resource;
+      const response = await oauth.refreshTokenGrantRequest(
+        as,
+        client,
+        await this.clientAuth(provider),
+        refreshToken,
+        { ...this.requestOptions(last), additionalParameters },
+      );
+      const result = await oauth.processRefreshTokenResponse(as, client, response);
+      return {
+        ok: true,
+        tokens: {
+          accessToken: result.access_token,
+          refreshToken: result.refresh_token,
+          tokenType: result.token_type ?? 'bearer',
+          scope: result.scope,
+          expiresIn: typeof result.expires_in === 'number' ? result.expires_in : undefined,
+        },
+      };
+    } catch (err) {
+      return { ok: false, failure: this.classify(err, last, [refreshToken, secret]) };
+    }
+  }
+
+  /** Best-effort RFC 7009 revocation; returns whether the provider accepted it. */
+  async revoke(
+    provider: ProviderConfig,
+    token: string,
+    hint: 'refresh_token' | 'access_token',
+  ): Promise<boolean> {
+    try {
+      const as = await this.authorizationServer(provider);
+      if (!as.revocation_endpoint) return false;
+      const last: LastResponse = {};
+      const response = await oauth.revocationRequest(
+        as,
+        { client_id: provider.clientId },
+        await this.clientAuth(provider),
+        token,
+        { ...this.requestOptions(last), additionalParameters: { token_type_hint: hint } },
+      );
+      await oauth.processRevocationResponse(response);
+      return true;
+    } catch (err) {
+      this.options.logger.warn('token revocation failed', {
+        providerId: provider.providerId,
+        code: this.classify(err, {}, [token]).code,
+      });
+      return false;
+    }
+  }
+
+  private classify(err: unknown, last: LastResponse, secrets: (string | undefined)[]): GrantFailure {
+    const now = this.options.clock.now();
+    const retryAfterSeconds = parseRetryAfter(last.retryAfter ?? null, now);
+    if (err instanceof oauth.ResponseBodyError) {
+      const description = scrubDescription(err.error_description, secrets);
+      if (err.status >= 400 && err.status < 500 && err.error === 'invalid_grant') {
+        return { class: 'invalid_grant', code: 'invalid_grant', description };
+      }
+      if (
+        err.status >= 400 &&
+        err.status < 500 &&
+        (err.error === 'invalid_client' || err.error === 'unauthorized_client')
+      ) {
+        return { class: 'client_rejected', code: err.error, description };
+      }
+      return {
+        class: 'transient',
+        code: scrubDescription(err.error, secrets) || `http_${err.status}`,
+        description,
+        retryAfterSeconds,
+      };
+    }
+    if (err instanceof oauth.WWWAuthenticateChallengeError) {
+      if (err.status === 401) {
+        return {
+          class: 'client_rejected',
+          code: 'invalid_client',
+          description: 'token endpoint answered 401 with a challenge',
+        };
+      }
+      return {
+        class: 'transient',
+        code: `http_${err.status}`,
+        description: 'token endpoint answered with a challenge',
+        retryAfterSeconds,
+      };
+    }
+    const name = (err as { name?: string } | undefined)?.name;
+    if (name === 'TimeoutError' || name === 'AbortError') {
+      return {
+        class: 'transient',
+        code: 'timeout',
+        description: `no answer within ${this.options.timeoutMs} ms`,
+      };
+    }
+    if (err instanceof ResponseTooLargeError) {
+      return { class: 'transient', code: 'response_too_large', description: scrubDescription(err.message) };
+    }
+    if (last.status !== undefined && (last.status === 429 || last.status >= 500)) {
+      return {
+        class: 'transient',
+        code: `http_${last.status}`,
+        description: `token endpoint answered HTTP ${last.status}`,
+        retryAfterSeconds,
+      };
+    }
+    if (err instanceof oauth.OperationProcessingError || err instanceof oauth.UnsupportedOperationError) {
+      return {
+        class: 'transient',
+        code: 'invalid_response',
+        description: scrubDescription(err.message, secrets),
+        retryAfterSeconds,
+      };
+    }
+    if (last.status === undefined) {
+      return {
+        class: 'transient',
+        code: 'network_error',
+        description: scrubDescription((err as Error)?.message, secrets),
+      };
+    }
+    return {
+      class: 'transient',
+      code: 'invalid_response',
+      description: scrubDescription((err as Error)?.message, secrets),
+      retryAfterSeconds,
+    };
+  }
+}

@@ -1,0 +1,206 @@
+import { randomUUID } from 'node:crypto';
+import { KeyUnavailableError } from './errors.js';
+import type { ProviderConfig, SessionKey } from './model.js';
+import type { GrantFailure, OAuthClient } from './oauth.js';
+import type { Clock, EventPublisher, Logger, Metrics, Random } from './ports.js';
+import type { LeaseCondition, SessionRecord, SessionStore } from './store.js';
+
+/**
+ * The refresh protocol every path uses: lease → grant → commit, and the classification of failures.
+ * One call of `refresh` makes at most one grant request, and only while holding the lease.
+ */
+
+export type RefreshOutcome =
+  | { kind: 'refreshed'; record: SessionRecord; accessToken: string }
+  /** The lease condition did not hold: not due, leased by someone else, backing off, dead, or gone. */
+  | { kind: 'refused' }
+  | { kind: 'transient'; code: string; retryAfterSeconds: number }
+  | { kind: 'client_rejected'; code: string; retryAfterSeconds: number }
+  | { kind: 'reauthorization_required'; code: string }
+  /** The grant succeeded but the lease had been taken over; the answer was not committed. */
+  | { kind: 'lease_lost' }
+  | { kind: 'key_unavailable'; retryAfterSeconds: number };
+
+export interface BackoffPolicy {
+  baseMs: number;
+  maxMs: number;
+}
+
+export const DEFAULT_BACKOFF: BackoffPolicy = { baseMs: 15_000, maxMs: 15 * 60_000 };
+
+/** Exponential backoff with jitter: a delay in [½, 1] × min(max, base × 2^(failures)). */
+export function backoffDelayMs(failureCount: number, policy: BackoffPolicy, random: Random): number {
+  const ceiling = Math.min(policy.maxMs, policy.baseMs * 2 ** Math.min(failureCount, 30));
+  return Math.round(ceiling * (0.5 + random() * 0.5));
+}
+
+export interface ProviderLookup {
+  get(providerId: string): Promise<ProviderConfig | undefined>;
+}
+
+export interface RefresherOptions {
+  store: SessionStore;
+  oauth: Pick<OAuthClient, 'refresh'>;
+  providers: ProviderLookup;
+  clock: Clock;
+  logger: Logger;
+  metrics: Metrics;
+  events: EventPublisher;
+  random: Random;
+  leaseMs: number;
+  backoff?: BackoffPolicy;
+  /** Identifies this process in lease owners (for diagnosis only). */
+  instanceId?: string;
+}
+
+export class Refresher {
+  private readonly o: RefresherOptions;
+  private readonly instanceId: string;
+  private counter = 0;
+
+  constructor(options: RefresherOptions) {
+    this.o = options;
+    this.instanceId = options.instanceId ?? randomUUID();
+  }
+
+  async refresh(key: SessionKey, condition: LeaseCondition): Promise<RefreshOutcome> {
+    const { store, clock, logger } = this.o;
+    const owner = `${this.instanceId}:${++this.counter}`;
+    const leasedAt = clock.now();
+    const leased = await store.acquireLease(key, owner, condition, leasedAt, leasedAt + this.o.leaseMs);
+    if (!leased) return { kind: 'refused' };
+
+    let refreshToken: string;
+    try {
+      const revealed = await store.reveal(leased);
+      refreshToken = revealed.refreshToken as string;
+    } catch (err) {
+      if (!(err instanceof KeyUnavailableError)) {
+        await store.releaseLease(key, owner);
+        throw err;
+      }
+      this.o.metrics.add('KeyUnavailable', 'Count', 1);
+      logger.error('stored token cannot be decrypted; session kept', { ...key, reason: err.message });
+      return this.failTransient(key, owner, leased, {
+        class: 'transient',
+        code: 'key_unavailable',
+        description: err.message,
+      }).then((o) => ({ kind: 'key_unavailable', retryAfterSeconds: o.retryAfterSeconds }));
+    }
+
+    const provider = await this.o.providers.get(key.providerId);
+    if (!provider) {
+      return this.failTransient(key, owner, leased, {
+        class: 'transient',
+        code: 'provider_not_found',
+        description: 'the session refers to a provider that is not registered',
+      });
+    }
+
+    const sentAt = clock.now();
+    const result = await this.o.oauth.refresh(provider, refreshToken);
+    if (result.ok) {
+      const t = result.tokens;
+      const committed = await store.commitRefresh(
+        key,
+        owner,
+        {
+          accessToken: t.accessToken,
+          refreshToken: t.refreshToken ?? refreshToken,
+          tokenType: t.tokenType,
+          scope: t.scope ?? leased.scope,
+          expiresAt: t.expiresIn === undefined ? undefined : Math.floor(sentAt / 1000) + t.expiresIn,
+        },
+        clock.now(),
+      );
+      if (!committed) {
+        this.o.metrics.add('LeaseLost', 'Count', 1);
+        logger.error('lease lost before commit; refreshed tokens discarded', {
+          ...key,
+          leaseMs: this.o.leaseMs,
+          elapsedMs: clock.now() - leasedAt,
+        });
+        return { kind: 'lease_lost' };
+      }
+      if (leased.failureCount > 0) {
+        await this.publish('SessionRecovered', {
+          ...key,
+          previousError: leased.lastError?.code ?? null,
+          failureCount: leased.failureCount,
+          at: new Date(clock.now()).toISOString(),
+        });
+      }
+      logger.info('session refreshed', {
+        ...key,
+        version: committed.version,
+        expiresAt: committed.expiresAt ?? null,
+        rotated: t.refreshToken !== undefined,
+      });
+      return { kind: 'refreshed', record: committed, accessToken: t.accessToken };
+    }
+
+    const failure = result.failure;
+    if (failure.class === 'invalid_grant') {
+      const error = { code: failure.code, description: failure.description, at: clock.now() };
+      const written = await store.recordFailure(key, owner, { kind: 'reauthorization_required', error });
+      logger.warn('grant is dead; session needs reauthorization', { ...key, code: failure.code });
+      if (written) {
+        await this.publish('SessionReauthorizationRequired', {
+          ...key,
+          error: failure.code,
+          errorDescription: failure.description,
+          at: new Date(error.at).toISOString(),
+        });
+      }
+      return { kind: 'reauthorization_required', code: failure.code };
+    }
+    if (failure.class === 'client_rejected') {
+      this.o.metrics.add('ProviderClientRejected', 'Count', 1);
+      logger.error('provider rejected our client credentials; sessions kept', {
+        providerId: key.providerId,
+        code: failure.code,
+      });
+      await store.flagProviderRejected(key.providerId, clock.now());
+      const outcome = await this.failTransient(key, owner, leased, failure);
+      return { kind: 'client_rejected', code: failure.code, retryAfterSeconds: outcome.retryAfterSeconds };
+    }
+    return this.failTransient(key, owner, leased, failure);
+  }
+
+  private async failTransient(
+    key: SessionKey,
+    owner: string,
+    leased: SessionRecord,
+    failure: GrantFailure,
+  ): Promise<{ kind: 'transient'; code: string; retryAfterSeconds: number }> {
+    const now = this.o.clock.now();
+    const delayMs =
+      failure.retryAfterSeconds !== undefined
+        ? Math.max(1000, failure.retryAfterSeconds * 1000)
+        : backoffDelayMs(leased.failureCount, this.o.backoff ?? DEFAULT_BACKOFF, this.o.random);
+    const nextAttemptAt = now + delayMs;
+    await this.o.store.recordFailure(key, owner, {
+      kind: 'transient',
+      error: { code: failure.code, description: failure.description, at: now },
+      nextAttemptAt,
+    });
+    this.o.logger.warn('refresh failed transiently; will retry', {
+      ...key,
+      code: failure.code,
+      failureCount: leased.failureCount + 1,
+      retryInMs: delayMs,
+    });
+    return { kind: 'transient', code: failure.code, retryAfterSeconds: Math.ceil(delayMs / 1000) };
+  }
+
+  private async publish(
+    detailType: 'SessionReauthorizationRequired' | 'SessionRecovered',
+    detail: Record<string, unknown>,
+  ): Promise<void> {
+    try {
+      await this.o.events.publish({ detailType, detail });
+    } catch (err) {
+      this.o.logger.error('event could not be published', { detailType, reason: (err as Error).name });
+    }
+  }
+}

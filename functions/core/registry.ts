@@ -1,0 +1,195 @@
+import { ProviderNotFoundError, SessionNotFoundError } from './errors.js';
+import type { ProviderConfig, SessionKey } from './model.js';
+import type { OAuthClient } from './oauth.js';
+import type { Clock, Logger } from './ports.js';
+import type { ProviderLookup } from './refresher.js';
+import type {
+  ProviderInput,
+  ProviderService,
+  ProviderView,
+  SessionMetadata,
+  SessionService,
+  TokenResponseInput,
+} from './services.js';
+import type { SessionRecord, SessionStore } from './store.js';
+
+/**
+ * Provider configurations and session records: the CRUD side of the API. Tokens go in sealed and
+ * never come back out of here; metadata views carry no token of any kind.
+ */
+
+const toSeconds = (ms: number | undefined) => (ms === undefined ? null : Math.floor(ms / 1000));
+
+export function providerView(p: ProviderConfig): ProviderView {
+  const view: ProviderView = {
+    providerId: p.providerId,
+    clientId: p.clientId,
+    clientAuthMethod: p.clientAuthMethod,
+    hasClientSecret: p.clientSecret !== undefined || p.clientSecretArn !== undefined,
+    createdAt: Math.floor(p.createdAt / 1000),
+    updatedAt: Math.floor(p.updatedAt / 1000),
+  };
+  for (const field of [
+    'issuer',
+    'tokenEndpoint',
+    'revocationEndpoint',
+    'clientSecretArn',
+    'resource',
+    'scope',
+  ] as const) {
+    if (p[field] !== undefined) view[field] = p[field];
+  }
+  if (p.clientRejectedAt !== undefined) view.clientRejectedAt = Math.floor(p.clientRejectedAt / 1000);
+  return view;
+}
+
+export function sessionMetadata(r: SessionRecord): SessionMetadata {
+  return {
+    userId: r.userId,
+    providerId: r.providerId,
+    status: r.status,
+    expiresAt: r.expiresAt ?? null,
+    refreshable: r.status === 'active' && r.refreshTokenSealed !== undefined,
+    refreshedAt: toSeconds(r.refreshedAt),
+    failureCount: r.failureCount,
+    lastError: r.lastError
+      ? {
+          code: r.lastError.code,
+          description: r.lastError.description,
+          at: Math.floor(r.lastError.at / 1000),
+        }
+      : null,
+    nextAttemptAt: toSeconds(r.nextAttemptAt),
+  };
+}
+
+/** Provider lookups for the refresher, cached briefly so a sweep reads each provider once. */
+export class CachedProviders implements ProviderLookup {
+  private readonly cache = new Map<string, { provider: ProviderConfig | undefined; at: number }>();
+
+  constructor(
+    private readonly store: SessionStore,
+    private readonly clock: Clock,
+    private readonly ttlMs: number,
+  ) {}
+
+  async get(providerId: string): Promise<ProviderConfig | undefined> {
+    const hit = this.cache.get(providerId);
+    if (hit && this.clock.now() - hit.at < this.ttlMs) return hit.provider;
+    const provider = await this.store.getProvider(providerId);
+    this.cache.set(providerId, { provider, at: this.clock.now() });
+    return provider;
+  }
+
+  invalidate(providerId: string): void {
+    this.cache.delete(providerId);
+  }
+}
+
+export class DefaultProviderService implements ProviderService {
+  constructor(
+    private readonly store: SessionStore,
+    private readonly clock: Clock,
+    private readonly cache?: CachedProviders,
+  ) {}
+
+  async put(providerId: string, input: ProviderInput): Promise<{ created: boolean; provider: ProviderView }> {
+    const now = this.clock.now();
+    const existing = await this.store.getProvider(providerId);
+    const hasSecret = input.clientSecret !== undefined || input.clientSecretArn !== undefined;
+    const provider: ProviderConfig = {
+      providerId,
+      issuer: input.issuer,
+      tokenEndpoint: input.tokenEndpoint,
+      revocationEndpoint: input.revocationEndpoint,
+      clientId: input.clientId,
+      clientSecret: input.clientSecret,
+      clientSecretArn: input.clientSecretArn,
+      clientAuthMethod: input.clientAuthMethod ?? (hasSecret ? 'client_secret_basic' : 'none'),
+      resource: input.resource,
+      scope: input.scope,
+      createdAt: existing?.createdAt ?? now,
+      updatedAt: now,
+    };
+    const { created } = await this.store.putProvider(provider);
+    this.cache?.invalidate(providerId);
+    return { created, provider: providerView(provider) };
+  }
+
+  async get(providerId: string): Promise<ProviderView> {
+    const provider = await this.store.getProvider(providerId);
+    if (!provider) throw new ProviderNotFoundError(providerId);
+    return providerView(provider);
+  }
+}
+
+export class DefaultSessionService implements SessionService {
+  constructor(
+    private readonly store: SessionStore,
+    private readonly providers: ProviderLookup,
+    private readonly oauth: Pick<OAuthClient, 'revoke'>,
+    private readonly clock: Clock,
+    private readonly logger: Logger,
+  ) {}
+
+  async put(
+    key: SessionKey,
+    token: TokenResponseInput,
+  ): Promise<{ created: boolean; session: SessionMetadata }> {
+    if (!(await this.providers.get(key.providerId))) throw new ProviderNotFoundError(key.providerId);
+    const now = this.clock.now();
+    let expiresAt: number | undefined;
+    if (token.expires_at !== undefined) expiresAt = Math.floor(token.expires_at);
+    else if (token.expires_in !== undefined)
+      expiresAt = Math.floor(now / 1000) + Math.floor(token.expires_in);
+    const { created, record } = await this.store.putSession(
+      {
+        ...key,
+        accessToken: token.access_token,
+        refreshToken: token.refresh_token,
+        tokenType: token.token_type ?? 'Bearer',
+        scope: token.scope,
+        expiresAt,
+      },
+      now,
+    );
+    this.logger.info(created ? 'session created' : 'session replaced', {
+      ...key,
+      expiresAt: expiresAt ?? null,
+      refreshable: token.refresh_token !== undefined,
+    });
+    return { created, session: sessionMetadata(record) };
+  }
+
+  async get(key: SessionKey): Promise<SessionMetadata> {
+    const record = await this.store.getSession(key, { consistent: true });
+    if (!record) throw new SessionNotFoundError();
+    return sessionMetadata(record);
+  }
+
+  async list(userId: string): Promise<SessionMetadata[]> {
+    return (await this.store.listSessions(userId)).map(sessionMetadata);
+  }
+
+  async delete(key: SessionKey): Promise<void> {
+    const record = await this.store.getSession(key, { consistent: true });
+    if (!record) throw new SessionNotFoundError();
+    let tokens: { accessToken: string; refreshToken?: string } | undefined;
+    try {
+      tokens = await this.store.reveal(record);
+    } catch {
+      this.logger.warn('session tokens cannot be decrypted; deleting without revocation', { ...key });
+    }
+    const deleted = await this.store.deleteSession(key);
+    if (!deleted) throw new SessionNotFoundError();
+    this.logger.info('session deleted', { ...key });
+    const provider = await this.providers.get(key.providerId);
+    if (provider && tokens) {
+      // Revoking the refresh token ends the grant; without one, revoke the access token.
+      const revoked = tokens.refreshToken
+        ? await this.oauth.revoke(provider, tokens.refreshToken, 'refresh_token')
+        : await this.oauth.revoke(provider, tokens.accessToken, 'access_token');
+      this.logger.info('revocation at provider', { ...key, revoked });
+    }
+  }
+}

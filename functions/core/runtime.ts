@@ -1,0 +1,189 @@
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { EventBridgeClient } from '@aws-sdk/client-eventbridge';
+import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import type { Config } from './config.js';
+import { cachedKeyring, createFieldCipher, type Keyring } from './crypto.js';
+import { EventBridgePublisher, LogEventPublisher } from './events.js';
+import { readOrCreateLocalKeyring, readSecretString } from './keyring.js';
+import type { ProviderConfig } from './model.js';
+import { type FetchLike, OAuthClient } from './oauth.js';
+import {
+  type Clock,
+  type EventPublisher,
+  type Logger,
+  type Metrics,
+  noMetrics,
+  type Random,
+  realSleep,
+  type Sleep,
+  silentLogger,
+  systemClock,
+} from './ports.js';
+import { type BackoffPolicy, Refresher } from './refresher.js';
+import { CachedProviders, DefaultProviderService, DefaultSessionService } from './registry.js';
+import type { ProviderService, SessionService, SweepService, TokenService } from './services.js';
+import { DynamoSessionStore, type SessionStore } from './store.js';
+import { Sweeper } from './sweep.js';
+import { DefaultTokenService } from './token-service.js';
+
+/**
+ * Composition root: builds the core from configuration and injected clients. Lambda handlers, the
+ * local stack and the tests all go through here, so they run the same code.
+ */
+
+export interface RuntimeDeps {
+  config: Config;
+  clock?: Clock;
+  sleep?: Sleep;
+  random?: Random;
+  fetch?: FetchLike;
+  dynamodb?: DynamoDBClient;
+  secrets?: SecretsManagerClient;
+  eventBridge?: EventBridgeClient;
+  /** Overrides where the keyring comes from (tests). */
+  keyring?: () => Promise<Keyring>;
+  logger?: Logger;
+  metrics?: Metrics;
+  events?: EventPublisher;
+  backoff?: BackoffPolicy;
+  /** How long secrets (keyring, client secrets by ARN) are cached. */
+  secretTtlMs?: number;
+}
+
+export interface Runtime {
+  config: Config;
+  clock: Clock;
+  logger: Logger;
+  metrics: Metrics;
+  store: SessionStore;
+  oauth: OAuthClient;
+  refresher: Refresher;
+  providers: ProviderService;
+  sessions: SessionService;
+  tokens: TokenService;
+  sweeper: SweepService;
+}
+
+const SECRET_TTL_MS = 5 * 60_000;
+
+export function createRuntime(deps: RuntimeDeps): Runtime {
+  const { config } = deps;
+  const clock = deps.clock ?? systemClock;
+  const logger = deps.logger ?? silentLogger;
+  const metrics = deps.metrics ?? noMetrics;
+  const secretTtlMs = deps.secretTtlMs ?? SECRET_TTL_MS;
+
+  const dynamodb =
+    deps.dynamodb ??
+    new DynamoDBClient({
+      region: config.region,
+      endpoint: config.dynamodbEndpoint,
+      maxAttempts: 5,
+      ...(config.dynamodbEndpoint && !config.inLambda
+        ? { credentials: { accessKeyId: 'local', secretAccessKey: 'local' } }
+        : {}),
+    });
+  const doc = DynamoDBDocumentClient.from(dynamodb, {
+    marshallOptions: { removeUndefinedValues: true },
+  });
+
+  let secrets = deps.secrets;
+  const secretsClient = () => {
+    secrets ??= new SecretsManagerClient({ region: config.region });
+    return secrets;
+  };
+
+  const keyring =
+    deps.keyring ??
+    cachedKeyring(
+      config.keyringSecretArn
+        ? () => readSecretString(secretsClient(), config.keyringSecretArn as string)
+        : async () => (await readOrCreateLocalKeyring(config.dataDir)).json,
+      config.keyringSecretArn ? secretTtlMs : Number.POSITIVE_INFINITY,
+      () => clock.now(),
+    );
+  const cipher = createFieldCipher(keyring);
+  const store = new DynamoSessionStore({
+    doc,
+    tableName: config.tableName,
+    cipher,
+    shardCount: config.shardCount,
+  });
+
+  const secretCache = new Map<string, { value: string; at: number }>();
+  const clientSecret = async (provider: ProviderConfig): Promise<string | undefined> => {
+    if (provider.clientSecret !== undefined) return provider.clientSecret;
+    if (!provider.clientSecretArn) return undefined;
+    const hit = secretCache.get(provider.clientSecretArn);
+    if (hit && clock.now() - hit.at < secretTtlMs) return hit.value;
+    const value = await readSecretString(secretsClient(), provider.clientSecretArn);
+    secretCache.set(provider.clientSecretArn, { value, at: clock.now() });
+    return value;
+  };
+
+  const oauth = new OAuthClient({
+    fetch: deps.fetch ?? ((input, init) => fetch(input, init)),
+    clock,
+    logger,
+    timeoutMs: config.httpTimeoutMs,
+    allowInsecureHttp: config.allowInsecureHttp,
+    clientSecret,
+  });
+
+  const events =
+    deps.events ??
+    (config.inLambda
+      ? new EventBridgePublisher(
+          deps.eventBridge ?? new EventBridgeClient({ region: config.region }),
+          config.eventBusName,
+        )
+      : new LogEventPublisher(logger));
+
+  const providerCache = new CachedProviders(store, clock, 30_000);
+  const refresher = new Refresher({
+    store,
+    oauth,
+    providers: providerCache,
+    clock,
+    logger,
+    metrics,
+    events,
+    random: deps.random ?? Math.random,
+    leaseMs: config.leaseSeconds * 1000,
+    backoff: deps.backoff,
+  });
+  const reserveMs = config.httpTimeoutMs + 2_000;
+
+  return {
+    config,
+    clock,
+    logger,
+    metrics,
+    store,
+    oauth,
+    refresher,
+    providers: new DefaultProviderService(store, clock, providerCache),
+    sessions: new DefaultSessionService(store, providerCache, oauth, clock, logger),
+    tokens: new DefaultTokenService({
+      store,
+      refresher,
+      clock,
+      sleep: deps.sleep ?? realSleep,
+      logger,
+      metrics,
+      maxWaitMs: reserveMs,
+    }),
+    sweeper: new Sweeper({
+      store,
+      refresher,
+      clock,
+      logger,
+      shardCount: config.shardCount,
+      windowSeconds: config.refreshWindowSeconds,
+      concurrency: config.refreshConcurrency,
+      budgetMs: config.sweepBudgetSeconds * 1000,
+      grantReserveMs: reserveMs,
+    }),
+  };
+}

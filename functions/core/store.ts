@@ -1,0 +1,589 @@
+import { createHash } from 'node:crypto';
+import { ConditionalCheckFailedException } from '@aws-sdk/client-dynamodb';
+import {
+  DeleteCommand,
+  type DynamoDBDocumentClient,
+  GetCommand,
+  PutCommand,
+  QueryCommand,
+  UpdateCommand,
+} from '@aws-sdk/lib-dynamodb';
+import type { FieldCipher } from './crypto.js';
+import type { ClientAuthMethod, LastError, ProviderConfig, SessionKey, SessionStatus } from './model.js';
+import { TABLE } from './table.js';
+
+/**
+ * The session store: the port the refresher, sweep and services use, and its DynamoDB adapter.
+ * Every write that matters is a single conditional item write (no transactions): the lease, the
+ * commit and the failure record are each one UpdateItem whose condition names the state it expects.
+ */
+
+/** A session as stored: metadata in clear, tokens still sealed. `reveal` opens them. */
+export interface SessionRecord extends SessionKey {
+  accessTokenSealed: string;
+  refreshTokenSealed?: string;
+  tokenType: string;
+  scope?: string;
+  expiresAt?: number;
+  status: SessionStatus;
+  version: number;
+  createdAt: number;
+  refreshedAt?: number;
+  leaseOwner?: string;
+  leaseUntil?: number;
+  failureCount: number;
+  nextAttemptAt?: number;
+  lastError?: LastError;
+}
+
+export interface RevealedTokens {
+  accessToken: string;
+  refreshToken?: string;
+}
+
+/** What a lease asks for beyond "active, refreshable, not leased, not backing off". */
+export type LeaseCondition =
+  | { kind: 'sweep'; dueBy: number }
+  | { kind: 'onDemand'; minValidUntil: number }
+  | { kind: 'forced'; version: number };
+
+export interface NewSession extends SessionKey {
+  accessToken: string;
+  refreshToken?: string;
+  tokenType: string;
+  scope?: string;
+  expiresAt?: number;
+}
+
+export interface CommittedTokens {
+  accessToken: string;
+  /** The refresh token to keep: the rotated one, or the old one when none was returned. */
+  refreshToken: string;
+  tokenType: string;
+  scope?: string;
+  expiresAt?: number;
+}
+
+export type FailureKind = 'transient' | 'reauthorization_required' | 'client_rejected';
+
+export interface DueKey extends SessionKey {
+  expiresAt: number;
+}
+
+export interface SessionStore {
+  getSession(key: SessionKey, options?: { consistent?: boolean }): Promise<SessionRecord | undefined>;
+  listSessions(userId: string): Promise<SessionRecord[]>;
+  /** Replaces the session with fresh tokens (a new login). Returns whether it was created. */
+  putSession(session: NewSession, now: number): Promise<{ created: boolean; record: SessionRecord }>;
+  /** Returns the deleted record, or undefined when there was none. */
+  deleteSession(key: SessionKey): Promise<SessionRecord | undefined>;
+  /** Opens the sealed tokens; `access` leaves the refresh token sealed. */
+  reveal(record: SessionRecord, which?: 'access' | 'all'): Promise<RevealedTokens>;
+  /** One conditional write; returns the leased record, or undefined when the condition refused. */
+  acquireLease(
+    key: SessionKey,
+    owner: string,
+    condition: LeaseCondition,
+    now: number,
+    leaseUntil: number,
+  ): Promise<SessionRecord | undefined>;
+  /** Conditional on `leaseOwner = owner`; undefined when the lease was lost. */
+  commitRefresh(
+    key: SessionKey,
+    owner: string,
+    tokens: CommittedTokens,
+    now: number,
+  ): Promise<SessionRecord | undefined>;
+  /** Conditional on `leaseOwner = owner`; false when the lease was lost. */
+  recordFailure(
+    key: SessionKey,
+    owner: string,
+    failure: { kind: FailureKind; error: LastError; nextAttemptAt?: number },
+  ): Promise<boolean>;
+  releaseLease(key: SessionKey, owner: string): Promise<void>;
+  /** One page of due keys in one shard, ascending by expiry. */
+  queryDue(
+    shard: number,
+    dueBy: number,
+    cursor?: Record<string, unknown>,
+  ): Promise<{ keys: DueKey[]; cursor?: Record<string, unknown> }>;
+  getProvider(providerId: string): Promise<ProviderConfig | undefined>;
+  putProvider(provider: ProviderConfig): Promise<{ created: boolean }>;
+  flagProviderRejected(providerId: string, at: number): Promise<void>;
+}
+
+export function shardOf(key: SessionKey, shardCount: number): number {
+  const digest = createHash('sha256').update(key.userId).update('\u0000').update(key.providerId).digest();
+  return digest.readUInt32BE(0) % shardCount;
+}
+
+const sessionPk = (userId: string) => `USER#${userId}`;
+const sessionSk = (providerId: string) => `SESSION#${providerId}`;
+const providerPk = (providerId: string) => `PROVIDER#${providerId}`;
+const PROVIDER_SK = 'PROVIDER';
+
+function keyOf(key: SessionKey) {
+  return { [TABLE.partitionKey]: sessionPk(key.userId), [TABLE.sortKey]: sessionSk(key.providerId) };
+}
+
+/** Additional authenticated data: the item's key and the attribute, so a sealed value cannot move. */
+export function aadFor(pk: string, sk: string, attribute: string): string {
+  return `${pk}\u0000${sk}\u0000${attribute}`;
+}
+
+function isConditionFailure(err: unknown): boolean {
+  return (
+    err instanceof ConditionalCheckFailedException ||
+    (err as { name?: string } | undefined)?.name === 'ConditionalCheckFailedException'
+  );
+}
+
+type Item = Record<string, unknown>;
+
+function toRecord(item: Item): SessionRecord {
+  const num = (v: unknown) => (typeof v === 'number' ? v : undefined);
+  const str = (v: unknown) => (typeof v === 'string' ? v : undefined);
+  const lastError = item.lastError as LastError | undefined;
+  return {
+    userId: item.userId as string,
+    providerId: item.providerId as string,
+    accessTokenSealed: item.accessToken as string,
+    refreshTokenSealed: str(item.refreshToken),
+    tokenType: (str(item.tokenType) ?? 'Bearer') as string,
+    scope: str(item.scope),
+    expiresAt: num(item.expiresAt),
+    status: (item.status as SessionStatus) ?? 'active',
+    version: num(item.version) ?? 0,
+    createdAt: num(item.createdAt) ?? 0,
+    refreshedAt: num(item.refreshedAt),
+    leaseOwner: str(item.leaseOwner),
+    leaseUntil: num(item.leaseUntil),
+    failureCount: num(item.failureCount) ?? 0,
+    nextAttemptAt: num(item.nextAttemptAt),
+    lastError: lastError && typeof lastError.code === 'string' ? lastError : undefined,
+  };
+}
+
+export interface DynamoSessionStoreOptions {
+  doc: DynamoDBDocumentClient;
+  tableName: string;
+  cipher: FieldCipher;
+  shardCount: number;
+}
+
+export class DynamoSessionStore implements SessionStore {
+  private readonly doc: DynamoDBDocumentClient;
+  private readonly tableName: string;
+  private readonly cipher: FieldCipher;
+  private readonly shardCount: number;
+
+  constructor(options: DynamoSessionStoreOptions) {
+    this.doc = options.doc;
+    this.tableName = options.tableName;
+    this.cipher = options.cipher;
+    this.shardCount = options.shardCount;
+  }
+
+  async getSession(
+    key: SessionKey,
+    options: { consistent?: boolean } = {},
+  ): Promise<SessionRecord | undefined> {
+    const { Item } = await this.doc.send(
+      new GetCommand({
+        TableName: this.tableName,
+        Key: keyOf(key),
+        ConsistentRead: options.consistent ?? false,
+      }),
+    );
+    return Item ? toRecord(Item) : undefined;
+  }
+
+  async listSessions(userId: string): Promise<SessionRecord[]> {
+    const records: SessionRecord[] = [];
+    let cursor: Record<string, unknown> | undefined;
+    do {
+      const page = await this.doc.send(
+        new QueryCommand({
+          TableName: this.tableName,
+          KeyConditionExpression: '#pk = :pk AND begins_with(#sk, :prefix)',
+          ExpressionAttributeNames: { '#pk': TABLE.partitionKey, '#sk': TABLE.sortKey },
+          ExpressionAttributeValues: { ':pk': sessionPk(userId), ':prefix': 'SESSION#' },
+          ExclusiveStartKey: cursor,
+        }),
+      );
+      for (const item of page.Items ?? []) records.push(toRecord(item));
+      cursor = page.LastEvaluatedKey;
+    } while (cursor);
+    return records;
+  }
+
+  private async seal(key: SessionKey, attribute: string, value: string): Promise<string> {
+    return this.cipher.encrypt(value, aadFor(sessionPk(key.userId), sessionSk(key.providerId), attribute));
+  }
+
+  async reveal(record: SessionRecord, which: 'access' | 'all' = 'all'): Promise<RevealedTokens> {
+    const pk = sessionPk(record.userId);
+    const sk = sessionSk(record.providerId);
+    const accessToken = await this.cipher.decrypt(record.accessTokenSealed, aadFor(pk, sk, 'accessToken'));
+    const refreshToken =
+      record.refreshTokenSealed === undefined || which === 'access'
+        ? undefined
+        : await this.cipher.decrypt(record.refreshTokenSealed, aadFor(pk, sk, 'refreshToken'));
+    return { accessToken, refreshToken };
+  }
+
+  async putSession(session: NewSession, now: number): Promise<{ created: boolean; record: SessionRecord }> {
+    // One UpdateItem: replaces the tokens, bumps the version (so a forced call that saw the old
+    // version never leases the new session by mistake), keeps createdAt, and clears any lease,
+    // failure or dead status left by the previous grant.
+    const names: Record<string, string> = { '#status': 'status', '#type': 'type' };
+    const values: Record<string, unknown> = {
+      ':type': 'session',
+      ':userId': session.userId,
+      ':providerId': session.providerId,
+      ':at': await this.seal(session, 'accessToken', session.accessToken),
+      ':tt': session.tokenType,
+      ':active': 'active',
+      ':now': now,
+      ':zero': 0,
+      ':one': 1,
+    };
+    const set = [
+      '#type = :type',
+      'userId = :userId',
+      'providerId = :providerId',
+      'accessToken = :at',
+      'tokenType = :tt',
+      '#status = :active',
+      'createdAt = if_not_exists(createdAt, :now)',
+      'version = if_not_exists(version, :zero) + :one',
+      'failureCount = :zero',
+    ];
+    const remove = ['leaseOwner', 'leaseUntil', 'nextAttemptAt', 'lastError', 'refreshedAt'];
+    if (session.refreshToken !== undefined) {
+      set.push('refreshToken = :rt');
+      values[':rt'] = await this.seal(session, 'refreshToken', session.refreshToken);
+    } else {
+      remove.push('refreshToken');
+    }
+    if (session.scope !== undefined) {
+      set.push('#scope = :scope');
+      names['#scope'] = 'scope';
+      values[':scope'] = session.scope;
+    } else {
+      remove.push('#scope');
+      names['#scope'] = 'scope';
+    }
+    if (session.expiresAt !== undefined) {
+      set.push('expiresAt = :exp');
+      values[':exp'] = session.expiresAt;
+    } else {
+      remove.push('expiresAt');
+    }
+    if (session.expiresAt !== undefined && session.refreshToken !== undefined) {
+      set.push(`${TABLE.shardAttribute} = :shard`);
+      values[':shard'] = shardOf(session, this.shardCount);
+    } else {
+      remove.push(TABLE.shardAttribute);
+    }
+    const { Attributes } = await this.doc.send(
+      new UpdateCommand({
+        TableName: this.tableName,
+        Key: keyOf(session),
+        UpdateExpression: `SET ${set.join(', ')} REMOVE ${remove.join(', ')}`,
+        ExpressionAttributeNames: names,
+        ExpressionAttributeValues: values,
+        ReturnValues: 'ALL_NEW',
+      }),
+    );
+    const record = toRecord(Attributes as Item);
+    return { created: record.version === 1, record };
+  }
+
+  async deleteSession(key: SessionKey): Promise<SessionRecord | undefined> {
+    const { Attributes } = await this.doc.send(
+      new DeleteCommand({ TableName: this.tableName, Key: keyOf(key), ReturnValues: 'ALL_OLD' }),
+    );
+    return Attributes ? toRecord(Attributes) : undefined;
+  }
+
+  async acquireLease(
+    key: SessionKey,
+    owner: string,
+    condition: LeaseCondition,
+    now: number,
+    leaseUntil: number,
+  ): Promise<SessionRecord | undefined> {
+    const names: Record<string, string> = { '#status': 'status' };
+    const values: Record<string, unknown> = {
+      ':active': 'active',
+      ':now': now,
+      ':owner': owner,
+      ':until': leaseUntil,
+    };
+    let extra: string;
+    switch (condition.kind) {
+      case 'sweep':
+        extra = 'expiresAt <= :bound';
+        values[':bound'] = condition.dueBy;
+        break;
+      case 'onDemand':
+        extra = 'expiresAt < :bound';
+        values[':bound'] = condition.minValidUntil;
+        break;
+      case 'forced':
+        extra = 'version = :version';
+        values[':version'] = condition.version;
+        break;
+    }
+    try {
+      const { Attributes } = await this.doc.send(
+        new UpdateCommand({
+          TableName: this.tableName,
+          Key: keyOf(key),
+          UpdateExpression: 'SET leaseOwner = :owner, leaseUntil = :until',
+          ConditionExpression:
+            '#status = :active AND attribute_exists(refreshToken)' +
+            ' AND (attribute_not_exists(leaseUntil) OR leaseUntil < :now)' +
+            ' AND (attribute_not_exists(nextAttemptAt) OR nextAttemptAt <= :now)' +
+            ` AND ${extra}`,
+          ExpressionAttributeNames: names,
+          ExpressionAttributeValues: values,
+          ReturnValues: 'ALL_NEW',
+        }),
+      );
+      return Attributes ? toRecord(Attributes) : undefined;
+    } catch (err) {
+      if (isConditionFailure(err)) return undefined;
+      throw err;
+    }
+  }
+
+  async commitRefresh(
+    key: SessionKey,
+    owner: string,
+    tokens: CommittedTokens,
+    now: number,
+  ): Promise<SessionRecord | undefined> {
+    // Seal before the write so nothing can fail between the grant's answer and the commit.
+    const values: Record<string, unknown> = {
+      ':owner': owner,
+      ':at': await this.seal(key, 'accessToken', tokens.accessToken),
+      ':rt': await this.seal(key, 'refreshToken', tokens.refreshToken),
+      ':tt': tokens.tokenType,
+      ':one': 1,
+      ':zero': 0,
+      ':now': now,
+    };
+    const set = [
+      'accessToken = :at',
+      'refreshToken = :rt',
+      'tokenType = :tt',
+      'version = version + :one',
+      'refreshedAt = :now',
+      'failureCount = :zero',
+    ];
+    const remove = ['leaseOwner', 'leaseUntil', 'nextAttemptAt', 'lastError'];
+    if (tokens.scope !== undefined) {
+      set.push('#scope = :scope');
+      values[':scope'] = tokens.scope;
+    }
+    if (tokens.expiresAt !== undefined) {
+      set.push('expiresAt = :exp', `${TABLE.shardAttribute} = :shard`);
+      values[':exp'] = tokens.expiresAt;
+      values[':shard'] = shardOf(key, this.shardCount);
+    } else {
+      // No lifetime given: never refreshed on schedule, and no invented expiry.
+      remove.push('expiresAt', TABLE.shardAttribute);
+    }
+    try {
+      const { Attributes } = await this.doc.send(
+        new UpdateCommand({
+          TableName: this.tableName,
+          Key: keyOf(key),
+          UpdateExpression: `SET ${set.join(', ')} REMOVE ${remove.join(', ')}`,
+          ConditionExpression: 'leaseOwner = :owner',
+          ExpressionAttributeNames: tokens.scope !== undefined ? { '#scope': 'scope' } : undefined,
+          ExpressionAttributeValues: values,
+          ReturnValues: 'ALL_NEW',
+        }),
+      );
+      return Attributes ? toRecord(Attributes) : undefined;
+    } catch (err) {
+      if (isConditionFailure(err)) return undefined;
+      throw err;
+    }
+  }
+
+  async recordFailure(
+    key: SessionKey,
+    owner: string,
+    failure: { kind: FailureKind; error: LastError; nextAttemptAt?: number },
+  ): Promise<boolean> {
+    const values: Record<string, unknown> = {
+      ':owner': owner,
+      ':zero': 0,
+      ':one': 1,
+      ':err': failure.error,
+    };
+    const set = ['failureCount = if_not_exists(failureCount, :zero) + :one', 'lastError = :err'];
+    const remove = ['leaseOwner', 'leaseUntil'];
+    const names: Record<string, string> = {};
+    if (failure.kind === 'reauthorization_required') {
+      set.push('#status = :reauth');
+      names['#status'] = 'status';
+      values[':reauth'] = 'reauthorization_required';
+      remove.push(TABLE.shardAttribute, 'nextAttemptAt');
+    } else if (failure.nextAttemptAt !== undefined) {
+      set.push('nextAttemptAt = :next');
+      values[':next'] = failure.nextAttemptAt;
+    }
+    try {
+      await this.doc.send(
+        new UpdateCommand({
+          TableName: this.tableName,
+          Key: keyOf(key),
+          UpdateExpression: `SET ${set.join(', ')} REMOVE ${remove.join(', ')}`,
+          ConditionExpression: 'leaseOwner = :owner',
+          ExpressionAttributeNames: Object.keys(names).length > 0 ? names : undefined,
+          ExpressionAttributeValues: values,
+        }),
+      );
+      return true;
+    } catch (err) {
+      if (isConditionFailure(err)) return false;
+      throw err;
+    }
+  }
+
+  async releaseLease(key: SessionKey, owner: string): Promise<void> {
+    try {
+      await this.doc.send(
+        new UpdateCommand({
+          TableName: this.tableName,
+          Key: keyOf(key),
+          UpdateExpression: 'REMOVE leaseOwner, leaseUntil',
+          ConditionExpression: 'leaseOwner = :owner',
+          ExpressionAttributeValues: { ':owner': owner },
+        }),
+      );
+    } catch (err) {
+      if (!isConditionFailure(err)) throw err;
+    }
+  }
+
+  async queryDue(
+    shard: number,
+    dueBy: number,
+    cursor?: Record<string, unknown>,
+  ): Promise<{ keys: DueKey[]; cursor?: Record<string, unknown> }> {
+    const page = await this.doc.send(
+      new QueryCommand({
+        TableName: this.tableName,
+        IndexName: TABLE.expiryIndex,
+        KeyConditionExpression: '#shard = :shard AND #exp <= :dueBy',
+        ExpressionAttributeNames: { '#shard': TABLE.shardAttribute, '#exp': TABLE.expiryAttribute },
+        ExpressionAttributeValues: { ':shard': shard, ':dueBy': dueBy },
+        ExclusiveStartKey: cursor,
+      }),
+    );
+    const keys: DueKey[] = [];
+    for (const item of page.Items ?? []) {
+      const pk = item[TABLE.partitionKey];
+      const sk = item[TABLE.sortKey];
+      if (typeof pk !== 'string' || typeof sk !== 'string') continue;
+      if (!pk.startsWith('USER#') || !sk.startsWith('SESSION#')) continue;
+      keys.push({
+        userId: pk.slice('USER#'.length),
+        providerId: sk.slice('SESSION#'.length),
+        expiresAt: item[TABLE.expiryAttribute] as number,
+      });
+    }
+    return { keys, cursor: page.LastEvaluatedKey };
+  }
+
+  async getProvider(providerId: string): Promise<ProviderConfig | undefined> {
+    const { Item } = await this.doc.send(
+      new GetCommand({
+        TableName: this.tableName,
+        Key: { [TABLE.partitionKey]: providerPk(providerId), [TABLE.sortKey]: PROVIDER_SK },
+        ConsistentRead: true,
+      }),
+    );
+    if (!Item) return undefined;
+    const str = (v: unknown) => (typeof v === 'string' ? v : undefined);
+    const clientSecret =
+      typeof Item.clientSecret === 'string'
+        ? await this.cipher.decrypt(
+            Item.clientSecret,
+            aadFor(providerPk(providerId), PROVIDER_SK, 'clientSecret'),
+          )
+        : undefined;
+    return {
+      providerId,
+      issuer: str(Item.issuer),
+      tokenEndpoint: str(Item.tokenEndpoint),
+      revocationEndpoint: str(Item.revocationEndpoint),
+      clientId: Item.clientId as string,
+      clientSecret,
+      clientSecretArn: str(Item.clientSecretArn),
+      clientAuthMethod: Item.clientAuthMethod as ClientAuthMethod,
+      resource: str(Item.resource),
+      scope: str(Item.scope),
+      createdAt: Item.createdAt as number,
+      updatedAt: Item.updatedAt as number,
+      clientRejectedAt: typeof Item.clientRejectedAt === 'number' ? Item.clientRejectedAt : undefined,
+    };
+  }
+
+  async putProvider(provider: ProviderConfig): Promise<{ created: boolean }> {
+    const pk = providerPk(provider.providerId);
+    const item: Item = {
+      [TABLE.partitionKey]: pk,
+      [TABLE.sortKey]: PROVIDER_SK,
+      type: 'provider',
+      providerId: provider.providerId,
+      clientId: provider.clientId,
+      clientAuthMethod: provider.clientAuthMethod,
+      createdAt: provider.createdAt,
+      updatedAt: provider.updatedAt,
+    };
+    for (const field of [
+      'issuer',
+      'tokenEndpoint',
+      'revocationEndpoint',
+      'clientSecretArn',
+      'resource',
+      'scope',
+    ] as const) {
+      if (provider[field] !== undefined) item[field] = provider[field];
+    }
+    if (provider.clientSecret !== undefined) {
+      item.clientSecret = await this.cipher.encrypt(
+        provider.clientSecret,
+        aadFor(pk, PROVIDER_SK, 'clientSecret'),
+      );
+    }
+    const { Attributes } = await this.doc.send(
+      new PutCommand({ TableName: this.tableName, Item: item, ReturnValues: 'ALL_OLD' }),
+    );
+    return { created: Attributes === undefined };
+  }
+
+  async flagProviderRejected(providerId: string, at: number): Promise<void> {
+    try {
+      await this.doc.send(
+        new UpdateCommand({
+          TableName: this.tableName,
+          Key: { [TABLE.partitionKey]: providerPk(providerId), [TABLE.sortKey]: PROVIDER_SK },
+          UpdateExpression: 'SET clientRejectedAt = :at',
+          ConditionExpression: 'attribute_exists(#pk)',
+          ExpressionAttributeNames: { '#pk': TABLE.partitionKey },
+          ExpressionAttributeValues: { ':at': at },
+        }),
+      );
+    } catch (err) {
+      if (!isConditionFailure(err)) throw err;
+    }
+  }
+}

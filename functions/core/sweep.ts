@@ -1,0 +1,114 @@
+import type { Clock, Logger } from './ports.js';
+import type { Refresher } from './refresher.js';
+import type { SweepService, SweepSummary } from './services.js';
+import type { DueKey, SessionStore } from './store.js';
+
+/**
+ * The scheduled sweep: query every shard's due range of the sparse `byExpiry` index, then refresh
+ * the due sessions, most urgent first, through a bounded pool. It stops taking work when the time
+ * left would not cover one more grant; what it did not start is reported as backlog. Overlapping
+ * sweeps are harmless: each session is refreshed only under its lease.
+ */
+
+export interface SweeperOptions {
+  store: SessionStore;
+  refresher: Pick<Refresher, 'refresh'>;
+  clock: Clock;
+  logger: Logger;
+  shardCount: number;
+  windowSeconds: number;
+  concurrency: number;
+  /** The sweep's own budget; the Lambda's remaining time may cut it shorter. */
+  budgetMs: number;
+  /** Time one more grant may need (the HTTP timeout plus a commit). */
+  grantReserveMs: number;
+}
+
+export class Sweeper implements SweepService {
+  private readonly o: SweeperOptions;
+
+  constructor(options: SweeperOptions) {
+    this.o = options;
+  }
+
+  async sweep(options: { remainingTimeMs?: () => number } = {}): Promise<SweepSummary> {
+    const { clock, store } = this.o;
+    const startedAt = clock.now();
+    const dueBy = Math.floor(startedAt / 1000) + this.o.windowSeconds;
+    const remaining = () =>
+      Math.min(
+        options.remainingTimeMs?.() ?? Number.POSITIVE_INFINITY,
+        this.o.budgetMs - (clock.now() - startedAt),
+      );
+
+    const shards = Array.from({ length: this.o.shardCount }, (_, i) => i);
+    const perShard = await Promise.all(
+      shards.map(async (shard) => {
+        const keys: DueKey[] = [];
+        let cursor: Record<string, unknown> | undefined;
+        do {
+          const page = await store.queryDue(shard, dueBy, cursor);
+          keys.push(...page.keys);
+          cursor = page.cursor;
+        } while (cursor);
+        return keys;
+      }),
+    );
+    const due = perShard.flat().sort((a, b) => a.expiresAt - b.expiresAt);
+
+    const summary: SweepSummary = {
+      due: due.length,
+      refreshed: 0,
+      skipped: 0,
+      failedTransient: 0,
+      reauthorizationRequired: 0,
+      missed: 0,
+      backlog: 0,
+      durationMs: 0,
+    };
+    let next = 0;
+    let stopped = false;
+    const worker = async () => {
+      for (;;) {
+        if (next >= due.length) return;
+        if (stopped || remaining() < this.o.grantReserveMs) {
+          stopped = true;
+          return;
+        }
+        const key = due[next++] as DueKey;
+        if (key.expiresAt <= Math.floor(clock.now() / 1000)) summary.missed++;
+        try {
+          const outcome = await this.o.refresher.refresh(
+            { userId: key.userId, providerId: key.providerId },
+            { kind: 'sweep', dueBy },
+          );
+          switch (outcome.kind) {
+            case 'refreshed':
+              summary.refreshed++;
+              break;
+            case 'refused':
+              summary.skipped++;
+              break;
+            case 'reauthorization_required':
+              summary.reauthorizationRequired++;
+              break;
+            default:
+              summary.failedTransient++;
+          }
+        } catch (err) {
+          // A store fault on one session must not end the sweep; the lease expires on its own.
+          summary.failedTransient++;
+          this.o.logger.error('refresh raised unexpectedly', {
+            userId: key.userId,
+            providerId: key.providerId,
+            error: (err as Error).name,
+          });
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.max(1, Math.min(this.o.concurrency, due.length)) }, worker));
+    summary.backlog = due.length - next;
+    summary.durationMs = clock.now() - startedAt;
+    return summary;
+  }
+}

@@ -1,0 +1,257 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join, resolve } from 'node:path';
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import type { APIGatewayProxyEventV2 } from 'aws-lambda';
+import dynalite from 'dynalite';
+import { createApiHandler } from '../api/adapter.js';
+import { createBearerCheck } from '../api/app.js';
+import type { Config } from '../core/config.js';
+import type { FetchLike } from '../core/oauth.js';
+import type { Clock, Logger } from '../core/ports.js';
+import { createRuntime, type Runtime } from '../core/runtime.js';
+import type { SweepSummary } from '../core/services.js';
+import { ensureTable } from '../core/table.js';
+import { createRefreshHandler } from '../refresh/adapter.js';
+
+/**
+ * The local stack: the same API and refresh handlers as in Lambda, on an embedded DynamoDB
+ * (dynalite, persisted in the data directory) or an outside endpoint, behind a small HTTP server on
+ * 127.0.0.1 that turns each request into an HTTP API event, with a timer in place of EventBridge.
+ */
+
+export interface LocalStackOptions {
+  config: Config;
+  logger: Logger;
+  clock?: Clock;
+  fetch?: FetchLike;
+  /** Called with each sweep's summary (the entry point prints one line per sweep). */
+  onSweep?: (summary: SweepSummary) => void;
+  /** Keep dynalite in memory instead of the data directory (tests). */
+  inMemory?: boolean;
+  /** Disable the timer (tests drive sweeps through POST /local/sweep). */
+  timer?: boolean;
+}
+
+export interface LocalStack {
+  url: string;
+  apiKey: string;
+  /** Where the generated key is kept, when it was generated. */
+  apiKeyPath?: string;
+  dynamodbEndpoint: string;
+  runtime: Runtime;
+  sweep(): Promise<SweepSummary>;
+  stop(): Promise<void>;
+}
+
+const MAX_REQUEST_BYTES = 1024 * 1024;
+
+async function readOrCreateApiKey(dataDir: string): Promise<{ key: string; path: string }> {
+  const path = resolve(dataDir, 'api-key');
+  try {
+    const key = (await readFile(path, 'utf8')).trim();
+    if (key.length >= 32) return { key, path };
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  const key = randomBytes(32).toString('base64url');
+  await writeFile(path, `${key}\n`, { mode: 0o600 });
+  return { key, path };
+}
+
+async function listen(server: Server, port: number): Promise<number> {
+  await new Promise<void>((resolvePromise, reject) => {
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', () => {
+      server.off('error', reject);
+      resolvePromise();
+    });
+  });
+  return (server.address() as AddressInfo).port;
+}
+
+function toEvent(req: IncomingMessage, body: Buffer, now: number): APIGatewayProxyEventV2 {
+  const url = new URL(req.url ?? '/', 'http://127.0.0.1');
+  const headers: Record<string, string> = {};
+  for (const [name, value] of Object.entries(req.headers)) {
+    if (value !== undefined) headers[name] = Array.isArray(value) ? value.join(',') : value;
+  }
+  const method = (req.method ?? 'GET').toUpperCase();
+  const rawQueryString = url.search.startsWith('?') ? url.search.slice(1) : '';
+  return {
+    version: '2.0',
+    routeKey: '$default',
+    rawPath: url.pathname,
+    rawQueryString,
+    headers,
+    requestContext: {
+      accountId: 'local',
+      apiId: 'local',
+      domainName: '127.0.0.1',
+      domainPrefix: 'local',
+      http: {
+        method,
+        path: url.pathname,
+        protocol: `HTTP/${req.httpVersion}`,
+        sourceIp: req.socket.remoteAddress ?? '127.0.0.1',
+        userAgent: headers['user-agent'] ?? '',
+      },
+      requestId: randomUUID(),
+      routeKey: '$default',
+      stage: '$default',
+      time: new Date(now).toUTCString(),
+      timeEpoch: now,
+    },
+    body: body.length > 0 ? body.toString('base64') : undefined,
+    isBase64Encoded: body.length > 0,
+  };
+}
+
+function send(res: ServerResponse, status: number, headers: Record<string, string>, body?: string): void {
+  res.writeHead(status, headers);
+  res.end(body);
+}
+
+export async function startLocalStack(options: LocalStackOptions): Promise<LocalStack> {
+  const { config, logger } = options;
+  let dynamo: Server | undefined;
+  let endpoint = config.dynamodbEndpoint;
+  if (!endpoint) {
+    if (!options.inMemory) await mkdir(join(config.dataDir, 'dynamodb'), { recursive: true, mode: 0o700 });
+    dynamo = dynalite({
+      ...(options.inMemory ? {} : { path: join(config.dataDir, 'dynamodb') }),
+      createTableMs: 0,
+      deleteTableMs: 0,
+      updateTableMs: 0,
+    }) as Server;
+    endpoint = `http://127.0.0.1:${await listen(dynamo, 0)}`;
+  }
+  const dynamodb = new DynamoDBClient({
+    endpoint,
+    region: config.region,
+    credentials: { accessKeyId: 'local', secretAccessKey: 'local' },
+    maxAttempts: 5,
+  });
+  await ensureTable(dynamodb, config.tableName);
+
+  const generated = config.apiKey ? undefined : await readOrCreateApiKey(config.dataDir);
+  const apiKey = config.apiKey ?? (generated?.key as string);
+  const runtime = createRuntime({
+    config: { ...config, dynamodbEndpoint: endpoint },
+    dynamodb,
+    logger,
+    clock: options.clock,
+    fetch: options.fetch,
+  });
+  const api = createApiHandler(runtime, { apiKey });
+  const refresh = createRefreshHandler(runtime);
+  const bearerOk = createBearerCheck(apiKey);
+
+  let sweeping: Promise<SweepSummary> | undefined;
+  const sweep = () => {
+    // One sweep at a time in this process; overlapping sweeps elsewhere are made safe by the lease.
+    sweeping ??= refresh({ source: 'local.timer' }).finally(() => {
+      sweeping = undefined;
+    });
+    return sweeping.then((summary) => {
+      options.onSweep?.(summary);
+      return summary;
+    });
+  };
+
+  const server = createServer(async (req, res) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let tooLarge = false;
+    for await (const chunk of req) {
+      size += (chunk as Buffer).length;
+      if (size > MAX_REQUEST_BYTES) {
+        tooLarge = true;
+        break;
+      }
+      chunks.push(chunk as Buffer);
+    }
+    const json = { 'content-type': 'application/json', 'cache-control': 'no-store' };
+    try {
+      if (tooLarge) {
+        send(
+          res,
+          413,
+          { ...json, connection: 'close' },
+          JSON.stringify({ error: 'payload_too_large', error_description: 'request body exceeds 64 KiB' }),
+        );
+        return;
+      }
+      const event = toEvent(req, Buffer.concat(chunks), Date.now());
+      if (event.rawPath === '/local/sweep') {
+        if (!bearerOk(event.headers.authorization)) {
+          send(
+            res,
+            401,
+            { ...json, 'www-authenticate': 'Bearer' },
+            JSON.stringify({ error: 'unauthorized', error_description: 'missing or invalid credentials' }),
+          );
+          return;
+        }
+        if (event.requestContext.http.method !== 'POST') {
+          send(
+            res,
+            405,
+            { ...json, allow: 'POST' },
+            JSON.stringify({ error: 'method_not_allowed', error_description: 'use POST' }),
+          );
+          return;
+        }
+        send(res, 200, json, JSON.stringify(await sweep()));
+        return;
+      }
+      const result = await api(event);
+      send(res, result.statusCode ?? 200, (result.headers ?? {}) as Record<string, string>, result.body);
+    } catch (err) {
+      logger.error('local server failed to answer', { error: (err as Error).name });
+      if (!res.headersSent)
+        send(
+          res,
+          500,
+          json,
+          JSON.stringify({ error: 'internal_error', error_description: 'internal error' }),
+        );
+    }
+  });
+  const port = await listen(server, config.port);
+  const url = `http://127.0.0.1:${port}`;
+
+  const timer =
+    options.timer === false
+      ? undefined
+      : setInterval(() => {
+          sweep().catch((err) => logger.error('scheduled sweep failed', { error: (err as Error).name }));
+        }, config.refreshIntervalSeconds * 1000);
+
+  let stopped = false;
+  return {
+    url,
+    apiKey,
+    apiKeyPath: generated?.path,
+    dynamodbEndpoint: endpoint,
+    runtime,
+    sweep,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      if (timer) clearInterval(timer);
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
+      await sweeping?.catch(() => {});
+      dynamodb.destroy();
+      if (dynamo) {
+        const d = dynamo;
+        d.closeAllConnections();
+        await new Promise<void>((r) => d.close(() => r()));
+      }
+    },
+  };
+}

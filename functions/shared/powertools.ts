@@ -1,0 +1,30 @@
+import { Logger as PowertoolsLogger } from '@aws-lambda-powertools/logger';
+import { Metrics as PowertoolsMetrics } from '@aws-lambda-powertools/metrics';
+import type { Config } from '../core/config.js';
+import type { Logger, Metrics } from '../core/ports.js';
+
+export const METRICS_NAMESPACE = 'TokenKeeper';
+
+export interface Telemetry {
+  logger: Logger;
+  metrics: Metrics;
+  /** Flushes the invocation's metrics as one EMF document (no PutMetricData calls). */
+  flush(): void;
+}
+
+/** Powertools Logger (structured JSON) and Metrics (Embedded Metric Format) behind the core's ports. */
+export function createTelemetry(config: Pick<Config, 'serviceName'>): Telemetry {
+  const pt = new PowertoolsLogger({ serviceName: config.serviceName });
+  const logger: Logger = {
+    debug: (message, extra) => (extra ? pt.debug(message, extra) : pt.debug(message)),
+    info: (message, extra) => (extra ? pt.info(message, extra) : pt.info(message)),
+    warn: (message, extra) => (extra ? pt.warn(message, extra) : pt.warn(message)),
+    error: (message, extra) => (extra ? pt.error(message, extra) : pt.error(message)),
+  };
+  const emf = new PowertoolsMetrics({ namespace: METRICS_NAMESPACE, serviceName: config.serviceName });
+  return {
+    logger,
+    metrics: { add: (name, unit, value) => emf.addMetric(name, unit, value) },
+    flush: () => emf.publishStoredMetrics(),
+  };
+}
