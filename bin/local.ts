@@ -2,11 +2,10 @@
  * `npm start`: the local stack. Same handlers as in Lambda, on an embedded DynamoDB (dynalite),
  * served on 127.0.0.1, with a timer in place of the EventBridge schedule.
  */
-import { Logger as PowertoolsLogger } from '@aws-lambda-powertools/logger';
 import { loadConfig } from '../functions/core/config.js';
 import { ConfigError } from '../functions/core/errors.js';
-import type { Logger } from '../functions/core/ports.js';
 import { startLocalStack } from '../functions/local/stack.js';
+import { createLogger } from '../functions/shared/powertools.js';
 
 async function main(): Promise<void> {
   let config: ReturnType<typeof loadConfig>;
@@ -19,13 +18,7 @@ async function main(): Promise<void> {
     }
     throw err;
   }
-  const pt = new PowertoolsLogger({ serviceName: config.serviceName });
-  const logger: Logger = {
-    debug: (m, e) => (e ? pt.debug(m, e) : pt.debug(m)),
-    info: (m, e) => (e ? pt.info(m, e) : pt.info(m)),
-    warn: (m, e) => (e ? pt.warn(m, e) : pt.warn(m)),
-    error: (m, e) => (e ? pt.error(m, e) : pt.error(m)),
-  };
+  const logger = createLogger(config.serviceName);
   const stack = await startLocalStack({
     config,
     logger,

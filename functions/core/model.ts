@@ -39,51 +39,8 @@ export interface LastError {
   at: number;
 }
 
-/** A session as the core sees it: tokens decrypted, in memory only. */
-export interface Session extends SessionKey {
-  accessToken: string;
-  refreshToken?: string;
-  tokenType: string;
-  scope?: string;
-  /** epoch seconds; absent when the provider gave no lifetime */
-  expiresAt?: number;
-  status: SessionStatus;
-  version: number;
-  createdAt: number;
-  refreshedAt?: number;
-  leaseOwner?: string;
-  leaseUntil?: number;
-  failureCount: number;
-  nextAttemptAt?: number;
-  lastError?: LastError;
-}
-
-/** What a caller gets: never a refresh token. */
-export interface ServedToken {
-  accessToken: string;
-  tokenType: string;
-  expiresAt?: number;
-  scope?: string;
-  version: number;
-}
-
-/** The provider's token response as the caller (or the provider) handed it to us. */
-export interface TokenSet {
-  accessToken: string;
-  refreshToken?: string;
-  tokenType: string;
-  scope?: string;
-  /** epoch seconds */
-  expiresAt?: number;
-}
-
 export function sessionKeyString(key: SessionKey): string {
   return `${key.userId}\u0000${key.providerId}`;
-}
-
-/** A session can be refreshed only while active, holding a refresh token, with a known expiry. */
-export function isScheduledForRefresh(s: Pick<Session, 'status' | 'refreshToken' | 'expiresAt'>): boolean {
-  return s.status === 'active' && s.refreshToken !== undefined && s.expiresAt !== undefined;
 }
 
 /** Seconds the access token stays valid after `nowMs`; Infinity when it has no known expiry. */

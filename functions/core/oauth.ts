@@ -248,8 +248,13 @@ export class OAuthClient {
       if (
         err.status >= 400 &&
         err.status < 500 &&
-        (err.error === 'invalid_client' || err.error === 'unauthorized_client')
+        (err.error === 'invalid_client' ||
+          err.error === 'unauthorized_client' ||
+          err.error === 'invalid_target')
       ) {
+        // Our client or its configuration (RFC 8707 resource) is wrong: the grant may be fine, and a
+        // retry would only present the same refresh token again (some servers consume it first).
+
         return { class: 'client_rejected', code: err.error, description };
       }
       return {

@@ -12,15 +12,20 @@ export interface Telemetry {
   flush(): void;
 }
 
-/** Powertools Logger (structured JSON) and Metrics (Embedded Metric Format) behind the core's ports. */
-export function createTelemetry(config: Pick<Config, 'serviceName'>): Telemetry {
-  const pt = new PowertoolsLogger({ serviceName: config.serviceName });
-  const logger: Logger = {
+/** Powertools Logger (structured JSON lines) behind the core's Logger port. */
+export function createLogger(serviceName: string): Logger {
+  const pt = new PowertoolsLogger({ serviceName });
+  return {
     debug: (message, extra) => (extra ? pt.debug(message, extra) : pt.debug(message)),
     info: (message, extra) => (extra ? pt.info(message, extra) : pt.info(message)),
     warn: (message, extra) => (extra ? pt.warn(message, extra) : pt.warn(message)),
     error: (message, extra) => (extra ? pt.error(message, extra) : pt.error(message)),
   };
+}
+
+/** Powertools Logger (structured JSON) and Metrics (Embedded Metric Format) behind the core's ports. */
+export function createTelemetry(config: Pick<Config, 'serviceName'>): Telemetry {
+  const logger = createLogger(config.serviceName);
   const emf = new PowertoolsMetrics({ namespace: METRICS_NAMESPACE, serviceName: config.serviceName });
   return {
     logger,
