@@ -59,6 +59,8 @@ export interface TokenProxy {
   refreshRedemptions(): Map<string, number>;
   /** Extra presentations of refresh tokens forwarded more than once (sum of count - 1). */
   reuseCount(): number;
+  /** Every token value (access, refresh, id) the OAuth server issued through the token endpoint. */
+  issuedTokens(): Set<string>;
   /** Clears the records, the fault and the latency. */
   reset(): void;
   stop(): Promise<void>;
@@ -99,6 +101,7 @@ export async function startTokenProxy(options: TokenProxyOptions = {}): Promise<
     body: Buffer | undefined,
     onStatus?: (status: number) => void,
     dropResponse = false,
+    onBody?: (body: Buffer) => void,
   ): void => {
     if (!upstream) {
       sendPlain(res, 502, 'token proxy: no upstream configured');
@@ -129,6 +132,11 @@ export async function startTokenProxy(options: TokenProxyOptions = {}): Promise<
       },
       (upstreamRes) => {
         onStatus?.(upstreamRes.statusCode ?? 0);
+        if (onBody) {
+          const chunks: Buffer[] = [];
+          upstreamRes.on('data', (c: Buffer) => chunks.push(c));
+          upstreamRes.once('end', () => onBody(Buffer.concat(chunks)));
+        }
         if (dropResponse || res.destroyed) {
           upstreamRes.resume();
           upstreamRes.once('end', () => req.socket.destroy());
@@ -149,6 +157,19 @@ export async function startTokenProxy(options: TokenProxyOptions = {}): Promise<
     else req.pipe(upstreamReq);
   };
 
+  const issued = new Set<string>();
+  const recordIssued = (raw: Buffer): void => {
+    try {
+      const json = JSON.parse(raw.toString('utf8')) as Record<string, unknown>;
+      for (const field of ['access_token', 'refresh_token', 'id_token']) {
+        const value = json[field];
+        if (typeof value === 'string') issued.add(value);
+      }
+    } catch {
+      // not JSON: nothing issued
+    }
+  };
+
   const handleToken = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const body = await readBody(req);
     const record: TokenRequestRecord = { ...parseTokenRequest(req, body), at: Date.now(), forwarded: false };
@@ -158,7 +179,14 @@ export async function startTokenProxy(options: TokenProxyOptions = {}): Promise<
     if (!applied || applied.kind === 'forward-then-reset') {
       if (latencyMs > 0) await new Promise((r) => setTimeout(r, latencyMs));
       record.forwarded = true;
-      forward(req, res, body, (status) => (record.status = status), applied?.kind === 'forward-then-reset');
+      forward(
+        req,
+        res,
+        body,
+        (status) => (record.status = status),
+        applied?.kind === 'forward-then-reset',
+        recordIssued,
+      );
       return;
     }
     switch (applied.kind) {
@@ -263,6 +291,7 @@ export async function startTokenProxy(options: TokenProxyOptions = {}): Promise<
       for (const n of countRedemptions(requests).values()) if (n > 1) extra += n - 1;
       return extra;
     },
+    issuedTokens: () => new Set(issued),
     reset() {
       requests.length = 0;
       fault = null;
