@@ -67,12 +67,24 @@ export function parseRetryAfter(header: string | null, nowMs: number): number | 
   const trimmed = header.trim();
   let seconds: number | undefined;
   if (/^\d+$/.test(trimmed)) seconds = Number(trimmed);
-  else {
+  else if (/^[A-Za-z]{3,9},? /.test(trimmed)) {
+    // Every HTTP-date form starts with a day name; anything else (e.g. "1.5", "-5") is malformed,
+    // though V8's lenient Date.parse would read it as a date in 2001.
     const at = Date.parse(trimmed);
     if (!Number.isNaN(at)) seconds = Math.max(0, Math.ceil((at - nowMs) / 1000));
   }
   if (seconds === undefined || !Number.isFinite(seconds)) return undefined;
   return Math.min(seconds, MAX_RETRY_AFTER_SECONDS);
+}
+
+/**
+ * A provider's `error` value as a code: kept when it has the shape of an OAuth error code
+ * (RFC 6749 §5.2, e.g. `temporarily_unavailable`), which scrubDescription would otherwise redact
+ * for its length; anything else is scrubbed like a description.
+ */
+function errorCode(error: string, secrets: readonly (string | undefined)[]): string {
+  const known = /^[a-z]+(?:_[a-z]+)*$/.test(error) && error.length <= 64;
+  return known && !secrets.some((s) => s && error.includes(s)) ? error : scrubDescription(error, secrets);
 }
 
 class ResponseTooLargeError extends Error {}
@@ -259,7 +271,7 @@ export class OAuthClient {
       }
       return {
         class: 'transient',
-        code: scrubDescription(err.error, secrets) || `http_${err.status}`,
+        code: errorCode(err.error, secrets) || `http_${err.status}`,
         description,
         retryAfterSeconds,
       };
