@@ -89,6 +89,9 @@ function errorCode(error: string, secrets: readonly (string | undefined)[]): str
 
 class ResponseTooLargeError extends Error {}
 
+/** Our side of the client configuration is unusable (say, a secret-based method without a secret). */
+export class ClientConfigurationError extends Error {}
+
 interface LastResponse {
   status?: number;
   retryAfter?: string | null;
@@ -179,13 +182,19 @@ export class OAuthClient {
     return provider.revocationEndpoint ? { ...as, revocation_endpoint: provider.revocationEndpoint } : as;
   }
 
-  private async clientAuth(provider: ProviderConfig): Promise<oauth.ClientAuth> {
-    if (provider.clientAuthMethod === 'none') return oauth.None();
+  /** The client authentication and the secret it uses (resolved once per request). */
+  private async clientAuth(provider: ProviderConfig): Promise<{ auth: oauth.ClientAuth; secret?: string }> {
+    if (provider.clientAuthMethod === 'none') return { auth: oauth.None() };
     const secret = await this.options.clientSecret(provider);
-    if (!secret) throw new Error('provider has no client secret for its authentication method');
-    return provider.clientAuthMethod === 'client_secret_post'
-      ? oauth.ClientSecretPost(secret)
-      : oauth.ClientSecretBasic(secret);
+    if (!secret)
+      throw new ClientConfigurationError(
+        `${provider.clientAuthMethod} needs a client secret and none is set`,
+      );
+    const auth =
+      provider.clientAuthMethod === 'client_secret_post'
+        ? oauth.ClientSecretPost(secret)
+        : oauth.ClientSecretBasic(secret);
+    return { auth, secret };
   }
 
   /** One refresh-token grant. Never throws for the provider's answer; classifies it instead. */
@@ -194,17 +203,15 @@ export class OAuthClient {
     let secret: string | undefined;
     try {
       const as = await this.authorizationServer(provider);
-      secret = provider.clientAuthMethod === 'none' ? undefined : await this.options.clientSecret(provider);
+      const { auth, secret: resolved } = await this.clientAuth(provider);
+      secret = resolved;
       const client: oauth.Client = { client_id: provider.clientId };
       const additionalParameters: Record<string, string> = {};
       if (provider.resource) additionalParameters.resource = provider.resource;
-      const response = await oauth.refreshTokenGrantRequest(
-        as,
-        client,
-        await this.clientAuth(provider),
-        refreshToken,
-        { ...this.requestOptions(last), additionalParameters },
-      );
+      const response = await oauth.refreshTokenGrantRequest(as, client, auth, refreshToken, {
+        ...this.requestOptions(last),
+        additionalParameters,
+      });
       const result = await oauth.processRefreshTokenResponse(as, client, response);
       return {
         ok: true,
@@ -234,7 +241,7 @@ export class OAuthClient {
       const response = await oauth.revocationRequest(
         as,
         { client_id: provider.clientId },
-        await this.clientAuth(provider),
+        (await this.clientAuth(provider)).auth,
         token,
         { ...this.requestOptions(last), additionalParameters: { token_type_hint: hint } },
       );
@@ -297,6 +304,13 @@ export class OAuthClient {
         class: 'transient',
         code: 'timeout',
         description: `no answer within ${this.options.timeoutMs} ms`,
+      };
+    }
+    if (err instanceof ClientConfigurationError) {
+      return {
+        class: 'client_rejected',
+        code: 'client_misconfigured',
+        description: scrubDescription(err.message, secrets),
       };
     }
     if (err instanceof ResponseTooLargeError) {

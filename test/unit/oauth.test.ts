@@ -232,7 +232,7 @@ describe('OAuthClient.refresh: the request', () => {
     expect(requests.map((r) => r.url)).toEqual(['http://127.0.0.1:9999/token']);
   });
 
-  it('reports a confidential provider without a secret as a transient failure without sending anything', async () => {
+  it('reports a confidential provider without a secret as a client configuration problem without sending anything', async () => {
     // Prepare
     const { client, requests } = harness(() => tokenResponse());
     const p = provider({ clientSecret: undefined });
@@ -241,7 +241,7 @@ describe('OAuthClient.refresh: the request', () => {
     const result = await client.refresh(p, REFRESH_TOKEN);
 
     // Assess
-    expect(failure(result).class).toBe('transient');
+    expect(failure(result)).toMatchObject({ class: 'client_rejected', code: 'client_misconfigured' });
     expect(requests).toHaveLength(0);
   });
 });
