@@ -141,7 +141,22 @@ export class DefaultTokenService implements TokenService {
   }
 
   private async serve(record: SessionRecord, accessToken?: string): Promise<TokenResult> {
-    const token = accessToken ?? (await this.o.store.reveal(record, 'access')).accessToken;
+    let token = accessToken;
+    if (token === undefined) {
+      try {
+        token = (await this.o.store.reveal(record, 'access')).accessToken;
+      } catch (err) {
+        if (err instanceof KeyUnavailableError) {
+          this.o.metrics.add('KeyUnavailable', 'Count', 1);
+          this.o.logger.error('stored token cannot be decrypted; session kept', {
+            userId: record.userId,
+            providerId: record.providerId,
+            reason: err.message,
+          });
+        }
+        throw err;
+      }
+    }
     const now = this.o.clock.now();
     const result: TokenResult = {
       access_token: token,
