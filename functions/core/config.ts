@@ -95,10 +95,16 @@ export function validateConfig(c: Config): void {
         `(${c.refreshIntervalSeconds}) plus the longest sweep (TOKENKEEPER_SWEEP_BUDGET_SECONDS=${c.sweepBudgetSeconds})`,
     );
   }
-  if (c.leaseSeconds * 1000 < 2 * c.httpTimeoutMs) {
+  if (c.leaseSeconds * 1000 < 3 * c.httpTimeoutMs) {
     throw new ConfigError(
-      `TOKENKEEPER_LEASE_SECONDS (${c.leaseSeconds}) must be at least twice TOKENKEEPER_HTTP_TIMEOUT_MS ` +
-        `(${c.httpTimeoutMs} ms) so a grant always ends well before its lease`,
+      `TOKENKEEPER_LEASE_SECONDS (${c.leaseSeconds}) must be at least three times TOKENKEEPER_HTTP_TIMEOUT_MS ` +
+        `(${c.httpTimeoutMs} ms): a refresh may need discovery (two requests) and the grant, all inside its lease`,
+    );
+  }
+  if (c.sweepBudgetSeconds * 1000 <= c.httpTimeoutMs + 2_000) {
+    throw new ConfigError(
+      `TOKENKEEPER_SWEEP_BUDGET_SECONDS (${c.sweepBudgetSeconds}) must leave room for one grant: more than ` +
+        `TOKENKEEPER_HTTP_TIMEOUT_MS (${c.httpTimeoutMs} ms) plus 2 s`,
     );
   }
   if (c.inLambda && c.allowInsecureHttp) {

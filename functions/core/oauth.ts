@@ -8,6 +8,13 @@ import type { Clock, Logger } from './ports.js';
  * discovery) and cached. Every failure is classified; nothing here throws for a provider's answer.
  */
 
+/**
+ * Longest access-token lifetime taken from a provider (about 3170 years, the API's own bound): an
+ * absurd expires_in (1e300) is clamped, so that `now + expiresIn` stays a safe integer and the grant,
+ * already redeemed, can be committed.
+ */
+export const MAX_EXPIRES_IN = 100_000_000_000;
+
 export type FetchLike = (input: string | URL | Request, init?: RequestInit) => Promise<Response>;
 
 export interface GrantTokens {
@@ -218,9 +225,11 @@ export class OAuthClient {
         tokens: {
           accessToken: result.access_token,
           refreshToken: result.refresh_token,
-          tokenType: result.token_type ?? 'bearer',
+          // oauth4webapi lower-cases token_type; serve the conventional spelling for Bearer tokens.
+          tokenType: !result.token_type || result.token_type === 'bearer' ? 'Bearer' : result.token_type,
           scope: result.scope,
-          expiresIn: typeof result.expires_in === 'number' ? result.expires_in : undefined,
+          expiresIn:
+            typeof result.expires_in === 'number' ? Math.min(result.expires_in, MAX_EXPIRES_IN) : undefined,
         },
       };
     } catch (err) {

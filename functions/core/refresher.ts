@@ -85,7 +85,10 @@ export class Refresher {
         class: 'transient',
         code: 'key_unavailable',
         description: err.message,
-      }).then((o) => ({ kind: 'key_unavailable', retryAfterSeconds: o.retryAfterSeconds }));
+      }).then(
+        (o): RefreshOutcome =>
+          o.kind === 'transient' ? { kind: 'key_unavailable', retryAfterSeconds: o.retryAfterSeconds } : o,
+      );
     }
 
     const provider = await this.o.providers.get(key.providerId);
@@ -101,7 +104,7 @@ export class Refresher {
     const result = await this.o.oauth.refresh(provider, refreshToken);
     if (result.ok) {
       const t = result.tokens;
-      const committed = await store.commitRefresh(
+      const committed = await this.commitWithRetry(
         key,
         owner,
         {
@@ -111,7 +114,7 @@ export class Refresher {
           scope: t.scope ?? leased.scope,
           expiresAt: t.expiresIn === undefined ? undefined : Math.floor(sentAt / 1000) + t.expiresIn,
         },
-        clock.now(),
+        leasedAt + this.o.leaseMs,
       );
       if (!committed) {
         this.o.metrics.add('LeaseLost', 'Count', 1);
@@ -143,15 +146,20 @@ export class Refresher {
     if (failure.class === 'invalid_grant') {
       const error = { code: failure.code, description: failure.description, at: clock.now() };
       const written = await store.recordFailure(key, owner, { kind: 'reauthorization_required', error });
-      logger.warn('grant is dead; session needs reauthorization', { ...key, code: failure.code });
-      if (written) {
-        await this.publish('SessionReauthorizationRequired', {
-          ...key,
-          error: failure.code,
-          errorDescription: failure.description,
-          at: new Date(error.at).toISOString(),
-        });
+      if (!written) {
+        // The lease was lost (the session was replaced by a new login, or taken over): the refresh
+        // token we presented is no longer the session's, so its rejection says nothing about it.
+        this.o.metrics.add('LeaseLost', 'Count', 1);
+        logger.warn('grant refused after the lease was lost; session left as it is', { ...key });
+        return { kind: 'lease_lost' };
       }
+      logger.warn('grant is dead; session needs reauthorization', { ...key, code: failure.code });
+      await this.publish('SessionReauthorizationRequired', {
+        ...key,
+        error: failure.code,
+        errorDescription: failure.description,
+        at: new Date(error.at).toISOString(),
+      });
       return { kind: 'reauthorization_required', code: failure.code };
     }
     if (failure.class === 'client_rejected') {
@@ -162,9 +170,36 @@ export class Refresher {
       });
       await store.flagProviderRejected(key.providerId, clock.now());
       const outcome = await this.failTransient(key, owner, leased, failure);
+      if (outcome.kind !== 'transient') return outcome;
       return { kind: 'client_rejected', code: failure.code, retryAfterSeconds: outcome.retryAfterSeconds };
     }
     return this.failTransient(key, owner, leased, failure);
+  }
+
+  /**
+   * The provider has already rotated the refresh token: losing this write would make the next grant a
+   * reuse. Store faults (throttling, a dropped connection) are retried while our lease lasts; a refused
+   * condition (lease lost) is final and returns undefined.
+   */
+  private async commitWithRetry(
+    key: SessionKey,
+    owner: string,
+    tokens: Parameters<SessionStore['commitRefresh']>[2],
+    leaseUntil: number,
+  ): Promise<SessionRecord | undefined> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.o.store.commitRefresh(key, owner, tokens, this.o.clock.now());
+      } catch (err) {
+        if (attempt >= 5 || this.o.clock.now() + 250 * attempt >= leaseUntil) throw err;
+        this.o.logger.warn('commit failed; retrying while the lease lasts', {
+          ...key,
+          attempt,
+          error: (err as Error).name,
+        });
+        await new Promise((resolve) => setTimeout(resolve, 100 * 2 ** attempt));
+      }
+    }
   }
 
   private async failTransient(
@@ -172,18 +207,23 @@ export class Refresher {
     owner: string,
     leased: SessionRecord,
     failure: GrantFailure,
-  ): Promise<{ kind: 'transient'; code: string; retryAfterSeconds: number }> {
+  ): Promise<{ kind: 'transient'; code: string; retryAfterSeconds: number } | { kind: 'lease_lost' }> {
     const now = this.o.clock.now();
     const delayMs =
       failure.retryAfterSeconds !== undefined
         ? Math.max(1000, failure.retryAfterSeconds * 1000)
         : backoffDelayMs(leased.failureCount, this.o.backoff ?? DEFAULT_BACKOFF, this.o.random);
     const nextAttemptAt = now + delayMs;
-    await this.o.store.recordFailure(key, owner, {
+    const written = await this.o.store.recordFailure(key, owner, {
       kind: 'transient',
       error: { code: failure.code, description: failure.description, at: now },
       nextAttemptAt,
     });
+    if (!written) {
+      // Someone else holds the session now (a new login, or a takeover after our lease ran out).
+      this.o.metrics.add('LeaseLost', 'Count', 1);
+      return { kind: 'lease_lost' };
+    }
     this.o.logger.warn('refresh failed transiently; will retry', {
       ...key,
       code: failure.code,

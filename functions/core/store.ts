@@ -43,7 +43,8 @@ export interface RevealedTokens {
 
 /** What a lease asks for beyond "active, refreshable, not leased, not backing off". */
 export type LeaseCondition =
-  | { kind: 'sweep'; dueBy: number }
+  /** `seenExpiresAt`: the expiry the index showed; a session refreshed since then is not leased again. */
+  | { kind: 'sweep'; dueBy: number; seenExpiresAt?: number }
   | { kind: 'onDemand'; minValidUntil: number }
   | { kind: 'forced'; version: number };
 
@@ -326,6 +327,10 @@ export class DynamoSessionStore implements SessionStore {
       case 'sweep':
         extra = 'expiresAt <= :bound';
         values[':bound'] = condition.dueBy;
+        if (condition.seenExpiresAt !== undefined) {
+          extra += ' AND expiresAt = :seen';
+          values[':seen'] = condition.seenExpiresAt;
+        }
         break;
       case 'onDemand':
         extra = 'expiresAt < :bound';

@@ -80,7 +80,7 @@ export class Sweeper implements SweepService {
         try {
           const outcome = await this.o.refresher.refresh(
             { userId: key.userId, providerId: key.providerId },
-            { kind: 'sweep', dueBy },
+            { kind: 'sweep', dueBy, seenExpiresAt: key.expiresAt },
           );
           switch (outcome.kind) {
             case 'refreshed':

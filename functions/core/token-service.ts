@@ -28,7 +28,8 @@ export interface TokenServiceOptions {
   maxWaitMs: number;
 }
 
-const MAX_ROUNDS = 50;
+/** A guard against a livelock; waiting itself is bounded by `maxWaitMs`. */
+const MAX_ROUNDS = 1_000;
 
 export class DefaultTokenService implements TokenService {
   private readonly o: TokenServiceOptions;

@@ -299,29 +299,41 @@ describe('loadConfig cross-checks', () => {
     expect(config.refreshWindowSeconds).toBe(421);
   });
 
-  it('refuses a lease shorter than twice the HTTP timeout', () => {
+  it('refuses a lease shorter than three times the HTTP timeout', () => {
     // Prepare
-    const env: Env = { TOKENKEEPER_HTTP_TIMEOUT_MS: '10000', TOKENKEEPER_LEASE_SECONDS: '19' };
+    const env: Env = { TOKENKEEPER_HTTP_TIMEOUT_MS: '10000', TOKENKEEPER_LEASE_SECONDS: '29' };
 
     // Act
     const message = refused(env);
 
     // Assess
     expect(message).toContain(
-      'TOKENKEEPER_LEASE_SECONDS (19) must be at least twice TOKENKEEPER_HTTP_TIMEOUT_MS',
+      'TOKENKEEPER_LEASE_SECONDS (29) must be at least three times TOKENKEEPER_HTTP_TIMEOUT_MS',
     );
     expect(message).toContain('10000 ms');
   });
 
-  it('accepts a lease of exactly twice the HTTP timeout', () => {
+  it('accepts a lease of exactly three times the HTTP timeout', () => {
     // Prepare
-    const env: Env = { TOKENKEEPER_HTTP_TIMEOUT_MS: '10000', TOKENKEEPER_LEASE_SECONDS: '20' };
+    const env: Env = { TOKENKEEPER_HTTP_TIMEOUT_MS: '10000', TOKENKEEPER_LEASE_SECONDS: '30' };
 
     // Act
     const config = loadConfig(env);
 
     // Assess
-    expect(config.leaseSeconds).toBe(20);
+    expect(config.leaseSeconds).toBe(30);
+  });
+
+  it('refuses a sweep budget that cannot fit one grant', () => {
+    const message = refused({ TOKENKEEPER_HTTP_TIMEOUT_MS: '10000', TOKENKEEPER_SWEEP_BUDGET_SECONDS: '12' });
+    expect(message).toContain('TOKENKEEPER_SWEEP_BUDGET_SECONDS (12) must leave room for one grant');
+  });
+
+  it('accepts a sweep budget just above one grant', () => {
+    expect(
+      loadConfig({ TOKENKEEPER_HTTP_TIMEOUT_MS: '10000', TOKENKEEPER_SWEEP_BUDGET_SECONDS: '13' })
+        .sweepBudgetSeconds,
+    ).toBe(13);
   });
 });
 

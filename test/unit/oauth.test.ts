@@ -246,6 +246,16 @@ describe('OAuthClient.refresh: the request', () => {
   });
 });
 
+describe('OAuthClient.refresh: token_type', () => {
+  it('keeps a token type other than bearer as the provider gave it', async () => {
+    const { client } = harness(() =>
+      json(200, { access_token: 'at-dpop', token_type: 'DPoP', expires_in: 60 }),
+    );
+    const result = await client.refresh(provider(), REFRESH_TOKEN);
+    expect(result.ok && result.tokens.tokenType).toBe('dpop');
+  });
+});
+
 describe('OAuthClient.refresh: discovery', () => {
   const oauthMetadataUrl = `${ISSUER}/.well-known/oauth-authorization-server`;
   const oidcMetadataUrl = `${ISSUER}/.well-known/openid-configuration`;
@@ -376,7 +386,7 @@ describe('OAuthClient.refresh: discovery', () => {
 });
 
 describe('OAuthClient.refresh: success', () => {
-  it('maps access_token, refresh_token, token_type, scope and expires_in', async () => {
+  it('maps access_token, refresh_token, token_type (Bearer spelled conventionally), scope and expires_in', async () => {
     // Prepare
     const { client } = harness(() =>
       json(200, {
@@ -397,7 +407,7 @@ describe('OAuthClient.refresh: success', () => {
       tokens: {
         accessToken: 'at-2',
         refreshToken: 'rt-2',
-        tokenType: 'bearer',
+        tokenType: 'Bearer',
         scope: 'mcp:read mcp:write',
         expiresIn: 1800,
       },
@@ -417,7 +427,7 @@ describe('OAuthClient.refresh: success', () => {
       tokens: {
         accessToken: 'at-3',
         refreshToken: undefined,
-        tokenType: 'bearer',
+        tokenType: 'Bearer',
         scope: undefined,
         expiresIn: undefined,
       },

@@ -1,0 +1,458 @@
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { generateKeyringJson } from '../../functions/core/crypto.js';
+import type { SessionKey } from '../../functions/core/model.js';
+import type { LeaseCondition } from '../../functions/core/store.js';
+import { TABLE } from '../../functions/core/table.js';
+import {
+  addProvider,
+  addSession,
+  CLIENT_SECRET,
+  type CoreFixture,
+  createCoreFixture,
+  createPeer,
+  RESOURCE,
+  rawItem,
+  readSession,
+} from '../support/core-fixture.js';
+import { type DynaliteHandle, makeDynamoClient, startDynalite } from '../support/dynalite.js';
+
+/** With random() = 0.5 the jittered delay is ¾ of the ceiling; the ceiling starts at 15 s. */
+const FIRST_BACKOFF_MS = 11_250;
+const SECOND_BACKOFF_MS = 22_500;
+
+describe('Refresher: lease → grant → commit', () => {
+  let handle: DynaliteHandle;
+  let fx: CoreFixture;
+  let providerId: string;
+
+  beforeAll(async () => {
+    handle = await startDynalite();
+  });
+  afterAll(() => handle?.stop());
+  beforeEach(async () => {
+    fx = createCoreFixture(handle);
+    providerId = await addProvider(fx);
+  });
+
+  const forced = async (key: SessionKey): Promise<LeaseCondition> => ({
+    kind: 'forced',
+    version: (await fx.runtime.store.getSession(key, { consistent: true }))?.version ?? -1,
+  });
+  const sweep = (): LeaseCondition => ({ kind: 'sweep', dueBy: fx.clock.seconds() + 600 });
+  const metricNames = () => fx.metrics.map((m) => m.name);
+
+  it('commits the rotated refresh token, and the next grant presents it', async () => {
+    const s = await addSession(fx, { providerId, expiresIn: 60 });
+    const out1 = await fx.runtime.refresher.refresh(s.key, sweep());
+    const [first] = fx.endpoint.issued;
+    expect(out1).toMatchObject({ kind: 'refreshed', accessToken: first?.accessToken });
+
+    expect(fx.endpoint.requests).toEqual([
+      {
+        grantType: 'refresh_token',
+        refreshToken: s.refreshToken,
+        resource: RESOURCE,
+        authorization: expect.stringMatching(/^Basic /),
+        at: fx.clock.now(),
+      },
+    ]);
+    // client_secret_basic: form-urlencoded id and secret (RFC 6749 §2.3.1)
+    const basic = Buffer.from(fx.endpoint.requests[0]?.authorization?.slice(6) ?? '', 'base64').toString();
+    expect(basic.split(':').map(decodeURIComponent)).toEqual(['tk-client', CLIENT_SECRET]);
+
+    const after1 = await readSession(fx, s.key);
+    expect(after1.accessToken).toBe(first?.accessToken);
+    expect(after1.refreshToken).toBe(first?.refreshToken);
+    expect(after1.record).toMatchObject({
+      version: 2,
+      expiresAt: fx.clock.seconds() + 3600,
+      refreshedAt: fx.clock.now(),
+      failureCount: 0,
+      status: 'active',
+    });
+    expect(after1.record.leaseOwner).toBeUndefined();
+
+    fx.clock.advance(3000_000);
+    expect(await fx.runtime.refresher.refresh(s.key, sweep())).toMatchObject({ kind: 'refreshed' });
+    expect(fx.endpoint.presented()).toEqual([s.refreshToken, first?.refreshToken]);
+    expect((await readSession(fx, s.key)).record.version).toBe(3);
+  });
+
+  it('keeps the old refresh token when the provider returns none', async () => {
+    const s = await addSession(fx, { providerId, expiresIn: 60 });
+    fx.endpoint.reply({ kind: 'rotate', rotate: false });
+    expect(await fx.runtime.refresher.refresh(s.key, sweep())).toMatchObject({ kind: 'refreshed' });
+    const after = await readSession(fx, s.key);
+    expect(after.refreshToken).toBe(s.refreshToken);
+    expect(after.accessToken).toBe(fx.endpoint.issued[0]?.accessToken);
+    expect(after.record.version).toBe(2);
+
+    expect(await fx.runtime.refresher.refresh(s.key, await forced(s.key))).toMatchObject({
+      kind: 'refreshed',
+    });
+    expect(fx.endpoint.presented()).toEqual([s.refreshToken, s.refreshToken]);
+  });
+
+  it('stores no expiry when the provider gives no expires_in', async () => {
+    const s = await addSession(fx, { providerId, expiresIn: 60 });
+    fx.endpoint.reply({ kind: 'rotate', expiresIn: null });
+    expect(await fx.runtime.refresher.refresh(s.key, sweep())).toMatchObject({ kind: 'refreshed' });
+    const item = await rawItem(fx, s.key);
+    expect(item).not.toHaveProperty('expiresAt');
+    expect(item).not.toHaveProperty(TABLE.shardAttribute);
+  });
+
+  it('refuses without a grant when the lease condition does not hold', async () => {
+    const s = await addSession(fx, { providerId, expiresIn: 3600 });
+    expect(await fx.runtime.refresher.refresh(s.key, sweep())).toEqual({ kind: 'refused' });
+    expect(fx.endpoint.requests).toHaveLength(0);
+    expect(await rawItem(fx, s.key)).not.toHaveProperty('leaseOwner');
+  });
+
+  describe('invalid_grant', () => {
+    it('marks the session reauthorization_required, keeps it, drops it from the index, emits once', async () => {
+      const s = await addSession(fx, { providerId, expiresIn: 60 });
+      fx.endpoint.reply({ kind: 'error', status: 400, error: 'invalid_grant', description: 'grant revoked' });
+      const out = await fx.runtime.refresher.refresh(s.key, sweep());
+      expect(out).toEqual({ kind: 'reauthorization_required', code: 'invalid_grant' });
+
+      const item = await rawItem(fx, s.key);
+      expect(item).toMatchObject({
+        status: 'reauthorization_required',
+        version: 1,
+        failureCount: 1,
+        lastError: { code: 'invalid_grant', description: 'grant revoked', at: fx.clock.now() },
+      });
+      expect(item).not.toHaveProperty(TABLE.shardAttribute);
+      expect(item).not.toHaveProperty('leaseOwner');
+      expect(item).not.toHaveProperty('nextAttemptAt');
+      // the tokens are still there (only an explicit DELETE removes a session)
+      expect((await readSession(fx, s.key)).refreshToken).toBe(s.refreshToken);
+      const { keys } = await fx.runtime.store.queryDue(0, 4e9);
+      const all = [keys];
+      for (let shard = 1; shard < fx.config.shardCount; shard++) {
+        all.push((await fx.runtime.store.queryDue(shard, 4e9)).keys);
+      }
+      expect(all.flat().filter((k) => k.userId === s.key.userId)).toEqual([]);
+
+      expect(fx.events).toEqual([
+        {
+          detailType: 'SessionReauthorizationRequired',
+          detail: {
+            userId: s.key.userId,
+            providerId,
+            error: 'invalid_grant',
+            errorDescription: 'grant revoked',
+            at: new Date(fx.clock.now()).toISOString(),
+          },
+        },
+      ]);
+
+      // a second attempt of any kind is refused: no grant, no second event
+      fx.clock.advance(60_000);
+      expect(await fx.runtime.refresher.refresh(s.key, sweep())).toEqual({ kind: 'refused' });
+      expect(await fx.runtime.refresher.refresh(s.key, { kind: 'forced', version: 1 })).toEqual({
+        kind: 'refused',
+      });
+      expect(fx.endpoint.requests).toHaveLength(1);
+      expect(fx.events).toHaveLength(1);
+    });
+  });
+
+  it('invalid_client: keeps the session active with backoff, flags the provider, counts a metric', async () => {
+    const s = await addSession(fx, { providerId, expiresIn: 60 });
+    fx.endpoint.reply({ kind: 'error', status: 401, error: 'invalid_client' });
+    const out = await fx.runtime.refresher.refresh(s.key, sweep());
+    expect(out).toEqual({ kind: 'client_rejected', code: 'invalid_client', retryAfterSeconds: 12 });
+
+    expect(await rawItem(fx, s.key)).toMatchObject({
+      status: 'active',
+      version: 1,
+      failureCount: 1,
+      nextAttemptAt: fx.clock.now() + FIRST_BACKOFF_MS,
+      lastError: { code: 'invalid_client' },
+      [TABLE.shardAttribute]: expect.any(Number),
+    });
+    expect((await fx.runtime.store.getProvider(providerId))?.clientRejectedAt).toBe(fx.clock.now());
+    expect((await fx.runtime.providers.get(providerId)).clientRejectedAt).toBe(fx.clock.seconds());
+    expect(metricNames()).toContain('ProviderClientRejected');
+    expect(fx.events.filter((e) => e.detailType === 'SessionReauthorizationRequired')).toEqual([]);
+  });
+
+  it('unauthorized_client is classified like invalid_client', async () => {
+    const s = await addSession(fx, { providerId, expiresIn: 60 });
+    fx.endpoint.reply({ kind: 'error', status: 400, error: 'unauthorized_client' });
+    expect(await fx.runtime.refresher.refresh(s.key, sweep())).toMatchObject({
+      kind: 'client_rejected',
+      code: 'unauthorized_client',
+    });
+    expect((await rawItem(fx, s.key))?.status).toBe('active');
+  });
+
+  describe('transient failures', () => {
+    it('503: failureCount 1, lastError, nextAttemptAt = now + jittered backoff; the second doubles it', async () => {
+      const s = await addSession(fx, { providerId, expiresIn: 60 });
+      fx.endpoint.reply({ kind: 'status', status: 503, body: 'upstream down' });
+      const t1 = fx.clock.now();
+      expect(await fx.runtime.refresher.refresh(s.key, sweep())).toEqual({
+        kind: 'transient',
+        code: 'http_503',
+        retryAfterSeconds: Math.ceil(FIRST_BACKOFF_MS / 1000),
+      });
+      expect(await rawItem(fx, s.key)).toMatchObject({
+        status: 'active',
+        version: 1,
+        failureCount: 1,
+        nextAttemptAt: t1 + FIRST_BACKOFF_MS,
+        lastError: { code: 'http_503', at: t1 },
+        [TABLE.shardAttribute]: expect.any(Number),
+      });
+      expect(await rawItem(fx, s.key)).not.toHaveProperty('leaseOwner');
+      expect((await readSession(fx, s.key)).refreshToken).toBe(s.refreshToken);
+
+      // still backing off: no grant
+      fx.clock.advance(FIRST_BACKOFF_MS - 1);
+      expect(await fx.runtime.refresher.refresh(s.key, sweep())).toEqual({ kind: 'refused' });
+      expect(fx.endpoint.requests).toHaveLength(1);
+
+      fx.clock.advance(1);
+      fx.endpoint.reply({ kind: 'status', status: 502 });
+      const t2 = fx.clock.now();
+      expect(await fx.runtime.refresher.refresh(s.key, sweep())).toMatchObject({ kind: 'transient' });
+      expect(await rawItem(fx, s.key)).toMatchObject({
+        failureCount: 2,
+        nextAttemptAt: t2 + SECOND_BACKOFF_MS,
+        lastError: { code: 'http_502', at: t2 },
+      });
+      expect(fx.events).toEqual([]);
+    });
+
+    it('429 with Retry-After: 120 waits exactly 120 s', async () => {
+      const s = await addSession(fx, { providerId, expiresIn: 60 });
+      fx.endpoint.reply({ kind: 'status', status: 429, headers: { 'retry-after': '120' } });
+      expect(await fx.runtime.refresher.refresh(s.key, sweep())).toEqual({
+        kind: 'transient',
+        code: 'http_429',
+        retryAfterSeconds: 120,
+      });
+      expect(await rawItem(fx, s.key)).toMatchObject({
+        failureCount: 1,
+        nextAttemptAt: fx.clock.now() + 120_000,
+        lastError: { code: 'http_429' },
+      });
+    });
+
+    it.each([
+      [
+        'a non-JSON 200',
+        { kind: 'status', status: 200, body: '<html>', headers: { 'content-type': 'text/html' } },
+      ],
+      ['a 200 with an error', { kind: 'error', status: 200, error: 'server_error' }],
+      ['a 500 OAuth error', { kind: 'error', status: 500, error: 'server_error' }],
+    ] as const)('%s is transient and keeps the session', async (_, reply) => {
+      const s = await addSession(fx, { providerId, expiresIn: 60 });
+      fx.endpoint.reply(reply);
+      expect(await fx.runtime.refresher.refresh(s.key, sweep())).toMatchObject({ kind: 'transient' });
+      expect(await rawItem(fx, s.key)).toMatchObject({ status: 'active', version: 1, failureCount: 1 });
+    });
+
+    it('recovery publishes SessionRecovered once and clears the failure attributes', async () => {
+      const s = await addSession(fx, { providerId, expiresIn: 60 });
+      fx.endpoint.reply({ kind: 'status', status: 503 });
+      await fx.runtime.refresher.refresh(s.key, sweep());
+      fx.clock.advance(FIRST_BACKOFF_MS);
+
+      expect(await fx.runtime.refresher.refresh(s.key, sweep())).toMatchObject({ kind: 'refreshed' });
+      const item = await rawItem(fx, s.key);
+      expect(item).toMatchObject({ failureCount: 0, version: 2, status: 'active' });
+      expect(item).not.toHaveProperty('lastError');
+      expect(item).not.toHaveProperty('nextAttemptAt');
+      expect(fx.events).toEqual([
+        {
+          detailType: 'SessionRecovered',
+          detail: {
+            userId: s.key.userId,
+            providerId,
+            previousError: 'http_503',
+            failureCount: 1,
+            at: new Date(fx.clock.now()).toISOString(),
+          },
+        },
+      ]);
+
+      // a later, ordinary refresh is no recovery
+      expect(await fx.runtime.refresher.refresh(s.key, await forced(s.key))).toMatchObject({
+        kind: 'refreshed',
+      });
+      expect(fx.events).toHaveLength(1);
+    });
+
+    it('abandons a grant that outlives the HTTP timeout: no commit, classified transient', async () => {
+      const slow = createCoreFixture(handle, { env: { TOKENKEEPER_HTTP_TIMEOUT_MS: '150' } });
+      const prov = await addProvider(slow);
+      const s = await addSession(slow, { providerId: prov, expiresIn: 60 });
+      slow.endpoint.reply({ kind: 'hang' });
+
+      const started = Date.now();
+      const out = await slow.runtime.refresher.refresh(s.key, sweep());
+      // abandoned at the timeout, not left hanging
+      expect(Date.now() - started).toBeLessThan(5000);
+      expect(out).toMatchObject({ kind: 'transient', code: 'timeout' });
+
+      const after = await readSession(slow, s.key);
+      expect(after.record).toMatchObject({ version: 1, failureCount: 1, lastError: { code: 'timeout' } });
+      expect(after.record.leaseOwner).toBeUndefined();
+      expect(after.accessToken).toBe(s.accessToken);
+      expect(after.refreshToken).toBe(s.refreshToken);
+      expect(slow.endpoint.inFlight).toBe(0);
+    });
+  });
+
+  it('lease_lost: after a takeover the first commit is refused and nothing is overwritten', async () => {
+    const s = await addSession(fx, { providerId, expiresIn: 60 });
+    const peer = createPeer(fx);
+    const gateA = fx.endpoint.gate();
+    const gateB = fx.endpoint.gate();
+
+    const a = fx.runtime.refresher.refresh(s.key, sweep());
+    await gateA.arrived;
+    // A's lease runs out while its grant is in flight; B takes over.
+    fx.clock.advance(fx.config.leaseSeconds * 1000 + 1);
+    const b = peer.runtime.refresher.refresh(s.key, sweep());
+    await gateB.arrived;
+    const leasedByB = (await rawItem(fx, s.key))?.leaseOwner;
+    expect(leasedByB).toEqual(expect.any(String));
+
+    gateA.release();
+    expect(await a).toEqual({ kind: 'lease_lost' });
+    expect(metricNames()).toContain('LeaseLost');
+    const afterA = await readSession(fx, s.key);
+    expect(afterA.record).toMatchObject({ version: 1, leaseOwner: leasedByB });
+    expect(afterA.accessToken).toBe(s.accessToken);
+    expect(afterA.refreshToken).toBe(s.refreshToken);
+
+    gateB.release();
+    expect(await b).toMatchObject({ kind: 'refreshed' });
+    const afterB = await readSession(fx, s.key);
+    expect(afterB.record.version).toBe(2);
+    // B's answer is the one kept (the endpoint answered A first, so B got the second tokens)
+    expect(afterB.refreshToken).toBe(fx.endpoint.issued[1]?.refreshToken);
+  });
+
+  it('invalid_grant for a session replaced mid-grant (new login) is not reported as a dead grant', async () => {
+    const s = await addSession(fx, { providerId, expiresIn: 60 });
+    fx.endpoint.reply({ kind: 'error', status: 400, error: 'invalid_grant' });
+    const gate = fx.endpoint.gate();
+    const pending = fx.runtime.refresher.refresh(s.key, sweep());
+    await gate.arrived;
+    // the user logs in again while the old refresh token is being redeemed
+    await fx.runtime.store.putSession(
+      {
+        ...s.key,
+        accessToken: 'at-relogin',
+        refreshToken: 'rt-relogin',
+        tokenType: 'Bearer',
+        expiresAt: 2e9,
+      },
+      fx.clock.now(),
+    );
+    gate.release();
+
+    expect(await pending).toEqual({ kind: 'lease_lost' });
+    const after = await readSession(fx, s.key);
+    expect(after.record).toMatchObject({ status: 'active', version: 2, failureCount: 0 });
+    expect(after.refreshToken).toBe('rt-relogin');
+    expect(fx.events).toEqual([]);
+  });
+
+  it('a transient failure for a session replaced mid-grant is lease_lost, not a failure on the new session', async () => {
+    const s = await addSession(fx, { providerId, expiresIn: 60 });
+    fx.endpoint.reply({ kind: 'status', status: 503 });
+    const gate = fx.endpoint.gate();
+    const pending = fx.runtime.refresher.refresh(s.key, sweep());
+    await gate.arrived;
+    await fx.runtime.store.putSession(
+      {
+        ...s.key,
+        accessToken: 'at-relogin',
+        refreshToken: 'rt-relogin',
+        tokenType: 'Bearer',
+        expiresAt: 2e9,
+      },
+      fx.clock.now(),
+    );
+    gate.release();
+    expect(await pending).toEqual({ kind: 'lease_lost' });
+    expect((await readSession(fx, s.key)).record).toMatchObject({ failureCount: 0, version: 2 });
+  });
+
+  it('a store fault on the commit is retried while the lease lasts, so the rotated refresh token is kept', async () => {
+    // Guards the worst failure after a successful grant: losing the rotated token makes the next grant a reuse.
+    const client = makeDynamoClient(handle.endpoint);
+    let failures = 1;
+    client.middlewareStack.add(
+      (next, context) => async (args) => {
+        const input = args.input as { UpdateExpression?: string };
+        if (
+          context.commandName === 'UpdateItemCommand' &&
+          input.UpdateExpression?.includes('version = version + :one') &&
+          failures > 0
+        ) {
+          failures--;
+          throw Object.assign(new Error('connection reset by peer'), { name: 'NetworkingError' });
+        }
+        return next(args);
+      },
+      { step: 'initialize', name: 'failFirstCommit' },
+    );
+    const flaky = createCoreFixture(handle, {
+      dynamodb: client,
+      endpoint: fx.endpoint,
+      clock: fx.clock,
+      keyringJson: fx.keyringJson,
+    });
+    const s = await addSession(fx, { providerId, expiresIn: 60 });
+    const out = await flaky.runtime.refresher.refresh(s.key, sweep());
+    expect(out.kind).toBe('refreshed');
+    expect(failures).toBe(0);
+    const [issued] = fx.endpoint.issued.slice(-1);
+    expect((await readSession(fx, s.key)).refreshToken).toBe(issued?.refreshToken);
+    client.destroy();
+  });
+
+  it('a key missing from the keyring: key_unavailable, session kept active, metric, failure recorded', async () => {
+    const s = await addSession(fx, { providerId, expiresIn: 60 });
+    const other = createCoreFixture(handle, {
+      keyringJson: generateKeyringJson('k2'),
+      endpoint: fx.endpoint,
+    });
+    other.clock.t = fx.clock.now();
+
+    const out = await other.runtime.refresher.refresh(s.key, sweep());
+    expect(out).toEqual({ kind: 'key_unavailable', retryAfterSeconds: Math.ceil(FIRST_BACKOFF_MS / 1000) });
+    expect(other.metrics.map((m) => m.name)).toContain('KeyUnavailable');
+    expect(fx.endpoint.requests).toHaveLength(0);
+    const item = await rawItem(fx, s.key);
+    expect(item).toMatchObject({
+      status: 'active',
+      version: 1,
+      failureCount: 1,
+      nextAttemptAt: fx.clock.now() + FIRST_BACKOFF_MS,
+      lastError: { code: 'key_unavailable' },
+      [TABLE.shardAttribute]: expect.any(Number),
+    });
+    expect(item).not.toHaveProperty('leaseOwner');
+    // the original keyring still opens it
+    expect((await readSession(fx, s.key)).refreshToken).toBe(s.refreshToken);
+  });
+
+  it('an unregistered provider is a transient failure, not a dead grant', async () => {
+    const s = await addSession(fx, { providerId: 'never-registered', expiresIn: 60 });
+    expect(await fx.runtime.refresher.refresh(s.key, sweep())).toMatchObject({
+      kind: 'transient',
+      code: 'provider_not_found',
+    });
+    expect(await rawItem(fx, s.key)).toMatchObject({ status: 'active', failureCount: 1 });
+    expect(fx.endpoint.requests).toHaveLength(0);
+  });
+});

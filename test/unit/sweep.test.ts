@@ -1,0 +1,217 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { shardOf } from '../../functions/core/store.js';
+import { ensureTable } from '../../functions/core/table.js';
+import {
+  addProvider,
+  addSession,
+  type CoreFixture,
+  type CoreFixtureOptions,
+  createCoreFixture,
+  createPeer,
+  rawItem,
+  readSession,
+  type TestSession,
+  uniqueId,
+} from '../support/core-fixture.js';
+import { type DynaliteHandle, startDynalite } from '../support/dynalite.js';
+
+describe('Sweeper', () => {
+  let handle: DynaliteHandle;
+
+  beforeAll(async () => {
+    handle = await startDynalite();
+  });
+  afterAll(() => handle?.stop());
+
+  /** A fixture on its own table, so a sweep sees only this test's sessions. */
+  const setup = async (env?: CoreFixtureOptions['env']) => {
+    const tableName = uniqueId('sweep');
+    await ensureTable(handle.client, tableName);
+    const fx = createCoreFixture(handle, { tableName, env });
+    const providerId = await addProvider(fx);
+    return { fx, providerId };
+  };
+  /** Creates sessions concurrently; `expiresIn(i)` gives each one's lifetime. */
+  const addMany = (fx: CoreFixture, providerId: string, n: number, expiresIn: (i: number) => number) =>
+    Promise.all(Array.from({ length: n }, (_, i) => addSession(fx, { providerId, expiresIn: expiresIn(i) })));
+  const reserveMs = (fx: CoreFixture) => fx.config.httpTimeoutMs + 2_000;
+  const versionOf = async (fx: CoreFixture, s: TestSession) => (await rawItem(fx, s.key))?.version;
+
+  it('refreshes only due sessions (expiresAt <= now + window), across all shards', async () => {
+    const { fx, providerId } = await setup();
+    const window = fx.config.refreshWindowSeconds;
+    const shards = fx.config.shardCount;
+    // enough users that every shard holds due sessions, one of them exactly at the bound
+    const userIds: string[] = [];
+    const dueShards = new Set<number>();
+    while (dueShards.size < shards || userIds.length < 2 * shards) {
+      const userId = uniqueId('user');
+      dueShards.add(shardOf({ userId, providerId }, shards));
+      userIds.push(userId);
+    }
+    const due = await Promise.all(
+      userIds.map((userId, i) =>
+        addSession(fx, { providerId, userId, expiresIn: i === 0 ? window : 30 + i }),
+      ),
+    );
+    const notDue = await Promise.all([
+      addSession(fx, { providerId, expiresIn: window + 1 }),
+      addSession(fx, { providerId, expiresIn: 7200 }),
+      addSession(fx, { providerId, expiresIn: null }),
+      addSession(fx, { providerId, expiresIn: 10, refreshToken: null }),
+    ]);
+
+    const summary = await fx.runtime.sweeper.sweep();
+
+    expect(summary).toMatchObject({ due: due.length, refreshed: due.length, skipped: 0, backlog: 0 });
+    expect(fx.endpoint.presented().sort()).toEqual(due.map((s) => s.refreshToken).sort());
+    for (const s of due) expect(await versionOf(fx, s)).toBe(2);
+    for (const s of notDue) {
+      const item = await rawItem(fx, s.key);
+      expect(item?.version).toBe(1);
+      expect(item).not.toHaveProperty('leaseOwner');
+    }
+  });
+
+  it('reports due, refreshed, skipped, failedTransient, reauthorizationRequired, missed, backlog, durationMs', async () => {
+    const { fx, providerId } = await setup();
+    fx.endpoint.clockAdvanceMs = 1_000;
+    const refreshed = await addSession(fx, { providerId, expiresIn: 100 });
+    const expired = await addSession(fx, { providerId, expiresIn: -10 });
+    const dead = await addSession(fx, { providerId, expiresIn: 200 });
+    const failing = await addSession(fx, { providerId, expiresIn: 300 });
+    const leased = await addSession(fx, { providerId, expiresIn: 400 });
+    const later = await addSession(fx, { providerId, expiresIn: 7200 });
+    fx.endpoint.replyTo(dead.refreshToken as string, { kind: 'error', status: 400, error: 'invalid_grant' });
+    fx.endpoint.replyTo(failing.refreshToken as string, { kind: 'status', status: 503 });
+    const now = fx.clock.now();
+    const lease = { kind: 'sweep', dueBy: fx.clock.seconds() + 600 } as const;
+    expect(
+      await fx.runtime.store.acquireLease(leased.key, 'elsewhere', lease, now, now + 30_000),
+    ).toBeDefined();
+
+    const summary = await fx.runtime.sweeper.sweep();
+    expect(summary).toEqual({
+      due: 5,
+      refreshed: 2,
+      skipped: 1,
+      failedTransient: 1,
+      reauthorizationRequired: 1,
+      missed: 1,
+      backlog: 0,
+      // four grants, each taking one second of the fake clock
+      durationMs: 4_000,
+    });
+    expect(fx.endpoint.presented().sort()).toEqual(
+      [refreshed, expired, dead, failing].map((s) => s.refreshToken).sort(),
+    );
+    expect(await versionOf(fx, later)).toBe(1);
+    expect(await rawItem(fx, leased.key)).toMatchObject({ version: 1, leaseOwner: 'elsewhere' });
+    expect(await rawItem(fx, dead.key)).toMatchObject({ status: 'reauthorization_required' });
+    expect(await rawItem(fx, failing.key)).toMatchObject({ status: 'active', failureCount: 1 });
+  });
+
+  it('an empty table gives an all-zero summary', async () => {
+    const { fx } = await setup();
+    expect(await fx.runtime.sweeper.sweep()).toEqual({
+      due: 0,
+      refreshed: 0,
+      skipped: 0,
+      failedTransient: 0,
+      reauthorizationRequired: 0,
+      missed: 0,
+      backlog: 0,
+      durationMs: 0,
+    });
+  });
+
+  it('respects the concurrency bound', async () => {
+    const { fx, providerId } = await setup({ TOKENKEEPER_REFRESH_CONCURRENCY: '3' });
+    fx.endpoint.latencyMs = 25;
+    await addMany(fx, providerId, 10, (i) => 60 + i);
+
+    const summary = await fx.runtime.sweeper.sweep();
+    expect(summary).toMatchObject({ due: 10, refreshed: 10, backlog: 0 });
+    expect(fx.endpoint.maxInFlight).toBe(3);
+    expect(fx.endpoint.requests).toHaveLength(10);
+  });
+
+  it('stops taking work when the remaining time would not cover one more grant', async () => {
+    const { fx, providerId } = await setup({ TOKENKEEPER_REFRESH_CONCURRENCY: '1' });
+    const sessions = await addMany(fx, providerId, 10, (i) => 60 + i);
+    const before = await Promise.all(sessions.map((s) => rawItem(fx, s.key)));
+
+    // The Lambda has plenty of time until four grants have been made, then less than one grant's worth.
+    const summary = await fx.runtime.sweeper.sweep({
+      remainingTimeMs: () => (fx.endpoint.requests.length >= 4 ? reserveMs(fx) - 1 : 60_000),
+    });
+    expect(summary).toMatchObject({ due: 10, refreshed: 4, backlog: 6 });
+    // most urgent first
+    expect(fx.endpoint.presented()).toEqual(sessions.slice(0, 4).map((s) => s.refreshToken));
+    for (const s of sessions.slice(0, 4)) expect(await versionOf(fx, s)).toBe(2);
+    // the rest were not started: no lease left behind, nothing changed
+    for (const [i, s] of sessions.entries()) {
+      if (i < 4) continue;
+      expect(await rawItem(fx, s.key)).toEqual(before[i]);
+    }
+  });
+
+  it('stops within its own budget as measured on the clock', async () => {
+    const { fx, providerId } = await setup({ TOKENKEEPER_REFRESH_CONCURRENCY: '1' });
+    fx.endpoint.clockAdvanceMs = 20_000;
+    const sessions = await addMany(fx, providerId, 10, (i) => 200 + i);
+
+    // budget 120 s, reserve 12 s: after six 20-second grants nothing is left
+    expect(fx.config.sweepBudgetSeconds).toBe(120);
+    const summary = await fx.runtime.sweeper.sweep();
+    expect(summary).toMatchObject({ due: 10, refreshed: 6, backlog: 4, durationMs: 120_000 });
+    for (const s of sessions.slice(6)) {
+      const item = await rawItem(fx, s.key);
+      expect(item?.version).toBe(1);
+      expect(item).not.toHaveProperty('leaseOwner');
+    }
+  });
+
+  it('two overlapping sweeps refresh each session exactly once', async () => {
+    const { fx, providerId } = await setup();
+    const peer = createPeer(fx);
+    fx.endpoint.latencyMs = 10;
+    const sessions = await addMany(fx, providerId, 12, (i) => 60 + i);
+
+    const [a, b] = await Promise.all([fx.runtime.sweeper.sweep(), peer.runtime.sweeper.sweep()]);
+
+    // both saw every session due, so every session was contended
+    expect([a.due, b.due]).toEqual([12, 12]);
+    const presented = fx.endpoint.presented();
+    expect(presented).toHaveLength(12);
+    expect(new Set(presented)).toEqual(new Set(sessions.map((s) => s.refreshToken)));
+    expect(a.refreshed + b.refreshed).toBe(12);
+    expect(a.skipped + b.skipped).toBe(12);
+    expect(a.failedTransient + b.failedTransient).toBe(0);
+    for (const s of sessions) {
+      const after = await readSession(fx, s.key);
+      expect(after.record.version).toBe(2);
+      expect(after.record.leaseOwner).toBeUndefined();
+    }
+    // and a third, later sweep finds nothing due
+    expect(await fx.runtime.sweeper.sweep()).toMatchObject({ due: 0, refreshed: 0 });
+  });
+
+  it('skips sessions that are backing off, and retries them once nextAttemptAt has passed', async () => {
+    const { fx, providerId } = await setup();
+    const s = await addSession(fx, { providerId, expiresIn: 60 });
+    fx.endpoint.reply({ kind: 'status', status: 503 });
+    expect(await fx.runtime.sweeper.sweep()).toMatchObject({ due: 1, failedTransient: 1 });
+    const nextAttemptAt = (await rawItem(fx, s.key))?.nextAttemptAt as number;
+    expect(nextAttemptAt).toBeGreaterThan(fx.clock.now());
+
+    fx.clock.advance(nextAttemptAt - fx.clock.now() - 1);
+    expect(await fx.runtime.sweeper.sweep()).toMatchObject({ due: 1, skipped: 1, refreshed: 0 });
+    expect(fx.endpoint.requests).toHaveLength(1);
+
+    fx.clock.advance(1);
+    expect(await fx.runtime.sweeper.sweep()).toMatchObject({ due: 1, refreshed: 1 });
+    expect(fx.endpoint.presented()).toEqual([s.refreshToken, s.refreshToken]);
+    expect(fx.events.map((e) => e.detailType)).toEqual(['SessionRecovered']);
+  });
+});
