@@ -236,7 +236,8 @@ const sessionSchema = z.object(
     expires_in: optionalOrNull(
       numeric('a non-negative number')
         .refine((n) => n >= 0, { error: 'must be a non-negative number' })
-        .refine((n) => n <= Number.MAX_SAFE_INTEGER, { error: 'is too large' }),
+        // now + expires_in must stay a safe integer (DynamoDB numbers are read back as JS numbers).
+        .refine((n) => n <= MAX_EXPIRES_AT, { error: 'is too large' }),
     ),
     expires_at: optionalOrNull(
       numeric('positive epoch seconds')

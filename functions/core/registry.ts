@@ -65,7 +65,9 @@ export function sessionMetadata(r: SessionRecord): SessionMetadata {
 
 /** Provider lookups for the refresher, cached briefly so a sweep reads each provider once. */
 export class CachedProviders implements ProviderLookup {
-  private readonly cache = new Map<string, { provider: ProviderConfig | undefined; at: number }>();
+  // The read in flight is cached too: a sweep's concurrent refreshes all miss a cold cache at once,
+  // and would otherwise each read (and decrypt) the same provider item.
+  private readonly cache = new Map<string, { provider: Promise<ProviderConfig | undefined>; at: number }>();
 
   constructor(
     private readonly store: SessionStore,
@@ -76,9 +78,14 @@ export class CachedProviders implements ProviderLookup {
   async get(providerId: string): Promise<ProviderConfig | undefined> {
     const hit = this.cache.get(providerId);
     if (hit && this.clock.now() - hit.at < this.ttlMs) return hit.provider;
-    const provider = await this.store.getProvider(providerId);
-    this.cache.set(providerId, { provider, at: this.clock.now() });
-    return provider;
+    const entry = { provider: this.store.getProvider(providerId), at: this.clock.now() };
+    this.cache.set(providerId, entry);
+    try {
+      return await entry.provider;
+    } catch (err) {
+      if (this.cache.get(providerId) === entry) this.cache.delete(providerId);
+      throw err;
+    }
   }
 
   invalidate(providerId: string): void {

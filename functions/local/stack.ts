@@ -74,17 +74,21 @@ async function listen(server: Server, port: number): Promise<number> {
 }
 
 function toEvent(req: IncomingMessage, body: Buffer, now: number): APIGatewayProxyEventV2 {
-  const url = new URL(req.url ?? '/', 'http://127.0.0.1');
+  // The request target split as it came (no URL parsing: `///` would throw, `//v1/x` would become
+  // host `v1`, dot segments would be resolved), like API Gateway's rawPath and rawQueryString.
+  const target = req.url ?? '/';
+  const q = target.indexOf('?');
+  const rawPath = q === -1 ? target : target.slice(0, q);
   const headers: Record<string, string> = {};
   for (const [name, value] of Object.entries(req.headers)) {
     if (value !== undefined) headers[name] = Array.isArray(value) ? value.join(',') : value;
   }
   const method = (req.method ?? 'GET').toUpperCase();
-  const rawQueryString = url.search.startsWith('?') ? url.search.slice(1) : '';
+  const rawQueryString = q === -1 ? '' : target.slice(q + 1);
   return {
     version: '2.0',
     routeKey: '$default',
-    rawPath: url.pathname,
+    rawPath,
     rawQueryString,
     headers,
     requestContext: {
@@ -94,7 +98,7 @@ function toEvent(req: IncomingMessage, body: Buffer, now: number): APIGatewayPro
       domainPrefix: 'local',
       http: {
         method,
-        path: url.pathname,
+        path: rawPath,
         protocol: `HTTP/${req.httpVersion}`,
         sourceIp: req.socket.remoteAddress ?? '127.0.0.1',
         userAgent: headers['user-agent'] ?? '',
