@@ -22,6 +22,8 @@ export interface Config {
   sweepBudgetSeconds: number;
   allowInsecureHttp: boolean;
   keyringSecretArn?: string;
+  /** Provider client secrets referenced by ARN must be named under this prefix. */
+  clientSecretPrefix: string;
   eventBusName: string;
   serviceName: string;
 }
@@ -75,6 +77,7 @@ export function loadConfig(env: Env = process.env): Config {
     sweepBudgetSeconds: int(env, 'TOKENKEEPER_SWEEP_BUDGET_SECONDS', 120, 1, 900),
     allowInsecureHttp: flag(env, 'TOKENKEEPER_ALLOW_INSECURE_HTTP'),
     keyringSecretArn: env.TOKENKEEPER_KEYRING_SECRET_ARN || undefined,
+    clientSecretPrefix: env.TOKENKEEPER_CLIENT_SECRET_PREFIX || 'tokenkeeper/',
     eventBusName: env.TOKENKEEPER_EVENT_BUS_NAME || 'default',
     serviceName: env.POWERTOOLS_SERVICE_NAME || 'tokenkeeper',
   };
@@ -105,6 +108,11 @@ export function validateConfig(c: Config): void {
     throw new ConfigError(
       `TOKENKEEPER_SWEEP_BUDGET_SECONDS (${c.sweepBudgetSeconds}) must leave room for one grant: more than ` +
         `TOKENKEEPER_HTTP_TIMEOUT_MS (${c.httpTimeoutMs} ms) plus 2 s`,
+    );
+  }
+  if (!/^[A-Za-z0-9/_+=.@-]+$/.test(c.clientSecretPrefix)) {
+    throw new ConfigError(
+      `TOKENKEEPER_CLIENT_SECRET_PREFIX must be a secret-name prefix such as "tokenkeeper/", got ${JSON.stringify(c.clientSecretPrefix)}`,
     );
   }
   if (c.inLambda && c.allowInsecureHttp) {

@@ -1,8 +1,9 @@
-import { ProviderNotFoundError, SessionNotFoundError } from './errors.js';
+import { InvalidRequestError, ProviderNotFoundError, SessionNotFoundError } from './errors.js';
 import type { ProviderConfig, SessionKey } from './model.js';
 import type { OAuthClient } from './oauth.js';
 import type { Clock, Logger } from './ports.js';
 import type { ProviderLookup } from './refresher.js';
+import { clientSecretArnProblem } from './secret-arn.js';
 import type {
   ProviderInput,
   ProviderService,
@@ -98,9 +99,14 @@ export class DefaultProviderService implements ProviderService {
     private readonly store: SessionStore,
     private readonly clock: Clock,
     private readonly cache?: CachedProviders,
+    private readonly secretRules: { prefix: string; keyringSecretArn?: string } = { prefix: 'tokenkeeper/' },
   ) {}
 
   async put(providerId: string, input: ProviderInput): Promise<{ created: boolean; provider: ProviderView }> {
+    if (input.clientSecretArn !== undefined) {
+      const problem = clientSecretArnProblem(input.clientSecretArn, this.secretRules);
+      if (problem) throw new InvalidRequestError(problem);
+    }
     const now = this.clock.now();
     const existing = await this.store.getProvider(providerId);
     const hasSecret = input.clientSecret !== undefined || input.clientSecretArn !== undefined;

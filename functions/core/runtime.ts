@@ -7,7 +7,7 @@ import { cachedKeyring, createFieldCipher, type Keyring } from './crypto.js';
 import { EventBridgePublisher, LogEventPublisher } from './events.js';
 import { readOrCreateLocalKeyring, readSecretString } from './keyring.js';
 import type { ProviderConfig } from './model.js';
-import { type FetchLike, OAuthClient } from './oauth.js';
+import { ClientConfigurationError, type FetchLike, OAuthClient } from './oauth.js';
 import {
   type Clock,
   type EventPublisher,
@@ -22,6 +22,7 @@ import {
 } from './ports.js';
 import { type BackoffPolicy, Refresher } from './refresher.js';
 import { CachedProviders, DefaultProviderService, DefaultSessionService } from './registry.js';
+import { clientSecretArnProblem } from './secret-arn.js';
 import type { ProviderService, SessionService, SweepService, TokenService } from './services.js';
 import { DynamoSessionStore, type SessionStore } from './store.js';
 import { Sweeper } from './sweep.js';
@@ -111,10 +112,15 @@ export function createRuntime(deps: RuntimeDeps): Runtime {
     shardCount: config.shardCount,
   });
 
+  const secretRules = { prefix: config.clientSecretPrefix, keyringSecretArn: config.keyringSecretArn };
   const secretCache = new Map<string, { value: string; at: number }>();
   const clientSecret = async (provider: ProviderConfig): Promise<string | undefined> => {
     if (provider.clientSecret !== undefined) return provider.clientSecret;
     if (!provider.clientSecretArn) return undefined;
+    // Checked again here, not only at PUT: an item written before the rule, or by hand, must not
+    // make the keeper send the keyring to a token endpoint.
+    const problem = clientSecretArnProblem(provider.clientSecretArn, secretRules);
+    if (problem) throw new ClientConfigurationError(problem);
     const hit = secretCache.get(provider.clientSecretArn);
     if (hit && clock.now() - hit.at < secretTtlMs) return hit.value;
     const value = await readSecretString(secretsClient(), provider.clientSecretArn);
@@ -163,7 +169,7 @@ export function createRuntime(deps: RuntimeDeps): Runtime {
     store,
     oauth,
     refresher,
-    providers: new DefaultProviderService(store, clock, providerCache),
+    providers: new DefaultProviderService(store, clock, providerCache, secretRules),
     sessions: new DefaultSessionService(store, providerCache, oauth, clock, logger),
     tokens: new DefaultTokenService({
       store,

@@ -46,6 +46,7 @@ describe('loadConfig defaults', () => {
       sweepBudgetSeconds: 120,
       allowInsecureHttp: false,
       keyringSecretArn: undefined,
+      clientSecretPrefix: 'tokenkeeper/',
       eventBusName: 'default',
       serviceName: 'tokenkeeper',
     });
@@ -395,5 +396,16 @@ describe('loadConfig in Lambda', () => {
     // Assess
     expect(config.keyringSecretArn).toBeUndefined();
     expect(config.inLambda).toBe(false);
+  });
+});
+
+describe('TOKENKEEPER_CLIENT_SECRET_PREFIX', () => {
+  it('is read, and refused when it is not a secret-name prefix', () => {
+    expect(loadConfig({ TOKENKEEPER_CLIENT_SECRET_PREFIX: 'acme/tokenkeeper/' }).clientSecretPrefix).toBe(
+      'acme/tokenkeeper/',
+    );
+    expect(() => loadConfig({ TOKENKEEPER_CLIENT_SECRET_PREFIX: 'has space' })).toThrow(
+      /TOKENKEEPER_CLIENT_SECRET_PREFIX/,
+    );
   });
 });

@@ -224,6 +224,48 @@ describe('API and refresh handlers as Lambda runs them', () => {
     expect(published).toEqual([]);
   });
 
+  it('refuses a provider whose clientSecretArn names the keyring (400 at PUT, and never read at refresh)', async () => {
+    const config = loadConfig({
+      TOKENKEEPER_TABLE_NAME: db.tableName,
+      TOKENKEEPER_ALLOW_INSECURE_HTTP: '1',
+      TOKENKEEPER_KEYRING_SECRET_ARN: KEYRING_ARN,
+    });
+    const runtime = createRuntime({
+      config,
+      dynamodb: db.client,
+      secrets: new SecretsManagerClient({ region: 'us-east-1' }),
+    });
+    await expect(
+      runtime.providers.put('evil', {
+        tokenEndpoint: oauth.tokenEndpoint,
+        clientId: 'x',
+        clientSecretArn: KEYRING_ARN,
+      }),
+    ).rejects.toMatchObject({ code: 'invalid_request' });
+    // Written around the API (by hand, or before the rule): the refresh refuses to resolve it.
+    await runtime.store.putProvider({
+      providerId: 'evil',
+      tokenEndpoint: oauth.tokenEndpoint,
+      clientId: oauth.clients.basic.clientId,
+      clientSecretArn: KEYRING_ARN,
+      clientAuthMethod: 'client_secret_basic',
+      createdAt: 0,
+      updatedAt: 0,
+    });
+    const tokens = await oauth.login({ clientId: oauth.clients.basic.clientId, accountId: 'evil-user' });
+    await runtime.sessions.put({ userId: 'evil-user', providerId: 'evil' }, tokens);
+    const keyringReadsBefore = secrets.commandCalls(GetSecretValueCommand, { SecretId: KEYRING_ARN }).length;
+    const grantsBefore = oauth.proxy.requests.length;
+    await expect(
+      runtime.tokens.getToken({ userId: 'evil-user', providerId: 'evil' }, { minValidity: 60, force: true }),
+    ).rejects.toMatchObject({ code: 'refresh_unavailable' });
+    expect(oauth.proxy.requests.length).toBe(grantsBefore);
+    // The keyring is read to seal and open tokens, never as a client secret: no extra read happened for it.
+    expect(secrets.commandCalls(GetSecretValueCommand, { SecretId: KEYRING_ARN }).length).toBe(
+      keyringReadsBefore,
+    );
+  });
+
   it('EventBridgePublisher sends source tokenkeeper with the detail-type and JSON detail, and surfaces refusals', async () => {
     const publisher = new EventBridgePublisher(
       new EventBridgeClient({ region: 'us-east-1' }),

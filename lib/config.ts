@@ -1,0 +1,289 @@
+import { RetentionDays } from 'aws-cdk-lib/aws-logs';
+import type { Construct } from 'constructs';
+import { loadConfig as loadCoreConfig } from '../functions/core/config.js';
+
+/**
+ * Deployment configuration, read from CDK context (`cdk.json` "context" or `-c key=value`) and
+ * validated at synth time, so a configuration the functions would refuse at start-up never deploys.
+ * The rules mirror functions/core/config.ts with the context keys' names, and the core's own validation
+ * runs as a backstop; test/lib/config.test.ts checks that both agree.
+ */
+export interface TokenKeeperConfig {
+  /** Period of the refresh schedule in seconds (whole minutes: EventBridge rates are in minutes). */
+  readonly refreshIntervalSeconds: number;
+  /** Sessions expiring within this many seconds are refreshed by a sweep. */
+  readonly refreshWindowSeconds: number;
+  /** The longest a sweep runs; the refresh function's timeout is this plus a margin. */
+  readonly sweepBudgetSeconds: number;
+  /** Number of `byExpiry` index partitions a sweep queries. */
+  readonly shardCount: number;
+  /** Grants in flight at once within one sweep. */
+  readonly refreshConcurrency: number;
+  /** Timeout of one call to a provider's token endpoint. */
+  readonly httpTimeoutMs: number;
+  /** Optional e-mail address subscribed to the alarm topic. */
+  readonly alarmEmail?: string;
+  /** What happens to the table, keyring and logs when the stack is deleted. */
+  readonly removalPolicy: 'retain' | 'destroy';
+  readonly logRetentionDays: number;
+  readonly logLevel: LogLevel;
+  /** Steady-state requests per second the HTTP API accepts. */
+  readonly apiThrottleRateLimit: number;
+  readonly apiThrottleBurstLimit: number;
+  /** Sessions turning `reauthorization_required` within 15 minutes that raise the alarm. */
+  readonly reauthAlarmThreshold: number;
+  /** API responses with a 5xx status within 5 minutes that raise the alarm. */
+  readonly api5xxAlarmThreshold: number;
+  /** Name prefix of the Secrets Manager secrets providers may reference as `clientSecretArn`. */
+  readonly clientSecretPrefix: string;
+}
+
+export const LOG_LEVELS = ['DEBUG', 'INFO', 'WARN', 'ERROR'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+/** CloudWatch Logs accepts only these retention periods (days); "never expire" is not offered. */
+export const LOG_RETENTION_DAYS: readonly number[] = Object.values(RetentionDays).filter(
+  (days): days is RetentionDays => typeof days === 'number' && days !== RetentionDays.INFINITE,
+);
+
+export const DEFAULT_CONFIG: TokenKeeperConfig = {
+  refreshIntervalSeconds: 300,
+  refreshWindowSeconds: 600,
+  sweepBudgetSeconds: 120,
+  shardCount: 4,
+  refreshConcurrency: 16,
+  httpTimeoutMs: 10_000,
+  removalPolicy: 'retain',
+  logRetentionDays: 30,
+  logLevel: 'INFO',
+  apiThrottleRateLimit: 50,
+  apiThrottleBurstLimit: 100,
+  reauthAlarmThreshold: 5,
+  api5xxAlarmThreshold: 5,
+  clientSecretPrefix: 'tokenkeeper/',
+};
+
+/** The context keys this app reads; `-c <key>=<value>` on the command line or cdk.json "context". */
+export const CONTEXT_KEYS = [
+  'refreshIntervalSeconds',
+  'refreshWindowSeconds',
+  'sweepBudgetSeconds',
+  'shardCount',
+  'refreshConcurrency',
+  'httpTimeoutMs',
+  'alarmEmail',
+  'removalPolicy',
+  'logRetentionDays',
+  'logLevel',
+  'apiThrottleRateLimit',
+  'apiThrottleBurstLimit',
+  'reauthAlarmThreshold',
+  'api5xxAlarmThreshold',
+  'clientSecretPrefix',
+] as const satisfies readonly (keyof TokenKeeperConfig)[];
+
+/** API Gateway gives up on an integration after 30 s; the API function must answer before that. */
+export const API_FUNCTION_TIMEOUT_SECONDS = 29;
+/** Time the API function keeps for itself around an on-demand grant (DynamoDB, decrypt, response). */
+const API_OVERHEAD_SECONDS = 9;
+
+/**
+ * The refresh function's timeout: the sweep budget, plus one grant that started just before the budget
+ * ran out, plus time to commit it and flush metrics.
+ */
+export function refreshFunctionTimeoutSeconds(c: TokenKeeperConfig): number {
+  return c.sweepBudgetSeconds + Math.ceil(c.httpTimeoutMs / 1000) + 20;
+}
+
+export class TokenKeeperConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(
+      `Invalid tokenkeeper configuration (CDK context):\n${problems.map((p) => `  - ${p}`).join('\n')}\n` +
+        'Set values in cdk.json "context" or with `npx cdk synth -c key=value`; see docs/deploy.md.',
+    );
+    this.name = 'TokenKeeperConfigError';
+  }
+}
+
+type Raw = Record<string, unknown>;
+
+/** Reads the configuration from a construct's context (normally the App). */
+export function loadConfig(scope: Construct): TokenKeeperConfig {
+  const raw: Raw = {};
+  for (const key of CONTEXT_KEYS) {
+    const value: unknown = scope.node.tryGetContext(key);
+    if (value !== undefined) raw[key] = value;
+  }
+  return parseConfig(raw);
+}
+
+/** Parses and validates raw context values (strings from `-c`, numbers or strings from cdk.json). */
+export function parseConfig(raw: Raw): TokenKeeperConfig {
+  const problems: string[] = [];
+
+  const int = (key: keyof TokenKeeperConfig, min: number, max: number): number => {
+    const fallback = DEFAULT_CONFIG[key] as number;
+    const value = raw[key];
+    if (value === undefined || value === null || value === '') return fallback;
+    const text = String(value).trim();
+    if (!/^\d+$/.test(text)) {
+      problems.push(`${key} must be a whole number, got ${JSON.stringify(value)}`);
+      return fallback;
+    }
+    const n = Number(text);
+    if (n < min || n > max) {
+      problems.push(`${key} must be between ${min} and ${max}, got ${n}`);
+      return fallback;
+    }
+    return n;
+  };
+
+  const oneOf = <T extends string>(
+    key: keyof TokenKeeperConfig,
+    allowed: readonly T[],
+    normalize: (s: string) => string,
+  ): T => {
+    const fallback = DEFAULT_CONFIG[key] as T;
+    const value = raw[key];
+    if (value === undefined || value === null || value === '') return fallback;
+    const text = normalize(String(value).trim());
+    if (!(allowed as readonly string[]).includes(text)) {
+      problems.push(`${key} must be one of ${allowed.join(', ')}, got ${JSON.stringify(value)}`);
+      return fallback;
+    }
+    return text as T;
+  };
+
+  const refreshIntervalSeconds = int('refreshIntervalSeconds', 60, 3_600);
+  if (refreshIntervalSeconds % 60 !== 0) {
+    problems.push(
+      `refreshIntervalSeconds must be a whole number of minutes (EventBridge rate), got ${refreshIntervalSeconds}`,
+    );
+  }
+  const refreshWindowSeconds = int('refreshWindowSeconds', 1, 86_400);
+  const sweepBudgetSeconds = int('sweepBudgetSeconds', 1, 840);
+  const shardCount = int('shardCount', 1, 1_000);
+  const refreshConcurrency = int('refreshConcurrency', 1, 1_000);
+  const httpTimeoutMs = int(
+    'httpTimeoutMs',
+    100,
+    (API_FUNCTION_TIMEOUT_SECONDS - API_OVERHEAD_SECONDS) * 1000,
+  );
+  const removalPolicy = oneOf('removalPolicy', ['retain', 'destroy'] as const, (s) => s.toLowerCase());
+  const logLevel = oneOf('logLevel', LOG_LEVELS, (s) => s.toUpperCase());
+  const logRetentionDays = int('logRetentionDays', 1, 3_653);
+  if (!LOG_RETENTION_DAYS.includes(logRetentionDays)) {
+    problems.push(
+      `logRetentionDays must be one of ${LOG_RETENTION_DAYS.join(', ')}, got ${logRetentionDays}`,
+    );
+  }
+  const apiThrottleRateLimit = int('apiThrottleRateLimit', 1, 10_000);
+  const apiThrottleBurstLimit = int('apiThrottleBurstLimit', 1, 5_000);
+  const reauthAlarmThreshold = int('reauthAlarmThreshold', 1, 1_000_000);
+  const api5xxAlarmThreshold = int('api5xxAlarmThreshold', 1, 1_000_000);
+
+  let alarmEmail: string | undefined;
+  if (raw.alarmEmail !== undefined && raw.alarmEmail !== null && raw.alarmEmail !== '') {
+    const text = String(raw.alarmEmail).trim();
+    if (/^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(text)) alarmEmail = text;
+    else problems.push(`alarmEmail must be an e-mail address, got ${JSON.stringify(raw.alarmEmail)}`);
+  }
+
+  let clientSecretPrefix = DEFAULT_CONFIG.clientSecretPrefix;
+  if (raw.clientSecretPrefix !== undefined && raw.clientSecretPrefix !== null) {
+    const text = String(raw.clientSecretPrefix).trim();
+    // A secret name allows letters, digits and /_+=.@-; an empty or bare "/" prefix would grant every secret.
+    if (/^[A-Za-z0-9_+=.@-][A-Za-z0-9/_+=.@-]*\/$/.test(text)) clientSecretPrefix = text;
+    else {
+      problems.push(
+        `clientSecretPrefix must be a non-empty secret-name prefix ending in "/", e.g. "tokenkeeper/", got ${JSON.stringify(raw.clientSecretPrefix)}`,
+      );
+    }
+  }
+
+  // The same rules functions/core/config.ts enforces at start-up, with the context keys' names.
+  if (refreshWindowSeconds <= refreshIntervalSeconds) {
+    problems.push(
+      `refreshWindowSeconds (${refreshWindowSeconds}) must exceed the schedule period refreshIntervalSeconds ` +
+        `(${refreshIntervalSeconds}), or sessions expire between two sweeps`,
+    );
+  } else if (refreshWindowSeconds <= refreshIntervalSeconds + sweepBudgetSeconds) {
+    problems.push(
+      `refreshWindowSeconds (${refreshWindowSeconds}) must exceed the schedule period refreshIntervalSeconds ` +
+        `(${refreshIntervalSeconds}) plus the longest sweep sweepBudgetSeconds (${sweepBudgetSeconds})`,
+    );
+  }
+
+  const config: TokenKeeperConfig = {
+    refreshIntervalSeconds,
+    refreshWindowSeconds,
+    sweepBudgetSeconds,
+    shardCount,
+    refreshConcurrency,
+    httpTimeoutMs,
+    alarmEmail,
+    removalPolicy,
+    logRetentionDays,
+    logLevel,
+    apiThrottleRateLimit,
+    apiThrottleBurstLimit,
+    reauthAlarmThreshold,
+    api5xxAlarmThreshold,
+    clientSecretPrefix,
+  };
+
+  if (sweepBudgetSeconds * 1000 <= httpTimeoutMs + 2_000) {
+    problems.push(
+      `sweepBudgetSeconds (${sweepBudgetSeconds}) must leave room for one grant: more than ` +
+        `httpTimeoutMs (${httpTimeoutMs} ms) plus 2 s`,
+    );
+  }
+
+  const timeout = refreshFunctionTimeoutSeconds(config);
+  if (problems.length === 0 && timeout >= refreshIntervalSeconds) {
+    problems.push(
+      `the refresh function's timeout (sweepBudgetSeconds ${sweepBudgetSeconds} + one grant ` +
+        `httpTimeoutMs ${httpTimeoutMs} + 20 s = ${timeout} s) must stay below the schedule period ` +
+        `refreshIntervalSeconds (${refreshIntervalSeconds}); lower sweepBudgetSeconds or raise the period`,
+    );
+  }
+
+  // Backstop: whatever else the functions check at start-up also fails the synth, not the first invocation.
+  if (problems.length === 0) {
+    try {
+      loadCoreConfig({
+        ...functionEnvironment(config, {
+          tableName: 'synth-check',
+          keyringSecretArn: 'arn:aws:secretsmanager:us-east-1:123456789012:secret:synth-check',
+          eventBusName: 'default',
+        }),
+        AWS_LAMBDA_FUNCTION_NAME: 'synth-check',
+      });
+    } catch (err) {
+      problems.push(`the functions would refuse this configuration at start-up: ${(err as Error).message}`);
+    }
+  }
+
+  if (problems.length > 0) throw new TokenKeeperConfigError(problems);
+  return config;
+}
+
+/** The environment the functions read through functions/core/config.ts. */
+export function functionEnvironment(
+  c: TokenKeeperConfig,
+  resources: { tableName: string; keyringSecretArn: string; eventBusName: string },
+): Record<string, string> {
+  return {
+    TOKENKEEPER_TABLE_NAME: resources.tableName,
+    TOKENKEEPER_KEYRING_SECRET_ARN: resources.keyringSecretArn,
+    TOKENKEEPER_EVENT_BUS_NAME: resources.eventBusName,
+    TOKENKEEPER_REFRESH_INTERVAL_SECONDS: String(c.refreshIntervalSeconds),
+    TOKENKEEPER_REFRESH_WINDOW_SECONDS: String(c.refreshWindowSeconds),
+    TOKENKEEPER_REFRESH_CONCURRENCY: String(c.refreshConcurrency),
+    TOKENKEEPER_HTTP_TIMEOUT_MS: String(c.httpTimeoutMs),
+    TOKENKEEPER_SHARD_COUNT: String(c.shardCount),
+    TOKENKEEPER_SWEEP_BUDGET_SECONDS: String(c.sweepBudgetSeconds),
+    TOKENKEEPER_CLIENT_SECRET_PREFIX: c.clientSecretPrefix,
+    POWERTOOLS_LOG_LEVEL: c.logLevel,
+  };
+}

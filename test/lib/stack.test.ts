@@ -1,0 +1,672 @@
+import { readFileSync } from 'node:fs';
+import { App, type CfnElement, Stack } from 'aws-cdk-lib';
+import { Match, Template } from 'aws-cdk-lib/assertions';
+import type { IConstruct } from 'constructs';
+import { describe, expect, it } from 'vitest';
+import { createTableInput } from '../../functions/core/table.js';
+import { loadConfig } from '../../lib/config.js';
+import { API_ROUTES } from '../../lib/token-api.js';
+import { API_TABLE_ACTIONS, REFRESH_TABLE_ACTIONS, TokenKeeperStack } from '../../lib/tokenkeeper-stack.js';
+
+type Json = Record<string, unknown>;
+type Resource = { Type: string; Properties: Json; DeletionPolicy?: string; UpdateReplacePolicy?: string };
+
+/** Synthesizes the stack from CDK context without bundling the functions (bundles: test/lib/synth.test.ts). */
+function synth(context: Record<string, unknown> = {}) {
+  const app = new App({
+    context: { 'aws:cdk:bundling-stacks': [], ...context },
+    builtinCloudFormationValidation: false,
+  });
+  const stack = new TokenKeeperStack(app, 'TokenKeeper', { config: loadConfig(app) });
+  const template = Template.fromStack(stack);
+  const id = (c: IConstruct) => stack.getLogicalId(c.node.defaultChild as CfnElement);
+  return { stack, template, id };
+}
+
+function resources(template: Template, type: string): [string, Resource][] {
+  return Object.entries(template.findResources(type)) as [string, Resource][];
+}
+
+function only(template: Template, type: string): [string, Resource] {
+  const found = resources(template, type);
+  expect(found, type).toHaveLength(1);
+  return found[0] as [string, Resource];
+}
+
+interface Statement {
+  Effect: string;
+  Action: string | string[];
+  Resource: unknown;
+  Principal?: unknown;
+  Condition?: unknown;
+}
+
+function statements(template: Template, roleLogicalId: string): Statement[] {
+  return resources(template, 'AWS::IAM::Policy')
+    .filter(([, r]) => JSON.stringify(r.Properties.Roles).includes(`"${roleLogicalId}"`))
+    .flatMap(([, r]) => (r.Properties.PolicyDocument as { Statement: Statement[] }).Statement);
+}
+
+const actionsOf = (s: Statement) => (Array.isArray(s.Action) ? s.Action : [s.Action]);
+
+/** Renders a Fn::Join'd dashboard body to JSON, tokens replaced by a marker. */
+function dashboardBody(template: Template): { widgets: Json[] } {
+  const [, dashboard] = only(template, 'AWS::CloudWatch::Dashboard');
+  const body = dashboard.Properties.DashboardBody as string | { 'Fn::Join': [string, unknown[]] };
+  const text =
+    typeof body === 'string'
+      ? body
+      : body['Fn::Join'][1].map((part) => (typeof part === 'string' ? part : 'TOKEN')).join('');
+  return JSON.parse(text) as { widgets: Json[] };
+}
+
+const { template, stack, id } = synth();
+const refreshRole = id(stack.refreshFunction.role);
+const apiRole = id(stack.apiFunction.role);
+const refreshFn = id(stack.refreshFunction.function);
+const apiFn = id(stack.apiFunction.function);
+
+describe('sessions table', () => {
+  it('has the keys and the sparse byExpiry index (KEYS_ONLY) the core queries', () => {
+    template.hasResourceProperties('AWS::DynamoDB::Table', {
+      KeySchema: [
+        { AttributeName: 'pk', KeyType: 'HASH' },
+        { AttributeName: 'sk', KeyType: 'RANGE' },
+      ],
+      GlobalSecondaryIndexes: [
+        {
+          IndexName: 'byExpiry',
+          KeySchema: [
+            { AttributeName: 'refreshShard', KeyType: 'HASH' },
+            { AttributeName: 'expiresAt', KeyType: 'RANGE' },
+          ],
+          Projection: { ProjectionType: 'KEYS_ONLY' },
+        },
+      ],
+    });
+  });
+
+  it('matches functions/core/table.ts exactly, so the local stack and AWS cannot drift', () => {
+    // Prepare
+    const expected = createTableInput('ignored');
+    const [, table] = only(template, 'AWS::DynamoDB::Table');
+    const sortByName = (a: { AttributeName?: string }, b: { AttributeName?: string }) =>
+      String(a.AttributeName).localeCompare(String(b.AttributeName));
+
+    // Assess
+    expect([...(table.Properties.AttributeDefinitions as [])].sort(sortByName)).toEqual(
+      [...(expected.AttributeDefinitions ?? [])].sort(sortByName),
+    );
+    expect(table.Properties.KeySchema).toEqual(expected.KeySchema);
+    expect(table.Properties.GlobalSecondaryIndexes).toEqual(expected.GlobalSecondaryIndexes);
+    expect(table.Properties.BillingMode).toBe(expected.BillingMode);
+  });
+
+  it('is on-demand, encrypted at rest, point-in-time recoverable and kept on stack deletion', () => {
+    template.hasResource('AWS::DynamoDB::Table', {
+      Properties: Match.objectLike({
+        BillingMode: 'PAY_PER_REQUEST',
+        SSESpecification: { SSEEnabled: true },
+        PointInTimeRecoverySpecification: { PointInTimeRecoveryEnabled: true },
+        DeletionProtectionEnabled: true,
+      }),
+      DeletionPolicy: 'Retain',
+      UpdateReplacePolicy: 'Retain',
+    });
+  });
+
+  it('is deleted with a stack configured removalPolicy=destroy, together with its keyring', () => {
+    // Act
+    const { template: throwaway } = synth({ removalPolicy: 'destroy' });
+
+    // Assess
+    const [, table] = only(throwaway, 'AWS::DynamoDB::Table');
+    const [, secret] = only(throwaway, 'AWS::SecretsManager::Secret');
+    expect(table.DeletionPolicy).toBe('Delete');
+    expect(table.Properties.DeletionProtectionEnabled).toBe(false);
+    expect(secret.DeletionPolicy).toBe('Delete');
+  });
+});
+
+describe('keyring secret', () => {
+  it('is generated by Secrets Manager at deploy time: no key material in the template', () => {
+    // Assess
+    template.hasResourceProperties('AWS::SecretsManager::Secret', {
+      GenerateSecretString: {
+        SecretStringTemplate: '{"current":"k1"}',
+        GenerateStringKey: 'k1',
+        PasswordLength: 64,
+        ExcludePunctuation: true,
+      },
+    });
+    const [, secret] = only(template, 'AWS::SecretsManager::Secret');
+    expect(secret.Properties.SecretString).toBeUndefined();
+    expect(secret.DeletionPolicy).toBe('Retain');
+  });
+
+  it('is readable by the two functions and nothing else', () => {
+    // Prepare
+    const [secretId] = only(template, 'AWS::SecretsManager::Secret');
+    const readers = resources(template, 'AWS::IAM::Policy')
+      .filter(([, r]) => JSON.stringify(r.Properties.PolicyDocument).includes(`{"Ref":"${secretId}"}`))
+      .flatMap(([, r]) => (r.Properties.Roles as { Ref: string }[]).map((role) => role.Ref));
+
+    // Assess
+    expect(readers.sort()).toEqual([apiRole, refreshRole].sort());
+    expect(template.findResources('AWS::SecretsManager::ResourcePolicy')).toEqual({});
+  });
+});
+
+describe('functions', () => {
+  it('are exactly the two keeper functions (no helper Lambdas)', () => {
+    template.resourceCountIs('AWS::Lambda::Function', 2);
+  });
+
+  it('run on arm64 with Node.js 22 or newer, explicit memory and timeouts', () => {
+    for (const [, fn] of resources(template, 'AWS::Lambda::Function')) {
+      expect(fn.Properties.Architectures).toEqual(['arm64']);
+      expect(fn.Properties.Runtime).toMatch(/^nodejs(2[2-9]|[3-9]\d)\.x$/);
+      expect(fn.Properties.MemorySize).toBeGreaterThanOrEqual(256);
+      expect(fn.Properties.Timeout).toBeGreaterThan(0);
+      expect(fn.Properties.Handler).toBe('index.handler');
+    }
+  });
+
+  it('stops the refresh function before the next scheduled sweep, after the sweep budget', () => {
+    // Prepare
+    const timeout = template.toJSON().Resources[refreshFn].Properties.Timeout as number;
+
+    // Assess: budget 120 s + one 10 s grant + 20 s margin, below the 300 s period
+    expect(timeout).toBe(150);
+    expect(timeout).toBeGreaterThan(120);
+    expect(timeout).toBeLessThan(300);
+    expect(template.toJSON().Resources[apiFn].Properties.Timeout).toBeLessThan(30);
+  });
+
+  it('give the refresh function no asynchronous retries: the next sweep is the retry', () => {
+    template.hasResourceProperties('AWS::Lambda::EventInvokeConfig', {
+      FunctionName: { Ref: refreshFn },
+      MaximumRetryAttempts: 0,
+    });
+  });
+
+  it('get the configuration the core reads, Powertools settings and source maps', () => {
+    for (const fnId of [refreshFn, apiFn]) {
+      template.hasResourceProperties('AWS::Lambda::Function', {
+        FunctionName: Match.absent(),
+        Role: { 'Fn::GetAtt': [fnId === refreshFn ? refreshRole : apiRole, 'Arn'] },
+        Environment: {
+          Variables: {
+            TOKENKEEPER_TABLE_NAME: { Ref: Match.stringLikeRegexp('^SessionsTable') },
+            TOKENKEEPER_KEYRING_SECRET_ARN: { Ref: Match.stringLikeRegexp('^KeyringSecret') },
+            TOKENKEEPER_EVENT_BUS_NAME: 'default',
+            TOKENKEEPER_REFRESH_INTERVAL_SECONDS: '300',
+            TOKENKEEPER_REFRESH_WINDOW_SECONDS: '600',
+            TOKENKEEPER_REFRESH_CONCURRENCY: '16',
+            TOKENKEEPER_HTTP_TIMEOUT_MS: '10000',
+            TOKENKEEPER_SHARD_COUNT: '4',
+            TOKENKEEPER_SWEEP_BUDGET_SECONDS: '120',
+            POWERTOOLS_SERVICE_NAME: 'tokenkeeper',
+            POWERTOOLS_METRICS_NAMESPACE: 'TokenKeeper',
+            POWERTOOLS_LOG_LEVEL: 'INFO',
+            NODE_OPTIONS: '--enable-source-maps',
+          },
+        },
+      });
+    }
+  });
+
+  it('log to their own log groups, and every log group has a retention period', () => {
+    // Prepare
+    const logGroups = resources(template, 'AWS::Logs::LogGroup');
+
+    // Assess
+    expect(logGroups).toHaveLength(3); // two functions + API access logs
+    for (const [, group] of logGroups) expect(group.Properties.RetentionInDays).toBe(30);
+    for (const [, fn] of resources(template, 'AWS::Lambda::Function')) {
+      const ref = (fn.Properties.LoggingConfig as { LogGroup: { Ref: string } }).LogGroup.Ref;
+      expect(logGroups.map(([logicalId]) => logicalId)).toContain(ref);
+    }
+    const { template: longer } = synth({ logRetentionDays: 365 });
+    for (const [, group] of resources(longer, 'AWS::Logs::LogGroup')) {
+      expect(group.Properties.RetentionInDays).toBe(365);
+    }
+  });
+});
+
+describe('least privilege', () => {
+  it('grants no wildcard action anywhere', () => {
+    const allows: Statement[] = [
+      ...resources(template, 'AWS::IAM::Policy').flatMap(
+        ([, r]) => (r.Properties.PolicyDocument as { Statement: Statement[] }).Statement,
+      ),
+      ...resources(template, 'AWS::SQS::QueuePolicy').flatMap(
+        ([, r]) => (r.Properties.PolicyDocument as { Statement: Statement[] }).Statement,
+      ),
+      ...resources(template, 'AWS::SNS::TopicPolicy').flatMap(
+        ([, r]) => (r.Properties.PolicyDocument as { Statement: Statement[] }).Statement,
+      ),
+    ].filter((s) => s.Effect === 'Allow');
+    expect(allows.length).toBeGreaterThan(0);
+    for (const s of allows) for (const action of actionsOf(s)) expect(action).not.toContain('*');
+  });
+
+  it('gives the function roles no managed policies, only what each function uses', () => {
+    // Prepare
+    const roles = resources(template, 'AWS::IAM::Role');
+
+    // Assess
+    expect(roles.map(([logicalId]) => logicalId).sort()).toEqual([apiRole, refreshRole].sort());
+    for (const [, role] of roles) {
+      expect(role.Properties.ManagedPolicyArns).toBeUndefined();
+      expect(JSON.stringify(role.Properties.AssumeRolePolicyDocument)).toContain('lambda.amazonaws.com');
+    }
+    const byRole = (roleId: string) => statements(template, roleId).flatMap(actionsOf).sort();
+    expect(byRole(refreshRole)).toEqual(
+      [
+        ...REFRESH_TABLE_ACTIONS,
+        'events:PutEvents',
+        'logs:CreateLogStream',
+        'logs:PutLogEvents',
+        'secretsmanager:DescribeSecret',
+        'secretsmanager:GetSecretValue',
+        'secretsmanager:GetSecretValue',
+      ].sort(),
+    );
+    expect(byRole(apiRole)).toEqual(
+      [
+        ...API_TABLE_ACTIONS,
+        'events:PutEvents',
+        'logs:CreateLogStream',
+        'logs:PutLogEvents',
+        'secretsmanager:DescribeSecret',
+        'secretsmanager:GetSecretValue',
+        'secretsmanager:GetSecretValue',
+      ].sort(),
+    );
+  });
+
+  it('scopes table, log, event and client-secret grants to their resources', () => {
+    for (const roleId of [refreshRole, apiRole]) {
+      const all = statements(template, roleId);
+      const find = (action: string) => all.filter((s) => actionsOf(s).includes(action));
+      const dynamo = JSON.stringify(find('dynamodb:GetItem').map((s) => s.Resource));
+      expect(dynamo).toMatch(/SessionsTable\w+","Arn"/);
+      expect(dynamo).toContain('/index/*');
+      expect(JSON.stringify(find('logs:PutLogEvents').map((s) => s.Resource))).toMatch(/Logs\w+","Arn"/);
+      expect(JSON.stringify(find('events:PutEvents').map((s) => s.Resource))).toContain(':event-bus/default');
+      const prefixed = find('secretsmanager:GetSecretValue').filter((s) =>
+        JSON.stringify(s.Resource).includes(':secret:tokenkeeper/*'),
+      );
+      expect(prefixed).toHaveLength(1);
+      expect(actionsOf(prefixed[0] as Statement)).toEqual(['secretsmanager:GetSecretValue']);
+    }
+  });
+
+  it('grants every DynamoDB call the store makes on each function path (functions/core/store.ts)', () => {
+    // Prepare: which store methods issue which commands, and which methods the refresh path calls
+    const read = (file: string) =>
+      readFileSync(new URL(`../../functions/core/${file}`, import.meta.url), 'utf8');
+    const store = read('store.ts');
+    const starts = [...store.matchAll(/^ {2}(?:private |public )?(?:async )?(\w+)\(/gm)];
+    const commandsOf = new Map<string, Set<string>>();
+    starts.forEach((m, i) => {
+      const body = store.slice(m.index, starts[i + 1]?.index ?? store.length);
+      const actions = [...body.matchAll(/new (\w+?)(?:Item)?Command\(/g)].map(
+        ([, name]) => `dynamodb:${name === 'Query' || name === 'Scan' ? name : `${name}Item`}`,
+      );
+      commandsOf.set(m[1] as string, new Set([...(commandsOf.get(m[1] as string) ?? []), ...actions]));
+    });
+    const everyCommand = new Set([...commandsOf.values()].flatMap((s) => [...s]));
+    const registry = read('registry.ts');
+    const cachedProviders = registry.slice(registry.indexOf('class CachedProviders'));
+    const refreshSources = [
+      read('sweep.ts'),
+      read('refresher.ts'),
+      cachedProviders.slice(0, cachedProviders.indexOf('export class', 1)),
+    ];
+    const refreshMethods = new Set(
+      refreshSources.flatMap((src) => [...src.matchAll(/store\.(\w+)\(/g)].map((m) => m[1])),
+    );
+    const refreshCommands = new Set(
+      [...refreshMethods].flatMap((m) => [...(commandsOf.get(m as string) ?? [])]),
+    );
+
+    // Assess
+    expect(everyCommand.size).toBeGreaterThan(0);
+    expect(refreshMethods).toContain('queryDue');
+    for (const action of everyCommand) expect(API_TABLE_ACTIONS, action).toContain(action);
+    for (const action of refreshCommands) expect(REFRESH_TABLE_ACTIONS, action).toContain(action);
+  });
+});
+
+describe('refresh schedule', () => {
+  it('runs the refresh function every 5 minutes, with retries and a dead-letter queue', () => {
+    // Prepare
+    const [queueId] = only(template, 'AWS::SQS::Queue');
+
+    // Assess
+    template.hasResourceProperties('AWS::Events::Rule', {
+      ScheduleExpression: 'rate(5 minutes)',
+      State: 'ENABLED',
+      Targets: [
+        {
+          Arn: { 'Fn::GetAtt': [refreshFn, 'Arn'] },
+          Id: Match.anyValue(),
+          RetryPolicy: { MaximumRetryAttempts: 2, MaximumEventAgeInSeconds: 300 },
+          DeadLetterConfig: { Arn: { 'Fn::GetAtt': [queueId, 'Arn'] } },
+        },
+      ],
+    });
+    template.hasResourceProperties('AWS::Lambda::Permission', {
+      Action: 'lambda:InvokeFunction',
+      Principal: 'events.amazonaws.com',
+      FunctionName: { 'Fn::GetAtt': [refreshFn, 'Arn'] },
+    });
+  });
+
+  it('keeps dead letters encrypted for 14 days, accepts them only from the rule and over TLS', () => {
+    // Prepare
+    const [ruleId] = only(template, 'AWS::Events::Rule');
+
+    // Assess
+    template.hasResourceProperties('AWS::SQS::Queue', {
+      SqsManagedSseEnabled: true,
+      MessageRetentionPeriod: 14 * 24 * 3600,
+    });
+    template.hasResourceProperties('AWS::SQS::QueuePolicy', {
+      PolicyDocument: {
+        Statement: Match.arrayWith([
+          Match.objectLike({ Effect: 'Deny', Condition: { Bool: { 'aws:SecureTransport': 'false' } } }),
+          Match.objectLike({
+            Effect: 'Allow',
+            Action: 'sqs:SendMessage',
+            Principal: { Service: 'events.amazonaws.com' },
+            Condition: { ArnEquals: { 'aws:SourceArn': { 'Fn::GetAtt': [ruleId, 'Arn'] } } },
+          }),
+        ]),
+      },
+    });
+  });
+
+  it('follows the configured period', () => {
+    // Act
+    const {
+      template: slower,
+      stack: s,
+      id: idOf,
+    } = synth({ refreshIntervalSeconds: 600, refreshWindowSeconds: 1200 });
+
+    // Assess
+    slower.hasResourceProperties('AWS::Events::Rule', {
+      ScheduleExpression: 'rate(10 minutes)',
+      Targets: [
+        Match.objectLike({ RetryPolicy: { MaximumRetryAttempts: 2, MaximumEventAgeInSeconds: 600 } }),
+      ],
+    });
+    slower.hasResourceProperties('AWS::CloudWatch::Alarm', {
+      MetricName: 'Invocations',
+      Period: 600,
+      EvaluationPeriods: 3,
+    });
+    const env = slower.toJSON().Resources[idOf(s.refreshFunction.function)].Properties.Environment.Variables;
+    expect(env.TOKENKEEPER_REFRESH_INTERVAL_SECONDS).toBe('600');
+    expect(env.TOKENKEEPER_REFRESH_WINDOW_SECONDS).toBe('1200');
+  });
+});
+
+describe('HTTP API', () => {
+  it('routes every documented route to the API function (Lambda proxy, payload 2.0)', () => {
+    // Prepare
+    const expectedKeys = API_ROUTES.flatMap((r) => r.methods.map((m) => `${m} ${r.path}`)).sort();
+
+    // Assess
+    expect(expectedKeys).toEqual(
+      [
+        'DELETE /v1/sessions/{userId}/{providerId}',
+        'GET /v1/health',
+        'GET /v1/providers/{providerId}',
+        'GET /v1/sessions/{userId}',
+        'GET /v1/sessions/{userId}/{providerId}',
+        'GET /v1/sessions/{userId}/{providerId}/token',
+        'PUT /v1/providers/{providerId}',
+        'PUT /v1/sessions/{userId}/{providerId}',
+      ].sort(),
+    );
+    const routes = resources(template, 'AWS::ApiGatewayV2::Route');
+    // plus the signed catch-all, so unknown paths and methods get the contract's 404/405 from the function
+    expect(routes.map(([, r]) => r.Properties.RouteKey).sort()).toEqual(['$default', ...expectedKeys].sort());
+    template.hasResourceProperties('AWS::ApiGatewayV2::Api', { ProtocolType: 'HTTP' });
+    template.resourceCountIs('AWS::ApiGatewayV2::Integration', 1);
+    template.hasResourceProperties('AWS::ApiGatewayV2::Integration', {
+      IntegrationType: 'AWS_PROXY',
+      PayloadFormatVersion: '2.0',
+      IntegrationUri: { 'Fn::GetAtt': [apiFn, 'Arn'] },
+    });
+  });
+
+  it('requires AWS_IAM (SigV4) on every route except the health check, the catch-all included', () => {
+    expect(resources(template, 'AWS::ApiGatewayV2::Route').map(([, r]) => r.Properties.RouteKey)).toContain(
+      '$default',
+    );
+    for (const [, route] of resources(template, 'AWS::ApiGatewayV2::Route')) {
+      const expected = route.Properties.RouteKey === 'GET /v1/health' ? 'NONE' : 'AWS_IAM';
+      expect(route.Properties.AuthorizationType, String(route.Properties.RouteKey)).toBe(expected);
+    }
+  });
+
+  it('lets API Gateway invoke the function only for this API', () => {
+    const [apiId] = only(template, 'AWS::ApiGatewayV2::Api');
+    const permissions = resources(template, 'AWS::Lambda::Permission').filter(
+      ([, p]) => p.Properties.Principal === 'apigateway.amazonaws.com',
+    );
+    expect(permissions.length).toBeGreaterThan(0);
+    for (const [, p] of permissions) {
+      expect(p.Properties.FunctionName).toEqual({ 'Fn::GetAtt': [apiFn, 'Arn'] });
+      expect(JSON.stringify(p.Properties.SourceArn)).toContain(`{"Ref":"${apiId}"}`);
+    }
+  });
+
+  it('throttles the stage and writes access logs without user ids', () => {
+    // Prepare
+    const [accessLogsId] = resources(template, 'AWS::Logs::LogGroup').find(([logicalId]) =>
+      logicalId.startsWith('ApiAccessLogs'),
+    ) as [string, Resource];
+
+    // Assess
+    template.hasResourceProperties('AWS::ApiGatewayV2::Stage', {
+      StageName: '$default',
+      AutoDeploy: true,
+      DefaultRouteSettings: { ThrottlingRateLimit: 50, ThrottlingBurstLimit: 100 },
+      AccessLogSettings: {
+        DestinationArn: { 'Fn::GetAtt': [accessLogsId, 'Arn'] },
+        Format: Match.anyValue(),
+      },
+    });
+    const [, stage] = only(template, 'AWS::ApiGatewayV2::Stage');
+    const format = (stage.Properties.AccessLogSettings as { Format: string }).Format;
+    expect(JSON.parse(format)).toMatchObject({
+      requestId: '$context.requestId',
+      routeKey: '$context.routeKey',
+    });
+    expect(format).not.toContain('$context.path');
+  });
+
+  it('takes its throttling from context', () => {
+    const { template: t } = synth({ apiThrottleRateLimit: '5', apiThrottleBurstLimit: '10' });
+    t.hasResourceProperties('AWS::ApiGatewayV2::Stage', {
+      DefaultRouteSettings: { ThrottlingRateLimit: 5, ThrottlingBurstLimit: 10 },
+    });
+  });
+});
+
+describe('alarms', () => {
+  const alarms = resources(template, 'AWS::CloudWatch::Alarm');
+  const byMetric = (metricName: string) => {
+    const found = alarms.filter(([, a]) => a.Properties.MetricName === metricName);
+    expect(found, metricName).toHaveLength(1);
+    return (found[0] as [string, Resource])[1].Properties;
+  };
+  const keeper = { Namespace: 'TokenKeeper', Dimensions: [{ Name: 'service', Value: 'tokenkeeper' }] };
+
+  it('notify the SNS topic on alarm and on recovery', () => {
+    // Prepare
+    const [topicId] = only(template, 'AWS::SNS::Topic');
+
+    // Assess
+    expect(alarms).toHaveLength(8);
+    for (const [, a] of alarms) {
+      expect(a.Properties.AlarmActions).toEqual([{ Ref: topicId }]);
+      expect(a.Properties.OKActions).toEqual([{ Ref: topicId }]);
+      expect(a.Properties.AlarmDescription).toEqual(expect.any(String));
+    }
+  });
+
+  it('fire on any missed refresh', () => {
+    expect(byMetric('Missed')).toMatchObject({
+      ...keeper,
+      Statistic: 'Sum',
+      Period: 300,
+      Threshold: 1,
+      ComparisonOperator: 'GreaterThanOrEqualToThreshold',
+      EvaluationPeriods: 1,
+      TreatMissingData: 'notBreaching',
+    });
+  });
+
+  it('fire on refresh function errors', () => {
+    expect(byMetric('Errors')).toMatchObject({
+      Namespace: 'AWS/Lambda',
+      Dimensions: [{ Name: 'FunctionName', Value: { Ref: refreshFn } }],
+      Threshold: 1,
+      ComparisonOperator: 'GreaterThanOrEqualToThreshold',
+    });
+  });
+
+  it('fire when the schedule stopped: no invocation for three periods, missing data breaching', () => {
+    expect(byMetric('Invocations')).toMatchObject({
+      Namespace: 'AWS/Lambda',
+      Dimensions: [{ Name: 'FunctionName', Value: { Ref: refreshFn } }],
+      Statistic: 'Sum',
+      Period: 300,
+      EvaluationPeriods: 3,
+      DatapointsToAlarm: 3,
+      Threshold: 1,
+      ComparisonOperator: 'LessThanThreshold',
+      TreatMissingData: 'breaching',
+    });
+  });
+
+  it('fire on messages in the dead-letter queue', () => {
+    const [queueId] = only(template, 'AWS::SQS::Queue');
+    expect(byMetric('ApproximateNumberOfMessagesVisible')).toMatchObject({
+      Namespace: 'AWS/SQS',
+      Dimensions: [{ Name: 'QueueName', Value: { 'Fn::GetAtt': [queueId, 'QueueName'] } }],
+      Threshold: 1,
+      ComparisonOperator: 'GreaterThanOrEqualToThreshold',
+    });
+  });
+
+  it('fire on a spike of reauthorizations, with a configurable threshold', () => {
+    expect(byMetric('ReauthorizationRequired')).toMatchObject({ ...keeper, Period: 900, Threshold: 5 });
+    const { template: t } = synth({ reauthAlarmThreshold: '20' });
+    t.hasResourceProperties('AWS::CloudWatch::Alarm', {
+      MetricName: 'ReauthorizationRequired',
+      Threshold: 20,
+    });
+  });
+
+  it('fire when a provider rejects our client (invalid_client) and when a key is missing', () => {
+    expect(byMetric('ProviderClientRejected')).toMatchObject({ ...keeper, Threshold: 1 });
+    expect(byMetric('KeyUnavailable')).toMatchObject({ ...keeper, Threshold: 1 });
+  });
+
+  it('fire on API 5xx responses', () => {
+    const [apiId] = only(template, 'AWS::ApiGatewayV2::Api');
+    expect(byMetric('5xx')).toMatchObject({
+      Namespace: 'AWS/ApiGateway',
+      Dimensions: [{ Name: 'ApiId', Value: { Ref: apiId } }],
+      Statistic: 'Sum',
+      Threshold: 5,
+      ComparisonOperator: 'GreaterThanOrEqualToThreshold',
+    });
+  });
+
+  it('e-mail the address from context, and nobody by default', () => {
+    template.resourceCountIs('AWS::SNS::Subscription', 0);
+    const { template: t } = synth({ alarmEmail: 'ops@example.com' });
+    t.hasResourceProperties('AWS::SNS::Subscription', { Protocol: 'email', Endpoint: 'ops@example.com' });
+  });
+
+  it('go to a topic that refuses unencrypted publishing', () => {
+    template.hasResourceProperties('AWS::SNS::TopicPolicy', {
+      PolicyDocument: {
+        Statement: Match.arrayWith([
+          Match.objectLike({ Effect: 'Deny', Condition: { Bool: { 'aws:SecureTransport': 'false' } } }),
+        ]),
+      },
+    });
+  });
+});
+
+describe('dashboard', () => {
+  const { widgets } = dashboardBody(template);
+  type Widget = { type: string; properties: { title?: string; metrics?: unknown[][]; alarms?: unknown[] } };
+  const graphs = (widgets as unknown as Widget[]).filter((w) => w.type === 'metric');
+  const metricNames = (w: Widget) =>
+    (w.properties.metrics ?? []).map((m) => m.find((part, i) => i === 1 && typeof part === 'string'));
+
+  it("shows the sweep's due, refreshed and failed side by side in one graph", () => {
+    const sweep = graphs.find((w) => w.properties.title === 'Sweep: due / refreshed / failed') as Widget;
+    expect(sweep).toBeDefined();
+    expect(metricNames(sweep)).toEqual(expect.arrayContaining(['Due', 'Refreshed', 'FailedTransient']));
+  });
+
+  it('graphs every alarmed metric and every keeper metric', () => {
+    const shown = new Set(graphs.flatMap(metricNames));
+    for (const name of [
+      'Due',
+      'Refreshed',
+      'Skipped',
+      'FailedTransient',
+      'ReauthorizationRequired',
+      'Missed',
+      'Backlog',
+      'SweepDuration',
+      'ProviderClientRejected',
+      'KeyUnavailable',
+      'TokensServed',
+      'OnDemandRefreshes',
+      'TokenLatency',
+      'Errors',
+      'Invocations',
+      'ApproximateNumberOfMessagesVisible',
+      '5xx',
+    ]) {
+      expect(shown, name).toContain(name);
+    }
+  });
+
+  it('shows the state of every alarm', () => {
+    const status = (widgets as unknown as Widget[]).find((w) => w.type === 'alarm') as Widget;
+    expect(status.properties.alarms).toHaveLength(8);
+  });
+});
+
+describe('outputs', () => {
+  it('publish the API URL, the table name and the dashboard', () => {
+    const outputs = template.toJSON().Outputs as Record<string, { Value: unknown }>;
+    expect(Object.keys(outputs)).toEqual(
+      expect.arrayContaining(['ApiUrl', 'TableName', 'DashboardName', 'DashboardUrl', 'AlarmTopicArn']),
+    );
+    expect(JSON.stringify(outputs.ApiUrl?.Value)).toContain('.execute-api.');
+    expect(outputs.TableName?.Value).toEqual({ Ref: expect.stringMatching(/^SessionsTable/) });
+  });
+});
+
+describe('stack', () => {
+  it('is a plain Stack with nothing account-specific baked in', () => {
+    expect(Stack.isStack(stack)).toBe(true);
+    expect(JSON.stringify(template.toJSON())).not.toMatch(/\b\d{12}\b/);
+  });
+});
