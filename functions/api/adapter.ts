@@ -18,6 +18,7 @@ export function createApiHandler(
     metrics: runtime.metrics,
     clock: runtime.clock,
     apiKey: options.apiKey,
+    allowInsecureHttp: runtime.config.allowInsecureHttp,
   });
   return async (event) => {
     try {

@@ -51,6 +51,8 @@ export interface AppDeps {
   clock: Clock;
   /** When set, every route but /v1/health requires `Authorization: Bearer <apiKey>`. */
   apiKey?: string;
+  /** Accept http:// and non-public provider URLs (local development and tests only). */
+  allowInsecureHttp?: boolean;
 }
 
 export type App = (req: ApiRequest) => Promise<ApiResponse>;
@@ -203,7 +205,9 @@ export function createApp(deps: AppDeps): App {
       case 'provider': {
         const providerId = decodeSegment('providerId', route.params[0]);
         if (req.method === 'PUT') {
-          const input = parseProviderBody(parseJsonBody(req.body));
+          const input = parseProviderBody(parseJsonBody(req.body), {
+            allowInsecureHttp: deps.allowInsecureHttp ?? false,
+          });
           const { created, provider } = await providers.put(providerId, input);
           return json(created ? 201 : 200, provider);
         }

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { InvalidRequestError } from '../core/errors.js';
 import type { ClientAuthMethod } from '../core/model.js';
+import { checkProviderUrl } from '../core/net-guard.js';
 import type { ProviderInput, TokenRequest, TokenResponseInput } from '../core/services.js';
 
 /**
@@ -186,8 +187,17 @@ const providerSchema = z.strictObject(
 );
 
 /** Validates a PUT /v1/providers/{providerId} body and resolves the default clientAuthMethod. */
-export function parseProviderBody(json: unknown): ValidProviderInput {
+export function parseProviderBody(
+  json: unknown,
+  options: { allowInsecureHttp: boolean } = { allowInsecureHttp: false },
+): ValidProviderInput {
   const body = parseWith(providerSchema, json);
+  // https only, and no loopback/private/metadata literal hosts; names are checked again at connect time.
+  for (const field of ['issuer', 'tokenEndpoint', 'revocationEndpoint'] as const) {
+    const value = body[field];
+    const problem = value === undefined ? undefined : checkProviderUrl(value, options);
+    if (problem !== undefined) throw new InvalidRequestError(`${field}: ${problem}`);
+  }
   if (body.issuer === undefined && body.tokenEndpoint === undefined) {
     throw new InvalidRequestError('issuer, tokenEndpoint: at least one is required');
   }

@@ -1,5 +1,6 @@
 import * as oauth from 'oauth4webapi';
 import type { ProviderConfig } from './model.js';
+import { ForbiddenDestinationError } from './net-guard.js';
 import type { Clock, Logger } from './ports.js';
 
 /**
@@ -268,6 +269,14 @@ export class OAuthClient {
   private classify(err: unknown, last: LastResponse, secrets: (string | undefined)[]): GrantFailure {
     const now = this.options.clock.now();
     const retryAfterSeconds = parseRetryAfter(last.retryAfter ?? null, now);
+    if (err instanceof ForbiddenDestinationError) {
+      // A provider URL (given or discovered) points somewhere we never connect to: configuration.
+      return {
+        class: 'client_rejected',
+        code: 'forbidden_destination',
+        description: scrubDescription(`provider URL refused: ${err.reason}`),
+      };
+    }
     if (err instanceof oauth.ResponseBodyError) {
       const description = scrubDescription(err.error_description, secrets);
       if (err.status >= 400 && err.status < 500 && err.error === 'invalid_grant') {

@@ -7,6 +7,7 @@ import { cachedKeyring, createFieldCipher, type Keyring } from './crypto.js';
 import { EventBridgePublisher, LogEventPublisher } from './events.js';
 import { readOrCreateLocalKeyring, readSecretString } from './keyring.js';
 import type { ProviderConfig } from './model.js';
+import { createGuardedFetch } from './net-guard.js';
 import { ClientConfigurationError, type FetchLike, OAuthClient } from './oauth.js';
 import {
   type Clock,
@@ -129,7 +130,8 @@ export function createRuntime(deps: RuntimeDeps): Runtime {
   };
 
   const oauth = new OAuthClient({
-    fetch: deps.fetch ?? ((input, init) => fetch(input, init)),
+    // https only, and never to loopback/private/metadata addresses, checked at resolution time.
+    fetch: deps.fetch ?? createGuardedFetch({ allowInsecureHttp: config.allowInsecureHttp }),
     clock,
     logger,
     timeoutMs: config.httpTimeoutMs,

@@ -92,9 +92,12 @@ export class DefaultTokenService implements TokenService {
         continue;
       }
 
-      const condition: LeaseCondition = request.force
-        ? { kind: 'forced', version: seenVersion }
-        : { kind: 'onDemand', minValidUntil: Math.floor(now / 1000) + request.minValidity };
+      // Once the session has moved past the version the forced caller saw, only minValidity is left
+      // to satisfy: a forced lease on the old version could never be granted again.
+      const condition: LeaseCondition =
+        request.force && record.version <= seenVersion
+          ? { kind: 'forced', version: seenVersion }
+          : { kind: 'onDemand', minValidUntil: Math.floor(now / 1000) + request.minValidity };
       const outcome = await (joined ?? this.startRefresh(id, key, condition));
       switch (outcome.kind) {
         case 'refreshed':

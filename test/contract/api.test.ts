@@ -338,7 +338,13 @@ describe('PUT/GET /v1/providers/{providerId}', () => {
     });
     expect(pub.status).toBe(200);
     expect(pub.body).toMatchObject({ clientAuthMethod: 'none', hasClientSecret: false });
-    const arn = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:tk/client-AbCdEf';
+    const outside = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/db-AbCdEf';
+    const refused = await send('PUT', '/v1/providers/contract-arn', {
+      body: { issuer: base.issuer, clientId: 'c', clientSecretArn: outside },
+    });
+    expect(refused.status).toBe(400);
+    expect(refused.body).toMatchObject({ error: 'invalid_request' });
+    const arn = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:tokenkeeper/client-AbCdEf';
     const byArn = await send('PUT', '/v1/providers/contract-arn', {
       body: { issuer: base.issuer, clientId: 'c', clientSecretArn: arn },
     });

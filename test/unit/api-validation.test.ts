@@ -105,10 +105,20 @@ describe('parseProviderBody', () => {
     });
   });
 
+  it('refuses http and non-public provider URLs unless insecure HTTP is allowed', () => {
+    const body = { tokenEndpoint: 'http://127.0.0.1:4000/token', clientId: 'c' };
+    expect(() => parseProviderBody(body)).toThrow(/tokenEndpoint: must be an https URL/);
+    expect(() => parseProviderBody({ ...body, tokenEndpoint: 'https://169.254.169.254/token' })).toThrow(
+      /tokenEndpoint: must not point to a non-public destination/,
+    );
+    expect(() => parseProviderBody({ issuer: 'https://localhost/', clientId: 'c' })).toThrow(/issuer:/);
+    expect(parseProviderBody(body, { allowInsecureHttp: true }).tokenEndpoint).toBe(body.tokenEndpoint);
+  });
+
   it('accepts a full configuration', () => {
     const full = {
       issuer: 'https://as.example.com',
-      tokenEndpoint: 'http://127.0.0.1:4000/token',
+      tokenEndpoint: 'https://as.example.com/token',
       revocationEndpoint: 'https://as.example.com/revoke',
       clientId: 'c',
       clientSecret: 's',
