@@ -241,7 +241,9 @@ describe('failure handling', () => {
     expect(oauth.proxy.refreshRedemptions().get(s.refreshToken)).toBe(1);
     expect((await metadata(s.userId)).failureCount).toBe(meta.failureCount);
     const events = keeper.logs.filter((l) => l.message === 'event SessionReauthorizationRequired');
-    expect(events.some((e) => (e.extra?.detail as { userId?: string }).userId === s.userId)).toBe(true);
+    expect(
+      events.some((e) => (e.extra?.detail as { userId?: string } | undefined)?.userId === s.userId),
+    ).toBe(true);
   });
 
   it('a token endpoint answering 503 keeps the session active with backoff; it recovers when healthy', async () => {

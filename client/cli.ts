@@ -1,0 +1,434 @@
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { TokenKeeperApiError, TokenKeeperConnectionError } from './errors.js';
+import {
+  ansi,
+  type Paint,
+  plain,
+  renderProvider,
+  renderSession,
+  renderSessionList,
+  renderStatus,
+  renderSweep,
+} from './format.js';
+import { type ClientAuth, TokenKeeperClient } from './index.js';
+import { type CredentialProvider, regionFromApiUrl } from './sigv4.js';
+import type { ProviderInput, TokenResponse } from './types.js';
+
+/**
+ * The `tokenkeeper` operator CLI as a function: arguments and an environment in, text out, an
+ * exit code back (0 ok, 1 failure, 2 usage). bin/cli.ts wires it to the process.
+ */
+
+export interface CliOutput {
+  write(text: string): unknown;
+  isTTY?: boolean;
+}
+
+export interface CliIo {
+  stdout: CliOutput;
+  stderr: CliOutput;
+  env: Record<string, string | undefined>;
+  /** Read by `--file -`. */
+  stdin?: AsyncIterable<string | Uint8Array>;
+  fetch?: typeof fetch;
+  /** Epoch milliseconds; default Date.now. */
+  clock?: () => number;
+  /** SigV4 credentials; default the AWS default credential chain. */
+  credentials?: CredentialProvider;
+}
+
+export const USAGE = `Usage: tokenkeeper <command> [options]
+
+Commands:
+  status <userId>                              the user's sessions: status, expiry, last refresh, last error
+  providers put <providerId> (--file <json|-> | --client-id … [--issuer …] [--token-endpoint …] …)
+  providers get <providerId>
+  sessions list <userId>
+  sessions show <userId> <providerId>
+  sessions put <userId> <providerId> (--file <json|-> | --access-token … [--refresh-token …] [--expires-in …])
+  sessions delete <userId> <providerId>
+  token get <userId> <providerId> [--min-validity <s>] [--force]
+  sweep                                        sweep now (local stack only)
+
+Target:
+  default: the local stack at http://127.0.0.1:$PORT (8787), bearer key from $TOKENKEEPER_API_KEY
+           or <data dir>/api-key (--data-dir, $TOKENKEEPER_DATA_DIR, default .data)
+  --url <url> / $TOKENKEEPER_URL: a deployed API, signed with SigV4 (AWS default credential chain);
+           region from --region, the execute-api host name, or $AWS_REGION
+  --auth sigv4|bearer / $TOKENKEEPER_AUTH overrides the authentication
+
+Options:
+  --json       print the API's JSON answer
+  --name=value the form to use when a value begins with '-' (tokens may); or pass tokens with --file
+  --no-color   plain output (also $NO_COLOR)
+  -h, --help   this help
+`;
+
+const GLOBAL = ['url', 'region', 'auth', 'data-dir', 'json', 'no-color', 'help'] as const;
+const PROVIDER_FIELDS = {
+  issuer: 'issuer',
+  'token-endpoint': 'tokenEndpoint',
+  'revocation-endpoint': 'revocationEndpoint',
+  'client-id': 'clientId',
+  'client-secret': 'clientSecret',
+  'client-secret-arn': 'clientSecretArn',
+  'client-auth-method': 'clientAuthMethod',
+  resource: 'resource',
+  scope: 'scope',
+} as const;
+const SESSION_FIELDS = {
+  'access-token': 'access_token',
+  'refresh-token': 'refresh_token',
+  'expires-in': 'expires_in',
+  'expires-at': 'expires_at',
+  'token-type': 'token_type',
+  scope: 'scope',
+} as const;
+
+const OPTIONS = {
+  url: { type: 'string' },
+  region: { type: 'string' },
+  auth: { type: 'string' },
+  'data-dir': { type: 'string' },
+  json: { type: 'boolean' },
+  'no-color': { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+  file: { type: 'string', short: 'f' },
+  'min-validity': { type: 'string' },
+  force: { type: 'boolean' },
+  ...Object.fromEntries(Object.keys(PROVIDER_FIELDS).map((k) => [k, { type: 'string' }])),
+  ...Object.fromEntries(Object.keys(SESSION_FIELDS).map((k) => [k, { type: 'string' }])),
+} as const satisfies Record<string, { type: 'string' | 'boolean'; short?: string }>;
+
+type Values = Record<string, string | boolean | undefined>;
+
+interface Command {
+  /** positional argument names after the command words */
+  args: string[];
+  options: string[];
+  run(ctx: Context, args: string[]): Promise<void>;
+}
+
+interface Context {
+  client: TokenKeeperClient;
+  values: Values;
+  io: CliIo;
+  paint: Paint;
+  nowSec: () => number;
+  local: boolean;
+  out(text: string): void;
+  json(value: unknown): void;
+}
+
+class UsageError extends Error {}
+class CliError extends Error {}
+
+const COMMANDS: Record<string, Command> = {
+  status: {
+    args: ['userId'],
+    options: [],
+    async run(ctx, [userId]) {
+      const sessions = await ctx.client.listSessions(userId as string);
+      if (ctx.values.json) return ctx.json({ sessions });
+      ctx.out(renderStatus(userId as string, sessions, ctx.nowSec(), ctx.paint));
+    },
+  },
+  'providers put': {
+    args: ['providerId'],
+    options: ['file', ...Object.keys(PROVIDER_FIELDS)],
+    async run(ctx, [providerId]) {
+      const body = (await bodyFrom(ctx, PROVIDER_FIELDS)) as unknown as ProviderInput;
+      const { created, value } = await ctx.client.putProvider(providerId as string, body);
+      if (ctx.values.json) return ctx.json(value);
+      ctx.out(
+        `provider ${value.providerId} ${created ? 'created' : 'replaced'}\n${renderProvider(value, ctx.nowSec())}`,
+      );
+    },
+  },
+  'providers get': {
+    args: ['providerId'],
+    options: [],
+    async run(ctx, [providerId]) {
+      const provider = await ctx.client.getProvider(providerId as string);
+      if (ctx.values.json) return ctx.json(provider);
+      ctx.out(renderProvider(provider, ctx.nowSec()));
+    },
+  },
+  'sessions list': {
+    args: ['userId'],
+    options: [],
+    async run(ctx, [userId]) {
+      const sessions = await ctx.client.listSessions(userId as string);
+      if (ctx.values.json) return ctx.json({ sessions });
+      ctx.out(renderSessionList(userId as string, sessions, ctx.paint));
+    },
+  },
+  'sessions show': {
+    args: ['userId', 'providerId'],
+    options: [],
+    async run(ctx, [userId, providerId]) {
+      const session = await ctx.client.getSession(userId as string, providerId as string);
+      if (ctx.values.json) return ctx.json(session);
+      ctx.out(renderSession(session, ctx.nowSec(), ctx.paint));
+    },
+  },
+  'sessions put': {
+    args: ['userId', 'providerId'],
+    options: ['file', ...Object.keys(SESSION_FIELDS)],
+    async run(ctx, [userId, providerId]) {
+      const body = (await bodyFrom(ctx, SESSION_FIELDS)) as unknown as TokenResponse;
+      const { created, value } = await ctx.client.putSession(userId as string, providerId as string, body);
+      if (ctx.values.json) return ctx.json(value);
+      ctx.out(
+        `session ${value.userId} / ${value.providerId} ${created ? 'created' : 'replaced'}\n` +
+          renderSession(value, ctx.nowSec(), ctx.paint),
+      );
+    },
+  },
+  'sessions delete': {
+    args: ['userId', 'providerId'],
+    options: [],
+    async run(ctx, [userId, providerId]) {
+      await ctx.client.deleteSession(userId as string, providerId as string);
+      if (ctx.values.json) return ctx.json({ deleted: true, userId, providerId });
+      ctx.out(`session ${userId} / ${providerId} deleted`);
+    },
+  },
+  'token get': {
+    args: ['userId', 'providerId'],
+    options: ['min-validity', 'force'],
+    async run(ctx, [userId, providerId]) {
+      const raw = ctx.values['min-validity'] as string | undefined;
+      if (raw !== undefined && !/^\d+$/u.test(raw)) {
+        throw new UsageError('--min-validity must be a whole number of seconds');
+      }
+      const token = await ctx.client.getToken(userId as string, providerId as string, {
+        ...(raw === undefined ? {} : { minValidity: Number(raw) }),
+        force: ctx.values.force === true,
+      });
+      if (ctx.values.json) return ctx.json(token);
+      ctx.out(token.access_token);
+    },
+  },
+  sweep: {
+    args: [],
+    options: [],
+    async run(ctx) {
+      if (!ctx.local) {
+        throw new UsageError(
+          'sweep works against the local stack only; a deployed keeper sweeps on its schedule',
+        );
+      }
+      const summary = await ctx.client.sweepLocal();
+      if (ctx.values.json) return ctx.json(summary);
+      ctx.out(renderSweep(summary));
+    },
+  },
+};
+
+async function readAll(stream: AsyncIterable<string | Uint8Array>): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream)
+    chunks.push(typeof chunk === 'string' ? Buffer.from(chunk) : Buffer.from(chunk));
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/** The request body: a JSON file (`-` for stdin), or built from the command's field flags — not both. */
+async function bodyFrom(ctx: Context, fieldFlags: Record<string, string>): Promise<Record<string, unknown>> {
+  const file = ctx.values.file as string | undefined;
+  const given = Object.keys(fieldFlags).filter((flag) => ctx.values[flag] !== undefined);
+  if (file !== undefined) {
+    if (given.length > 0) throw new UsageError(`--file cannot be combined with --${given[0]}`);
+    let text: string;
+    try {
+      if (file === '-' && ctx.io.stdin === undefined) throw new Error('no standard input');
+      text =
+        file === '-' ? await readAll(ctx.io.stdin as AsyncIterable<string>) : await readFile(file, 'utf8');
+    } catch (err) {
+      throw new CliError(`cannot read ${file === '-' ? 'stdin' : file}: ${(err as Error).message}`);
+    }
+    try {
+      return JSON.parse(text) as Record<string, unknown>;
+    } catch {
+      throw new CliError(`${file === '-' ? 'stdin' : file} is not valid JSON`);
+    }
+  }
+  if (given.length === 0) {
+    throw new UsageError(
+      `give --file or the fields as options (${Object.keys(fieldFlags)
+        .map((f) => `--${f}`)
+        .join(', ')})`,
+    );
+  }
+  const body: Record<string, unknown> = {};
+  for (const flag of given) {
+    const value = ctx.values[flag] as string;
+    const field = fieldFlags[flag] as string;
+    // Numbers stay numbers; the keeper validates every field and names the one it refuses.
+    body[field] =
+      (field === 'expires_in' || field === 'expires_at') && /^\d+$/u.test(value) ? Number(value) : value;
+  }
+  return body;
+}
+
+async function readApiKey(io: CliIo, values: Values): Promise<string> {
+  const fromEnv = io.env.TOKENKEEPER_API_KEY;
+  if (fromEnv) return fromEnv;
+  const dataDir = (values['data-dir'] as string | undefined) || io.env.TOKENKEEPER_DATA_DIR || '.data';
+  const path = join(dataDir, 'api-key');
+  try {
+    const key = (await readFile(path, 'utf8')).trim();
+    if (key) return key;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
+      throw new CliError(`cannot read the local API key from ${path}: ${(err as Error).message}`);
+    }
+  }
+  throw new CliError(
+    `no API key: set TOKENKEEPER_API_KEY, or run where the local stack keeps its data (${path} not found; --data-dir to change)`,
+  );
+}
+
+async function resolveTarget(
+  io: CliIo,
+  values: Values,
+): Promise<{ baseUrl: string; auth: ClientAuth; local: boolean }> {
+  const url = (values.url as string | undefined) || io.env.TOKENKEEPER_URL || undefined;
+  const baseUrl = url ?? `http://127.0.0.1:${io.env.PORT || 8787}`;
+  const kind = (values.auth as string | undefined) || io.env.TOKENKEEPER_AUTH || (url ? 'sigv4' : 'bearer');
+  if (kind !== 'sigv4' && kind !== 'bearer')
+    throw new UsageError(`--auth must be sigv4 or bearer, got ${kind}`);
+  try {
+    new URL(baseUrl);
+  } catch {
+    throw new UsageError(`not a URL: ${baseUrl}`);
+  }
+  if (kind === 'bearer') {
+    return { baseUrl, auth: { kind, apiKey: await readApiKey(io, values) }, local: url === undefined };
+  }
+  const region =
+    (values.region as string | undefined) ||
+    regionFromApiUrl(baseUrl) ||
+    io.env.AWS_REGION ||
+    io.env.AWS_DEFAULT_REGION;
+  if (!region) throw new UsageError('no AWS region for SigV4: pass --region or set AWS_REGION');
+  return {
+    baseUrl,
+    auth: { kind, region, ...(io.credentials ? { credentials: io.credentials } : {}) },
+    local: false,
+  };
+}
+
+function findCommand(positionals: string[]): { name: string; command: Command; rest: string[] } {
+  const [first, second] = positionals;
+  if (first === undefined) throw new UsageError('missing command');
+  for (const name of [`${first} ${second ?? ''}`, first]) {
+    const command = COMMANDS[name];
+    if (command) return { name, command, rest: positionals.slice(name.split(' ').length) };
+  }
+  if (COMMANDS[`${first} list`] || COMMANDS[`${first} get`]) {
+    const subs = Object.keys(COMMANDS)
+      .filter((n) => n.startsWith(`${first} `))
+      .map((n) => n.split(' ')[1]);
+    throw new UsageError(
+      second === undefined
+        ? `${first}: missing subcommand (${subs.join(', ')})`
+        : `${first}: unknown subcommand ${second} (${subs.join(', ')})`,
+    );
+  }
+  throw new UsageError(`unknown command ${first}`);
+}
+
+function colourEnabled(io: CliIo, values: Values): boolean {
+  if (values['no-color'] || io.env.NO_COLOR) return false;
+  if (io.env.FORCE_COLOR && io.env.FORCE_COLOR !== '0') return true;
+  return io.stdout.isTTY === true && io.env.TERM !== 'dumb';
+}
+
+function describeError(err: unknown, local: boolean): string {
+  if (err instanceof TokenKeeperApiError) {
+    let line = `${err.code}: ${err.description}`;
+    if (err.status === 503 && err.retryAfterSeconds !== undefined)
+      line += ` (retry after ${err.retryAfterSeconds}s)`;
+    if (err.status === 403) line += ' (check the AWS credentials, region and the IAM policy)';
+    return line;
+  }
+  if (err instanceof TokenKeeperConnectionError) {
+    return local ? `${err.message} (is the local stack running? npm start)` : err.message;
+  }
+  if (err instanceof TypeError) return err.message;
+  return err instanceof Error ? err.message : String(err);
+}
+
+export async function runCli(argv: string[], io: CliIo): Promise<number> {
+  const fail = (message: string, code: number) => {
+    io.stderr.write(
+      `tokenkeeper: ${message.replace(/\s*\n\s*/gu, ' ')}${code === 2 ? ' (see tokenkeeper --help)' : ''}\n`,
+    );
+    return code;
+  };
+  let values: Values;
+  let positionals: string[];
+  try {
+    ({ values, positionals } = parseArgs({
+      args: argv,
+      options: OPTIONS,
+      allowPositionals: true,
+      strict: true,
+    }));
+  } catch (err) {
+    // parseArgs explains itself at length; its first sentence is the one line we want.
+    return fail((err as Error).message.split(/\.\s/u)[0] as string, 2);
+  }
+  if (values.help || positionals[0] === 'help') {
+    io.stdout.write(USAGE);
+    return 0;
+  }
+  let local = (values.url as string | undefined) === undefined && !io.env.TOKENKEEPER_URL;
+  try {
+    const { name, command, rest } = findCommand(positionals);
+    const allowed = new Set<string>([...GLOBAL, ...command.options]);
+    const stray = Object.keys(values).find((k) => values[k] !== undefined && !allowed.has(k));
+    if (stray) throw new UsageError(`option --${stray} does not apply to ${name}`);
+    if (rest.length < command.args.length) {
+      throw new UsageError(
+        `${name}: missing ${command.args
+          .slice(rest.length)
+          .map((a) => `<${a}>`)
+          .join(' ')}`,
+      );
+    }
+    if (rest.length > command.args.length)
+      throw new UsageError(`${name}: unexpected argument ${rest[command.args.length]}`);
+
+    const target = await resolveTarget(io, values);
+    local = target.local;
+    const clock = io.clock ?? Date.now;
+    const client = new TokenKeeperClient({
+      baseUrl: target.baseUrl,
+      auth: target.auth,
+      clock,
+      // One clear answer for an operator: a 503 is reported with its Retry-After, not waited out.
+      maxRetries: 0,
+      ...(io.fetch ? { fetch: io.fetch } : {}),
+    });
+    const paint = colourEnabled(io, values) ? ansi : plain;
+    const ctx: Context = {
+      client,
+      values,
+      io,
+      paint,
+      local,
+      nowSec: () => Math.floor(clock() / 1000),
+      out: (text) => io.stdout.write(`${text}\n`),
+      json: (value) => io.stdout.write(`${JSON.stringify(value, null, 2)}\n`),
+    };
+    await command.run(ctx, rest);
+    return 0;
+  } catch (err) {
+    if (err instanceof UsageError) return fail(err.message, 2);
+    return fail(describeError(err, local), 1);
+  }
+}

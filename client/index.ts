@@ -1,0 +1,407 @@
+import {
+  apiError,
+  ReauthorizationRequiredError,
+  ServiceUnavailableError,
+  SessionNotFoundError,
+  TokenKeeperConnectionError,
+} from './errors.js';
+import {
+  type AwsCredentials,
+  type CredentialProvider,
+  createSigV4Signer,
+  type RequestSigner,
+} from './sigv4.js';
+import type {
+  Provider,
+  ProviderInput,
+  PutResult,
+  Session,
+  SweepSummary,
+  Token,
+  TokenResponse,
+} from './types.js';
+
+export * from './errors.js';
+export type { AwsCredentials, CredentialProvider } from './sigv4.js';
+export * from './types.js';
+
+/**
+ * A small typed client for the tokenkeeper v1 HTTP API.
+ *
+ * `getToken` keeps each token in memory until `expires_at − minValidity`, lets concurrent calls for
+ * one session share one request, waits out a 503 as its `Retry-After` asks (a bounded number of
+ * times) and throws typed errors carrying the server's `error` code.
+ */
+
+export type ClientAuth =
+  /** The local stack: `Authorization: Bearer <key>`. */
+  | { kind: 'bearer'; apiKey: string }
+  /** A deployed API (API Gateway, IAM auth): SigV4 for `execute-api`; credentials default to the AWS default chain. */
+  | { kind: 'sigv4'; region: string; credentials?: AwsCredentials | CredentialProvider };
+
+export interface TokenKeeperClientOptions {
+  /** e.g. `http://127.0.0.1:8787` or `https://abc123.execute-api.eu-west-1.amazonaws.com` (a stage path is kept). */
+  baseUrl: string;
+  auth: ClientAuth;
+  fetch?: typeof fetch;
+  /** Epoch milliseconds; default Date.now. Also the SigV4 signing date. */
+  clock?: () => number;
+  /** Used to wait out a 503; default setTimeout. */
+  sleep?: (ms: number) => Promise<void>;
+  /** How many times getToken retries a 503. Default 2. */
+  maxRetries?: number;
+  /** A 503 asking to wait longer than this (seconds) is thrown at once instead of waited out. Default 30. */
+  maxRetryDelaySeconds?: number;
+  /** Timeout of each HTTP request in milliseconds. Default 30 000. */
+  timeoutMs?: number;
+}
+
+export interface GetTokenOptions {
+  /** Seconds the token must stay valid. Default 60 (the server's default). */
+  minValidity?: number;
+  /** Ask for a new token even if the current one looks valid (say, the resource server rejected it). */
+  force?: boolean;
+}
+
+export const DEFAULT_MIN_VALIDITY = 60;
+
+interface CacheEntry {
+  token: Token;
+  /** epoch seconds; only tokens with a known expiry are cached */
+  expiresAt: number;
+}
+
+interface Inflight {
+  promise: Promise<Token>;
+  force: boolean;
+}
+
+interface RawResponse {
+  status: number;
+  headers: Headers;
+  body: unknown;
+}
+
+const CACHE_PRUNE_THRESHOLD = 1000;
+
+function defaultSleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** The AWS default credential chain, loaded on first use (bearer users never pay for it). */
+function defaultCredentialChain(): CredentialProvider {
+  let provider: Promise<CredentialProvider> | undefined;
+  return async () => {
+    provider ??= import('@aws-sdk/credential-provider-node').then(({ defaultProvider }) => {
+      const chain = defaultProvider();
+      return () => chain();
+    });
+    return (await provider)();
+  };
+}
+
+/** Percent-encodes one path segment completely (also `!'()*`, which encodeURIComponent leaves). */
+function segment(name: string, value: string): string {
+  if (typeof value !== 'string' || value === '') throw new TypeError(`${name} must be a non-empty string`);
+  if (value === '.' || value === '..')
+    throw new TypeError(`${name} must not be "." or ".." (not expressible in a URL path)`);
+  return encodeURIComponent(value).replace(
+    /[!'()*]/gu,
+    (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`,
+  );
+}
+
+function cacheKey(userId: string, providerId: string): string {
+  return `${userId}\u0000${providerId}`;
+}
+
+export class TokenKeeperClient {
+  private readonly baseUrl: string;
+  private readonly fetchImpl: typeof fetch;
+  private readonly clock: () => number;
+  private readonly sleep: (ms: number) => Promise<void>;
+  private readonly maxRetries: number;
+  private readonly maxRetryDelaySeconds: number;
+  private readonly timeoutMs: number;
+  private readonly bearer?: string;
+  private readonly signer?: RequestSigner;
+  private readonly cache = new Map<string, CacheEntry>();
+  private readonly inflight = new Map<string, Inflight>();
+  /** Bumped by forced calls and writes: answers to requests started before are not cached. */
+  private readonly epochs = new Map<string, number>();
+
+  constructor(options: TokenKeeperClientOptions) {
+    const base = new URL(options.baseUrl);
+    if (base.protocol !== 'https:' && base.protocol !== 'http:') {
+      throw new TypeError('baseUrl must be an http(s) URL');
+    }
+    this.baseUrl = `${base.origin}${base.pathname.replace(/\/+$/u, '')}`;
+    this.fetchImpl = options.fetch ?? globalThis.fetch;
+    this.clock = options.clock ?? Date.now;
+    this.sleep = options.sleep ?? defaultSleep;
+    this.maxRetries = Math.max(0, options.maxRetries ?? 2);
+    this.maxRetryDelaySeconds = options.maxRetryDelaySeconds ?? 30;
+    this.timeoutMs = options.timeoutMs ?? 30_000;
+    if (options.auth.kind === 'bearer') {
+      if (!options.auth.apiKey) throw new TypeError('auth.apiKey must not be empty');
+      this.bearer = options.auth.apiKey;
+    } else {
+      this.signer = createSigV4Signer({
+        region: options.auth.region,
+        credentials: options.auth.credentials ?? defaultCredentialChain(),
+      });
+    }
+  }
+
+  // --- tokens --------------------------------------------------------------------------------
+
+  /**
+   * A valid access token for the session. Served from memory while it stays valid for
+   * `minValidity` seconds; `force` bypasses and replaces the cached token.
+   * @throws SessionNotFoundError, ReauthorizationRequiredError, RefreshUnavailableError (after the retries), …
+   */
+  async getToken(userId: string, providerId: string, options: GetTokenOptions = {}): Promise<Token> {
+    const minValidity = options.minValidity ?? DEFAULT_MIN_VALIDITY;
+    const force = options.force ?? false;
+    if (!Number.isInteger(minValidity) || minValidity < 0) {
+      throw new TypeError('minValidity must be a non-negative integer (seconds)');
+    }
+    const path = `/v1/sessions/${segment('userId', userId)}/${segment('providerId', providerId)}/token`;
+    const key = cacheKey(userId, providerId);
+
+    if (!force) {
+      const cached = this.cache.get(key);
+      if (cached && this.validFor(cached.expiresAt, minValidity)) return this.present(cached.token);
+    }
+    const pending = this.inflight.get(key);
+    if (pending && (pending.force || !force)) {
+      // Share the call already in flight (a forced one satisfies anyone; a plain one, plain callers).
+      const token = await pending.promise;
+      if (force || token.expires_at === null || this.validFor(token.expires_at, minValidity)) {
+        return this.present(token);
+      }
+    }
+    return this.present(await this.startTokenRequest(key, path, minValidity, force));
+  }
+
+  /** Forgets cached tokens (all, or one session's). */
+  clearCache(userId?: string, providerId?: string): void {
+    if (userId === undefined || providerId === undefined) {
+      this.cache.clear();
+      return;
+    }
+    this.invalidate(cacheKey(userId, providerId));
+  }
+
+  private startTokenRequest(key: string, path: string, minValidity: number, force: boolean): Promise<Token> {
+    if (force) this.invalidate(key);
+    const epoch = this.epochs.get(key) ?? 0;
+    const query: Record<string, string> = { minValidity: String(minValidity) };
+    if (force) query.force = 'true';
+    const promise = this.withRetries(() => this.request('GET', path, { query })).then(
+      (res) => {
+        const token = res.body as Token;
+        if ((this.epochs.get(key) ?? 0) === epoch && typeof token.expires_at === 'number') {
+          this.remember(key, { token, expiresAt: token.expires_at });
+        }
+        return token;
+      },
+      (err: unknown) => {
+        if (err instanceof ReauthorizationRequiredError || err instanceof SessionNotFoundError) {
+          this.invalidate(key);
+        }
+        throw err;
+      },
+    );
+    const entry: Inflight = { promise, force };
+    this.inflight.set(key, entry);
+    const forget = () => {
+      if (this.inflight.get(key) === entry) this.inflight.delete(key);
+    };
+    promise.then(forget, forget);
+    return promise;
+  }
+
+  private async withRetries(call: () => Promise<RawResponse>): Promise<RawResponse> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await call();
+      } catch (err) {
+        if (
+          !(err instanceof ServiceUnavailableError) ||
+          attempt >= this.maxRetries ||
+          err.retryAfterSeconds > this.maxRetryDelaySeconds
+        ) {
+          throw err;
+        }
+        await this.sleep(err.retryAfterSeconds * 1000);
+      }
+    }
+  }
+
+  private validFor(expiresAt: number, minValidity: number): boolean {
+    return this.clock() < (expiresAt - minValidity) * 1000;
+  }
+
+  /** A copy of the token with `expires_in` as of now. */
+  private present(token: Token): Token {
+    if (token.expires_at === null) return { ...token };
+    const left = Math.max(0, token.expires_at - Math.floor(this.clock() / 1000));
+    return { ...token, expires_in: left };
+  }
+
+  private remember(key: string, entry: CacheEntry): void {
+    if (this.cache.size >= CACHE_PRUNE_THRESHOLD) {
+      for (const [k, e] of this.cache) if (!this.validFor(e.expiresAt, 0)) this.cache.delete(k);
+    }
+    this.cache.delete(key);
+    this.cache.set(key, entry);
+  }
+
+  private invalidate(key: string): void {
+    this.cache.delete(key);
+    this.epochs.set(key, (this.epochs.get(key) ?? 0) + 1);
+  }
+
+  // --- sessions ------------------------------------------------------------------------------
+
+  /** Hands the keeper a user's token response, as the provider returned it. */
+  async putSession(userId: string, providerId: string, token: TokenResponse): Promise<PutResult<Session>> {
+    const path = `/v1/sessions/${segment('userId', userId)}/${segment('providerId', providerId)}`;
+    this.invalidate(cacheKey(userId, providerId));
+    const res = await this.request('PUT', path, { body: token });
+    return { created: res.status === 201, value: res.body as Session };
+  }
+
+  async getSession(userId: string, providerId: string): Promise<Session> {
+    const path = `/v1/sessions/${segment('userId', userId)}/${segment('providerId', providerId)}`;
+    return (await this.request('GET', path)).body as Session;
+  }
+
+  async listSessions(userId: string): Promise<Session[]> {
+    const res = await this.request('GET', `/v1/sessions/${segment('userId', userId)}`);
+    return (res.body as { sessions: Session[] }).sessions;
+  }
+
+  /** Removes the session (the keeper revokes it at the provider, best effort). */
+  async deleteSession(userId: string, providerId: string): Promise<void> {
+    const path = `/v1/sessions/${segment('userId', userId)}/${segment('providerId', providerId)}`;
+    this.invalidate(cacheKey(userId, providerId));
+    await this.request('DELETE', path);
+  }
+
+  // --- providers -----------------------------------------------------------------------------
+
+  async putProvider(providerId: string, input: ProviderInput): Promise<PutResult<Provider>> {
+    const res = await this.request('PUT', `/v1/providers/${segment('providerId', providerId)}`, {
+      body: input,
+    });
+    return { created: res.status === 201, value: res.body as Provider };
+  }
+
+  async getProvider(providerId: string): Promise<Provider> {
+    return (await this.request('GET', `/v1/providers/${segment('providerId', providerId)}`)).body as Provider;
+  }
+
+  // --- other ---------------------------------------------------------------------------------
+
+  async health(): Promise<{ status: string }> {
+    return (await this.request('GET', '/v1/health')).body as { status: string };
+  }
+
+  /** Runs a sweep now. Local stack only (a deployed keeper sweeps on its schedule). */
+  async sweepLocal(): Promise<SweepSummary> {
+    return (await this.request('POST', '/local/sweep')).body as SweepSummary;
+  }
+
+  // --- transport -----------------------------------------------------------------------------
+
+  private async request(
+    method: string,
+    path: string,
+    options: { query?: Record<string, string>; body?: unknown } = {},
+  ): Promise<RawResponse> {
+    const url = new URL(`${this.baseUrl}${path}`);
+    for (const [name, value] of Object.entries(options.query ?? {})) url.searchParams.set(name, value);
+    const body = options.body === undefined ? undefined : JSON.stringify(options.body);
+    let headers: Record<string, string> = { accept: 'application/json' };
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    if (this.bearer !== undefined) headers.authorization = `Bearer ${this.bearer}`;
+    if (this.signer) {
+      headers = await this.signer({ method, url, headers, body }, new Date(this.clock()));
+      // fetch derives Host from the URL; the signed value is the same.
+      delete headers.host;
+    }
+
+    let res: Response;
+    let text: string;
+    try {
+      res = await this.fetchImpl(url, { method, headers, body, signal: AbortSignal.timeout(this.timeoutMs) });
+      text = await res.text();
+    } catch (err) {
+      throw new TokenKeeperConnectionError(`${this.baseUrl}`, err);
+    }
+    let parsed: unknown;
+    if (text !== '') {
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        parsed = undefined;
+      }
+    }
+    if (res.status >= 200 && res.status < 300) {
+      if (res.status !== 204 && parsed === undefined) {
+        throw apiError({
+          status: res.status,
+          code: 'invalid_response',
+          description: 'the answer is not JSON',
+        });
+      }
+      return { status: res.status, headers: res.headers, body: parsed };
+    }
+    throw this.toError(res, parsed, text);
+  }
+
+  private toError(res: Response, parsed: unknown, text: string) {
+    const body = (typeof parsed === 'object' && parsed !== null ? parsed : {}) as Record<string, unknown>;
+    const code = typeof body.error === 'string' ? body.error : fallbackCode(res.status);
+    const description =
+      typeof body.error_description === 'string'
+        ? body.error_description
+        : typeof body.message === 'string'
+          ? body.message // API Gateway's own answers: {"message": "Forbidden"}
+          : text.slice(0, 200) || `HTTP ${res.status}`;
+    const retryAfterSeconds = parseRetryAfter(res.headers.get('retry-after'), this.clock());
+    return apiError({
+      status: res.status,
+      code,
+      description,
+      ...(retryAfterSeconds === undefined ? {} : { retryAfterSeconds }),
+    });
+  }
+}
+
+function fallbackCode(status: number): string {
+  switch (status) {
+    case 401:
+      return 'unauthorized';
+    case 403:
+      return 'forbidden';
+    case 404:
+      return 'not_found';
+    case 429:
+      return 'too_many_requests';
+    default:
+      return `http_${status}`;
+  }
+}
+
+/** Retry-After as delta-seconds or an HTTP date (RFC 9110 §10.2.3). */
+export function parseRetryAfter(value: string | null, nowMs: number): number | undefined {
+  if (value === null) return undefined;
+  const trimmed = value.trim();
+  if (/^\d+$/u.test(trimmed)) return Number(trimmed);
+  const at = Date.parse(trimmed);
+  if (Number.isNaN(at)) return undefined;
+  return Math.max(0, Math.ceil((at - nowMs) / 1000));
+}

@@ -1,0 +1,91 @@
+/**
+ * The shapes of the v1 HTTP contract (docs/openapi.yaml), as the client sees them. Declared here
+ * rather than imported from the server so the client stands alone. Times are epoch seconds.
+ */
+
+export type ClientAuthMethod = 'client_secret_basic' | 'client_secret_post' | 'none';
+
+/** PUT /v1/providers/{providerId} body. At least one of `issuer` / `tokenEndpoint`. */
+export interface ProviderInput {
+  issuer?: string;
+  tokenEndpoint?: string;
+  revocationEndpoint?: string;
+  clientId: string;
+  clientSecret?: string;
+  clientSecretArn?: string;
+  clientAuthMethod?: ClientAuthMethod;
+  resource?: string;
+  scope?: string;
+}
+
+/** A provider as the API shows it: never its client secret. */
+export interface Provider {
+  providerId: string;
+  issuer?: string;
+  tokenEndpoint?: string;
+  revocationEndpoint?: string;
+  clientId: string;
+  clientAuthMethod: ClientAuthMethod;
+  hasClientSecret: boolean;
+  clientSecretArn?: string;
+  resource?: string;
+  scope?: string;
+  createdAt: number;
+  updatedAt: number;
+  /** Set when the provider rejected the client (`invalid_client` / `unauthorized_client`). */
+  clientRejectedAt?: number;
+}
+
+/** PUT /v1/sessions/{userId}/{providerId} body: the provider's token response as it came. */
+export interface TokenResponse {
+  access_token: string;
+  refresh_token?: string | null;
+  expires_in?: number | string | null;
+  expires_at?: number | string | null;
+  token_type?: string | null;
+  scope?: string | null;
+  /** Accepted and dropped by the keeper, like any other field of the provider's answer. */
+  id_token?: string;
+}
+
+export type SessionStatus = 'active' | 'reauthorization_required';
+
+/** Session metadata: no token of any kind. */
+export interface Session {
+  userId: string;
+  providerId: string;
+  status: SessionStatus;
+  expiresAt: number | null;
+  refreshable: boolean;
+  refreshedAt: number | null;
+  failureCount: number;
+  lastError: { code: string; description: string; at: number } | null;
+  nextAttemptAt: number | null;
+}
+
+/** GET /v1/sessions/{userId}/{providerId}/token answer: never a refresh token. */
+export interface Token {
+  access_token: string;
+  token_type: string;
+  expires_at: number | null;
+  expires_in: number | null;
+  scope?: string;
+}
+
+/** Whether a PUT created the resource (201) or replaced it (200). */
+export interface PutResult<T> {
+  created: boolean;
+  value: T;
+}
+
+/** POST /local/sweep answer (local stack only). */
+export interface SweepSummary {
+  due: number;
+  refreshed: number;
+  skipped: number;
+  failedTransient: number;
+  reauthorizationRequired: number;
+  missed: number;
+  backlog: number;
+  durationMs: number;
+}

@@ -1,0 +1,420 @@
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type CliIo, runCli } from '../../client/cli.js';
+import { TokenKeeperClient } from '../../client/index.js';
+import { MCP_RESOURCE, type OAuthServer, startOAuthServer } from '../support/oauth-server.js';
+import { startTestStack, type TestStack } from '../support/stack.js';
+
+/** The `tokenkeeper` CLI against the real local stack, its output captured. */
+
+let oauth: OAuthServer;
+let keeper: TestStack;
+let port: string;
+let scratch: string;
+let client: TokenKeeperClient;
+let seq = 0;
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+  requests: { url: string; authorization: string | null }[];
+}
+
+async function cli(
+  argv: string[],
+  options: { env?: Record<string, string | undefined>; tty?: boolean; stdin?: string } = {},
+): Promise<Run> {
+  let stdout = '';
+  let stderr = '';
+  const requests: Run['requests'] = [];
+  const io: CliIo = {
+    stdout: { write: (s: string) => (stdout += s), isTTY: options.tty ?? false },
+    stderr: { write: (s: string) => (stderr += s) },
+    env: { PORT: port, TOKENKEEPER_DATA_DIR: keeper.dataDir, ...options.env },
+    stdin: options.stdin === undefined ? undefined : chunks(options.stdin),
+    fetch: (input, init) => {
+      requests.push({ url: String(input), authorization: new Headers(init?.headers).get('authorization') });
+      return fetch(input, init);
+    },
+    credentials: async () => ({ accessKeyId: 'AKIDEXAMPLE', secretAccessKey: 'secret' }),
+  };
+  const code = await runCli(argv, io);
+  return { code, stdout, stderr, requests };
+}
+
+async function* chunks(text: string): AsyncIterable<string> {
+  yield text;
+}
+
+/** A port nothing listens on (bound, then released). */
+async function unusedPort(): Promise<string> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port: free } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return String(free);
+}
+
+async function login(userId: string) {
+  return oauth.login({ clientId: oauth.clients.basic.clientId, accountId: userId });
+}
+
+/** A user with three sessions: healthy, failing transiently, and needing re-authorization. */
+async function userWithThreeSessions(): Promise<string> {
+  const userId = `cli-user-${++seq}`;
+  for (const providerId of ['github', 'linear', 'notion']) {
+    await client.putSession(userId, providerId, await login(userId));
+  }
+  await client.getToken(userId, 'github', { force: true });
+  oauth.proxy.setFault({ kind: 'status', status: 503, body: 'maintenance', times: 1 });
+  await expect(client.getToken(userId, 'linear', { force: true })).rejects.toMatchObject({ status: 503 });
+  oauth.proxy.setFault({ kind: 'oauth-error', status: 400, error: 'invalid_grant', times: 1 });
+  await expect(client.getToken(userId, 'notion', { force: true })).rejects.toMatchObject({ status: 409 });
+  oauth.proxy.setFault(null);
+  return userId;
+}
+
+beforeAll(async () => {
+  oauth = await startOAuthServer({ accessTokenTtl: 3600 });
+  keeper = await startTestStack();
+  port = new URL(keeper.url).port;
+  scratch = await mkdtemp(join(tmpdir(), 'tokenkeeper-cli-'));
+  client = new TokenKeeperClient({
+    baseUrl: keeper.url,
+    auth: { kind: 'bearer', apiKey: keeper.apiKey },
+    maxRetries: 0,
+  });
+  for (const providerId of ['github', 'linear', 'notion']) {
+    await client.putProvider(providerId, {
+      issuer: oauth.issuer,
+      clientId: oauth.clients.basic.clientId,
+      clientSecret: oauth.clients.basic.clientSecret,
+      resource: MCP_RESOURCE,
+    });
+  }
+});
+
+afterAll(async () => {
+  await keeper?.stop();
+  await oauth?.stop();
+  if (scratch) await rm(scratch, { recursive: true, force: true });
+});
+
+describe('providers', () => {
+  it('put from options, then replaced from a file; get, as text and --json', async () => {
+    const created = await cli([
+      'providers',
+      'put',
+      'mcp',
+      '--issuer',
+      oauth.issuer,
+      '--client-id',
+      oauth.clients.basic.clientId,
+      '--client-secret',
+      oauth.clients.basic.clientSecret,
+      '--resource',
+      MCP_RESOURCE,
+    ]);
+    expect(created).toMatchObject({ code: 0, stderr: '' });
+    expect(created.stdout).toMatch(
+      /^provider mcp created\nprovider +mcp\nissuer +http:\/\/127\.0\.0\.1:\d+\n/u,
+    );
+    expect(created.stdout).toMatch(/\nclient secret +stored \(encrypted\)\n/u);
+    expect(created.stdout).not.toContain(oauth.clients.basic.clientSecret);
+
+    const file = join(scratch, 'provider.json');
+    await writeFile(file, JSON.stringify({ tokenEndpoint: oauth.tokenEndpoint, clientId: 'tk-public' }));
+    const replaced = await cli(['providers', 'put', 'mcp', '--file', file]);
+    expect(replaced.stdout).toMatch(/^provider mcp replaced\n/u);
+    expect(replaced.stdout).toMatch(/\nclient +tk-public \(none\)\n/u);
+
+    const shown = await cli(['providers', 'get', 'mcp', '--json']);
+    expect(shown.code).toBe(0);
+    expect(JSON.parse(shown.stdout)).toMatchObject({
+      providerId: 'mcp',
+      clientId: 'tk-public',
+      hasClientSecret: false,
+    });
+  });
+
+  it('an unknown provider: one line on stderr, exit 1', async () => {
+    const run = await cli(['providers', 'get', 'nope']);
+    expect(run).toMatchObject({
+      code: 1,
+      stdout: '',
+      stderr: 'tokenkeeper: provider_not_found: provider "nope" is not registered\n',
+    });
+  });
+});
+
+describe('sessions and tokens', () => {
+  it('put from stdin and from options, show, list, token get, delete', async () => {
+    const userId = `cli-user-${++seq}`;
+    const tokens = await login(userId);
+    const put = await cli(['sessions', 'put', userId, 'github', '--file', '-'], {
+      stdin: JSON.stringify(tokens),
+    });
+    expect(put.code).toBe(0);
+    expect(put.stdout).toMatch(new RegExp(`^session ${userId} / github created\\n`, 'u'));
+    expect(put.stdout).toMatch(/status +active\n/u);
+    expect(put.stdout).toMatch(/expires +\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \((59m \d+s|1h 0m)\)\n/u);
+
+    const other = await login(userId);
+    const byOptions = await cli([
+      'sessions',
+      'put',
+      userId,
+      'linear',
+      // The `=` form: a token may begin with '-'.
+      `--access-token=${other.access_token}`,
+      `--refresh-token=${other.refresh_token}`,
+      '--expires-in',
+      '3600',
+    ]);
+    expect(byOptions.stderr).toBe('');
+    expect(byOptions.code).toBe(0);
+    expect(byOptions.stdout).toMatch(/refreshable +yes/u);
+
+    const show = await cli(['sessions', 'show', userId, 'github']);
+    expect(show.stdout).toMatch(/^session +cli-user-\d+ \/ github\nstatus +active\n/u);
+    expect(show.stdout).toMatch(/last refresh +never\nfailures +0\nlast error +—\n$/u);
+
+    const list = await cli(['sessions', 'list', userId]);
+    expect(list.stdout.split('\n')[0]).toMatch(/^PROVIDER +STATUS +EXPIRES AT +REFRESHABLE$/u);
+    expect(list.stdout).toMatch(/\ngithub +active +\d{4}-\d\d-\d\dT[\d:]+Z +yes\nlinear +active/u);
+    const listJson = JSON.parse((await cli(['sessions', 'list', userId, '--json'])).stdout);
+    expect(listJson.sessions).toHaveLength(2);
+
+    const token = await cli(['token', 'get', userId, 'github']);
+    expect(token.code).toBe(0);
+    expect(token.stdout).toBe(`${tokens.access_token}\n`);
+    const forced = await cli([
+      'token',
+      'get',
+      userId,
+      'github',
+      '--force',
+      '--min-validity',
+      '120',
+      '--json',
+    ]);
+    const forcedToken = JSON.parse(forced.stdout);
+    expect(forcedToken.access_token).not.toBe(tokens.access_token);
+    expect(forcedToken).not.toHaveProperty('refresh_token');
+    expect((await oauth.introspect(forcedToken.access_token)).active).toBe(true);
+
+    const deleted = await cli(['sessions', 'delete', userId, 'linear']);
+    expect(deleted.stdout).toBe(`session ${userId} / linear deleted\n`);
+    const gone = await cli(['sessions', 'show', userId, 'linear']);
+    expect(gone).toMatchObject({
+      code: 1,
+      stdout: '',
+      stderr: 'tokenkeeper: session_not_found: no session for this user and provider\n',
+    });
+  });
+
+  it('a dead grant and a failing provider, as one-line errors', async () => {
+    const userId = await userWithThreeSessions();
+    const dead = await cli(['token', 'get', userId, 'notion']);
+    expect(dead.code).toBe(1);
+    expect(dead.stderr).toMatch(/^tokenkeeper: reauthorization_required: [^\n]+\n$/u);
+    const failing = await cli(['token', 'get', userId, 'linear', '--force']);
+    expect(failing.code).toBe(1);
+    expect(failing.stderr).toMatch(/^tokenkeeper: refresh_unavailable: [^\n]+ \(retry after \d+s\)\n$/u);
+  });
+});
+
+describe('status', () => {
+  it('a table of the sessions with status, expiry, last refresh and last error, and a summary', async () => {
+    const userId = await userWithThreeSessions();
+    const run = await cli(['status', userId]);
+    expect(run).toMatchObject({ code: 0, stderr: '' });
+    const lines = run.stdout.trimEnd().split('\n');
+    expect(lines[0]).toMatch(/^PROVIDER +STATUS +EXPIRES IN +LAST REFRESH +FAILURES +LAST ERROR$/u);
+    expect(lines[1]).toMatch(/^github +active +(59m \d+s|1h 0m) +(just now|\d+s ago) +0 +—$/u);
+    expect(lines[2]).toMatch(
+      /^linear +active +(59m \d+s|1h 0m) +never +1 +http_503 \(retry in (\d+m )?\d+s\)$/u,
+    );
+    expect(lines[3]).toMatch(
+      /^notion +reauthorization_required +(59m \d+s|1h 0m) +never +1 +invalid_grant$/u,
+    );
+    expect(lines[4]).toBe('');
+    expect(lines[5]).toBe(
+      `${userId}: 3 sessions — 1 healthy, 1 failing transiently, 1 needs re-authorization`,
+    );
+    expect(run.stdout).not.toContain('\u001b[');
+
+    const json = await cli(['status', userId, '--json']);
+    const sessions = JSON.parse(json.stdout).sessions as { providerId: string; status: string }[];
+    expect(sessions.map((s) => [s.providerId, s.status]).sort()).toEqual([
+      ['github', 'active'],
+      ['linear', 'active'],
+      ['notion', 'reauthorization_required'],
+    ]);
+  });
+
+  it('coloured on a terminal, unless NO_COLOR or --no-color', async () => {
+    const userId = await userWithThreeSessions();
+    const tty = await cli(['status', userId], { tty: true });
+    expect(tty.stdout).toContain('\u001b[31mreauthorization_required');
+    expect(tty.stdout).toContain('\u001b[32mactive');
+    expect((await cli(['status', userId], { tty: true, env: { NO_COLOR: '1' } })).stdout).not.toContain(
+      '\u001b[',
+    );
+    expect((await cli(['status', userId, '--no-color'], { tty: true })).stdout).not.toContain('\u001b[');
+    expect((await cli(['status', userId], { env: { FORCE_COLOR: '1' } })).stdout).toContain('\u001b[');
+  });
+
+  it('a user without sessions', async () => {
+    expect(await cli(['status', 'nobody'])).toMatchObject({
+      code: 0,
+      stdout: 'no sessions for user nobody\n',
+    });
+  });
+});
+
+describe('sweep', () => {
+  it('sweeps the local stack now', async () => {
+    const run = await cli(['sweep']);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toMatch(/^due \d+, refreshed \d+, failed \d+ transiently, .* \(\d+ ms\)\n$/u);
+    expect(JSON.parse((await cli(['sweep', '--json'])).stdout)).toHaveProperty('refreshed');
+  });
+});
+
+describe('targets', () => {
+  it('the local key from TOKENKEEPER_API_KEY wins over the data directory', async () => {
+    const run = await cli(['status', 'x'], { env: { TOKENKEEPER_API_KEY: 'wrong-key' } });
+    expect(run).toMatchObject({
+      code: 1,
+      stderr: 'tokenkeeper: unauthorized: missing or invalid credentials\n',
+    });
+    expect(run.requests[0]?.authorization).toBe('Bearer wrong-key');
+  });
+
+  it('no key anywhere', async () => {
+    const run = await cli(['status', 'x'], { env: { TOKENKEEPER_DATA_DIR: scratch } });
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(
+      /^tokenkeeper: no API key: set TOKENKEEPER_API_KEY, .*api-key not found.*\n$/u,
+    );
+    expect(run.requests).toEqual([]);
+  });
+
+  it('--data-dir points at the key', async () => {
+    const run = await cli(['status', 'x', '--data-dir', keeper.dataDir], {
+      env: { TOKENKEEPER_DATA_DIR: scratch },
+    });
+    expect(run.code).toBe(0);
+  });
+
+  it('a stack that is not running', async () => {
+    const closed = await unusedPort();
+    const run = await cli(['status', 'x'], { env: { PORT: closed } });
+    expect(run.code).toBe(1);
+    expect(run.stderr).toBe(
+      `tokenkeeper: cannot reach http://127.0.0.1:${closed}: ECONNREFUSED (is the local stack running? npm start)\n`,
+    );
+  });
+
+  it('--url (or TOKENKEEPER_URL) targets a deployed API with SigV4', async () => {
+    // The local stack wants a bearer key, so the signed request is refused: what matters is what was sent.
+    for (const args of [
+      ['--url', keeper.url, '--region', 'eu-west-1'],
+      ['--region', 'eu-west-1'],
+    ]) {
+      const run = await cli(['status', 'x', ...args], {
+        env: args.includes('--url') ? {} : { TOKENKEEPER_URL: keeper.url },
+      });
+      expect(run.code).toBe(1);
+      expect(run.requests[0]?.authorization).toMatch(
+        /^AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE\/\d{8}\/eu-west-1\/execute-api\/aws4_request, /u,
+      );
+    }
+    const region = await cli(['status', 'x', '--url', 'https://tokens.example.com'], {
+      env: { AWS_REGION: '' },
+    });
+    expect(region).toMatchObject({ code: 2 });
+    expect(region.stderr).toMatch(/^tokenkeeper: no AWS region for SigV4: pass --region or set AWS_REGION/u);
+  });
+
+  it('--auth bearer with --url: a local stack on another address', async () => {
+    const run = await cli(['status', 'x', '--url', keeper.url, '--auth', 'bearer'], {
+      env: { PORT: await unusedPort() },
+    });
+    expect(run).toMatchObject({ code: 0, stdout: 'no sessions for user x\n' });
+  });
+});
+
+describe('usage errors: one line, exit 2', () => {
+  it.each([
+    [[], 'missing command'],
+    [['frobnicate'], 'unknown command frobnicate'],
+    [['sessions'], 'sessions: missing subcommand (list, show, put, delete)'],
+    [['sessions', 'purge'], 'sessions: unknown subcommand purge (list, show, put, delete)'],
+    [['token', 'get', 'alice'], 'token get: missing <providerId>'],
+    [['status', 'a', 'b'], 'status: unexpected argument b'],
+    [['sessions', 'list', 'alice', '--force'], 'option --force does not apply to sessions list'],
+    [['status', 'alice', '--bogus'], "Unknown option '--bogus'"],
+    [
+      ['token', 'get', 'a', 'b', '--min-validity', 'soon'],
+      '--min-validity must be a whole number of seconds',
+    ],
+    [['providers', 'put', 'p'], 'give --file or the fields as options'],
+    [['sessions', 'put', 'u', 'p', '--file', 'x.json', '--access-token', 't'], '--file cannot be combined'],
+    [
+      ['sweep', '--url', 'https://abc.execute-api.eu-west-1.amazonaws.com'],
+      'sweep works against the local stack only',
+    ],
+    [['status', 'alice', '--auth', 'basic'], '--auth must be sigv4 or bearer'],
+  ])('%j', async (argv, message) => {
+    const run = await cli(argv as string[]);
+    expect(run.code).toBe(2);
+    expect(run.stdout).toBe('');
+    expect(run.stderr.startsWith(`tokenkeeper: ${message}`)).toBe(true);
+    expect(run.stderr.endsWith(' (see tokenkeeper --help)\n')).toBe(true);
+    expect(run.stderr.trimEnd().split('\n')).toHaveLength(1);
+  });
+
+  it('--help', async () => {
+    const run = await cli(['--help']);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toMatch(/^Usage: tokenkeeper <command>/u);
+  });
+
+  it('a --file that is missing or not JSON: exit 1', async () => {
+    const missing = await cli(['sessions', 'put', 'u', 'github', '--file', join(scratch, 'none.json')]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/^tokenkeeper: cannot read .*none\.json: ENOENT/u);
+    const bad = join(scratch, 'bad.json');
+    await writeFile(bad, '{nope');
+    expect((await cli(['sessions', 'put', 'u', 'github', '--file', bad])).stderr).toBe(
+      `tokenkeeper: ${bad} is not valid JSON\n`,
+    );
+  });
+});
+
+describe('the package bin', () => {
+  it('node bin/tokenkeeper.js runs the CLI and sets the exit code', async () => {
+    const bin = fileURLToPath(new URL('../../bin/tokenkeeper.js', import.meta.url));
+    const env = { ...process.env, PORT: port, TOKENKEEPER_DATA_DIR: keeper.dataDir, NO_COLOR: '1' };
+    const run = promisify(execFile);
+    const ok = await run(process.execPath, [bin, 'status', 'nobody'], { env });
+    expect(ok.stdout).toBe('no sessions for user nobody\n');
+    const failed = await run(process.execPath, [bin, 'sessions', 'show', 'nobody', 'github'], { env }).catch(
+      (e: { code: number; stderr: string }) => e,
+    );
+    expect(failed).toMatchObject({
+      code: 1,
+      stderr: 'tokenkeeper: session_not_found: no session for this user and provider\n',
+    });
+  });
+});

@@ -1,0 +1,196 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  InvalidRequestError,
+  ProviderNotFoundError,
+  ReauthorizationRequiredError,
+  RefreshUnavailableError,
+  SessionNotFoundError,
+  TokenKeeperClient,
+  UnauthorizedError,
+} from '../../client/index.js';
+import { MCP_RESOURCE, type OAuthServer, startOAuthServer } from '../support/oauth-server.js';
+import { startTestStack, type TestStack } from '../support/stack.js';
+
+/**
+ * The typed client against the real local stack (dynalite, the API handler) and a real OAuth server
+ * (oidc-provider with refresh-token rotation and reuse detection).
+ */
+
+let oauth: OAuthServer;
+let keeper: TestStack;
+let requests: string[];
+let sleeps: number[];
+let client: TokenKeeperClient;
+let seq = 0;
+
+function newClient(apiKey = keeper.apiKey, maxRetries = 2): TokenKeeperClient {
+  return new TokenKeeperClient({
+    baseUrl: keeper.url,
+    auth: { kind: 'bearer', apiKey },
+    fetch: (input, init) => {
+      requests.push(`${init?.method ?? 'GET'} ${new URL(String(input)).pathname}`);
+      return fetch(input, init);
+    },
+    sleep: async (ms) => {
+      sleeps.push(ms);
+    },
+    maxRetries,
+  });
+}
+
+async function connect(userId = `client-user-${++seq}`): Promise<{ userId: string; refreshToken: string }> {
+  const tokens = await oauth.login({ clientId: oauth.clients.basic.clientId, accountId: userId });
+  const put = await client.putSession(userId, 'mcp', tokens);
+  expect(put.created).toBe(true);
+  return { userId, refreshToken: tokens.refresh_token };
+}
+
+beforeAll(async () => {
+  oauth = await startOAuthServer({ accessTokenTtl: 3600 });
+  keeper = await startTestStack();
+  requests = [];
+  sleeps = [];
+  client = newClient();
+  const put = await client.putProvider('mcp', {
+    issuer: oauth.issuer,
+    clientId: oauth.clients.basic.clientId,
+    clientSecret: oauth.clients.basic.clientSecret,
+    resource: MCP_RESOURCE,
+  });
+  expect(put.created).toBe(true);
+});
+
+afterAll(async () => {
+  await keeper?.stop();
+  await oauth?.stop();
+});
+
+describe('TokenKeeperClient against the local stack', () => {
+  it('providers: put (created, replaced) and get, never the secret', async () => {
+    const again = await client.putProvider('mcp', {
+      issuer: oauth.issuer,
+      clientId: oauth.clients.basic.clientId,
+      clientSecret: oauth.clients.basic.clientSecret,
+      resource: MCP_RESOURCE,
+    });
+    expect(again.created).toBe(false);
+    const provider = await client.getProvider('mcp');
+    expect(provider).toMatchObject({
+      providerId: 'mcp',
+      clientId: oauth.clients.basic.clientId,
+      clientAuthMethod: 'client_secret_basic',
+      hasClientSecret: true,
+      resource: MCP_RESOURCE,
+    });
+    expect(JSON.stringify(provider)).not.toContain(oauth.clients.basic.clientSecret);
+    await expect(client.getProvider('missing')).rejects.toThrow(ProviderNotFoundError);
+  });
+
+  it('sessions: put, get, list, delete, with ids that need percent-encoding', async () => {
+    const userId = 'dana@example.com/team a';
+    await connect(userId);
+    const tokens = await oauth.login({ clientId: oauth.clients.basic.clientId, accountId: 'dana' });
+    expect((await client.putSession(userId, 'mcp', tokens)).created).toBe(false);
+    const session = await client.getSession(userId, 'mcp');
+    expect(session).toMatchObject({ userId, providerId: 'mcp', status: 'active', refreshable: true });
+    expect(await client.listSessions(userId)).toEqual([session]);
+    await client.deleteSession(userId, 'mcp');
+    expect(await client.listSessions(userId)).toEqual([]);
+    const error = await client.getSession(userId, 'mcp').catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(SessionNotFoundError);
+    expect(error).toMatchObject({ status: 404, code: 'session_not_found' });
+    await expect(client.putSession('x', 'unregistered', tokens)).rejects.toThrow(ProviderNotFoundError);
+    await expect(client.putSession('x', 'mcp', { access_token: '' })).rejects.toThrow(InvalidRequestError);
+  });
+
+  it('getToken: a valid token, then from memory; concurrent calls share one request', async () => {
+    const { userId } = await connect();
+    requests.length = 0;
+    const first = await client.getToken(userId, 'mcp', { minValidity: 300 });
+    expect((await oauth.introspect(first.access_token)).active).toBe(true);
+    expect(first.expires_in).toBeGreaterThan(300);
+    const again = await Promise.all(Array.from({ length: 10 }, () => client.getToken(userId, 'mcp')));
+    expect(new Set(again.map((t) => t.access_token))).toEqual(new Set([first.access_token]));
+    expect(requests).toHaveLength(1);
+
+    const fresh = newClient();
+    requests.length = 0;
+    const concurrent = await Promise.all(Array.from({ length: 10 }, () => fresh.getToken(userId, 'mcp')));
+    expect(new Set(concurrent.map((t) => t.access_token)).size).toBe(1);
+    expect(requests).toEqual([`GET /v1/sessions/${userId}/mcp/token`]);
+  });
+
+  it('getToken force: one new token for concurrent forced calls, and it replaces the cached one', async () => {
+    const { userId } = await connect();
+    const before = await client.getToken(userId, 'mcp');
+    oauth.proxy.reset();
+    requests.length = 0;
+    const forced = await Promise.all(
+      Array.from({ length: 5 }, () => client.getToken(userId, 'mcp', { force: true })),
+    );
+    const after = forced[0]?.access_token as string;
+    expect(after).not.toBe(before.access_token);
+    expect(new Set(forced.map((t) => t.access_token))).toEqual(new Set([after]));
+    expect(requests).toHaveLength(1);
+    expect(oauth.proxy.requests.filter((r) => r.grantType === 'refresh_token')).toHaveLength(1);
+    expect((await client.getToken(userId, 'mcp')).access_token).toBe(after);
+    expect(requests).toHaveLength(1);
+    expect((await oauth.introspect(after)).active).toBe(true);
+  });
+
+  it('a provider failing transiently: retried as Retry-After asks, then RefreshUnavailableError', async () => {
+    const { userId } = await connect();
+    await client.getToken(userId, 'mcp');
+    oauth.proxy.setFault({ kind: 'status', status: 503, body: 'maintenance' });
+    sleeps.length = 0;
+    requests.length = 0;
+    try {
+      const error = await client.getToken(userId, 'mcp', { force: true }).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(RefreshUnavailableError);
+      const unavailable = error as RefreshUnavailableError;
+      expect(unavailable).toMatchObject({ status: 503, code: 'refresh_unavailable' });
+      expect(unavailable.retryAfterSeconds).toBeGreaterThan(0);
+      // The first try and two retries, each after the server's Retry-After.
+      expect(requests).toHaveLength(3);
+      expect(sleeps).toHaveLength(2);
+      for (const ms of sleeps) expect(ms).toBeGreaterThanOrEqual(1000);
+      const session = await client.getSession(userId, 'mcp');
+      expect(session.status).toBe('active');
+      expect(session.failureCount).toBeGreaterThan(0);
+    } finally {
+      oauth.proxy.setFault(null);
+    }
+  });
+
+  it('a dead grant: ReauthorizationRequiredError with the server code, and the session is kept', async () => {
+    const { userId } = await connect();
+    await client.getToken(userId, 'mcp');
+    oauth.proxy.setFault({ kind: 'oauth-error', status: 400, error: 'invalid_grant', times: 1 });
+    const error = await client.getToken(userId, 'mcp', { force: true }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ReauthorizationRequiredError);
+    expect(error).toMatchObject({ status: 409, code: 'reauthorization_required' });
+    // The cached token is forgotten too: the next plain call asks the server and gets the same answer.
+    await expect(client.getToken(userId, 'mcp')).rejects.toThrow(ReauthorizationRequiredError);
+    expect((await client.getSession(userId, 'mcp')).status).toBe('reauthorization_required');
+  });
+
+  it('typed errors for bad input and a wrong key', async () => {
+    const { userId } = await connect();
+    const error = await client.getToken(userId, 'mcp', { minValidity: 999_999 }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(InvalidRequestError);
+    expect((error as InvalidRequestError).description).toContain('minValidity');
+    await expect(client.getToken('nobody', 'mcp')).rejects.toThrow(SessionNotFoundError);
+    const wrong = await newClient('not-the-key')
+      .listSessions(userId)
+      .catch((e: unknown) => e);
+    expect(wrong).toBeInstanceOf(UnauthorizedError);
+    expect(wrong).toMatchObject({ status: 401, code: 'unauthorized' });
+  });
+
+  it('health and the local sweep', async () => {
+    expect(await client.health()).toEqual({ status: 'ok' });
+    const summary = await client.sweepLocal();
+    expect(summary).toMatchObject({ missed: 0 });
+    expect(typeof summary.durationMs).toBe('number');
+  });
+});
