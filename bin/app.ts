@@ -3,7 +3,7 @@ import { AwsSolutionsChecks } from 'cdk-nag';
 import { loadConfig, type TokenKeeperConfig, TokenKeeperConfigError } from '../lib/config.js';
 import { TokenKeeperStack } from '../lib/tokenkeeper-stack.js';
 
-/** CDK app entry (`npx cdk synth|deploy`). Configuration comes from CDK context; see docs/deploy.md. */
+/** CDK app entry (`npx cdk synth|deploy`). Configuration comes from CDK context; see the README, section Deploy. */
 const app = new App();
 
 let config: TokenKeeperConfig;

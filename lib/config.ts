@@ -99,7 +99,7 @@ export class TokenKeeperConfigError extends Error {
   constructor(readonly problems: string[]) {
     super(
       `Invalid tokenkeeper configuration (CDK context):\n${problems.map((p) => `  - ${p}`).join('\n')}\n` +
-        'Set values in cdk.json "context" or with `npx cdk synth -c key=value`; see docs/deploy.md.',
+        'Set values in cdk.json "context" or with `npx cdk synth -c key=value`; see the README, section Deploy.',
     );
     this.name = 'TokenKeeperConfigError';
   }

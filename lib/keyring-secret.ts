@@ -34,7 +34,7 @@ export class KeyringSecret extends Construct {
     Validations.of(this.secret).acknowledge({
       id: 'AwsSolutions-SMG4',
       reason:
-        'Keys roll over inside the keyring (add a key id, switch "current"; docs/deploy.md); a rotation Lambda would drop the old keys and orphan every sealed token.',
+        'Keys roll over inside the keyring (add a key id, switch "current"; README, Deploy); a rotation Lambda would drop the old keys and orphan every sealed token.',
     });
   }
 

@@ -129,7 +129,7 @@ describe('parseConfig', () => {
     expect(message).toContain('shardCount must be between 1 and 1000, got 0');
     expect(message).toContain('refreshConcurrency must be a whole number, got "many"');
     expect(message).toContain('httpTimeoutMs must be between 100 and 20000');
-    expect(message).toContain('docs/deploy.md');
+    expect(message).toContain('README, section Deploy');
   });
 
   it('refuses an unknown removal policy, log level, log retention and a malformed e-mail', () => {
