@@ -36,6 +36,7 @@ export function backoffDelayMs(failureCount: number, policy: BackoffPolicy, rand
 
 export interface ProviderLookup {
   get(providerId: string): Promise<ProviderConfig | undefined>;
+  invalidate?(providerId: string): void;
 }
 
 export interface RefresherOptions {
@@ -125,6 +126,12 @@ export class Refresher {
         });
         return { kind: 'lease_lost' };
       }
+      if (provider.clientRejectedAt !== undefined) {
+        // The provider accepts our client again: clear the operator-visible flag.
+        await store.clearProviderRejected(key.providerId);
+        this.o.providers.invalidate?.(key.providerId);
+        logger.info('provider accepts our client again', { providerId: key.providerId });
+      }
       if (leased.failureCount > 0) {
         await this.publish('SessionRecovered', {
           ...key,
@@ -169,6 +176,7 @@ export class Refresher {
         code: failure.code,
       });
       await store.flagProviderRejected(key.providerId, clock.now());
+      this.o.providers.invalidate?.(key.providerId);
       const outcome = await this.failTransient(key, owner, leased, failure);
       if (outcome.kind !== 'transient') return outcome;
       return { kind: 'client_rejected', code: failure.code, retryAfterSeconds: outcome.retryAfterSeconds };

@@ -111,6 +111,8 @@ export interface SessionStore {
   getProvider(providerId: string): Promise<ProviderConfig | undefined>;
   putProvider(provider: ProviderConfig): Promise<{ created: boolean }>;
   flagProviderRejected(providerId: string, at: number): Promise<void>;
+  /** Clears the flag once a grant with the provider succeeds again. */
+  clearProviderRejected(providerId: string): Promise<void>;
 }
 
 export function shardOf(key: SessionKey, shardCount: number): number {
@@ -573,6 +575,22 @@ export class DynamoSessionStore implements SessionStore {
       new PutCommand({ TableName: this.tableName, Item: item, ReturnValues: 'ALL_OLD' }),
     );
     return { created: Attributes === undefined };
+  }
+
+  async clearProviderRejected(providerId: string): Promise<void> {
+    await this.doc
+      .send(
+        new UpdateCommand({
+          TableName: this.tableName,
+          Key: { [TABLE.partitionKey]: providerPk(providerId), [TABLE.sortKey]: PROVIDER_SK },
+          UpdateExpression: 'REMOVE clientRejectedAt',
+          ConditionExpression: 'attribute_exists(#pk)',
+          ExpressionAttributeNames: { '#pk': TABLE.partitionKey },
+        }),
+      )
+      .catch((err) => {
+        if (!isConditionFailure(err)) throw err;
+      });
   }
 
   async flagProviderRejected(providerId: string, at: number): Promise<void> {

@@ -34,6 +34,7 @@ const MAX_ROUNDS = 1_000;
 export class DefaultTokenService implements TokenService {
   private readonly o: TokenServiceOptions;
   private readonly inflight = new Map<string, Promise<RefreshOutcome>>();
+  private readonly reads = new Map<string, Promise<SessionRecord | undefined>>();
 
   constructor(options: TokenServiceOptions) {
     this.o = options;
@@ -48,7 +49,12 @@ export class DefaultTokenService implements TokenService {
 
     for (let round = 0; round < MAX_ROUNDS; round++) {
       // The first read may be eventually consistent (the hot path); re-reads after a refusal may not.
-      const record = await store.getSession(key, { consistent: round > 0 || request.force });
+      // A forced call's first read is its own: the version it sees must postdate the token it rejects.
+      const consistent = round > 0 || request.force;
+      const record =
+        request.force && round === 0
+          ? await store.getSession(key, { consistent })
+          : await this.sharedRead(key, consistent);
       if (!record) throw new SessionNotFoundError();
       if (record.status === 'reauthorization_required') {
         throw new ReauthorizationRequiredError(
@@ -124,6 +130,17 @@ export class DefaultTokenService implements TokenService {
       }
     }
     throw new RefreshUnavailableError('the session kept changing while a token was requested', 1);
+  }
+
+  /** Concurrent reads of one session in this process share one GetItem (single-flight). */
+  private sharedRead(key: SessionKey, consistent: boolean): Promise<SessionRecord | undefined> {
+    const id = `${sessionKeyString(key)}\u0000${consistent ? 'c' : 'e'}`;
+    let read = this.reads.get(id);
+    if (!read) {
+      read = this.o.store.getSession(key, { consistent }).finally(() => this.reads.delete(id));
+      this.reads.set(id, read);
+    }
+    return read;
   }
 
   private startRefresh(id: string, key: SessionKey, condition: LeaseCondition): Promise<RefreshOutcome> {

@@ -297,6 +297,10 @@ describe('fault matrix: invalid_client flags the provider and keeps its sessions
     expect(oauth.proxy.reuseCount()).toBe(0);
     expect(eventsFor(stack.logs, 'SessionRecovered', s)).toHaveLength(1);
     expect(eventsFor(stack.logs, 'SessionRecovered', sibling)).toHaveLength(0);
+    // A grant that works again clears the provider's flag.
+    expect(
+      ((await stack.call('GET', '/v1/providers/mcp')).body as Record<string, unknown>).clientRejectedAt,
+    ).toBe(undefined);
   });
 });
 

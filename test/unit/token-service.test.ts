@@ -64,6 +64,24 @@ describe('DefaultTokenService', () => {
     expect(lease).not.toHaveBeenCalled();
   });
 
+  it('20 concurrent calls for one fresh session in one process share one read (single-flight)', async () => {
+    const s = await addSession(fx, { providerId, expiresIn: 3600 });
+    const reads = vi.spyOn(fx.runtime.store, 'getSession');
+    const served = await Promise.all(Array.from({ length: 20 }, () => getToken(s.key)));
+    expect(new Set(served.map((t) => t.access_token))).toEqual(new Set([s.accessToken]));
+    expect(reads).toHaveBeenCalledTimes(1);
+  });
+
+  it('a forced call does its own first read: its version is never older than the token it rejects', async () => {
+    const s = await addSession(fx, { providerId, expiresIn: 3600 });
+    const reads = vi.spyOn(fx.runtime.store, 'getSession');
+    await Promise.all([getToken(s.key), getToken(s.key, FORCED)]);
+    expect(
+      reads.mock.calls.filter(([, options]) => options?.consistent === true).length,
+    ).toBeGreaterThanOrEqual(1);
+    expect(reads.mock.calls.length).toBeGreaterThanOrEqual(2);
+  });
+
   it('refreshes with exactly one grant when the token is below minValidity', async () => {
     const s = await addSession(fx, { providerId, expiresIn: 59 });
     const result = await getToken(s.key);
@@ -91,9 +109,12 @@ describe('DefaultTokenService', () => {
 
     const calls = Array.from({ length: 20 }, () => getToken(s.key));
     await gate.arrived;
-    await vi.waitFor(() => expect(reads.done).toBe(20), { timeout: 10_000, interval: 5 });
+    // One shared read (single-flight) served all 20; give them a moment to reach the refresh in flight.
+    await vi.waitFor(() => expect(reads.done).toBe(1), { timeout: 10_000, interval: 5 });
+    await new Promise((resolve) => setTimeout(resolve, 20));
     gate.release();
     const results = await Promise.all(calls);
+    expect(reads.done).toBe(1);
 
     expect(fx.endpoint.requests).toHaveLength(1);
     expect(new Set(results.map((r) => r.access_token))).toEqual(
@@ -111,6 +132,7 @@ describe('DefaultTokenService', () => {
 
     const calls = Array.from({ length: 20 }, () => getToken(s.key, FORCED));
     await gate.arrived;
+    // Forced calls read for themselves (their version must postdate the token they reject).
     await vi.waitFor(() => expect(reads.done).toBe(20), { timeout: 10_000, interval: 5 });
     gate.release();
     const results = await Promise.all(calls);
