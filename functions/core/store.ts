@@ -7,6 +7,7 @@ import {
   PutCommand,
   QueryCommand,
   UpdateCommand,
+  type UpdateCommandInput,
 } from '@aws-sdk/lib-dynamodb';
 import type { FieldCipher } from './crypto.js';
 import type { ClientAuthMethod, LastError, ProviderConfig, SessionKey, SessionStatus } from './model.js';
@@ -187,6 +188,20 @@ export class DynamoSessionStore implements SessionStore {
     this.shardCount = options.shardCount;
   }
 
+  /**
+   * One conditional UpdateItem. Returns the item as written (when `ReturnValues` asks for it), `{}`
+   * when written without return values, or undefined when the condition refused the write.
+   */
+  private async conditionalUpdate(input: Omit<UpdateCommandInput, 'TableName'>): Promise<Item | undefined> {
+    try {
+      const { Attributes } = await this.doc.send(new UpdateCommand({ TableName: this.tableName, ...input }));
+      return Attributes ?? {};
+    } catch (err) {
+      if (isConditionFailure(err)) return undefined;
+      throw err;
+    }
+  }
+
   async getSession(
     key: SessionKey,
     options: { consistent?: boolean } = {},
@@ -343,27 +358,19 @@ export class DynamoSessionStore implements SessionStore {
         values[':version'] = condition.version;
         break;
     }
-    try {
-      const { Attributes } = await this.doc.send(
-        new UpdateCommand({
-          TableName: this.tableName,
-          Key: keyOf(key),
-          UpdateExpression: 'SET leaseOwner = :owner, leaseUntil = :until',
-          ConditionExpression:
-            '#status = :active AND attribute_exists(refreshToken)' +
-            ' AND (attribute_not_exists(leaseUntil) OR leaseUntil < :now)' +
-            ' AND (attribute_not_exists(nextAttemptAt) OR nextAttemptAt <= :now)' +
-            ` AND ${extra}`,
-          ExpressionAttributeNames: names,
-          ExpressionAttributeValues: values,
-          ReturnValues: 'ALL_NEW',
-        }),
-      );
-      return Attributes ? toRecord(Attributes) : undefined;
-    } catch (err) {
-      if (isConditionFailure(err)) return undefined;
-      throw err;
-    }
+    const item = await this.conditionalUpdate({
+      Key: keyOf(key),
+      UpdateExpression: 'SET leaseOwner = :owner, leaseUntil = :until',
+      ConditionExpression:
+        '#status = :active AND attribute_exists(refreshToken)' +
+        ' AND (attribute_not_exists(leaseUntil) OR leaseUntil < :now)' +
+        ' AND (attribute_not_exists(nextAttemptAt) OR nextAttemptAt <= :now)' +
+        ` AND ${extra}`,
+      ExpressionAttributeNames: names,
+      ExpressionAttributeValues: values,
+      ReturnValues: 'ALL_NEW',
+    });
+    return item ? toRecord(item) : undefined;
   }
 
   async commitRefresh(
@@ -403,23 +410,15 @@ export class DynamoSessionStore implements SessionStore {
       // No lifetime given: never refreshed on schedule, and no invented expiry.
       remove.push('expiresAt', TABLE.shardAttribute);
     }
-    try {
-      const { Attributes } = await this.doc.send(
-        new UpdateCommand({
-          TableName: this.tableName,
-          Key: keyOf(key),
-          UpdateExpression: `SET ${set.join(', ')} REMOVE ${remove.join(', ')}`,
-          ConditionExpression: 'leaseOwner = :owner',
-          ExpressionAttributeNames: tokens.scope !== undefined ? { '#scope': 'scope' } : undefined,
-          ExpressionAttributeValues: values,
-          ReturnValues: 'ALL_NEW',
-        }),
-      );
-      return Attributes ? toRecord(Attributes) : undefined;
-    } catch (err) {
-      if (isConditionFailure(err)) return undefined;
-      throw err;
-    }
+    const item = await this.conditionalUpdate({
+      Key: keyOf(key),
+      UpdateExpression: `SET ${set.join(', ')} REMOVE ${remove.join(', ')}`,
+      ConditionExpression: 'leaseOwner = :owner',
+      ExpressionAttributeNames: tokens.scope !== undefined ? { '#scope': 'scope' } : undefined,
+      ExpressionAttributeValues: values,
+      ReturnValues: 'ALL_NEW',
+    });
+    return item ? toRecord(item) : undefined;
   }
 
   async recordFailure(
@@ -445,38 +444,23 @@ export class DynamoSessionStore implements SessionStore {
       set.push('nextAttemptAt = :next');
       values[':next'] = failure.nextAttemptAt;
     }
-    try {
-      await this.doc.send(
-        new UpdateCommand({
-          TableName: this.tableName,
-          Key: keyOf(key),
-          UpdateExpression: `SET ${set.join(', ')} REMOVE ${remove.join(', ')}`,
-          ConditionExpression: 'leaseOwner = :owner',
-          ExpressionAttributeNames: Object.keys(names).length > 0 ? names : undefined,
-          ExpressionAttributeValues: values,
-        }),
-      );
-      return true;
-    } catch (err) {
-      if (isConditionFailure(err)) return false;
-      throw err;
-    }
+    const written = await this.conditionalUpdate({
+      Key: keyOf(key),
+      UpdateExpression: `SET ${set.join(', ')} REMOVE ${remove.join(', ')}`,
+      ConditionExpression: 'leaseOwner = :owner',
+      ExpressionAttributeNames: Object.keys(names).length > 0 ? names : undefined,
+      ExpressionAttributeValues: values,
+    });
+    return written !== undefined;
   }
 
   async releaseLease(key: SessionKey, owner: string): Promise<void> {
-    try {
-      await this.doc.send(
-        new UpdateCommand({
-          TableName: this.tableName,
-          Key: keyOf(key),
-          UpdateExpression: 'REMOVE leaseOwner, leaseUntil',
-          ConditionExpression: 'leaseOwner = :owner',
-          ExpressionAttributeValues: { ':owner': owner },
-        }),
-      );
-    } catch (err) {
-      if (!isConditionFailure(err)) throw err;
-    }
+    await this.conditionalUpdate({
+      Key: keyOf(key),
+      UpdateExpression: 'REMOVE leaseOwner, leaseUntil',
+      ConditionExpression: 'leaseOwner = :owner',
+      ExpressionAttributeValues: { ':owner': owner },
+    });
   }
 
   async queryDue(
@@ -578,35 +562,25 @@ export class DynamoSessionStore implements SessionStore {
   }
 
   async clearProviderRejected(providerId: string): Promise<void> {
-    await this.doc
-      .send(
-        new UpdateCommand({
-          TableName: this.tableName,
-          Key: { [TABLE.partitionKey]: providerPk(providerId), [TABLE.sortKey]: PROVIDER_SK },
-          UpdateExpression: 'REMOVE clientRejectedAt',
-          ConditionExpression: 'attribute_exists(#pk)',
-          ExpressionAttributeNames: { '#pk': TABLE.partitionKey },
-        }),
-      )
-      .catch((err) => {
-        if (!isConditionFailure(err)) throw err;
-      });
+    await this.updateProvider(providerId, 'REMOVE clientRejectedAt');
   }
 
   async flagProviderRejected(providerId: string, at: number): Promise<void> {
-    try {
-      await this.doc.send(
-        new UpdateCommand({
-          TableName: this.tableName,
-          Key: { [TABLE.partitionKey]: providerPk(providerId), [TABLE.sortKey]: PROVIDER_SK },
-          UpdateExpression: 'SET clientRejectedAt = :at',
-          ConditionExpression: 'attribute_exists(#pk)',
-          ExpressionAttributeNames: { '#pk': TABLE.partitionKey },
-          ExpressionAttributeValues: { ':at': at },
-        }),
-      );
-    } catch (err) {
-      if (!isConditionFailure(err)) throw err;
-    }
+    await this.updateProvider(providerId, 'SET clientRejectedAt = :at', { ':at': at });
+  }
+
+  /** Updates an existing provider item; a provider deleted meanwhile is left alone. */
+  private async updateProvider(
+    providerId: string,
+    expression: string,
+    values?: Record<string, unknown>,
+  ): Promise<void> {
+    await this.conditionalUpdate({
+      Key: { [TABLE.partitionKey]: providerPk(providerId), [TABLE.sortKey]: PROVIDER_SK },
+      UpdateExpression: expression,
+      ConditionExpression: 'attribute_exists(#pk)',
+      ExpressionAttributeNames: { '#pk': TABLE.partitionKey },
+      ExpressionAttributeValues: values,
+    });
   }
 }
