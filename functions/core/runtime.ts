@@ -55,6 +55,8 @@ export interface RuntimeDeps {
 
 export interface Runtime {
   config: Config;
+  /** Loads the keyring now (it is otherwise read on first use), so a bad keyring fails at start-up. */
+  ready(): Promise<void>;
   clock: Clock;
   logger: Logger;
   metrics: Metrics;
@@ -165,6 +167,9 @@ export function createRuntime(deps: RuntimeDeps): Runtime {
 
   return {
     config,
+    ready: async () => {
+      await keyring();
+    },
     clock,
     logger,
     metrics,

@@ -150,6 +150,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     clock: options.clock,
     fetch: options.fetch,
   });
+  await runtime.ready();
   const api = createApiHandler(runtime, { apiKey });
   const refresh = createRefreshHandler(runtime);
   const bearerOk = createBearerCheck(apiKey);

@@ -1,0 +1,97 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+
+/**
+ * `npm start` as a newcomer runs it: the real entry point in its own process, on a fresh data
+ * directory. It must answer health within 10 s, keep its key and keyring private, print a line per
+ * sweep, refuse a bad configuration with a clear message, and stop cleanly on SIGTERM.
+ */
+
+const ROOT = join(import.meta.dirname, '..', '..');
+const children: ChildProcess[] = [];
+const dirs: string[] = [];
+
+afterEach(async () => {
+  for (const child of children.splice(0)) if (child.exitCode === null) child.kill('SIGKILL');
+  for (const dir of dirs.splice(0)) await rm(dir, { recursive: true, force: true });
+});
+
+function start(env: Record<string, string>) {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'bin/local.ts'], {
+    cwd: ROOT,
+    env: { ...process.env, PORT: '0', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.push(child);
+  let stdout = '';
+  let stderr = '';
+  child.stdout?.on('data', (c) => {
+    stdout += String(c);
+  });
+  child.stderr?.on('data', (c) => {
+    stderr += String(c);
+  });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return { child, exited, out: () => stdout, err: () => stderr };
+}
+
+async function waitFor<T>(probe: () => T | undefined, timeoutMs: number): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+describe('npm start (bin/local.ts)', () => {
+  it('is healthy within 10 s, keeps its secrets private, sweeps on demand and stops cleanly on SIGTERM', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'tokenkeeper-start-'));
+    dirs.push(dataDir);
+    const startedAt = Date.now();
+    const run = start({ TOKENKEEPER_DATA_DIR: dataDir });
+    const url = await waitFor(() => /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(run.out())?.[1], 10_000);
+    const health = await fetch(`${url}/v1/health`);
+    expect(health.status).toBe(200);
+    expect(Date.now() - startedAt).toBeLessThan(10_000);
+
+    // Bound to loopback only; the generated key and keyring are owner-only files.
+    expect(url.startsWith('http://127.0.0.1:')).toBe(true);
+    expect(run.out()).toContain(join(dataDir, 'api-key'));
+    expect((await stat(join(dataDir, 'api-key'))).mode & 0o777).toBe(0o600);
+    expect((await stat(join(dataDir, 'keyring.json'))).mode & 0o777).toBe(0o600);
+    const key = (await readFile(join(dataDir, 'api-key'), 'utf8')).trim();
+    expect(run.out()).not.toContain(key);
+
+    expect((await fetch(`${url}/v1/sessions/alice`)).status).toBe(401);
+    const sweep = await fetch(`${url}/local/sweep`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}` },
+    });
+    expect(sweep.status).toBe(200);
+    expect(await sweep.json()).toMatchObject({ due: 0, refreshed: 0, backlog: 0 });
+    await waitFor(() => (/^sweep: due 0 \/ refreshed 0/m.test(run.out()) ? true : undefined), 5_000);
+
+    run.child.kill('SIGTERM');
+    expect(await run.exited).toBe(0);
+    expect(run.out()).toContain('SIGTERM received, stopping');
+  });
+
+  it('refuses a refresh window not larger than the interval with a clear message and exit code 1', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'tokenkeeper-start-'));
+    dirs.push(dataDir);
+    const run = start({
+      TOKENKEEPER_DATA_DIR: dataDir,
+      TOKENKEEPER_REFRESH_INTERVAL_SECONDS: '600',
+      TOKENKEEPER_REFRESH_WINDOW_SECONDS: '300',
+    });
+    expect(await run.exited).toBe(1);
+    expect(run.err()).toMatch(
+      /configuration error: TOKENKEEPER_REFRESH_WINDOW_SECONDS \(300\) must be larger than TOKENKEEPER_REFRESH_INTERVAL_SECONDS \(600\)/,
+    );
+  });
+});
