@@ -523,9 +523,13 @@ function send(
 export function createGuardedFetch(options: GuardedFetchOptions): FetchLike {
   const allow = options.allowInsecureHttp;
   const lookup = options.lookup ?? (dns.lookup as LookupFunction);
+  // Keep-alive: a sweep sends many grants to the same token endpoint, and a new connection (a TLS
+  // handshake) per grant costs the provider's round trips and the keeper's CPU (bench: 1.5x the sweep
+  // time). A pooled socket is only reused for the same host and port, and it was opened to an address
+  // vetted when it was created, so every connection still goes to a vetted address.
   const agents = {
-    http: new http.Agent({ keepAlive: false }),
-    https: new https.Agent({ keepAlive: false, ...(options.ca === undefined ? {} : { ca: options.ca }) }),
+    http: new http.Agent({ keepAlive: true }),
+    https: new https.Agent({ keepAlive: true, ...(options.ca === undefined ? {} : { ca: options.ca }) }),
   };
 
   return async (input, init = {}) => {

@@ -701,7 +701,7 @@ describe('createGuardedFetch with TOKENKEEPER_ALLOW_INSECURE_HTTP talks to a loc
     expect(seen.headers['content-length']).toBe(String(Buffer.byteLength(seen.body)));
     expect(seen.headers.accept).toBe('application/json');
     expect(seen.headers['x-custom']).toBe('yes');
-    expect(seen.headers.connection).toBe('close');
+    expect(seen.headers.connection).toBe('keep-alive');
     expect(new URLSearchParams(seen.body).get('refresh_token')).toBe('rt 1');
     // Assess: the response
     expect(response).toBeInstanceOf(Response);
