@@ -64,7 +64,28 @@ export class Refresher {
     this.instanceId = options.instanceId ?? randomUUID();
   }
 
-  async refresh(key: SessionKey, condition: LeaseCondition): Promise<RefreshOutcome> {
+  /**
+   * `grantDone`, when given, is called as soon as the grant's answer is in (before the commit), or
+   * when no grant will be made: the sweep frees its grant slot with it, so the commit of one session
+   * overlaps the next grant.
+   */
+  async refresh(
+    key: SessionKey,
+    condition: LeaseCondition,
+    options: { grantDone?: () => void } = {},
+  ): Promise<RefreshOutcome> {
+    try {
+      return await this.leaseGrantCommit(key, condition, options.grantDone);
+    } finally {
+      options.grantDone?.();
+    }
+  }
+
+  private async leaseGrantCommit(
+    key: SessionKey,
+    condition: LeaseCondition,
+    grantDone: (() => void) | undefined,
+  ): Promise<RefreshOutcome> {
     const { store, clock, logger } = this.o;
     const owner = `${this.instanceId}:${++this.counter}`;
     const leasedAt = clock.now();
@@ -102,7 +123,12 @@ export class Refresher {
     }
 
     const sentAt = clock.now();
-    const result = await this.o.oauth.refresh(provider, refreshToken);
+    let result: Awaited<ReturnType<RefresherOptions['oauth']['refresh']>>;
+    try {
+      result = await this.o.oauth.refresh(provider, refreshToken);
+    } finally {
+      grantDone?.();
+    }
     if (result.ok) {
       const t = result.tokens;
       const committed = await this.commitWithRetry(

@@ -68,11 +68,20 @@ export class Sweeper implements SweepService {
     };
     let next = 0;
     let stopped = false;
+    const grantSlot = semaphore(this.o.concurrency);
+    const outOfTime = () => stopped || remaining() < this.o.grantReserveMs;
     const worker = async () => {
       for (;;) {
         if (next >= due.length) return;
-        if (stopped || remaining() < this.o.grantReserveMs) {
+        if (outOfTime()) {
           stopped = true;
+          return;
+        }
+        // A grant slot first, then the session: a session is leased only when its grant can start.
+        const release = await grantSlot();
+        if (next >= due.length || outOfTime()) {
+          stopped ||= next < due.length;
+          release();
           return;
         }
         const key = due[next++] as DueKey;
@@ -81,6 +90,7 @@ export class Sweeper implements SweepService {
           const outcome = await this.o.refresher.refresh(
             { userId: key.userId, providerId: key.providerId },
             { kind: 'sweep', dueBy, seenExpiresAt: key.expiresAt },
+            { grantDone: release },
           );
           switch (outcome.kind) {
             case 'refreshed':
@@ -106,9 +116,39 @@ export class Sweeper implements SweepService {
         }
       }
     };
-    await Promise.all(Array.from({ length: Math.max(1, Math.min(this.o.concurrency, due.length)) }, worker));
+    // Twice as many workers as grant slots: a slot is freed as soon as a grant's answer is in, so one
+    // session's commit overlaps the next session's lease and grant instead of holding the slot.
+    const workers = Math.max(1, Math.min(2 * this.o.concurrency, due.length));
+    await Promise.all(Array.from({ length: workers }, worker));
     summary.backlog = due.length - next;
     summary.durationMs = clock.now() - startedAt;
     return summary;
   }
+}
+
+/** A counting semaphore: `acquire()` resolves with a release function once one of `size` slots is free. */
+export function semaphore(size: number): () => Promise<() => void> {
+  let free = size;
+  const waiting: (() => void)[] = [];
+  const release = () => {
+    const next = waiting.shift();
+    if (next) next();
+    else free++;
+  };
+  return () =>
+    new Promise((resolve) => {
+      const grant = () => {
+        let released = false;
+        resolve(() => {
+          if (!released) {
+            released = true;
+            release();
+          }
+        });
+      };
+      if (free > 0) {
+        free--;
+        grant();
+      } else waiting.push(grant);
+    });
 }

@@ -1,5 +1,6 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { shardOf } from '../../functions/core/store.js';
+import { semaphore } from '../../functions/core/sweep.js';
 import { ensureTable } from '../../functions/core/table.js';
 import {
   addProvider,
@@ -13,7 +14,7 @@ import {
   type TestSession,
   uniqueId,
 } from '../support/core-fixture.js';
-import { type DynaliteHandle, startDynalite } from '../support/dynalite.js';
+import { type DynaliteHandle, makeDynamoClient, startDynalite } from '../support/dynalite.js';
 
 describe('Sweeper', () => {
   let handle: DynaliteHandle;
@@ -36,6 +37,45 @@ describe('Sweeper', () => {
     Promise.all(Array.from({ length: n }, (_, i) => addSession(fx, { providerId, expiresIn: expiresIn(i) })));
   const reserveMs = (fx: CoreFixture) => fx.config.httpTimeoutMs + 2_000;
   const versionOf = async (fx: CoreFixture, s: TestSession) => (await rawItem(fx, s.key))?.version;
+
+  it("frees a grant slot when the answer is in: one session's commit overlaps the next grant", async () => {
+    // Guards sweep throughput: with the slot held through the commit, every grant would wait on a write.
+    const tableName = uniqueId('sweep');
+    await ensureTable(handle.client, tableName);
+    const client = makeDynamoClient(handle.endpoint);
+    let releaseCommit: () => void = () => {};
+    const commitHeld = new Promise<void>((resolve) => {
+      releaseCommit = resolve;
+    });
+    let commits = 0;
+    client.middlewareStack.add(
+      (next, context) => async (args) => {
+        const input = args.input as { UpdateExpression?: string };
+        if (
+          context.commandName === 'UpdateItemCommand' &&
+          input.UpdateExpression?.includes('version = version + :one')
+        ) {
+          if (commits++ === 0) await commitHeld;
+        }
+        return next(args);
+      },
+      { step: 'initialize', name: 'holdFirstCommit' },
+    );
+    const fx = createCoreFixture(handle, {
+      tableName,
+      env: { TOKENKEEPER_REFRESH_CONCURRENCY: '1' },
+      dynamodb: client,
+    });
+    const providerId = await addProvider(fx);
+    await addMany(fx, providerId, 2, (i) => 60 + i);
+    const sweeping = fx.runtime.sweeper.sweep();
+    // The first commit is held; the second session's grant must still go out on the one slot.
+    await vi.waitFor(() => expect(fx.endpoint.requests).toHaveLength(2), { timeout: 5_000, interval: 10 });
+    expect(fx.endpoint.maxInFlight).toBe(1);
+    releaseCommit();
+    expect(await sweeping).toMatchObject({ due: 2, refreshed: 2, backlog: 0 });
+    client.destroy();
+  });
 
   it('refreshes only due sessions (expiresAt <= now + window), across all shards', async () => {
     const { fx, providerId } = await setup();
@@ -213,5 +253,33 @@ describe('Sweeper', () => {
     expect(await fx.runtime.sweeper.sweep()).toMatchObject({ due: 1, refreshed: 1 });
     expect(fx.endpoint.presented()).toEqual([s.refreshToken, s.refreshToken]);
     expect(fx.events.map((e) => e.detailType)).toEqual(['SessionRecovered']);
+  });
+});
+
+describe('semaphore', () => {
+  it('lets `size` holders in at once, queues the rest in order, and ignores a second release', async () => {
+    const acquire = semaphore(2);
+    const order: number[] = [];
+    const a = await acquire();
+    const b = await acquire();
+    const c = acquire().then((release) => {
+      order.push(3);
+      return release;
+    });
+    const d = acquire().then((release) => {
+      order.push(4);
+      return release;
+    });
+    await new Promise((r) => setTimeout(r, 5));
+    expect(order).toEqual([]);
+    a();
+    a();
+    const releaseC = await c;
+    await new Promise((r) => setTimeout(r, 5));
+    expect(order).toEqual([3]);
+    b();
+    (await d)();
+    releaseC();
+    expect(order).toEqual([3, 4]);
   });
 });
