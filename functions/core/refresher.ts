@@ -166,7 +166,7 @@ export class Refresher {
           at: new Date(clock.now()).toISOString(),
         });
       }
-      logger.info('session refreshed', {
+      logger.debug('session refreshed', {
         ...key,
         version: committed.version,
         expiresAt: committed.expiresAt ?? null,
