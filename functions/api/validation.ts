@@ -1,4 +1,5 @@
-import { z } from 'zod';
+// A namespace import keeps the bundle tree-shaken; the package's `z` export drags in all of zod (~430 KB).
+import * as z from 'zod/mini';
 import { InvalidRequestError } from '../core/errors.js';
 import type { ClientAuthMethod } from '../core/model.js';
 import { checkProviderUrl } from '../core/net-guard.js';
@@ -67,27 +68,35 @@ function describeIssues(issues: readonly z.core.$ZodIssue[], unknownNoun: string
       if (issue.code === 'unrecognized_keys') {
         const shown = issue.keys.slice(0, 10).map((k) => JSON.stringify(k.slice(0, 64)));
         const more = issue.keys.length > 10 ? `, … (${issue.keys.length - 10} more)` : '';
-        const where = issue.path.length > 0 ? `${issue.path.join('.')}: ` : '';
-        return `${where}unknown ${unknownNoun}${issue.keys.length === 1 ? '' : 's'} ${shown.join(', ')}${more}`;
+        return `unknown ${unknownNoun}${issue.keys.length === 1 ? '' : 's'} ${shown.join(', ')}${more}`;
       }
-      const where = issue.path.length > 0 ? issue.path.join('.') : 'body';
-      return `${where}: ${issue.message}`;
+      return `${issue.path.length > 0 ? issue.path.join('.') : 'body'}: ${issue.message}`;
     })
     .join('; ');
 }
 
-function parseWith<S extends z.ZodType>(schema: S, input: unknown, unknownNoun = 'field'): z.output<S> {
+/** Parses with `schema`, reporting every problem at once (fields in shape order, then unknown fields). */
+function parseWith<S extends z.ZodMiniType>(schema: S, input: unknown, unknownNoun = 'field'): z.output<S> {
   const result = schema.safeParse(input);
   if (!result.success) throw new InvalidRequestError(describeIssues(result.error.issues, unknownNoun));
   return result.data;
 }
+
+const OBJECT_ERROR = { error: 'must be a JSON object' };
 
 /** A string schema with a single wording for "absent" and "not a string". */
 function str(expected: string) {
   return z.string({ error: (issue) => (issue.input === undefined ? 'is required' : `must be ${expected}`) });
 }
 
-const OBJECT_ERROR = { error: 'must be a JSON object' };
+// Length rules are refinements: zod's minLength/maxLength also run on a value that already failed the
+// type check (an array has a length), which would add a second message for the same field.
+const nonEmpty = (expected: string) => z.refine<string>((s) => s !== '', { error: `must be ${expected}` });
+const maxChars = (max: number) =>
+  z.refine<string>((s) => s.length <= max, { error: `must be at most ${max} characters` });
+const maxTokenBytes = z.refine<string>((s) => utf8Length(s) <= MAX_TOKEN_BYTES, {
+  error: `must be at most ${MAX_TOKEN_BYTES} bytes`,
+});
 
 type UrlCheck = { httpOnly: boolean; noCredentials: boolean };
 
@@ -115,10 +124,14 @@ function urlProblem(value: string, check: UrlCheck): string | undefined {
 }
 
 function urlField(check: UrlCheck) {
-  return str('a string').superRefine((value, ctx) => {
-    const problem = urlProblem(value, check);
-    if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem });
-  });
+  return z.optional(
+    str('a string').check(
+      z.superRefine((value, ctx) => {
+        const problem = urlProblem(value, check);
+        if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem });
+      }),
+    ),
+  );
 }
 
 const httpUrl = urlField({ httpOnly: true, noCredentials: true });
@@ -161,27 +174,24 @@ export function parseJsonBody(text: string | undefined): Record<string, unknown>
 
 const providerSchema = z.strictObject(
   {
-    issuer: httpUrl.optional(),
-    tokenEndpoint: httpUrl.optional(),
-    revocationEndpoint: httpUrl.optional(),
-    clientId: str('a non-empty string')
-      .min(1, { error: 'must be a non-empty string' })
-      .max(1024, { error: 'must be at most 1024 characters' }),
-    clientSecret: str('a non-empty string')
-      .min(1, { error: 'must be a non-empty string' })
-      .max(4096, { error: 'must be at most 4096 characters' })
-      .optional(),
-    clientSecretArn: str('a Secrets Manager secret ARN')
-      .max(2048, { error: 'must be at most 2048 characters' })
-      .regex(SECRET_ARN, {
-        error: 'must be a Secrets Manager secret ARN (arn:aws:secretsmanager:…:secret:…)',
-      })
-      .optional(),
-    clientAuthMethod: z
-      .enum(CLIENT_AUTH_METHODS, { error: `must be one of ${CLIENT_AUTH_METHODS.join(', ')}` })
-      .optional(),
-    resource: resourceUri.optional(),
-    scope: str('a string').max(1024, { error: 'must be at most 1024 characters' }).optional(),
+    issuer: httpUrl,
+    tokenEndpoint: httpUrl,
+    revocationEndpoint: httpUrl,
+    clientId: str('a non-empty string').check(nonEmpty('a non-empty string'), maxChars(1024)),
+    clientSecret: z.optional(str('a non-empty string').check(nonEmpty('a non-empty string'), maxChars(4096))),
+    clientSecretArn: z.optional(
+      str('a Secrets Manager secret ARN').check(
+        maxChars(2048),
+        z.regex(SECRET_ARN, {
+          error: 'must be a Secrets Manager secret ARN (arn:aws:secretsmanager:…:secret:…)',
+        }),
+      ),
+    ),
+    clientAuthMethod: z.optional(
+      z.enum(CLIENT_AUTH_METHODS, { error: `must be one of ${CLIENT_AUTH_METHODS.join(', ')}` }),
+    ),
+    resource: resourceUri,
+    scope: z.optional(str('a string').check(maxChars(1024))),
   },
   OBJECT_ERROR,
 );
@@ -221,49 +231,38 @@ export function parseProviderBody(
 
 const DECIMAL = /^\d+(?:\.\d+)?$/u;
 
-/** A number, or a plain decimal string ("3600"); null counts as absent. */
-function numeric(expected: string) {
-  return z.preprocess(
-    (v) => (typeof v === 'string' && DECIMAL.test(v) ? Number(v) : v),
-    z.number({ error: `must be ${expected}` }).refine(Number.isFinite, { error: `must be ${expected}` }),
+/** A number, or a plain decimal string ("3600"), for which `ok` holds; then `checks`. */
+function numeric(expected: string, ok: (n: number) => boolean, ...checks: z.core.$ZodCheck<number>[]) {
+  return z.pipe(
+    z.transform((v: unknown) => (typeof v === 'string' && DECIMAL.test(v) ? Number(v) : v)),
+    z
+      .number({ error: `must be ${expected}` })
+      .check(z.refine(ok, { error: `must be ${expected}` }), ...checks),
   );
 }
 
-function optionalOrNull<T extends z.ZodType>(schema: T) {
-  return z.preprocess((v) => (v === null ? undefined : v), schema.optional());
-}
-
-function boundedToken(expected: string) {
-  return str(expected)
-    .min(1, { error: `must be ${expected}` })
-    .refine((s) => utf8Length(s) <= MAX_TOKEN_BYTES, { error: `must be at most ${MAX_TOKEN_BYTES} bytes` });
-}
-
+/** The token response; an optional field given as null counts as absent. */
 const sessionSchema = z.object(
   {
-    access_token: boundedToken('a non-empty string'),
-    refresh_token: optionalOrNull(boundedToken('a non-empty string')),
-    expires_in: optionalOrNull(
-      numeric('a non-negative number')
-        .refine((n) => n >= 0, { error: 'must be a non-negative number' })
-        // now + expires_in must stay a safe integer (DynamoDB numbers are read back as JS numbers).
-        .refine((n) => n <= MAX_EXPIRES_AT, { error: 'is too large' }),
+    access_token: str('a non-empty string').check(nonEmpty('a non-empty string'), maxTokenBytes),
+    refresh_token: z.nullish(str('a non-empty string').check(nonEmpty('a non-empty string'), maxTokenBytes)),
+    expires_in: z.nullish(
+      // now + expires_in must stay a safe integer (DynamoDB numbers are read back as JS numbers).
+      numeric(
+        'a non-negative number',
+        (n) => n >= 0,
+        z.refine<number>((n) => n <= MAX_EXPIRES_AT, { error: 'is too large' }),
+      ),
     ),
-    expires_at: optionalOrNull(
-      numeric('positive epoch seconds')
-        .refine((n) => n > 0, { error: 'must be positive epoch seconds' })
-        .refine((n) => n <= MAX_EXPIRES_AT, { error: 'must be epoch seconds, not milliseconds' }),
+    expires_at: z.nullish(
+      numeric(
+        'positive epoch seconds',
+        (n) => n > 0,
+        z.refine<number>((n) => n <= MAX_EXPIRES_AT, { error: 'must be epoch seconds, not milliseconds' }),
+      ),
     ),
-    token_type: optionalOrNull(
-      str('a non-empty string')
-        .min(1, { error: 'must be a non-empty string' })
-        .max(128, { error: 'must be at most 128 characters' }),
-    ),
-    scope: optionalOrNull(
-      str('a string').refine((s) => utf8Length(s) <= MAX_TOKEN_BYTES, {
-        error: `must be at most ${MAX_TOKEN_BYTES} bytes`,
-      }),
-    ),
+    token_type: z.nullish(str('a non-empty string').check(nonEmpty('a non-empty string'), maxChars(128))),
+    scope: z.nullish(str('a string').check(maxTokenBytes)),
   },
   OBJECT_ERROR,
 );
@@ -278,24 +277,33 @@ export function parseSessionBody(json: unknown): ValidTokenResponse {
     access_token: body.access_token,
     token_type: body.token_type ?? 'Bearer',
   };
-  if (body.refresh_token !== undefined) out.refresh_token = body.refresh_token;
-  if (body.expires_in !== undefined) out.expires_in = body.expires_in;
-  if (body.expires_at !== undefined) out.expires_at = body.expires_at;
-  if (body.scope !== undefined) out.scope = body.scope;
+  if (body.refresh_token != null) out.refresh_token = body.refresh_token;
+  if (body.expires_in != null) out.expires_in = body.expires_in;
+  if (body.expires_at != null) out.expires_at = body.expires_at;
+  if (body.scope != null) out.scope = body.scope;
   return out;
 }
 
 // --- token query -------------------------------------------------------------------------------
 
+const MIN_VALIDITY_ERROR = { error: `must be an integer from 0 to ${MAX_MIN_VALIDITY}` };
+
 const tokenQuerySchema = z.strictObject(
   {
-    minValidity: z
-      .string()
-      .regex(/^\d{1,6}$/u, { error: `must be an integer from 0 to ${MAX_MIN_VALIDITY}` })
-      .transform(Number)
-      .refine((n) => n <= MAX_MIN_VALIDITY, { error: `must be an integer from 0 to ${MAX_MIN_VALIDITY}` })
-      .optional(),
-    force: z.enum(['true', 'false'], { error: 'must be true or false' }).optional(),
+    minValidity: z.optional(
+      z.pipe(
+        z
+          .string(MIN_VALIDITY_ERROR)
+          .check(z.refine((s) => /^\d{1,6}$/u.test(s) && Number(s) <= MAX_MIN_VALIDITY, MIN_VALIDITY_ERROR)),
+        z.transform(Number),
+      ),
+    ),
+    force: z.optional(
+      z.pipe(
+        z.enum(['true', 'false'], { error: 'must be true or false' }),
+        z.transform((v) => v === 'true'),
+      ),
+    ),
   },
   OBJECT_ERROR,
 );
@@ -306,5 +314,5 @@ const tokenQuerySchema = z.strictObject(
  */
 export function parseTokenQuery(query: Record<string, string>): TokenRequest {
   const q = parseWith(tokenQuerySchema, query, 'query parameter');
-  return { minValidity: q.minValidity ?? DEFAULT_MIN_VALIDITY, force: q.force === 'true' };
+  return { minValidity: q.minValidity ?? DEFAULT_MIN_VALIDITY, force: q.force ?? false };
 }
