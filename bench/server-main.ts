@@ -1,6 +1,7 @@
 import type { Server } from 'node:http';
 import dynalite from 'dynalite';
-import { createTokenEndpoint, listenLocal } from './token-endpoint.js';
+import { listenOnLoopback } from '../functions/local/embedded.js';
+import { createTokenEndpoint } from './token-endpoint.js';
 
 /**
  * Entry point of the bench's child processes: `dynalite` (an in-memory DynamoDB) or `token` (the
@@ -19,7 +20,7 @@ if (mode === 'dynalite') {
   throw new Error(`unknown mode ${mode}`);
 }
 server.keepAliveTimeout = 60_000;
-const port = await listenLocal(server);
+const port = await listenOnLoopback(server);
 process.stdout.write(`${JSON.stringify({ port })}\n`);
 process.on('SIGTERM', () => process.exit(0));
 process.on('disconnect', () => process.exit(0));

@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 
 /**
  * The bench's OAuth token endpoint: answers `refresh_token` grants after a fixed latency with a new
@@ -146,15 +145,4 @@ export function createTokenEndpoint(options: TokenEndpointOptions): {
     }
   });
   return { server, stats: () => ({ ...stats, latencyMs }) };
-}
-
-export async function listenLocal(server: Server): Promise<number> {
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  return (server.address() as AddressInfo).port;
 }

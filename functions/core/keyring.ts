@@ -1,7 +1,6 @@
-import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { GetSecretValueCommand, type SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { generateKeyringJson } from './crypto.js';
+import { readOrCreatePrivateFile } from './private-file.js';
 
 /** Reads a secret's string value from Secrets Manager. */
 export async function readSecretString(client: SecretsManagerClient, secretId: string): Promise<string> {
@@ -17,22 +16,8 @@ export async function readSecretString(client: SecretsManagerClient, secretId: s
 export async function readOrCreateLocalKeyring(
   dataDir: string,
 ): Promise<{ json: string; path: string; created: boolean }> {
-  const path = join(dataDir, 'keyring.json');
-  try {
-    return { json: await readFile(path, 'utf8'), path, created: false };
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-  }
-  await mkdir(dataDir, { recursive: true, mode: 0o700 });
-  const json = generateKeyringJson();
-  try {
-    await writeFile(path, json, { mode: 0o600, flag: 'wx' });
-  } catch (err) {
-    // Another process created it first: use theirs.
-    if ((err as NodeJS.ErrnoException).code === 'EEXIST')
-      return { json: await readFile(path, 'utf8'), path, created: false };
-    throw err;
-  }
-  await chmod(path, 0o600);
-  return { json, path, created: true };
+  const { text, path, created } = await readOrCreatePrivateFile(dataDir, 'keyring.json', () =>
+    generateKeyringJson(),
+  );
+  return { json: text, path, created };
 }

@@ -1,20 +1,23 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { join, resolve } from 'node:path';
-import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { APIGatewayProxyEventV2 } from 'aws-lambda';
-import dynalite from 'dynalite';
 import { createApiHandler } from '../api/adapter.js';
 import { createBearerCheck } from '../api/app.js';
 import type { Config } from '../core/config.js';
 import type { FetchLike } from '../core/oauth.js';
 import type { Clock, Logger } from '../core/ports.js';
+import { readOrCreatePrivateFile } from '../core/private-file.js';
 import { createRuntime, type Runtime } from '../core/runtime.js';
 import type { SweepSummary } from '../core/services.js';
 import { ensureTable } from '../core/table.js';
 import { createRefreshHandler } from '../refresh/adapter.js';
+import {
+  type EmbeddedDynamoDB,
+  listenOnLoopback,
+  localDynamoClient,
+  startEmbeddedDynamoDB,
+} from './embedded.js';
 
 /**
  * The local stack: the same API and refresh handlers as in Lambda, on an embedded DynamoDB
@@ -48,29 +51,15 @@ export interface LocalStack {
 
 const MAX_REQUEST_BYTES = 1024 * 1024;
 
+/** The local API key, generated on first start (a file too short to be a key is replaced). */
 async function readOrCreateApiKey(dataDir: string): Promise<{ key: string; path: string }> {
-  const path = resolve(dataDir, 'api-key');
-  try {
-    const key = (await readFile(path, 'utf8')).trim();
-    if (key.length >= 32) return { key, path };
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-  }
-  await mkdir(dataDir, { recursive: true, mode: 0o700 });
-  const key = randomBytes(32).toString('base64url');
-  await writeFile(path, `${key}\n`, { mode: 0o600 });
-  return { key, path };
-}
-
-async function listen(server: Server, port: number): Promise<number> {
-  await new Promise<void>((resolvePromise, reject) => {
-    server.once('error', reject);
-    server.listen(port, '127.0.0.1', () => {
-      server.off('error', reject);
-      resolvePromise();
-    });
-  });
-  return (server.address() as AddressInfo).port;
+  const { text, path } = await readOrCreatePrivateFile(
+    resolve(dataDir),
+    'api-key',
+    () => `${randomBytes(32).toString('base64url')}\n`,
+    (existing) => existing.trim().length >= 32,
+  );
+  return { key: text.trim(), path };
 }
 
 function toEvent(req: IncomingMessage, body: Buffer, now: number): APIGatewayProxyEventV2 {
@@ -121,24 +110,11 @@ function send(res: ServerResponse, status: number, headers: Record<string, strin
 
 export async function startLocalStack(options: LocalStackOptions): Promise<LocalStack> {
   const { config, logger } = options;
-  let dynamo: Server | undefined;
-  let endpoint = config.dynamodbEndpoint;
-  if (!endpoint) {
-    if (!options.inMemory) await mkdir(join(config.dataDir, 'dynamodb'), { recursive: true, mode: 0o700 });
-    dynamo = dynalite({
-      ...(options.inMemory ? {} : { path: join(config.dataDir, 'dynamodb') }),
-      createTableMs: 0,
-      deleteTableMs: 0,
-      updateTableMs: 0,
-    }) as Server;
-    endpoint = `http://127.0.0.1:${await listen(dynamo, 0)}`;
-  }
-  const dynamodb = new DynamoDBClient({
-    endpoint,
-    region: config.region,
-    credentials: { accessKeyId: 'local', secretAccessKey: 'local' },
-    maxAttempts: 5,
-  });
+  const embedded = config.dynamodbEndpoint
+    ? undefined
+    : await startEmbeddedDynamoDB(options.inMemory ? {} : { path: join(config.dataDir, 'dynamodb') });
+  const endpoint = config.dynamodbEndpoint ?? (embedded as EmbeddedDynamoDB).endpoint;
+  const dynamodb = localDynamoClient(endpoint, { region: config.region });
   await ensureTable(dynamodb, config.tableName);
 
   const generated = config.apiKey ? undefined : await readOrCreateApiKey(config.dataDir);
@@ -226,7 +202,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
         );
     }
   });
-  const port = await listen(server, config.port);
+  const port = await listenOnLoopback(server, config.port);
   const url = `http://127.0.0.1:${port}`;
 
   const timer =
@@ -252,11 +228,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       await new Promise<void>((r) => server.close(() => r()));
       await sweeping?.catch(() => {});
       dynamodb.destroy();
-      if (dynamo) {
-        const d = dynamo;
-        d.closeAllConnections();
-        await new Promise<void>((r) => d.close(() => r()));
-      }
+      await embedded?.stop();
     },
   };
 }

@@ -1,9 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import type { AddressInfo } from 'node:net';
-import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
-import dynalite from 'dynalite';
 import { ensureTable } from '../../functions/core/table.js';
+import { localDynamoClient, startEmbeddedDynamoDB } from '../../functions/local/embedded.js';
 
 export interface DynaliteHandle {
   /** `http://127.0.0.1:<port>` */
@@ -15,28 +14,15 @@ export interface DynaliteHandle {
   stop(): Promise<void>;
 }
 
-/** A DynamoDB client for a local endpoint: region us-east-1, static fake credentials. */
+/** A DynamoDB client for a local endpoint that fails at once (no retries), so tests see faults. */
 export function makeDynamoClient(endpoint: string): DynamoDBClient {
-  return new DynamoDBClient({
-    endpoint,
-    region: 'us-east-1',
-    credentials: { accessKeyId: 'AKIDLOCAL', secretAccessKey: 'local-secret' },
-    maxAttempts: 1,
-  });
+  return localDynamoClient(endpoint, { maxAttempts: 1 });
 }
 
 /** Starts an in-memory dynalite on 127.0.0.1 (ephemeral port) and creates a fresh sessions table. */
 export async function startDynalite(): Promise<DynaliteHandle> {
-  const server = dynalite({ createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const { port } = server.address() as AddressInfo;
-  const endpoint = `http://127.0.0.1:${port}`;
+  const dynamo = await startEmbeddedDynamoDB();
+  const endpoint = dynamo.endpoint;
   const client = makeDynamoClient(endpoint);
   const doc = DynamoDBDocumentClient.from(client, { marshallOptions: { removeUndefinedValues: true } });
   const tableName = `tk-test-${randomUUID().slice(0, 8)}`;
@@ -46,8 +32,7 @@ export async function startDynalite(): Promise<DynaliteHandle> {
     if (stopped) return;
     stopped = true;
     client.destroy();
-    server.closeAllConnections();
-    await new Promise<void>((resolve, reject) => server.close((err) => (err ? reject(err) : resolve())));
+    await dynamo.stop();
   };
 
   try {

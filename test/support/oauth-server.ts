@@ -1,6 +1,5 @@
 import { createHash, generateKeyPair, type JsonWebKey, randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import type {
   Adapter,
   AdapterPayload,
@@ -9,6 +8,7 @@ import type {
   default as ProviderClass,
   ResourceServer,
 } from 'oidc-provider';
+import { listenOnLoopback } from '../../functions/local/embedded.js';
 import { startTokenProxy, type TokenProxy } from './token-proxy.js';
 
 /** The one resource (RFC 8707) the test server knows; login() requests it by default. */
@@ -228,14 +228,7 @@ export async function startOAuthServer(options: OAuthServerOptions = {}): Promis
     }
     callback(req, res);
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const upstreamUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const upstreamUrl = `http://127.0.0.1:${await listenOnLoopback(server)}`;
   proxy.setUpstream(upstreamUrl);
 
   const byId = new Map<string, TestClient>(Object.values(CLIENTS).map((c) => [c.clientId, c]));

@@ -1,10 +1,11 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { loadConfig } from '../../functions/core/config.js';
 import type { Clock, Logger } from '../../functions/core/ports.js';
 import { createRuntime, type Runtime } from '../../functions/core/runtime.js';
+import { localDynamoClient } from '../../functions/local/embedded.js';
 import { type LocalStack, startLocalStack } from '../../functions/local/stack.js';
 
 /**
@@ -99,11 +100,7 @@ export async function startTestStack(
       return res.body as Record<string, number>;
     },
     peer() {
-      const dynamodb = new DynamoDBClient({
-        endpoint: stack.dynamodbEndpoint,
-        region: config.region,
-        credentials: { accessKeyId: 'local', secretAccessKey: 'local' },
-      });
+      const dynamodb = localDynamoClient(stack.dynamodbEndpoint, { region: config.region });
       peers.push(dynamodb);
       return createRuntime({
         config: { ...config, dynamodbEndpoint: stack.dynamodbEndpoint },

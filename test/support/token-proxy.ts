@@ -6,7 +6,8 @@ import {
   type ServerResponse,
   STATUS_CODES,
 } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import type { Socket } from 'node:net';
+import { listenOnLoopback } from '../../functions/local/embedded.js';
 
 /** A fault the proxy answers token-endpoint POSTs with, instead of forwarding them. */
 export type TokenFault = (
@@ -261,14 +262,7 @@ export async function startTokenProxy(options: TokenProxyOptions = {}): Promise<
   });
   server.on('clientError', (_err, socket) => socket.destroy());
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const { port } = server.address() as AddressInfo;
+  const port = await listenOnLoopback(server);
 
   let stopped: Promise<void> | undefined;
   return {
