@@ -30,6 +30,16 @@ export interface ProviderConfig {
   clientRejectedAt?: number;
 }
 
+/** Provider settings that are stored and shown only when given. */
+export const PROVIDER_OPTIONAL_FIELDS = [
+  'issuer',
+  'tokenEndpoint',
+  'revocationEndpoint',
+  'clientSecretArn',
+  'resource',
+  'scope',
+] as const;
+
 export type SessionStatus = 'active' | 'reauthorization_required';
 
 export interface LastError {

@@ -1,5 +1,5 @@
 import { InvalidRequestError, ProviderNotFoundError, SessionNotFoundError } from './errors.js';
-import type { ProviderConfig, SessionKey } from './model.js';
+import { PROVIDER_OPTIONAL_FIELDS, type ProviderConfig, type SessionKey } from './model.js';
 import type { OAuthClient } from './oauth.js';
 import type { Clock, Logger } from './ports.js';
 import type { ProviderLookup } from './refresher.js';
@@ -30,14 +30,7 @@ export function providerView(p: ProviderConfig): ProviderView {
     createdAt: Math.floor(p.createdAt / 1000),
     updatedAt: Math.floor(p.updatedAt / 1000),
   };
-  for (const field of [
-    'issuer',
-    'tokenEndpoint',
-    'revocationEndpoint',
-    'clientSecretArn',
-    'resource',
-    'scope',
-  ] as const) {
+  for (const field of PROVIDER_OPTIONAL_FIELDS) {
     if (p[field] !== undefined) view[field] = p[field];
   }
   if (p.clientRejectedAt !== undefined) view.clientRejectedAt = Math.floor(p.clientRejectedAt / 1000);
@@ -108,7 +101,6 @@ export class DefaultProviderService implements ProviderService {
       if (problem) throw new InvalidRequestError(problem);
     }
     const now = this.clock.now();
-    const existing = await this.store.getProvider(providerId);
     const hasSecret = input.clientSecret !== undefined || input.clientSecretArn !== undefined;
     const provider: ProviderConfig = {
       providerId,
@@ -121,12 +113,12 @@ export class DefaultProviderService implements ProviderService {
       clientAuthMethod: input.clientAuthMethod ?? (hasSecret ? 'client_secret_basic' : 'none'),
       resource: input.resource,
       scope: input.scope,
-      createdAt: existing?.createdAt ?? now,
+      createdAt: now,
       updatedAt: now,
     };
-    const { created } = await this.store.putProvider(provider);
+    const { created, createdAt } = await this.store.putProvider(provider);
     this.cache?.invalidate(providerId);
-    return { created, provider: providerView(provider) };
+    return { created, provider: providerView({ ...provider, createdAt }) };
   }
 
   async get(providerId: string): Promise<ProviderView> {

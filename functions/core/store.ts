@@ -4,13 +4,19 @@ import {
   DeleteCommand,
   type DynamoDBDocumentClient,
   GetCommand,
-  PutCommand,
   QueryCommand,
   UpdateCommand,
   type UpdateCommandInput,
 } from '@aws-sdk/lib-dynamodb';
 import type { FieldCipher } from './crypto.js';
-import type { ClientAuthMethod, LastError, ProviderConfig, SessionKey, SessionStatus } from './model.js';
+import {
+  type ClientAuthMethod,
+  type LastError,
+  PROVIDER_OPTIONAL_FIELDS,
+  type ProviderConfig,
+  type SessionKey,
+  type SessionStatus,
+} from './model.js';
 import { TABLE } from './table.js';
 
 /**
@@ -110,7 +116,8 @@ export interface SessionStore {
     cursor?: Record<string, unknown>,
   ): Promise<{ keys: DueKey[]; cursor?: Record<string, unknown> }>;
   getProvider(providerId: string): Promise<ProviderConfig | undefined>;
-  putProvider(provider: ProviderConfig): Promise<{ created: boolean }>;
+  /** Replaces the provider's configuration, keeping its first createdAt. */
+  putProvider(provider: ProviderConfig): Promise<{ created: boolean; createdAt: number }>;
   flagProviderRejected(providerId: string, at: number): Promise<void>;
   /** Clears the flag once a grant with the provider succeeds again. */
   clearProviderRejected(providerId: string): Promise<void>;
@@ -527,38 +534,58 @@ export class DynamoSessionStore implements SessionStore {
     };
   }
 
-  async putProvider(provider: ProviderConfig): Promise<{ created: boolean }> {
+  async putProvider(provider: ProviderConfig): Promise<{ created: boolean; createdAt: number }> {
+    // One UpdateItem that replaces the configuration (what is not given is removed, and so is a
+    // rejection flag from the configuration it replaces) but keeps the first createdAt.
     const pk = providerPk(provider.providerId);
-    const item: Item = {
-      [TABLE.partitionKey]: pk,
-      [TABLE.sortKey]: PROVIDER_SK,
-      type: 'provider',
-      providerId: provider.providerId,
-      clientId: provider.clientId,
-      clientAuthMethod: provider.clientAuthMethod,
-      createdAt: provider.createdAt,
-      updatedAt: provider.updatedAt,
+    const names: Record<string, string> = { '#type': 'type' };
+    const values: Record<string, unknown> = {
+      ':type': 'provider',
+      ':providerId': provider.providerId,
+      ':clientId': provider.clientId,
+      ':method': provider.clientAuthMethod,
+      ':createdAt': provider.createdAt,
+      ':updatedAt': provider.updatedAt,
     };
-    for (const field of [
-      'issuer',
-      'tokenEndpoint',
-      'revocationEndpoint',
-      'clientSecretArn',
-      'resource',
-      'scope',
-    ] as const) {
-      if (provider[field] !== undefined) item[field] = provider[field];
+    const set = [
+      '#type = :type',
+      'providerId = :providerId',
+      'clientId = :clientId',
+      'clientAuthMethod = :method',
+      'createdAt = if_not_exists(createdAt, :createdAt)',
+      'updatedAt = :updatedAt',
+    ];
+    const remove = ['clientRejectedAt'];
+    for (const field of PROVIDER_OPTIONAL_FIELDS) {
+      names[`#${field}`] = field;
+      if (provider[field] === undefined) remove.push(`#${field}`);
+      else {
+        set.push(`#${field} = :${field}`);
+        values[`:${field}`] = provider[field];
+      }
     }
-    if (provider.clientSecret !== undefined) {
-      item.clientSecret = await this.cipher.encrypt(
+    if (provider.clientSecret === undefined) remove.push('clientSecret');
+    else {
+      set.push('clientSecret = :secret');
+      values[':secret'] = await this.cipher.encrypt(
         provider.clientSecret,
         aadFor(pk, PROVIDER_SK, 'clientSecret'),
       );
     }
     const { Attributes } = await this.doc.send(
-      new PutCommand({ TableName: this.tableName, Item: item, ReturnValues: 'ALL_OLD' }),
+      new UpdateCommand({
+        TableName: this.tableName,
+        Key: { [TABLE.partitionKey]: pk, [TABLE.sortKey]: PROVIDER_SK },
+        UpdateExpression: `SET ${set.join(', ')} REMOVE ${remove.join(', ')}`,
+        ExpressionAttributeNames: names,
+        ExpressionAttributeValues: values,
+        ReturnValues: 'UPDATED_OLD',
+      }),
     );
-    return { created: Attributes === undefined };
+    const previousCreatedAt = Attributes?.createdAt;
+    return typeof previousCreatedAt === 'number'
+      ? { created: false, createdAt: previousCreatedAt }
+      : { created: true, createdAt: provider.createdAt };
   }
 
   async clearProviderRejected(providerId: string): Promise<void> {

@@ -338,6 +338,12 @@ describe('PUT/GET /v1/providers/{providerId}', () => {
     });
     expect(pub.status).toBe(200);
     expect(pub.body).toMatchObject({ clientAuthMethod: 'none', hasClientSecret: false });
+    // The stored configuration is replaced, not merged: the old endpoints and secret are gone, the
+    // first createdAt stays.
+    const stored = await send('GET', '/v1/providers/contract');
+    expect(stored.body).toEqual(pub.body);
+    expect(stored.body).not.toHaveProperty('tokenEndpoint');
+    expect(stored.body).toMatchObject({ createdAt: created.body.createdAt });
     const outside = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/db-AbCdEf';
     const refused = await send('PUT', '/v1/providers/contract-arn', {
       body: { issuer: base.issuer, clientId: 'c', clientSecretArn: outside },
