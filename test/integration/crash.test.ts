@@ -12,7 +12,7 @@ import {
   type ServedToken,
   SkewedClock,
   storedRefreshToken,
-} from '../support/faults.js';
+} from '../support/keeper-flows.js';
 import { type OAuthServer, startOAuthServer } from '../support/oauth-server.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 

@@ -1,4 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  type Connected,
+  connect as connectSession,
+  getToken,
+  registerProviders,
+  type ServedToken,
+  type SessionMetadataView,
+  metadata as sessionMetadata,
+} from '../support/keeper-flows.js';
 import { MCP_RESOURCE, type OAuthServer, startOAuthServer } from '../support/oauth-server.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 
@@ -8,103 +17,35 @@ import { startTestStack, type TestStack } from '../support/stack.js';
  * Access tokens live 300 s, inside the 600 s refresh window, so every session is due at once.
  */
 
-interface Metadata {
-  status: string;
-  failureCount: number;
-  lastError: { code: string; description: string; at: number } | null;
-  nextAttemptAt: number | null;
-  expiresAt: number | null;
-  refreshable: boolean;
-  refreshedAt: number | null;
-}
-
-interface Token {
-  access_token: string;
-  token_type: string;
-  expires_at: number;
-  expires_in: number;
-}
-
 let oauth: OAuthServer;
 let keeper: TestStack;
-let userSeq = 0;
 
-async function registerProviders(stack: TestStack): Promise<void> {
-  const basic = oauth.clients.basic;
-  // Discovered from the issuer (RFC 8414), with the RFC 8707 resource on every refresh.
-  expect(
-    (
-      await stack.call('PUT', '/v1/providers/mcp', {
-        issuer: oauth.issuer,
-        clientId: basic.clientId,
-        clientSecret: basic.clientSecret,
-        clientAuthMethod: 'client_secret_basic',
-        resource: MCP_RESOURCE,
-      })
-    ).status,
-  ).toBe(201);
-  // Explicit endpoints, client_secret_post.
-  expect(
-    (
-      await stack.call('PUT', '/v1/providers/mcp-post', {
-        tokenEndpoint: oauth.tokenEndpoint,
-        revocationEndpoint: oauth.revocationEndpoint,
-        issuer: oauth.issuer,
-        clientId: oauth.clients.post.clientId,
-        clientSecret: oauth.clients.post.clientSecret,
-        clientAuthMethod: 'client_secret_post',
-      })
-    ).status,
-  ).toBe(201);
-  // A public client (PKCE, no secret).
-  expect(
-    (
-      await stack.call('PUT', '/v1/providers/mcp-public', {
-        issuer: oauth.issuer,
-        clientId: oauth.clients.public.clientId,
-        clientAuthMethod: 'none',
-      })
-    ).status,
-  ).toBe(201);
+/** The three providers of keeper-flows.ts, each registered fresh (201). */
+async function register(stack: TestStack): Promise<void> {
+  expect(Object.values(await registerProviders(stack, oauth))).toEqual([201, 201, 201]);
 }
 
-const clientFor: Record<string, () => string> = {
-  mcp: () => oauth.clients.basic.clientId,
-  'mcp-post': () => oauth.clients.post.clientId,
-  'mcp-public': () => oauth.clients.public.clientId,
-};
-
 /** A real authorization-code + PKCE login, handed to the keeper as the provider returned it. */
-async function connect(
+function connect(
   providerId = 'mcp',
   stack = keeper,
   overrides: { expires_in?: number } = {},
-): Promise<{ userId: string; providerId: string; refreshToken: string }> {
-  const userId = `user-${++userSeq}`;
-  const tokens = await oauth.login({
-    clientId: (clientFor[providerId] as () => string)(),
-    accountId: userId,
-    resource: providerId === 'mcp' ? MCP_RESOURCE : null,
-  });
-  const put = await stack.call('PUT', `/v1/sessions/${userId}/${providerId}`, { ...tokens, ...overrides });
-  expect(put.status).toBe(201);
-  return { userId, providerId, refreshToken: tokens.refresh_token };
+): Promise<Connected> {
+  return connectSession(stack, oauth, providerId, overrides);
 }
 
-async function metadata(userId: string, providerId = 'mcp', stack = keeper): Promise<Metadata> {
-  const res = await stack.call('GET', `/v1/sessions/${userId}/${providerId}`);
-  expect(res.status).toBe(200);
-  return res.body as Metadata;
+function metadata(userId: string, providerId = 'mcp', stack = keeper): Promise<SessionMetadataView> {
+  return sessionMetadata(stack, { userId, providerId });
 }
 
-async function token(userId: string, query = '', providerId = 'mcp', stack = keeper) {
-  return stack.call('GET', `/v1/sessions/${userId}/${providerId}/token${query}`);
+function token(userId: string, query = '', providerId = 'mcp', stack = keeper) {
+  return getToken(stack, { userId, providerId }, query);
 }
 
 beforeAll(async () => {
   oauth = await startOAuthServer({ accessTokenTtl: 300 });
   keeper = await startTestStack();
-  await registerProviders(keeper);
+  await register(keeper);
 });
 
 afterAll(async () => {
@@ -135,7 +76,7 @@ describe('scheduled sweep against oidc-provider', () => {
       expect(meta.refreshedAt).not.toBeNull();
       const served = await token(s.userId, '', s.providerId);
       expect(served.status).toBe(200);
-      const introspection = await oauth.introspect((served.body as Token).access_token);
+      const introspection = await oauth.introspect((served.body as ServedToken).access_token);
       expect(introspection.active).toBe(true);
     }
     // The RFC 8707 resource went with each refresh of the provider that has one.
@@ -149,9 +90,9 @@ describe('scheduled sweep against oidc-provider', () => {
   it('keeps sessions fresh across a restart of the local stack (data persisted, keys kept)', async () => {
     const persisted = await startTestStack({ persist: true });
     const dataDir = persisted.dataDir;
-    await registerProviders(persisted);
+    await register(persisted);
     const s = await connect('mcp', persisted);
-    const before = (await token(s.userId, '', 'mcp', persisted)).body as Token;
+    const before = (await token(s.userId, '', 'mcp', persisted)).body as ServedToken;
     await persisted.stop({ keepData: true });
 
     const restarted = await startTestStack({ persist: true, dataDir });
@@ -160,8 +101,8 @@ describe('scheduled sweep against oidc-provider', () => {
       expect(summary.refreshed).toBeGreaterThanOrEqual(1);
       const after = await token(s.userId, '', 'mcp', restarted);
       expect(after.status).toBe(200);
-      expect((after.body as Token).access_token).not.toBe(before.access_token);
-      expect((await oauth.introspect((after.body as Token).access_token)).active).toBe(true);
+      expect((after.body as ServedToken).access_token).not.toBe(before.access_token);
+      expect((await oauth.introspect((after.body as ServedToken).access_token)).active).toBe(true);
     } finally {
       await restarted.stop();
     }
@@ -184,7 +125,7 @@ describe('concurrency against reuse detection', () => {
       calls.push(
         token(s.userId, force ? '?force=true' : '?minValidity=60').then((r) => {
           expect(r.status).toBe(200);
-          served.push((r.body as Token).access_token);
+          served.push((r.body as ServedToken).access_token);
         }),
       );
       // Other "Lambdas" serving tokens for the same sessions, with their own in-process state.
@@ -215,7 +156,7 @@ describe('concurrency against reuse detection', () => {
 describe('failure handling', () => {
   it('invalid_grant: the session becomes reauthorization_required, is kept, and the token route answers 409', async () => {
     const s = await connect('mcp');
-    const before = (await token(s.userId)).body as Token;
+    const before = (await token(s.userId)).body as ServedToken;
     // The user revokes the grant at the provider (revoking the access token kills the whole grant).
     const revoke = await fetch(oauth.revocationEndpoint, {
       method: 'POST',
@@ -236,9 +177,9 @@ describe('failure handling', () => {
     expect(meta.lastError?.code).toBe('invalid_grant');
     expect((await token(s.userId)).status).toBe(409);
     // Out of the index: a sweep does not present its refresh token again.
-    expect(oauth.proxy.refreshRedemptions().get(s.refreshToken)).toBe(1);
+    expect(oauth.proxy.refreshRedemptions().get(s.tokens.refresh_token)).toBe(1);
     await keeper.sweep();
-    expect(oauth.proxy.refreshRedemptions().get(s.refreshToken)).toBe(1);
+    expect(oauth.proxy.refreshRedemptions().get(s.tokens.refresh_token)).toBe(1);
     expect((await metadata(s.userId)).failureCount).toBe(meta.failureCount);
     const events = keeper.logs.filter((l) => l.message === 'event SessionReauthorizationRequired');
     expect(
@@ -280,7 +221,7 @@ describe('failure handling', () => {
 describe('delete', () => {
   it('revokes at the provider, then the session is gone', async () => {
     const s = await connect('mcp-post');
-    const served = (await token(s.userId, '', 'mcp-post')).body as Token;
+    const served = (await token(s.userId, '', 'mcp-post')).body as ServedToken;
     expect((await oauth.introspect(served.access_token)).active).toBe(true);
     const del = await keeper.call('DELETE', `/v1/sessions/${s.userId}/mcp-post`);
     expect(del.status).toBe(204);

@@ -15,7 +15,7 @@ import {
   record,
   registerProviders,
   SteppedClock,
-} from '../support/faults.js';
+} from '../support/keeper-flows.js';
 import { type OAuthServer, startOAuthServer } from '../support/oauth-server.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 import type { TokenFault, TokenRequestRecord } from '../support/token-proxy.js';

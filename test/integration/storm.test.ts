@@ -9,7 +9,7 @@ import {
   record,
   registerProviders,
   type ServedToken,
-} from '../support/faults.js';
+} from '../support/keeper-flows.js';
 import { type OAuthServer, startOAuthServer } from '../support/oauth-server.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 

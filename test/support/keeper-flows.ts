@@ -6,7 +6,7 @@ import { MCP_RESOURCE, type OAuthServer, type TokenSet } from './oauth-server.js
 import type { CallResult, LogLine, TestStack } from './stack.js';
 
 /**
- * Shared helpers for the fault, storm, crash and model tests: clocks the test drives, provider
+ * Shared helpers for the keeper, fault, storm, crash and model tests: clocks the test drives, provider
  * registration, real logins handed to the keeper, and readers for the keeper's state and events.
  */
 
@@ -66,7 +66,10 @@ export const PROVIDER_CLIENT: Record<string, 'basic' | 'post' | 'public'> = {
  * `mcp-post` (tk-post, explicit endpoints) and `mcp-public` (tk-public, no secret). One client per
  * provider, so the proxy's records tell the providers' requests apart by client id.
  */
-export async function registerProviders(stack: TestStack, oauth: OAuthServer): Promise<void> {
+export async function registerProviders(
+  stack: TestStack,
+  oauth: OAuthServer,
+): Promise<Record<string, number>> {
   const bodies: Record<string, unknown> = {
     mcp: {
       issuer: oauth.issuer,
@@ -89,12 +92,15 @@ export async function registerProviders(stack: TestStack, oauth: OAuthServer): P
       clientAuthMethod: 'none',
     },
   };
+  const statuses: Record<string, number> = {};
   for (const [providerId, body] of Object.entries(bodies)) {
     const res = await stack.call('PUT', `/v1/providers/${providerId}`, body);
     if (res.status !== 201 && res.status !== 200) {
       throw new Error(`PUT provider ${providerId} answered ${res.status}: ${res.text}`);
     }
+    statuses[providerId] = res.status;
   }
+  return statuses;
 }
 
 export interface Connected extends SessionKey {
