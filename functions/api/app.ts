@@ -9,6 +9,7 @@ import {
   SessionNotFoundError,
 } from '../core/errors.js';
 import type { SessionKey } from '../core/model.js';
+import { scrubDescription } from '../core/oauth.js';
 import type { Clock, Logger, Metrics } from '../core/ports.js';
 import type { ProviderService, SessionService, TokenService } from '../core/services.js';
 import {
@@ -184,11 +185,12 @@ export function createApp(deps: AppDeps): App {
         'retry-after': String(KEY_UNAVAILABLE_RETRY_AFTER_SECONDS),
       });
     }
+    // An unexpected error's message is not ours to vouch for: scrub anything token-like from it.
     logger.error('unhandled error', {
       route,
       method: req.method,
       errorName: err instanceof Error ? err.name : typeof err,
-      errorMessage: err instanceof Error ? err.message : undefined,
+      errorMessage: err instanceof Error ? scrubDescription(err.message) : undefined,
     });
     return json(500, errorBody('internal_error', 'an internal error occurred'));
   }

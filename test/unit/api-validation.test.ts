@@ -679,4 +679,30 @@ describe('error mapping (services that only throw)', () => {
     if (status === 500)
       expect(errors).toEqual([expect.objectContaining({ errorName: 'TypeError', errorMessage: 'boom' })]);
   });
+
+  it('an unexpected error that quotes a token is logged with the token scrubbed', async () => {
+    const token = 'eyJhbGciOiJSUzI1NiJ9.leaked-access-token-value.sig';
+    const errors: Record<string, unknown>[] = [];
+    const app = createApp({
+      providers: {} as ProviderService,
+      sessions: {} as SessionService,
+      tokens: {
+        getToken: async () => {
+          throw new Error(`cannot marshal ${token}`);
+        },
+      },
+      logger: {
+        debug: () => {},
+        info: () => {},
+        warn: () => {},
+        error: (_m, extra) => errors.push(extra ?? {}),
+      },
+      metrics: { add: () => {} },
+      clock: { now: () => 0 },
+    });
+    const res = await app({ method: 'GET', path: '/v1/sessions/u/p/token', query: {}, headers: {} });
+    expect(res.status).toBe(500);
+    expect(JSON.stringify(errors)).not.toContain(token);
+    expect(errors).toEqual([expect.objectContaining({ errorMessage: 'cannot marshal [redacted]' })]);
+  });
 });
