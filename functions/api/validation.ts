@@ -1,7 +1,7 @@
 // A namespace import keeps the bundle tree-shaken; the package's `z` export drags in all of zod (~430 KB).
 import * as z from 'zod/mini';
 import { InvalidRequestError } from '../core/errors.js';
-import type { ClientAuthMethod } from '../core/model.js';
+import { type ClientAuthMethod, MAX_EPOCH_SECONDS } from '../core/model.js';
 import { checkProviderUrl } from '../core/net-guard.js';
 import type { ProviderInput, TokenRequest, TokenResponseInput } from '../core/services.js';
 
@@ -16,8 +16,8 @@ export const MAX_TOKEN_BYTES = 16 * 1024;
 export const MAX_URL_LENGTH = 2048;
 export const DEFAULT_MIN_VALIDITY = 60;
 export const MAX_MIN_VALIDITY = 86_400;
-/** expires_at above this is almost certainly epoch milliseconds, not seconds (year 5138). */
-export const MAX_EXPIRES_AT = 100_000_000_000;
+/** expires_at above this is almost certainly epoch milliseconds, not seconds. */
+export const MAX_EXPIRES_AT = MAX_EPOCH_SECONDS;
 
 export const CLIENT_AUTH_METHODS = ['client_secret_basic', 'client_secret_post', 'none'] as const;
 

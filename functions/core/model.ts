@@ -30,6 +30,12 @@ export interface ProviderConfig {
   clientRejectedAt?: number;
 }
 
+/**
+ * The largest lifetime or epoch-seconds value taken from a caller or a provider (year 5138): anything
+ * larger is epoch milliseconds by mistake or absurd, and `now + lifetime` stays a safe integer.
+ */
+export const MAX_EPOCH_SECONDS = 100_000_000_000;
+
 /** Provider settings that are stored and shown only when given. */
 export const PROVIDER_OPTIONAL_FIELDS = [
   'issuer',

@@ -1,5 +1,5 @@
 import * as oauth from 'oauth4webapi';
-import type { ProviderConfig } from './model.js';
+import { MAX_EPOCH_SECONDS, type ProviderConfig } from './model.js';
 import { ForbiddenDestinationError } from './net-guard.js';
 import type { Clock, Logger } from './ports.js';
 
@@ -8,13 +8,6 @@ import type { Clock, Logger } from './ports.js';
  * metadata either given (tokenEndpoint) or discovered from its issuer (RFC 8414, then OpenID
  * discovery) and cached. Every failure is classified; nothing here throws for a provider's answer.
  */
-
-/**
- * Longest access-token lifetime taken from a provider (about 3170 years, the API's own bound): an
- * absurd expires_in (1e300) is clamped, so that `now + expiresIn` stays a safe integer and the grant,
- * already redeemed, can be committed.
- */
-export const MAX_EXPIRES_IN = 100_000_000_000;
 
 export type FetchLike = (input: string | URL | Request, init?: RequestInit) => Promise<Response>;
 
@@ -230,7 +223,9 @@ export class OAuthClient {
           tokenType: !result.token_type || result.token_type === 'bearer' ? 'Bearer' : result.token_type,
           scope: result.scope,
           expiresIn:
-            typeof result.expires_in === 'number' ? Math.min(result.expires_in, MAX_EXPIRES_IN) : undefined,
+            typeof result.expires_in === 'number'
+              ? Math.min(result.expires_in, MAX_EPOCH_SECONDS)
+              : undefined,
         },
       };
     } catch (err) {

@@ -39,7 +39,7 @@ export interface Metrics {
 export const noMetrics: Metrics = { add: () => {} };
 
 export interface DomainEvent {
-  detailType: 'SessionReauthorizationRequired' | 'SessionRecovered' | 'ProviderClientRejected';
+  detailType: 'SessionReauthorizationRequired' | 'SessionRecovered';
   detail: Record<string, unknown>;
 }
 
