@@ -81,6 +81,33 @@ describe('npm start (bin/local.ts)', () => {
     expect(run.out()).toContain('SIGTERM received, stopping');
   });
 
+  it('sweeps on its own timer every TOKENKEEPER_REFRESH_INTERVAL_SECONDS, with the key from TOKENKEEPER_API_KEY', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'tokenkeeper-start-'));
+    dirs.push(dataDir);
+    const apiKey = 'operator-chosen-local-key-0123456789abcdef';
+    const run = start({
+      TOKENKEEPER_DATA_DIR: dataDir,
+      TOKENKEEPER_API_KEY: apiKey,
+      TOKENKEEPER_REFRESH_INTERVAL_SECONDS: '1',
+      TOKENKEEPER_SWEEP_BUDGET_SECONDS: '3',
+      TOKENKEEPER_REFRESH_WINDOW_SECONDS: '10',
+      TOKENKEEPER_HTTP_TIMEOUT_MS: '100',
+    });
+    const url = await waitFor(() => /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(run.out())?.[1], 10_000);
+    expect(run.out()).toContain('API key taken from TOKENKEEPER_API_KEY');
+    expect(run.out()).not.toContain(apiKey);
+    // No key file is written when the operator gives one.
+    await expect(stat(join(dataDir, 'api-key'))).rejects.toMatchObject({ code: 'ENOENT' });
+    const authed = await fetch(`${url}/v1/sessions/alice`, {
+      headers: { authorization: `Bearer ${apiKey}` },
+    });
+    expect(authed.status).toBe(200);
+    // Nobody asks for a sweep: the timer runs two within a few seconds.
+    await waitFor(() => ((run.out().match(/^sweep: due /gm) ?? []).length >= 2 ? true : undefined), 8_000);
+    run.child.kill('SIGTERM');
+    expect(await run.exited).toBe(0);
+  });
+
   it('refuses a refresh window not larger than the interval with a clear message and exit code 1', async () => {
     const dataDir = await mkdtemp(join(tmpdir(), 'tokenkeeper-start-'));
     dirs.push(dataDir);
