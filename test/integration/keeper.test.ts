@@ -64,6 +64,10 @@ describe('scheduled sweep against oidc-provider', () => {
     const afterFirst = oauth.proxy.requests.filter((r) => r.grantType === 'refresh_token');
 
     const second = await keeper.sweep();
+    // The figures the closing notes quote: `npx vitest run test/integration/keeper.test.ts`.
+    console.log(
+      `sweep summaries against oidc-provider: first ${JSON.stringify(first)}; second ${JSON.stringify(second)}`,
+    );
     expect(second.refreshed).toBeGreaterThanOrEqual(3);
     // The second sweep presented the refresh tokens rotated by the first one: none was reused.
     expect(oauth.proxy.reuseCount()).toBe(0);
@@ -98,6 +102,7 @@ describe('scheduled sweep against oidc-provider', () => {
     const restarted = await startTestStack({ persist: true, dataDir });
     try {
       const summary = await restarted.sweep();
+      console.log(`sweep summary after a restart: ${JSON.stringify(summary)}`);
       expect(summary.refreshed).toBeGreaterThanOrEqual(1);
       const after = await token(s.userId, '', 'mcp', restarted);
       expect(after.status).toBe(200);
