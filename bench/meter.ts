@@ -186,7 +186,7 @@ export class DynamoMeter {
         [TABLE.partitionKey]: key[TABLE.partitionKey],
         [TABLE.sortKey]: key[TABLE.sortKey],
         [TABLE.shardAttribute]: (isIn ? after : before)?.shard,
-        [TABLE.expiryAttribute]: (isIn ? after : before)?.exp,
+        [TABLE.dueAttribute]: (isIn ? after : before)?.exp,
       }) + ITEM_OVERHEAD_BYTES;
     this.indexEntryBytes += entry;
     this.indexEntries++;
@@ -195,7 +195,7 @@ export class DynamoMeter {
 }
 
 function indexKeys(item: Input | undefined): IndexKeys {
-  return { shard: item?.[TABLE.shardAttribute], exp: item?.[TABLE.expiryAttribute] };
+  return { shard: item?.[TABLE.shardAttribute], exp: item?.[TABLE.dueAttribute] };
 }
 
 function inIndex(keys: IndexKeys): boolean {

@@ -31,7 +31,7 @@ export class SessionsTable extends Construct {
     this.table.addGlobalSecondaryIndex({
       indexName: TABLE.expiryIndex,
       partitionKey: { name: TABLE.shardAttribute, type: AttributeType.NUMBER },
-      sortKey: { name: TABLE.expiryAttribute, type: AttributeType.NUMBER },
+      sortKey: { name: TABLE.dueAttribute, type: AttributeType.NUMBER },
       // Lease and failure attributes are never projected, so taking a lease does not write to the index.
       projectionType: ProjectionType.KEYS_ONLY,
     });

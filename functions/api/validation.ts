@@ -1,7 +1,7 @@
 // A namespace import keeps the bundle tree-shaken; the package's `z` export drags in all of zod (~430 KB).
 import * as z from 'zod/mini';
 import { InvalidRequestError } from '../core/errors.js';
-import { type ClientAuthMethod, MAX_EPOCH_SECONDS } from '../core/model.js';
+import { type ClientAuthMethod, MAX_EPOCH_SECONDS, MAX_TOKEN_BYTES } from '../core/model.js';
 import { checkProviderUrl } from '../core/net-guard.js';
 import type { ProviderInput, TokenRequest, TokenResponseInput } from '../core/services.js';
 
@@ -12,7 +12,7 @@ import type { ProviderInput, TokenRequest, TokenResponseInput } from '../core/se
  */
 
 export const MAX_ID_LENGTH = 256;
-export const MAX_TOKEN_BYTES = 16 * 1024;
+export { MAX_TOKEN_BYTES };
 export const MAX_URL_LENGTH = 2048;
 export const DEFAULT_MIN_VALIDITY = 60;
 export const MAX_MIN_VALIDITY = 86_400;
@@ -241,19 +241,19 @@ function numeric(expected: string, ok: (n: number) => boolean, ...checks: z.core
   );
 }
 
+/** A lifetime in seconds: now + lifetime must stay a safe integer (DynamoDB numbers are read back as JS numbers). */
+const lifetimeSeconds = numeric(
+  'a non-negative number',
+  (n) => n >= 0,
+  z.refine<number>((n) => n <= MAX_EXPIRES_AT, { error: 'is too large' }),
+);
+
 /** The token response; an optional field given as null counts as absent. */
 const sessionSchema = z.object(
   {
     access_token: str('a non-empty string').check(nonEmpty('a non-empty string'), maxTokenBytes),
     refresh_token: z.nullish(str('a non-empty string').check(nonEmpty('a non-empty string'), maxTokenBytes)),
-    expires_in: z.nullish(
-      // now + expires_in must stay a safe integer (DynamoDB numbers are read back as JS numbers).
-      numeric(
-        'a non-negative number',
-        (n) => n >= 0,
-        z.refine<number>((n) => n <= MAX_EXPIRES_AT, { error: 'is too large' }),
-      ),
-    ),
+    expires_in: z.nullish(lifetimeSeconds),
     expires_at: z.nullish(
       numeric(
         'positive epoch seconds',
@@ -261,6 +261,8 @@ const sessionSchema = z.object(
         z.refine<number>((n) => n <= MAX_EXPIRES_AT, { error: 'must be epoch seconds, not milliseconds' }),
       ),
     ),
+    refresh_expires_in: z.nullish(lifetimeSeconds),
+    refresh_token_expires_in: z.nullish(lifetimeSeconds),
     token_type: z.nullish(str('a non-empty string').check(nonEmpty('a non-empty string'), maxChars(128))),
     scope: z.nullish(str('a string').check(maxTokenBytes)),
   },
@@ -269,7 +271,9 @@ const sessionSchema = z.object(
 
 /**
  * Validates a PUT /v1/sessions/{userId}/{providerId} body: the provider's token response as it
- * came. Unknown fields (id_token, refresh_expires_in, …) are accepted and dropped, never stored.
+ * came. The refresh token's lifetime is read from `refresh_expires_in` (Keycloak) or
+ * `refresh_token_expires_in` (GitHub); other unknown fields (id_token, …) are accepted and dropped,
+ * never stored.
  */
 export function parseSessionBody(json: unknown): ValidTokenResponse {
   const body = parseWith(sessionSchema, json);
@@ -280,6 +284,8 @@ export function parseSessionBody(json: unknown): ValidTokenResponse {
   if (body.refresh_token != null) out.refresh_token = body.refresh_token;
   if (body.expires_in != null) out.expires_in = body.expires_in;
   if (body.expires_at != null) out.expires_at = body.expires_at;
+  const refreshLifetime = body.refresh_expires_in ?? body.refresh_token_expires_in;
+  if (refreshLifetime != null) out.refresh_expires_in = refreshLifetime;
   if (body.scope != null) out.scope = body.scope;
   return out;
 }
@@ -304,6 +310,13 @@ const tokenQuerySchema = z.strictObject(
         z.transform((v) => v === 'true'),
       ),
     ),
+    rejected: z.optional(
+      z.string().check(
+        z.refine((s) => /^[0-9a-f]{16}$/u.test(s), {
+          error: "must be 16 lower-case hex characters (the start of the refused token's SHA-256)",
+        }),
+      ),
+    ),
   },
   OBJECT_ERROR,
 );
@@ -314,5 +327,10 @@ const tokenQuerySchema = z.strictObject(
  */
 export function parseTokenQuery(query: Record<string, string>): TokenRequest {
   const q = parseWith(tokenQuerySchema, query, 'query parameter');
-  return { minValidity: q.minValidity ?? DEFAULT_MIN_VALIDITY, force: q.force ?? false };
+  const request: TokenRequest = {
+    minValidity: q.minValidity ?? DEFAULT_MIN_VALIDITY,
+    force: q.force ?? false,
+  };
+  if (q.rejected !== undefined) request.rejected = q.rejected;
+  return request;
 }

@@ -36,6 +36,14 @@ export interface ProviderConfig {
  */
 export const MAX_EPOCH_SECONDS = 100_000_000_000;
 
+/**
+ * The largest access or refresh token the keeper stores, in UTF-8 bytes (Entra access tokens run to
+ * 2–4 KB, some JWTs to 16 KB). Two sealed tokens of this size keep a session item far below
+ * DynamoDB's 400 KB item limit. A refresh answer's larger access token is treated as absent (the
+ * rotated refresh token is still committed).
+ */
+export const MAX_TOKEN_BYTES = 32 * 1024;
+
 /** Provider settings that are stored and shown only when given. */
 export const PROVIDER_OPTIONAL_FIELDS = [
   'issuer',

@@ -1,5 +1,5 @@
 import * as oauth from 'oauth4webapi';
-import { MAX_EPOCH_SECONDS, type ProviderConfig } from './model.js';
+import { MAX_EPOCH_SECONDS, MAX_TOKEN_BYTES, type ProviderConfig } from './model.js';
 import { ForbiddenDestinationError } from './net-guard.js';
 import type { Clock, Logger } from './ports.js';
 
@@ -11,12 +11,20 @@ import type { Clock, Logger } from './ports.js';
 
 export type FetchLike = (input: string | URL | Request, init?: RequestInit) => Promise<Response>;
 
+/**
+ * A 2xx answer as the keeper reads it. Only `refreshToken` matters for the grant's survival: the
+ * provider rotated before it answered, so an answer carrying one is committed whatever else it holds.
+ */
 export interface GrantTokens {
-  accessToken: string;
+  /** Absent when the answer had none, or none the keeper can store (empty, not a string, too large). */
+  accessToken?: string;
   refreshToken?: string;
   tokenType: string;
+  /** Absent when the answer had none: the previous scope stands. */
   scope?: string;
   expiresIn?: number;
+  /** The refresh token's own lifetime (Keycloak `refresh_expires_in`, GitHub `refresh_token_expires_in`). */
+  refreshExpiresIn?: number;
 }
 
 export type FailureClass = 'invalid_grant' | 'client_rejected' | 'transient';
@@ -46,6 +54,17 @@ export interface OAuthClientOptions {
 }
 
 const DEFAULT_MAX_RESPONSE_BYTES = 256 * 1024;
+
+/**
+ * Error codes that mean the refresh token is dead, whatever the status: `invalid_grant` (RFC 6749),
+ * GitHub's `bad_refresh_token` (sent with HTTP 200) and Slack's `invalid_refresh_token` (HTTP 200,
+ * `"ok": false`). Any other code in a 200 answer is transient.
+ */
+const DEAD_GRANT_ERRORS: ReadonlySet<string> = new Set([
+  'invalid_grant',
+  'bad_refresh_token',
+  'invalid_refresh_token',
+]);
 const MAX_DESCRIPTION = 200;
 const MAX_RETRY_AFTER_SECONDS = 3600;
 
@@ -86,6 +105,24 @@ export function parseRetryAfter(header: string | null, nowMs: number): number | 
 function errorCode(error: string, secrets: readonly (string | undefined)[]): string {
   const known = /^[a-z]+(?:_[a-z]+)*$/.test(error) && error.length <= 64;
   return known && !secrets.some((s) => s && error.includes(s)) ? error : scrubDescription(error, secrets);
+}
+
+function nonEmptyString(value: unknown): string | undefined {
+  return typeof value === 'string' && value !== '' ? value : undefined;
+}
+
+/**
+ * A lifetime in seconds as providers send it: a number, or a numeric string (`"3599"`, seen from
+ * Entra's v1 endpoint and others). Absent → undefined; anything else → 'invalid'.
+ */
+export function parseLifetime(value: unknown): number | undefined | 'invalid' {
+  if (value === undefined || value === null) return undefined;
+  let n: number;
+  if (typeof value === 'number') n = value;
+  else if (typeof value === 'string' && /^\s*\d+(?:\.\d+)?\s*$/.test(value)) n = Number(value);
+  else return 'invalid';
+  if (!Number.isFinite(n) || n < 0) return 'invalid';
+  return Math.min(Math.floor(n), MAX_EPOCH_SECONDS);
 }
 
 class ResponseTooLargeError extends Error {}
@@ -213,24 +250,106 @@ export class OAuthClient {
         ...this.requestOptions(last),
         additionalParameters,
       });
-      const result = await oauth.processRefreshTokenResponse(as, client, response);
-      return {
-        ok: true,
-        tokens: {
-          accessToken: result.access_token,
-          refreshToken: result.refresh_token,
-          // oauth4webapi lower-cases token_type; serve the conventional spelling for Bearer tokens.
-          tokenType: !result.token_type || result.token_type === 'bearer' ? 'Bearer' : result.token_type,
-          scope: result.scope,
-          expiresIn:
-            typeof result.expires_in === 'number'
-              ? Math.min(result.expires_in, MAX_EPOCH_SECONDS)
-              : undefined,
-        },
-      };
+      if (response.status >= 200 && response.status < 300) {
+        return await this.readGrantAnswer(provider, response, [refreshToken, secret]);
+      }
+      // Not a success: oauth4webapi parses the error body or challenge, and throws for classify().
+      await oauth.processRefreshTokenResponse(as, client, response);
+      throw new oauth.OperationProcessingError(`unexpected HTTP ${response.status} from the token endpoint`);
     } catch (err) {
       return { ok: false, failure: this.classify(err, last, [refreshToken, secret]) };
     }
+  }
+
+  /**
+   * Reads a 2xx answer leniently. The keeper logs no one in, so an `id_token` is neither validated nor
+   * stored, and nothing outside the refresh token (an odd `token_type` or `expires_in`, unknown
+   * fields) can make the answer fail: the provider has already rotated, and dropping its new refresh
+   * token would turn the next grant into a reuse that revokes the whole grant.
+   */
+  private async readGrantAnswer(
+    provider: ProviderConfig,
+    response: Response,
+    secrets: readonly (string | undefined)[],
+  ): Promise<GrantResult> {
+    const transient = (code: string, description: string): GrantResult => ({
+      ok: false,
+      failure: { class: 'transient', code, description },
+    });
+    let body: unknown;
+    try {
+      body = JSON.parse(await response.text());
+    } catch {
+      return transient(
+        'invalid_response',
+        `token endpoint answered HTTP ${response.status} with a body that is not JSON`,
+      );
+    }
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+      return transient(
+        'invalid_response',
+        `token endpoint answered HTTP ${response.status} with a body that is not a JSON object`,
+      );
+    }
+    const answer = body as Record<string, unknown>;
+    const warn = (message: string, extra: Record<string, unknown> = {}) =>
+      this.options.logger.warn(message, { providerId: provider.providerId, ...extra });
+    const refreshToken = nonEmptyString(answer.refresh_token);
+    let accessToken = nonEmptyString(answer.access_token);
+    if (accessToken !== undefined && Buffer.byteLength(accessToken, 'utf8') > MAX_TOKEN_BYTES) {
+      warn('access token larger than the keeper stores; treated as absent', {
+        bytes: Buffer.byteLength(accessToken, 'utf8'),
+        limit: MAX_TOKEN_BYTES,
+      });
+      accessToken = undefined;
+    }
+    if (refreshToken === undefined && accessToken === undefined) {
+      if (typeof answer.error === 'string' && answer.error !== '') {
+        // "200 with an error body" (GitHub, Slack): the grant's fate is in the code.
+        const code = errorCode(answer.error, secrets);
+        const description = scrubDescription(answer.error_description ?? answer.error, secrets);
+        return {
+          ok: false,
+          failure: DEAD_GRANT_ERRORS.has(answer.error)
+            ? { class: 'invalid_grant', code, description }
+            : { class: 'transient', code, description },
+        };
+      }
+      return transient(
+        'invalid_response',
+        `token endpoint answered HTTP ${response.status} without an access_token`,
+      );
+    }
+    if (refreshToken !== undefined && accessToken === undefined) {
+      warn('token endpoint rotated the refresh token but sent no usable access token; refresh token kept');
+    }
+    const lifetime = (field: string): number | undefined => {
+      const parsed = parseLifetime(answer[field]);
+      if (parsed === 'invalid') {
+        warn(`${field} is not a number of seconds; treated as unknown`, {
+          field,
+          type: typeof answer[field],
+        });
+        return undefined;
+      }
+      return parsed;
+    };
+    const expiresIn = lifetime('expires_in');
+    // Keycloak sends refresh_expires_in 0 for offline tokens, which have no idle expiry.
+    const refreshLifetime = lifetime('refresh_expires_in') ?? lifetime('refresh_token_expires_in');
+    const rawType = typeof answer.token_type === 'string' ? answer.token_type.trim() : '';
+    return {
+      ok: true,
+      tokens: {
+        accessToken,
+        refreshToken,
+        // RFC 6749 §7.1: the type is case-insensitive; serve the conventional spelling for Bearer.
+        tokenType: rawType === '' || /^bearer$/i.test(rawType) ? 'Bearer' : rawType.slice(0, 128),
+        scope: typeof answer.scope === 'string' ? answer.scope : undefined,
+        expiresIn,
+        refreshExpiresIn: refreshLifetime === 0 ? undefined : refreshLifetime,
+      },
+    };
   }
 
   /** Best-effort RFC 7009 revocation; returns whether the provider accepted it. */
@@ -274,8 +393,8 @@ export class OAuthClient {
     }
     if (err instanceof oauth.ResponseBodyError) {
       const description = scrubDescription(err.error_description, secrets);
-      if (err.status >= 400 && err.status < 500 && err.error === 'invalid_grant') {
-        return { class: 'invalid_grant', code: 'invalid_grant', description };
+      if (err.status >= 400 && err.status < 500 && DEAD_GRANT_ERRORS.has(err.error)) {
+        return { class: 'invalid_grant', code: err.error, description };
       }
       if (
         err.status >= 400 &&

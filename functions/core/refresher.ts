@@ -12,6 +12,11 @@ import type { LeaseCondition, SessionRecord, SessionStore } from './store.js';
 
 export type RefreshOutcome =
   | { kind: 'refreshed'; record: SessionRecord; accessToken: string }
+  /**
+   * The provider answered 200 with a rotated refresh token but no usable access token: the refresh
+   * token is committed (the grant lives on) and the session is left due, with no backoff penalty.
+   */
+  | { kind: 'partial'; record: SessionRecord }
   /** The lease condition did not hold: not due, leased by someone else, backing off, dead, or gone. */
   | { kind: 'refused' }
   | { kind: 'transient'; code: string; retryAfterSeconds: number }
@@ -113,6 +118,15 @@ export class Refresher {
       );
     }
 
+    if (leased.refreshExpiresAt !== undefined && leased.refreshExpiresAt <= Math.floor(leasedAt / 1000)) {
+      // The provider said when this refresh token dies; presenting it now would only earn invalid_grant.
+      return this.grantIsDead(key, owner, {
+        class: 'invalid_grant',
+        code: 'refresh_token_expired',
+        description: 'the refresh token passed the expiry the provider gave (refresh_expires_in)',
+      });
+    }
+
     const provider = await this.o.providers.get(key.providerId);
     if (!provider) {
       return this.failTransient(key, owner, leased, {
@@ -131,15 +145,31 @@ export class Refresher {
     }
     if (result.ok) {
       const t = result.tokens;
+      const sentSeconds = Math.floor(sentAt / 1000);
+      const rotated = t.refreshToken !== undefined;
+      // A 200 that carries a refresh token is committed whatever else it lacks: the provider rotated
+      // before it answered. Without a usable access token the old one stays, marked due (no backoff).
       const committed = await this.commitWithRetry(
         key,
         owner,
         {
           accessToken: t.accessToken,
           refreshToken: t.refreshToken ?? refreshToken,
-          tokenType: t.tokenType,
+          tokenType: t.accessToken !== undefined ? t.tokenType : leased.tokenType,
           scope: t.scope ?? leased.scope,
-          expiresAt: t.expiresIn === undefined ? undefined : Math.floor(sentAt / 1000) + t.expiresIn,
+          expiresAt:
+            t.accessToken === undefined
+              ? Math.min(leased.expiresAt ?? sentSeconds, sentSeconds)
+              : t.expiresIn === undefined
+                ? undefined
+                : sentSeconds + t.expiresIn,
+          // A new refresh token without a stated lifetime has an unknown one; a kept one keeps its own.
+          refreshExpiresAt:
+            t.refreshExpiresIn !== undefined
+              ? sentSeconds + t.refreshExpiresIn
+              : rotated
+                ? undefined
+                : leased.refreshExpiresAt,
         },
         leasedAt + this.o.leaseMs,
       );
@@ -170,31 +200,14 @@ export class Refresher {
         ...key,
         version: committed.version,
         expiresAt: committed.expiresAt ?? null,
-        rotated: t.refreshToken !== undefined,
+        rotated,
       });
+      if (t.accessToken === undefined) return { kind: 'partial', record: committed };
       return { kind: 'refreshed', record: committed, accessToken: t.accessToken };
     }
 
     const failure = result.failure;
-    if (failure.class === 'invalid_grant') {
-      const error = { code: failure.code, description: failure.description, at: clock.now() };
-      const written = await store.recordFailure(key, owner, { kind: 'reauthorization_required', error });
-      if (!written) {
-        // The lease was lost (the session was replaced by a new login, or taken over): the refresh
-        // token we presented is no longer the session's, so its rejection says nothing about it.
-        this.o.metrics.add('LeaseLost', 'Count', 1);
-        logger.warn('grant refused after the lease was lost; session left as it is', { ...key });
-        return { kind: 'lease_lost' };
-      }
-      logger.warn('grant is dead; session needs reauthorization', { ...key, code: failure.code });
-      await this.publish('SessionReauthorizationRequired', {
-        ...key,
-        error: failure.code,
-        errorDescription: failure.description,
-        at: new Date(error.at).toISOString(),
-      });
-      return { kind: 'reauthorization_required', code: failure.code };
-    }
+    if (failure.class === 'invalid_grant') return this.grantIsDead(key, owner, failure);
     if (failure.class === 'client_rejected') {
       this.o.metrics.add('ProviderClientRejected', 'Count', 1);
       logger.error('provider rejected our client credentials; sessions kept', {
@@ -208,6 +221,28 @@ export class Refresher {
       return { kind: 'client_rejected', code: failure.code, retryAfterSeconds: outcome.retryAfterSeconds };
     }
     return this.failTransient(key, owner, leased, failure);
+  }
+
+  /** The grant is dead: the session becomes reauthorization_required (kept, out of the index). */
+  private async grantIsDead(key: SessionKey, owner: string, failure: GrantFailure): Promise<RefreshOutcome> {
+    const { store, clock, logger } = this.o;
+    const error = { code: failure.code, description: failure.description, at: clock.now() };
+    const written = await store.recordFailure(key, owner, { kind: 'reauthorization_required', error });
+    if (!written) {
+      // The lease was lost (the session was replaced by a new login, or taken over): the refresh
+      // token we presented is no longer the session's, so its rejection says nothing about it.
+      this.o.metrics.add('LeaseLost', 'Count', 1);
+      logger.warn('grant refused after the lease was lost; session left as it is', { ...key });
+      return { kind: 'lease_lost' };
+    }
+    logger.warn('grant is dead; session needs reauthorization', { ...key, code: failure.code });
+    await this.publish('SessionReauthorizationRequired', {
+      ...key,
+      error: failure.code,
+      errorDescription: failure.description,
+      at: new Date(error.at).toISOString(),
+    });
+    return { kind: 'reauthorization_required', code: failure.code };
   }
 
   /**

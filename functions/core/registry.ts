@@ -43,6 +43,7 @@ export function sessionMetadata(r: SessionRecord): SessionMetadata {
     providerId: r.providerId,
     status: r.status,
     expiresAt: r.expiresAt ?? null,
+    refreshExpiresAt: r.refreshExpiresAt ?? null,
     refreshable: r.status === 'active' && r.refreshTokenSealed !== undefined,
     refreshedAt: toSeconds(r.refreshedAt),
     failureCount: r.failureCount,
@@ -147,6 +148,11 @@ export class DefaultSessionService implements SessionService {
     if (token.expires_at !== undefined) expiresAt = Math.floor(token.expires_at);
     else if (token.expires_in !== undefined)
       expiresAt = Math.floor(now / 1000) + Math.floor(token.expires_in);
+    // Keycloak sends 0 for offline tokens, which have no idle expiry.
+    const refreshExpiresAt =
+      token.refresh_expires_in !== undefined && token.refresh_expires_in > 0
+        ? Math.floor(now / 1000) + Math.floor(token.refresh_expires_in)
+        : undefined;
     const { created, record } = await this.store.putSession(
       {
         ...key,
@@ -155,6 +161,7 @@ export class DefaultSessionService implements SessionService {
         tokenType: token.token_type ?? 'Bearer',
         scope: token.scope,
         expiresAt,
+        refreshExpiresAt,
       },
       now,
     );

@@ -41,6 +41,8 @@ export interface TokenResponseInput {
   refresh_token?: string;
   expires_in?: number;
   expires_at?: number;
+  /** The refresh token's lifetime in seconds (Keycloak `refresh_expires_in`, GitHub `refresh_token_expires_in`). */
+  refresh_expires_in?: number;
   token_type?: string;
   scope?: string;
 }
@@ -51,6 +53,8 @@ export interface SessionMetadata {
   providerId: string;
   status: SessionStatus;
   expiresAt: number | null;
+  /** The refresh token's expiry (epoch seconds) when the provider gave its lifetime. */
+  refreshExpiresAt: number | null;
   refreshable: boolean;
   refreshedAt: number | null;
   failureCount: number;
@@ -59,9 +63,17 @@ export interface SessionMetadata {
 }
 
 export interface TokenRequest {
-  /** seconds the token must stay valid; default 60 */
+  /**
+   * Seconds the caller wishes the token to stay valid; default 60. A wish: capped at half the
+   * lifetime the provider issues, and a token minted for this call is served whatever its lifetime.
+   */
   minValidity: number;
   force: boolean;
+  /**
+   * The fingerprint (tokenFingerprint) of an access token a resource server refused: the call is
+   * forced only while the stored token still has it; otherwise the newer token is served at once.
+   */
+  rejected?: string;
 }
 
 export interface TokenResult {

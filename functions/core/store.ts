@@ -32,9 +32,18 @@ export interface SessionRecord extends SessionKey {
   tokenType: string;
   scope?: string;
   expiresAt?: number;
+  /** The refresh token's own expiry (epoch seconds), when the provider said. */
+  refreshExpiresAt?: number;
+  /** When the sweep must act (epoch seconds): the index's sort key; absent when not refreshable. */
+  refreshDueAt?: number;
   status: SessionStatus;
   version: number;
   createdAt: number;
+  /**
+   * When a refresh grant issued the current access token (epoch ms). Absent for a token handed over
+   * at login, whose age the keeper cannot know.
+   */
+  issuedAt?: number;
   refreshedAt?: number;
   leaseOwner?: string;
   leaseUntil?: number;
@@ -50,8 +59,8 @@ export interface RevealedTokens {
 
 /** What a lease asks for beyond "active, refreshable, not leased, not backing off". */
 export type LeaseCondition =
-  /** `seenExpiresAt`: the expiry the index showed; a session refreshed since then is not leased again. */
-  | { kind: 'sweep'; dueBy: number; seenExpiresAt?: number }
+  /** `seenDueAt`: the due time the index showed; a session refreshed since then is not leased again. */
+  | { kind: 'sweep'; dueBy: number; seenDueAt?: number }
   | { kind: 'onDemand'; minValidUntil: number }
   | { kind: 'forced'; version: number };
 
@@ -61,21 +70,36 @@ export interface NewSession extends SessionKey {
   tokenType: string;
   scope?: string;
   expiresAt?: number;
+  refreshExpiresAt?: number;
 }
 
 export interface CommittedTokens {
-  accessToken: string;
+  /** Absent when the answer carried no usable access token: the old one stays, marked due. */
+  accessToken?: string;
   /** The refresh token to keep: the rotated one, or the old one when none was returned. */
   refreshToken: string;
   tokenType: string;
   scope?: string;
   expiresAt?: number;
+  refreshExpiresAt?: number;
 }
 
 export type FailureKind = 'transient' | 'reauthorization_required' | 'client_rejected';
 
 export interface DueKey extends SessionKey {
-  expiresAt: number;
+  /** The index's sort key: when the sweep must act (epoch seconds). */
+  dueAt: number;
+}
+
+/**
+ * When the sweep must act on a refreshable session (epoch seconds): the earlier of the access token's
+ * expiry and the refresh token's. Undefined when neither is known: such a session is refreshed only
+ * on demand.
+ */
+export function refreshDueAt(s: { expiresAt?: number; refreshExpiresAt?: number }): number | undefined {
+  if (s.expiresAt === undefined) return s.refreshExpiresAt;
+  if (s.refreshExpiresAt === undefined) return s.expiresAt;
+  return Math.min(s.expiresAt, s.refreshExpiresAt);
 }
 
 export interface SessionStore {
@@ -163,9 +187,12 @@ function toRecord(item: Item): SessionRecord {
     tokenType: (str(item.tokenType) ?? 'Bearer') as string,
     scope: str(item.scope),
     expiresAt: num(item.expiresAt),
+    refreshExpiresAt: num(item.refreshExpiresAt),
+    refreshDueAt: num(item[TABLE.dueAttribute]),
     status: (item.status as SessionStatus) ?? 'active',
     version: num(item.version) ?? 0,
     createdAt: num(item.createdAt) ?? 0,
+    issuedAt: num(item.issuedAt),
     refreshedAt: num(item.refreshedAt),
     leaseOwner: str(item.leaseOwner),
     leaseUntil: num(item.leaseUntil),
@@ -284,7 +311,7 @@ export class DynamoSessionStore implements SessionStore {
       'version = if_not_exists(version, :zero) + :one',
       'failureCount = :zero',
     ];
-    const remove = ['leaseOwner', 'leaseUntil', 'nextAttemptAt', 'lastError', 'refreshedAt'];
+    const remove = ['leaseOwner', 'leaseUntil', 'nextAttemptAt', 'lastError', 'refreshedAt', 'issuedAt'];
     if (session.refreshToken !== undefined) {
       set.push('refreshToken = :rt');
       values[':rt'] = await this.seal(session, 'refreshToken', session.refreshToken);
@@ -305,12 +332,14 @@ export class DynamoSessionStore implements SessionStore {
     } else {
       remove.push('expiresAt');
     }
-    if (session.expiresAt !== undefined && session.refreshToken !== undefined) {
-      set.push(`${TABLE.shardAttribute} = :shard`);
-      values[':shard'] = shardOf(session, this.shardCount);
+    if (session.refreshExpiresAt !== undefined && session.refreshToken !== undefined) {
+      set.push('refreshExpiresAt = :rexp');
+      values[':rexp'] = session.refreshExpiresAt;
     } else {
-      remove.push(TABLE.shardAttribute);
+      remove.push('refreshExpiresAt');
     }
+    const dueAt = session.refreshToken !== undefined ? refreshDueAt(session) : undefined;
+    this.schedule(session, dueAt, set, remove, values);
     const { Attributes } = await this.doc.send(
       new UpdateCommand({
         TableName: this.tableName,
@@ -323,6 +352,26 @@ export class DynamoSessionStore implements SessionStore {
     );
     const record = toRecord(Attributes as Item);
     return { created: record.version === 1, record };
+  }
+
+  /**
+   * The index entry: a refreshable session with a due time is in the sparse `byExpiry` index (shard +
+   * due time); any other session is out of it, and costs the sweep nothing.
+   */
+  private schedule(
+    key: SessionKey,
+    dueAt: number | undefined,
+    set: string[],
+    remove: string[],
+    values: Record<string, unknown>,
+  ): void {
+    if (dueAt === undefined) {
+      remove.push(TABLE.shardAttribute, TABLE.dueAttribute);
+      return;
+    }
+    set.push(`${TABLE.shardAttribute} = :shard`, `${TABLE.dueAttribute} = :due`);
+    values[':shard'] = shardOf(key, this.shardCount);
+    values[':due'] = dueAt;
   }
 
   async deleteSession(key: SessionKey): Promise<SessionRecord | undefined> {
@@ -349,11 +398,11 @@ export class DynamoSessionStore implements SessionStore {
     let extra: string;
     switch (condition.kind) {
       case 'sweep':
-        extra = 'expiresAt <= :bound';
+        extra = `${TABLE.dueAttribute} <= :bound`;
         values[':bound'] = condition.dueBy;
-        if (condition.seenExpiresAt !== undefined) {
-          extra += ' AND expiresAt = :seen';
-          values[':seen'] = condition.seenExpiresAt;
+        if (condition.seenDueAt !== undefined) {
+          extra += ` AND ${TABLE.dueAttribute} = :seen`;
+          values[':seen'] = condition.seenDueAt;
         }
         break;
       case 'onDemand':
@@ -389,34 +438,41 @@ export class DynamoSessionStore implements SessionStore {
     // Seal before the write so nothing can fail between the grant's answer and the commit.
     const values: Record<string, unknown> = {
       ':owner': owner,
-      ':at': await this.seal(key, 'accessToken', tokens.accessToken),
       ':rt': await this.seal(key, 'refreshToken', tokens.refreshToken),
-      ':tt': tokens.tokenType,
       ':one': 1,
       ':zero': 0,
       ':now': now,
     };
     const set = [
-      'accessToken = :at',
       'refreshToken = :rt',
-      'tokenType = :tt',
       'version = version + :one',
       'refreshedAt = :now',
       'failureCount = :zero',
     ];
     const remove = ['leaseOwner', 'leaseUntil', 'nextAttemptAt', 'lastError'];
+    if (tokens.accessToken !== undefined) {
+      set.push('accessToken = :at', 'tokenType = :tt', 'issuedAt = :now');
+      values[':at'] = await this.seal(key, 'accessToken', tokens.accessToken);
+      values[':tt'] = tokens.tokenType;
+    }
     if (tokens.scope !== undefined) {
       set.push('#scope = :scope');
       values[':scope'] = tokens.scope;
     }
     if (tokens.expiresAt !== undefined) {
-      set.push('expiresAt = :exp', `${TABLE.shardAttribute} = :shard`);
+      set.push('expiresAt = :exp');
       values[':exp'] = tokens.expiresAt;
-      values[':shard'] = shardOf(key, this.shardCount);
     } else {
-      // No lifetime given: never refreshed on schedule, and no invented expiry.
-      remove.push('expiresAt', TABLE.shardAttribute);
+      // No lifetime given: no invented expiry (swept only for a known refresh-token expiry).
+      remove.push('expiresAt');
     }
+    if (tokens.refreshExpiresAt !== undefined) {
+      set.push('refreshExpiresAt = :rexp');
+      values[':rexp'] = tokens.refreshExpiresAt;
+    } else {
+      remove.push('refreshExpiresAt');
+    }
+    this.schedule(key, refreshDueAt(tokens), set, remove, values);
     const item = await this.conditionalUpdate({
       Key: keyOf(key),
       UpdateExpression: `SET ${set.join(', ')} REMOVE ${remove.join(', ')}`,
@@ -446,7 +502,7 @@ export class DynamoSessionStore implements SessionStore {
       set.push('#status = :reauth');
       names['#status'] = 'status';
       values[':reauth'] = 'reauthorization_required';
-      remove.push(TABLE.shardAttribute, 'nextAttemptAt');
+      remove.push(TABLE.shardAttribute, TABLE.dueAttribute, 'nextAttemptAt');
     } else if (failure.nextAttemptAt !== undefined) {
       set.push('nextAttemptAt = :next');
       values[':next'] = failure.nextAttemptAt;
@@ -479,8 +535,8 @@ export class DynamoSessionStore implements SessionStore {
       new QueryCommand({
         TableName: this.tableName,
         IndexName: TABLE.expiryIndex,
-        KeyConditionExpression: '#shard = :shard AND #exp <= :dueBy',
-        ExpressionAttributeNames: { '#shard': TABLE.shardAttribute, '#exp': TABLE.expiryAttribute },
+        KeyConditionExpression: '#shard = :shard AND #due <= :dueBy',
+        ExpressionAttributeNames: { '#shard': TABLE.shardAttribute, '#due': TABLE.dueAttribute },
         ExpressionAttributeValues: { ':shard': shard, ':dueBy': dueBy },
         ExclusiveStartKey: cursor,
       }),
@@ -494,7 +550,7 @@ export class DynamoSessionStore implements SessionStore {
       keys.push({
         userId: pk.slice('USER#'.length),
         providerId: sk.slice('SESSION#'.length),
-        expiresAt: item[TABLE.expiryAttribute] as number,
+        dueAt: item[TABLE.dueAttribute] as number,
       });
     }
     return { keys, cursor: page.LastEvaluatedKey };

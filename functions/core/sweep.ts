@@ -54,7 +54,7 @@ export class Sweeper implements SweepService {
         return keys;
       }),
     );
-    const due = perShard.flat().sort((a, b) => a.expiresAt - b.expiresAt);
+    const due = perShard.flat().sort((a, b) => a.dueAt - b.dueAt);
 
     const summary: SweepSummary = {
       due: due.length,
@@ -85,11 +85,11 @@ export class Sweeper implements SweepService {
           return;
         }
         const key = due[next++] as DueKey;
-        if (key.expiresAt <= Math.floor(clock.now() / 1000)) summary.missed++;
+        if (key.dueAt <= Math.floor(clock.now() / 1000)) summary.missed++;
         try {
           const outcome = await this.o.refresher.refresh(
             { userId: key.userId, providerId: key.providerId },
-            { kind: 'sweep', dueBy, seenExpiresAt: key.expiresAt },
+            { kind: 'sweep', dueBy, seenDueAt: key.dueAt },
             { grantDone: release },
           );
           switch (outcome.kind) {

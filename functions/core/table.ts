@@ -16,7 +16,12 @@ export const TABLE = {
   sortKey: 'sk',
   expiryIndex: 'byExpiry',
   shardAttribute: 'refreshShard',
-  expiryAttribute: 'expiresAt',
+  /**
+   * The index's sort key: when the sweep must act, in epoch seconds. The earlier of the access
+   * token's expiry and the refresh token's (`refreshExpiresAt`), so a short-lived refresh token is
+   * renewed before it lapses even while the access token is far from expiry.
+   */
+  dueAttribute: 'refreshDueAt',
 } as const;
 
 export function createTableInput(tableName: string): CreateTableCommandInput {
@@ -27,7 +32,7 @@ export function createTableInput(tableName: string): CreateTableCommandInput {
       { AttributeName: TABLE.partitionKey, AttributeType: 'S' },
       { AttributeName: TABLE.sortKey, AttributeType: 'S' },
       { AttributeName: TABLE.shardAttribute, AttributeType: 'N' },
-      { AttributeName: TABLE.expiryAttribute, AttributeType: 'N' },
+      { AttributeName: TABLE.dueAttribute, AttributeType: 'N' },
     ],
     KeySchema: [
       { AttributeName: TABLE.partitionKey, KeyType: 'HASH' },
@@ -38,7 +43,7 @@ export function createTableInput(tableName: string): CreateTableCommandInput {
         IndexName: TABLE.expiryIndex,
         KeySchema: [
           { AttributeName: TABLE.shardAttribute, KeyType: 'HASH' },
-          { AttributeName: TABLE.expiryAttribute, KeyType: 'RANGE' },
+          { AttributeName: TABLE.dueAttribute, KeyType: 'RANGE' },
         ],
         Projection: { ProjectionType: 'KEYS_ONLY' },
       },

@@ -1,5 +1,5 @@
+import { createHash } from 'node:crypto';
 import {
-  InvalidRequestError,
   KeyUnavailableError,
   ReauthorizationRequiredError,
   RefreshUnavailableError,
@@ -31,6 +31,31 @@ export interface TokenServiceOptions {
 /** A guard against a livelock; waiting itself is bounded by `maxWaitMs`. */
 const MAX_ROUNDS = 1_000;
 
+/**
+ * A token issued this recently is served to a non-forced call whatever its `minValidity`: a burst of
+ * callers asking for more than the provider issues must not turn into a burst of grants.
+ */
+export const FRESH_TOKEN_MS = 5_000;
+
+/** The `rejected` fingerprint of an access token: the first 16 hex characters of its SHA-256. */
+export function tokenFingerprint(accessToken: string): string {
+  return createHash('sha256').update(accessToken, 'utf8').digest('hex').slice(0, 16);
+}
+
+/**
+ * `minValidity` is a wish: it is capped at half the lifetime the provider issued with the current
+ * token, so a caller asking for more than the provider gives gets the freshest token, not a grant per
+ * call. (An unknown lifetime leaves the wish as it is.)
+ */
+export function effectiveMinValidity(
+  record: { expiresAt?: number; issuedAt?: number },
+  minValidity: number,
+): number {
+  if (record.expiresAt === undefined || record.issuedAt === undefined) return minValidity;
+  const lifetime = record.expiresAt - Math.floor(record.issuedAt / 1000);
+  return lifetime > 0 ? Math.min(minValidity, Math.floor(lifetime / 2)) : minValidity;
+}
+
 export class DefaultTokenService implements TokenService {
   private readonly o: TokenServiceOptions;
   private readonly inflight = new Map<string, Promise<RefreshOutcome>>();
@@ -45,30 +70,34 @@ export class DefaultTokenService implements TokenService {
     const deadline = clock.now() + this.o.maxWaitMs;
     let seenVersion: number | undefined;
     let pollMs = 25;
-    let refreshedByUs = false;
+    const conditional = request.rejected !== undefined;
 
     for (let round = 0; round < MAX_ROUNDS; round++) {
       // The first read may be eventually consistent (the hot path); re-reads after a refusal may not.
       // A forced call's first read is its own: the version it sees must postdate the token it rejects.
-      const consistent = round > 0 || request.force;
-      const record =
-        request.force && round === 0
-          ? await store.getSession(key, { consistent })
-          : await this.sharedRead(key, consistent);
+      const own = (request.force || conditional) && round === 0;
+      const record = own
+        ? await store.getSession(key, { consistent: true })
+        : await this.sharedRead(key, round > 0);
       if (!record) throw new SessionNotFoundError();
       if (record.status === 'reauthorization_required') {
         throw new ReauthorizationRequiredError(
           `the grant is no longer valid (${record.lastError?.code ?? 'invalid_grant'}); the user must authorize again`,
         );
       }
+      // With `rejected`, the call is forced only while the stored token is the one the caller's
+      // resource server refused; a newer token is served at once.
+      let force = request.force;
+      let revealed: string | undefined;
+      if (conditional) {
+        revealed = await this.revealAccess(record);
+        force = tokenFingerprint(revealed) === request.rejected;
+        if (force) seenVersion = Math.min(seenVersion ?? record.version, record.version);
+      }
       seenVersion ??= record.version;
       const now = clock.now();
-      if (this.satisfies(record, request, seenVersion, now)) return this.serve(record);
-      if (refreshedByUs) {
-        throw new InvalidRequestError(
-          `minValidity=${request.minValidity} exceeds the lifetime of the tokens this provider issues`,
-        );
-      }
+      const minValidity = effectiveMinValidity(record, request.minValidity);
+      if (this.satisfies(record, force, minValidity, seenVersion, now)) return this.serve(record, revealed);
 
       if (record.refreshTokenSealed === undefined) {
         throw new ReauthorizationRequiredError(
@@ -100,18 +129,26 @@ export class DefaultTokenService implements TokenService {
 
       // Once the session has moved past the version the forced caller saw, only minValidity is left
       // to satisfy: a forced lease on the old version could never be granted again.
+      // The onDemand bound uses the same effective minValidity as `satisfies`, so a session that
+      // does not satisfy the call is always one its lease condition accepts.
       const condition: LeaseCondition =
-        request.force && record.version <= seenVersion
+        force && record.version <= seenVersion
           ? { kind: 'forced', version: seenVersion }
-          : { kind: 'onDemand', minValidUntil: Math.floor(now / 1000) + request.minValidity };
+          : { kind: 'onDemand', minValidUntil: Math.floor(now / 1000) + minValidity };
       const outcome = await (joined ?? this.startRefresh(id, key, condition));
       switch (outcome.kind) {
         case 'refreshed':
-          if (this.satisfies(outcome.record, request, seenVersion, clock.now())) {
+          // Minted for this call (or one it joined): the freshest token the provider gives, with its
+          // true expires_in, whatever minValidity wished for. Never a second grant to chase it.
+          if (outcome.record.status === 'active' && outcome.record.version > seenVersion) {
             return this.serve(outcome.record, outcome.accessToken);
           }
-          if (!joined) refreshedByUs = true;
           continue;
+        case 'partial':
+          throw new RefreshUnavailableError(
+            'the provider renewed the grant but issued no usable access token; ask again',
+            1,
+          );
         case 'refused':
         case 'lease_lost':
           continue;
@@ -155,29 +192,43 @@ export class DefaultTokenService implements TokenService {
     return promise;
   }
 
-  private satisfies(record: SessionRecord, request: TokenRequest, seenVersion: number, now: number): boolean {
+  private satisfies(
+    record: SessionRecord,
+    force: boolean,
+    minValidity: number,
+    seenVersion: number,
+    now: number,
+  ): boolean {
     if (record.status !== 'active') return false;
-    if (request.force && record.version <= seenVersion) return false;
-    return secondsLeft(record, now) >= request.minValidity;
+    if (force && record.version <= seenVersion) return false;
+    if (
+      record.issuedAt !== undefined &&
+      now - record.issuedAt < FRESH_TOKEN_MS &&
+      secondsLeft(record, now) > 0
+    ) {
+      return true;
+    }
+    return secondsLeft(record, now) >= minValidity;
+  }
+
+  private async revealAccess(record: SessionRecord): Promise<string> {
+    try {
+      return (await this.o.store.reveal(record, 'access')).accessToken;
+    } catch (err) {
+      if (err instanceof KeyUnavailableError) {
+        this.o.metrics.add('KeyUnavailable', 'Count', 1);
+        this.o.logger.error('stored token cannot be decrypted; session kept', {
+          userId: record.userId,
+          providerId: record.providerId,
+          reason: err.message,
+        });
+      }
+      throw err;
+    }
   }
 
   private async serve(record: SessionRecord, accessToken?: string): Promise<TokenResult> {
-    let token = accessToken;
-    if (token === undefined) {
-      try {
-        token = (await this.o.store.reveal(record, 'access')).accessToken;
-      } catch (err) {
-        if (err instanceof KeyUnavailableError) {
-          this.o.metrics.add('KeyUnavailable', 'Count', 1);
-          this.o.logger.error('stored token cannot be decrypted; session kept', {
-            userId: record.userId,
-            providerId: record.providerId,
-            reason: err.message,
-          });
-        }
-        throw err;
-      }
-    }
+    const token = accessToken ?? (await this.revealAccess(record));
     const now = this.o.clock.now();
     const result: TokenResult = {
       access_token: token,

@@ -102,15 +102,10 @@ const TRANSIENT: TransientCase[] = [
   { name: 'a hang past the timeout', fault: () => ({ kind: 'hang' }), code: 'timeout', timeoutMs: 600 },
   { name: 'malformed JSON', fault: () => ({ kind: 'malformed-json' }), code: 'invalid_response' },
   {
+    // Only invalid_grant / bad_refresh_token in a 200 body end the grant; any other code is transient.
     name: 'a 200 carrying an OAuth error body',
     fault: () => ({ kind: 'oauth-error-200', error: 'temporarily_unavailable' }),
-    code: 'invalid_response',
-  },
-  {
-    // A 200 is a success status: an error body in it is a broken answer, not the grant's death.
-    name: 'a 200 carrying invalid_grant',
-    fault: () => ({ kind: 'oauth-error-200', error: 'invalid_grant' }),
-    code: 'invalid_response',
+    code: 'temporarily_unavailable',
   },
   {
     name: 'a 200 missing access_token',
@@ -305,54 +300,65 @@ describe('fault matrix: invalid_client flags the provider and keeps its sessions
 });
 
 describe('fault matrix: invalid_grant ends the session (and only it does)', () => {
-  it('400 invalid_grant: reauthorization_required, kept, out of the sweep, 409 on the token route', async () => {
-    const clock = new SteppedClock();
-    const stack = await freshKeeper(clock);
-    const s = await connect(stack, oauth);
-    const other = await connect(stack, oauth);
-    oauth.proxy.reset();
+  it.each([
+    { name: '400 invalid_grant', fault: { kind: 'oauth-error', status: 400, error: 'invalid_grant' } },
+    { name: '200 carrying invalid_grant', fault: { kind: 'oauth-error-200', error: 'invalid_grant' } },
+    // GitHub answers a dead refresh token with HTTP 200 {"error":"bad_refresh_token"}.
+    {
+      name: '200 carrying bad_refresh_token (GitHub)',
+      fault: { kind: 'oauth-error-200', error: 'bad_refresh_token' },
+    },
+  ] as const)(
+    '$name: reauthorization_required, kept, out of the sweep, 409 on the token route',
+    async (c) => {
+      const clock = new SteppedClock();
+      const stack = await freshKeeper(clock);
+      const s = await connect(stack, oauth);
+      const other = await connect(stack, oauth);
+      oauth.proxy.reset();
 
-    oauth.proxy.setFault({ kind: 'oauth-error', status: 400, error: 'invalid_grant', times: 1 });
-    const forced = await getToken(stack, s, '?force=true');
-    expect(forced.status).toBe(409);
-    expect(forced.body).toMatchObject({ error: 'reauthorization_required' });
+      oauth.proxy.setFault({ ...c.fault, times: 1 });
+      const forced = await getToken(stack, s, '?force=true');
+      expect(forced.status).toBe(409);
+      expect(forced.body).toMatchObject({ error: 'reauthorization_required' });
 
-    const dead = (await record(stack, s)) as NonNullable<Awaited<ReturnType<typeof record>>>;
-    expect(dead).toMatchObject({ status: 'reauthorization_required', failureCount: 1, version: 1 });
-    expect(dead.lastError?.code).toBe('invalid_grant');
-    expect(dead.nextAttemptAt).toBeUndefined();
-    expect(dead.leaseOwner).toBeUndefined();
-    // Kept: its metadata is still there, it is just not refreshable.
-    expect(await metadata(stack, s)).toMatchObject({
-      status: 'reauthorization_required',
-      refreshable: false,
-      failureCount: 1,
-      nextAttemptAt: null,
-    });
-    // Every token request now answers 409, even one the old access token would have satisfied.
-    for (const query of ['', '?minValidity=0', '?minValidity=400', '?force=true']) {
-      const res = await getToken(stack, s, query);
-      expect(res.status).toBe(409);
-      expect(res.body).toMatchObject({ error: 'reauthorization_required' });
-    }
-    expect(eventsFor(stack.logs, 'SessionReauthorizationRequired', s)).toHaveLength(1);
+      const dead = (await record(stack, s)) as NonNullable<Awaited<ReturnType<typeof record>>>;
+      expect(dead).toMatchObject({ status: 'reauthorization_required', failureCount: 1, version: 1 });
+      expect(dead.lastError?.code).toBe(c.fault.error);
+      expect(dead.nextAttemptAt).toBeUndefined();
+      expect(dead.leaseOwner).toBeUndefined();
+      // Kept: its metadata is still there, it is just not refreshable.
+      expect(await metadata(stack, s)).toMatchObject({
+        status: 'reauthorization_required',
+        refreshable: false,
+        failureCount: 1,
+        nextAttemptAt: null,
+      });
+      // Every token request now answers 409, even one the old access token would have satisfied.
+      for (const query of ['', '?minValidity=0', '?minValidity=400', '?force=true']) {
+        const res = await getToken(stack, s, query);
+        expect(res.status).toBe(409);
+        expect(res.body).toMatchObject({ error: 'reauthorization_required' });
+      }
+      expect(eventsFor(stack.logs, 'SessionReauthorizationRequired', s)).toHaveLength(1);
 
-    // The endpoint is healthy again: the dead session stays dead and its refresh token is never
-    // presented again; the other session of the same provider is refreshed as usual.
-    clock.advance(3_600_000);
-    const summary = await stack.sweep();
-    expect(summary).toMatchObject({ due: 1, refreshed: 1, reauthorizationRequired: 0 });
-    expect((await metadata(stack, s)).status).toBe('reauthorization_required');
-    expect(oauth.proxy.requests.filter((r) => r.refreshToken === s.tokens.refresh_token)).toHaveLength(1);
-    expect(await metadata(stack, other)).toMatchObject({ status: 'active', failureCount: 0 });
-    expect(eventsFor(stack.logs, 'SessionReauthorizationRequired', s)).toHaveLength(1);
+      // The endpoint is healthy again: the dead session stays dead and its refresh token is never
+      // presented again; the other session of the same provider is refreshed as usual.
+      clock.advance(3_600_000);
+      const summary = await stack.sweep();
+      expect(summary).toMatchObject({ due: 1, refreshed: 1, reauthorizationRequired: 0 });
+      expect((await metadata(stack, s)).status).toBe('reauthorization_required');
+      expect(oauth.proxy.requests.filter((r) => r.refreshToken === s.tokens.refresh_token)).toHaveLength(1);
+      expect(await metadata(stack, other)).toMatchObject({ status: 'active', failureCount: 0 });
+      expect(eventsFor(stack.logs, 'SessionReauthorizationRequired', s)).toHaveLength(1);
 
-    // The way back is a new authorization, handed over by the backend.
-    const again = await oauth.login({ clientId: oauth.clients.basic.clientId, accountId: s.userId });
-    expect((await stack.call('PUT', `/v1/sessions/${s.userId}/mcp`, again)).status).toBe(200);
-    expect(await metadata(stack, s)).toMatchObject({ status: 'active', failureCount: 0, lastError: null });
-    expect(((await getToken(stack, s)).body as ServedToken).access_token).toBe(again.access_token);
-  });
+      // The way back is a new authorization, handed over by the backend.
+      const again = await oauth.login({ clientId: oauth.clients.basic.clientId, accountId: s.userId });
+      expect((await stack.call('PUT', `/v1/sessions/${s.userId}/mcp`, again)).status).toBe(200);
+      expect(await metadata(stack, s)).toMatchObject({ status: 'active', failureCount: 0, lastError: null });
+      expect(((await getToken(stack, s)).body as ServedToken).access_token).toBe(again.access_token);
+    },
+  );
 });
 
 describe('the reauthorization signal: at most once per transition, also under retries', () => {

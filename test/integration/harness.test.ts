@@ -289,7 +289,7 @@ describe('dynalite', () => {
     const index = Table?.GlobalSecondaryIndexes?.find((i) => i.IndexName === TABLE.expiryIndex);
     expect(index?.KeySchema).toEqual([
       { AttributeName: TABLE.shardAttribute, KeyType: 'HASH' },
-      { AttributeName: TABLE.expiryAttribute, KeyType: 'RANGE' },
+      { AttributeName: TABLE.dueAttribute, KeyType: 'RANGE' },
     ]);
     expect(index?.Projection?.ProjectionType).toBe('KEYS_ONLY');
 

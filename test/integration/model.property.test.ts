@@ -1,10 +1,6 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  InvalidRequestError,
-  ReauthorizationRequiredError,
-  RefreshUnavailableError,
-} from '../../functions/core/errors.js';
+import { ReauthorizationRequiredError, RefreshUnavailableError } from '../../functions/core/errors.js';
 import type { Runtime } from '../../functions/core/runtime.js';
 import type { SessionRecord } from '../../functions/core/store.js';
 import {
@@ -154,7 +150,6 @@ async function runToken(real: Real, op: TokenOp): Promise<Outcome> {
       return { ok: false, code: 'refresh_unavailable' };
     }
     if (err instanceof ReauthorizationRequiredError) return { ok: false, code: 'reauthorization_required' };
-    if (err instanceof InvalidRequestError) return { ok: false, code: 'invalid_request' };
     throw err;
   }
 }
@@ -192,9 +187,12 @@ async function execute(real: Real, ops: Op[]): Promise<void> {
       (q) => q.clientId === real.clientIds[op.session] && q.fault !== undefined,
     );
     if (outcome.ok) {
-      // Valid for the caller's minValidity, on the keeper's clock.
+      // Valid for the caller's minValidity, on the keeper's clock. minValidity is a wish: beyond half
+      // the lifetime the provider issues, the freshest token is served instead of a 400.
       expect(outcome.expiresAt, label).not.toBeNull();
-      expect((outcome.expiresAt as number) - nowSeconds, label).toBeGreaterThanOrEqual(op.minValidity);
+      expect((outcome.expiresAt as number) - nowSeconds, label).toBeGreaterThanOrEqual(
+        Math.min(op.minValidity, Math.floor(ACCESS_TTL / 2)),
+      );
       if (op.force)
         expect(outcome.accessToken, `${label} served the token it had`).not.toBe(
           before.accessTokens[op.session],
@@ -207,10 +205,6 @@ async function execute(real: Real, ops: Op[]): Promise<void> {
     switch (outcome.code) {
       case 'reauthorization_required':
         expect(after[op.session]?.status, label).toBe('reauthorization_required');
-        break;
-      case 'invalid_request':
-        // Only a minValidity beyond the lifetime of the provider's tokens is refused.
-        expect(op.minValidity, label).toBeGreaterThan(ACCESS_TTL);
         break;
       case 'refresh_unavailable': {
         // Explained by a failure served for this session now, or a backoff already in place.

@@ -195,9 +195,10 @@ describe('a forced call overtaken by another change', () => {
   // session changes under it (here: the user logs in again, which bumps the version and clears the
   // lease) to tokens that do not satisfy its minValidity. Its "newer than v" requirement is met, so
   // it must go on as an on-demand call rather than ask for a lease on version v forever.
+  // minValidity is a wish: beyond the provider's 1-hour tokens the call still gets the fresh token.
   it.each([
     { minValidity: 120, expect: 200 },
-    { minValidity: 5_000, expect: 400 },
+    { minValidity: 5_000, expect: 200 },
   ])('minValidity=$minValidity after a re-login with 30 s left answers $expect', async (c) => {
     const s = await connect(keeper, oauth, 'mcp');
     const before = (await record(keeper, s)) as SessionRecord;
@@ -225,7 +226,7 @@ describe('a forced call overtaken by another change', () => {
     if (c.expect === 200) {
       const served = res.body as ServedToken;
       expect(served.access_token).not.toBe(again.access_token);
-      expect(served.expires_in).toBeGreaterThanOrEqual(c.minValidity);
+      expect(served.expires_in).toBeGreaterThanOrEqual(Math.min(c.minValidity, 3500));
       expect((await oauth.introspect(served.access_token)).active).toBe(true);
     } else {
       expect(res.body).toMatchObject({ error: 'invalid_request' });

@@ -78,7 +78,7 @@ describe('sessions table', () => {
           IndexName: 'byExpiry',
           KeySchema: [
             { AttributeName: 'refreshShard', KeyType: 'HASH' },
-            { AttributeName: 'expiresAt', KeyType: 'RANGE' },
+            { AttributeName: 'refreshDueAt', KeyType: 'RANGE' },
           ],
           Projection: { ProjectionType: 'KEYS_ONLY' },
         },

@@ -37,6 +37,8 @@ export type Reply =
   | { kind: 'rotate'; expiresIn?: number | null; rotate?: boolean }
   /** An OAuth error body (`{"error": …}`) with the given status. */
   | { kind: 'error'; status: number; error: string; description?: string; headers?: Record<string, string> }
+  /** HTTP 200 with exactly this JSON body (a real provider's answer, shape for shape). */
+  | { kind: 'json'; body: Record<string, unknown> }
   /** Any status and raw body. */
   | { kind: 'status'; status: number; body?: string; headers?: Record<string, string> }
   /** Never answers; fails when the request's abort signal fires. */
@@ -177,6 +179,8 @@ export class ScriptedTokenEndpoint {
           JSON.stringify({ error: reply.error, error_description: reply.description ?? reply.error }),
           { status: reply.status, headers: { ...json, ...reply.headers } },
         );
+      case 'json':
+        return new Response(JSON.stringify(reply.body), { status: 200, headers: json });
       case 'status':
         return new Response(reply.body ?? null, { status: reply.status, headers: reply.headers });
     }

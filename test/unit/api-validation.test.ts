@@ -273,9 +273,22 @@ describe('parseSessionBody', () => {
       access_token: 'at',
       refresh_token: 'rt',
       expires_in: 3600,
+      refresh_expires_in: 1800,
       token_type: 'bearer',
       scope: 'a b',
     });
+  });
+
+  it('reads the refresh token lifetime from refresh_expires_in (Keycloak) or refresh_token_expires_in (GitHub)', () => {
+    expect(parseSessionBody({ access_token: 'a', refresh_token_expires_in: '15897600' })).toMatchObject({
+      refresh_expires_in: 15_897_600,
+    });
+    expect(parseSessionBody({ access_token: 'a', refresh_expires_in: 0 })).toMatchObject({
+      refresh_expires_in: 0,
+    });
+    expect(invalid(() => parseSessionBody({ access_token: 'a', refresh_expires_in: 'soon' }))).toBe(
+      'refresh_expires_in: must be a non-negative number',
+    );
   });
 
   it('requires a non-empty access_token', () => {
@@ -288,16 +301,16 @@ describe('parseSessionBody', () => {
     );
   });
 
-  it('limits tokens to 16 KiB of UTF-8', () => {
-    expect(parseSessionBody({ access_token: 'a'.repeat(16384) }).access_token).toHaveLength(16384);
-    expect(invalid(() => parseSessionBody({ access_token: 'a'.repeat(16385) }))).toBe(
-      'access_token: must be at most 16384 bytes',
+  it('limits tokens to 32 KiB of UTF-8', () => {
+    expect(parseSessionBody({ access_token: 'a'.repeat(32768) }).access_token).toHaveLength(32768);
+    expect(invalid(() => parseSessionBody({ access_token: 'a'.repeat(32769) }))).toBe(
+      'access_token: must be at most 32768 bytes',
     );
-    expect(invalid(() => parseSessionBody({ access_token: 'é'.repeat(8193) }))).toBe(
-      'access_token: must be at most 16384 bytes',
+    expect(invalid(() => parseSessionBody({ access_token: 'é'.repeat(16385) }))).toBe(
+      'access_token: must be at most 32768 bytes',
     );
-    expect(invalid(() => parseSessionBody({ access_token: 'a', refresh_token: 'r'.repeat(16385) }))).toBe(
-      'refresh_token: must be at most 16384 bytes',
+    expect(invalid(() => parseSessionBody({ access_token: 'a', refresh_token: 'r'.repeat(32769) }))).toBe(
+      'refresh_token: must be at most 32768 bytes',
     );
   });
 
@@ -419,6 +432,23 @@ describe('parseTokenQuery', () => {
   it.each(['1', 'TRUE', 'yes', '', 'true,true'])('rejects force %j', (value) => {
     expect(invalid(() => parseTokenQuery({ force: value }))).toBe('force: must be true or false');
   });
+
+  it('takes rejected: 16 lower-case hex characters', () => {
+    expect(parseTokenQuery({ force: 'true', rejected: '0123456789abcdef' })).toEqual({
+      minValidity: 60,
+      force: true,
+      rejected: '0123456789abcdef',
+    });
+  });
+
+  it.each(['0123456789ABCDEF', '0123456789abcde', '0123456789abcdef0', 'zzzzzzzzzzzzzzzz', ''])(
+    'rejects rejected=%j',
+    (value) => {
+      expect(invalid(() => parseTokenQuery({ rejected: value }))).toMatch(
+        /^rejected: must be 16 lower-case hex/,
+      );
+    },
+  );
 
   it('rejects unknown query parameters', () => {
     expect(invalid(() => parseTokenQuery({ min_validity: '30' }))).toBe(

@@ -252,7 +252,149 @@ describe('OAuthClient.refresh: token_type', () => {
       json(200, { access_token: 'at-dpop', token_type: 'DPoP', expires_in: 60 }),
     );
     const result = await client.refresh(provider(), REFRESH_TOKEN);
-    expect(result.ok && result.tokens.tokenType).toBe('dpop');
+    expect(result.ok && result.tokens.tokenType).toBe('DPoP');
+  });
+
+  it.each([
+    ['bearer', 'Bearer'],
+    ['BEARER', 'Bearer'],
+    ['BeArEr', 'Bearer'],
+    [undefined, 'Bearer'],
+    ['', 'Bearer'],
+    ['bot', 'bot'],
+    ['N_A', 'N_A'],
+  ])('token_type %j is served as %j', async (given, served) => {
+    const { client } = harness(() =>
+      json(200, { access_token: 'at', refresh_token: 'rt', token_type: given }),
+    );
+    const result = await client.refresh(provider(), REFRESH_TOKEN);
+    expect(result.ok && result.tokens.tokenType).toBe(served);
+  });
+});
+
+describe('OAuthClient.refresh: a 200 that carries a refresh token is committed', () => {
+  /** A compact JWT with any claims; the keeper neither verifies nor needs it. */
+  const idToken = (claims: Record<string, unknown>) =>
+    [{ alg: 'RS256', kid: 'k1' }, claims, 'c2lnbmF0dXJl']
+      .map((part, i) => (i === 2 ? part : Buffer.from(JSON.stringify(part)).toString('base64url')))
+      .join('.');
+
+  // Each answer rotates the refresh token to 'rt-next'; whatever else it holds must not lose it.
+  it.each<[string, Record<string, unknown>]>([
+    [
+      'an id_token from a foreign issuer',
+      { id_token: idToken({ iss: 'https://elsewhere.example', aud: 'x', exp: 1 }) },
+    ],
+    [
+      'an id_token for another audience and long expired',
+      { id_token: idToken({ iss: ISSUER, aud: 'other', exp: 1 }) },
+    ],
+    ['a malformed id_token', { id_token: 'not-a-jwt' }],
+    ['an id_token that is not a string', { id_token: { nested: true } }],
+    ['an odd token_type', { token_type: 'mac' }],
+    ['a missing token_type', { token_type: undefined }],
+    ['a missing expires_in', { expires_in: undefined }],
+    ['a negative expires_in', { expires_in: -5 }],
+    ['a non-numeric expires_in', { expires_in: 'soon' }],
+    ['an expires_in of the wrong type', { expires_in: { s: 1 } }],
+    ['unknown fields', { ext_expires_in: 7200, 'not-before-policy': 0, session_state: 'abc', ok: true }],
+    ['a scope that is not a string', { scope: ['a', 'b'] }],
+  ])('with %s', async (_shape, extra) => {
+    const { client } = harness(() =>
+      json(200, {
+        access_token: 'at-next',
+        refresh_token: 'rt-next',
+        token_type: 'Bearer',
+        expires_in: 600,
+        ...extra,
+      }),
+    );
+    const result = await client.refresh(provider({ issuer: ISSUER }), REFRESH_TOKEN);
+    expect(result).toMatchObject({ ok: true, tokens: { accessToken: 'at-next', refreshToken: 'rt-next' } });
+  });
+
+  it('without a usable access token the rotated refresh token is still returned, with a warning', async () => {
+    for (const access of [undefined, '', 42, 'x'.repeat(32 * 1024 + 1)]) {
+      const { client, warnings } = harness(() =>
+        json(200, { access_token: access, refresh_token: 'rt-next' }),
+      );
+      const result = await client.refresh(provider(), REFRESH_TOKEN);
+      expect(result).toMatchObject({ ok: true, tokens: { refreshToken: 'rt-next' } });
+      expect(result.ok && result.tokens.accessToken).toBeUndefined();
+      expect(warnings.map((w) => w.message).join('\n')).toMatch(/no usable access token/);
+      expect(JSON.stringify(warnings)).not.toContain('rt-next');
+    }
+  });
+
+  it.each([
+    [3599, 3599],
+    ['3599', 3599],
+    [' 3600 ', 3600],
+    ['3599.9', 3599],
+    [0, 0],
+  ])('expires_in %j is read as %j seconds', async (given, seconds) => {
+    const { client, warnings } = harness(() => json(200, { access_token: 'at', expires_in: given }));
+    const result = await client.refresh(provider(), REFRESH_TOKEN);
+    expect(result.ok && result.tokens.expiresIn).toBe(seconds);
+    expect(warnings).toEqual([]);
+  });
+
+  it('a non-numeric expires_in counts as no expiry, with a warning that names the field only', async () => {
+    const { client, warnings } = harness(() => json(200, { access_token: 'at', expires_in: 'one hour' }));
+    const result = await client.refresh(provider(), REFRESH_TOKEN);
+    expect(result.ok && result.tokens.expiresIn).toBeUndefined();
+    expect(warnings).toEqual([
+      {
+        message: 'expires_in is not a number of seconds; treated as unknown',
+        extra: { providerId: 'acme', field: 'expires_in', type: 'string' },
+      },
+    ]);
+  });
+
+  it.each<[string, Record<string, unknown>, number | undefined]>([
+    ['Keycloak refresh_expires_in', { refresh_expires_in: 1800 }, 1800],
+    ['Keycloak refresh_expires_in as a string', { refresh_expires_in: '1800' }, 1800],
+    ['Keycloak offline token (refresh_expires_in 0: no idle expiry)', { refresh_expires_in: 0 }, undefined],
+    ['GitHub App refresh_token_expires_in', { refresh_token_expires_in: 15_897_600 }, 15_897_600],
+    ['no refresh-token lifetime', {}, undefined],
+  ])('%s', async (_shape, extra, refreshExpiresIn) => {
+    const { client } = harness(() => json(200, { access_token: 'at', refresh_token: 'rt-next', ...extra }));
+    const result = await client.refresh(provider(), REFRESH_TOKEN);
+    expect(result.ok && result.tokens.refreshExpiresIn).toBe(refreshExpiresIn);
+  });
+
+  it('keeps scope as the answer gives it, the empty string included; absent stays absent', async () => {
+    for (const [scope, expected] of [
+      ['a b', 'a b'],
+      ['', ''],
+      [undefined, undefined],
+    ] as const) {
+      const { client } = harness(() => json(200, { access_token: 'at', scope }));
+      const result = await client.refresh(provider(), REFRESH_TOKEN);
+      expect(result.ok && result.tokens.scope).toBe(expected);
+    }
+  });
+
+  it('accepts a 16 KB JWT access token', async () => {
+    const big = `eyJ${'A'.repeat(16 * 1024)}`;
+    const { client } = harness(() => json(200, { access_token: big, refresh_token: 'rt-next' }));
+    const result = await client.refresh(provider(), REFRESH_TOKEN);
+    expect(result.ok && result.tokens.accessToken).toBe(big);
+  });
+});
+
+describe('OAuthClient.refresh: 200 with an error body', () => {
+  it.each([
+    ['invalid_grant', 'invalid_grant'],
+    ['bad_refresh_token', 'invalid_grant'],
+    ['invalid_refresh_token', 'invalid_grant'],
+    ['temporarily_unavailable', 'transient'],
+    ['server_error', 'transient'],
+    ['ratelimited', 'transient'],
+  ])('error %j is %s', async (error, cls) => {
+    const { client } = harness(() => json(200, { ok: false, error, error_description: 'described' }));
+    const result = await client.refresh(provider(), REFRESH_TOKEN);
+    expect(failure(result)).toMatchObject({ class: cls, code: error });
   });
 });
 
@@ -646,15 +788,15 @@ describe('OAuthClient.refresh: failure classification', () => {
     expect(failure(result)).toMatchObject({ class: 'transient', code: 'invalid_response' });
   });
 
-  it('a 200 carrying {"error":"invalid_grant"} is transient, not invalid_grant', async () => {
+  it('a 400 carrying GitHub’s bad_refresh_token ends the grant too', async () => {
     // Prepare
-    const { client } = harness(() => json(200, { error: 'invalid_grant' }));
+    const { client } = harness(() => json(400, { error: 'bad_refresh_token' }));
 
     // Act
     const result = await client.refresh(provider(), REFRESH_TOKEN);
 
     // Assess
-    expect(failure(result)).toMatchObject({ class: 'transient', code: 'invalid_response' });
+    expect(failure(result)).toMatchObject({ class: 'invalid_grant', code: 'bad_refresh_token' });
   });
 
   it('a 200 without access_token is a transient invalid_response', async () => {

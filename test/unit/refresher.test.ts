@@ -102,6 +102,138 @@ describe('Refresher: lease → grant → commit', () => {
     expect(item).not.toHaveProperty(TABLE.shardAttribute);
   });
 
+  describe('a 200 that carries a refresh token is committed', () => {
+    const answer = (body: Record<string, unknown>) => ({ kind: 'json', body }) as const;
+    const idToken = (iss: string) =>
+      `${Buffer.from('{"alg":"RS256"}').toString('base64url')}.${Buffer.from(JSON.stringify({ iss, aud: 'x', exp: 1 })).toString('base64url')}.sig`;
+
+    it.each<[string, Record<string, unknown>]>([
+      [
+        'an id_token from an issuer the keeper does not know',
+        { id_token: idToken('https://idp.example/realms/x') },
+      ],
+      ['a malformed id_token', { id_token: 'garbage' }],
+      ['token_type in lower case', { token_type: 'bearer' }],
+      ['no token_type', { token_type: undefined }],
+      ['an odd token_type', { token_type: 'pop' }],
+      ['expires_in as a numeric string', { expires_in: '3599' }],
+      ['a non-numeric expires_in', { expires_in: 'later' }],
+      ['no expires_in', { expires_in: undefined }],
+      ['unknown fields', { ext_expires_in: 1, ok: true, 'not-before-policy': 0 }],
+      ['no access token at all', { access_token: undefined }],
+      ['an empty access token', { access_token: '' }],
+    ])(
+      'with %s: the new refresh token is in the committed item, and the next grant presents it',
+      async (_s, extra) => {
+        const s = await addSession(fx, { providerId, expiresIn: 60 });
+        fx.endpoint.reply(
+          answer({
+            access_token: 'at-new',
+            refresh_token: 'rt-rotated',
+            token_type: 'Bearer',
+            expires_in: 600,
+            ...extra,
+          }),
+        );
+        const outcome = await fx.runtime.refresher.refresh(s.key, sweep());
+        expect(['refreshed', 'partial']).toContain(outcome.kind);
+        const after = await readSession(fx, s.key);
+        expect(after.refreshToken).toBe('rt-rotated');
+        expect(after.record).toMatchObject({ status: 'active', failureCount: 0, version: 2 });
+        expect(after.record.nextAttemptAt).toBeUndefined();
+
+        fx.clock.advance(1000);
+        await fx.runtime.refresher.refresh(s.key, await forced(s.key));
+        expect(fx.endpoint.presented()).toEqual([s.refreshToken, 'rt-rotated']);
+      },
+    );
+
+    it('without a usable access token: the old access token stays, due now, with no backoff', async () => {
+      const s = await addSession(fx, { providerId, expiresIn: 3600 });
+      fx.endpoint.reply(answer({ refresh_token: 'rt-rotated' }));
+      const outcome = await fx.runtime.refresher.refresh(s.key, await forced(s.key));
+      expect(outcome.kind).toBe('partial');
+      const after = await readSession(fx, s.key);
+      expect(after.accessToken).toBe(s.accessToken);
+      expect(after.record).toMatchObject({ expiresAt: fx.clock.seconds(), refreshDueAt: fx.clock.seconds() });
+      expect((await rawItem(fx, s.key))?.[TABLE.shardAttribute]).toEqual(expect.any(Number));
+    });
+  });
+
+  describe('refresh-token lifetime (refresh_expires_in / refresh_token_expires_in)', () => {
+    it('is stored as refreshExpiresAt, and the index schedules the session before the refresh token lapses', async () => {
+      const s = await addSession(fx, { providerId, expiresIn: 60 });
+      // Keycloak: 1-hour access tokens, a 30-minute SSO idle timeout on the refresh token.
+      fx.endpoint.reply({
+        kind: 'json',
+        body: {
+          access_token: 'at',
+          refresh_token: 'rt-kc',
+          expires_in: 3600,
+          refresh_expires_in: 1800,
+          token_type: 'Bearer',
+        },
+      });
+      await fx.runtime.refresher.refresh(s.key, sweep());
+      const { record } = await readSession(fx, s.key);
+      expect(record).toMatchObject({
+        expiresAt: fx.clock.seconds() + 3600,
+        refreshExpiresAt: fx.clock.seconds() + 1800,
+        refreshDueAt: fx.clock.seconds() + 1800,
+      });
+      expect(await fx.runtime.sessions.get(s.key)).toMatchObject({
+        refreshExpiresAt: fx.clock.seconds() + 1800,
+      });
+
+      // 25 minutes on, the access token has 35 minutes left but the sweep (10-minute window) takes it.
+      fx.clock.advance(25 * 60_000);
+      const summary = await fx.runtime.sweeper.sweep();
+      expect(summary.refreshed).toBeGreaterThanOrEqual(1);
+      expect(fx.endpoint.presented()).toContain('rt-kc');
+      expect((await readSession(fx, s.key)).record.version).toBe(3);
+    });
+
+    it('a kept (not rotated) refresh token keeps its expiry; a rotated one without a lifetime has none', async () => {
+      const s = await addSession(fx, { providerId, expiresIn: 60 });
+      fx.endpoint.reply(
+        {
+          kind: 'json',
+          body: { access_token: 'a1', refresh_token: 'r1', expires_in: 600, refresh_expires_in: 7200 },
+        },
+        { kind: 'json', body: { access_token: 'a2', expires_in: 600 } },
+        { kind: 'json', body: { access_token: 'a3', refresh_token: 'r3', expires_in: 600 } },
+      );
+      const t0 = fx.clock.seconds();
+      await fx.runtime.refresher.refresh(s.key, sweep());
+      fx.clock.advance(1000);
+      await fx.runtime.refresher.refresh(s.key, await forced(s.key));
+      expect((await readSession(fx, s.key)).record.refreshExpiresAt).toBe(t0 + 7200);
+      fx.clock.advance(1000);
+      await fx.runtime.refresher.refresh(s.key, await forced(s.key));
+      expect((await readSession(fx, s.key)).record.refreshExpiresAt).toBeUndefined();
+    });
+
+    it('past refreshExpiresAt the session is reauthorization_required without a grant request', async () => {
+      const s = await addSession(fx, { providerId, expiresIn: 60 });
+      fx.endpoint.reply({
+        kind: 'json',
+        body: {
+          access_token: 'a1',
+          refresh_token: 'r1',
+          expires_in: 3600,
+          refresh_expires_in: 600,
+        },
+      });
+      await fx.runtime.refresher.refresh(s.key, sweep());
+      fx.clock.advance(601_000);
+      const outcome = await fx.runtime.refresher.refresh(s.key, sweep());
+      expect(outcome).toEqual({ kind: 'reauthorization_required', code: 'refresh_token_expired' });
+      expect(fx.endpoint.requests).toHaveLength(1);
+      expect((await readSession(fx, s.key)).record.status).toBe('reauthorization_required');
+      expect(fx.events.map((e) => e.detailType)).toEqual(['SessionReauthorizationRequired']);
+    });
+  });
+
   it('refuses without a grant when the lease condition does not hold', async () => {
     const s = await addSession(fx, { providerId, expiresIn: 3600 });
     expect(await fx.runtime.refresher.refresh(s.key, sweep())).toEqual({ kind: 'refused' });

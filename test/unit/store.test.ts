@@ -54,7 +54,7 @@ describe('DynamoSessionStore on dynalite', () => {
   describe('the sparse byExpiry index', () => {
     it('holds a refreshable session with an expiry under its shard and expiresAt', async () => {
       const s = await addSession(fx, { providerId, expiresIn: 300 });
-      expect(await dueIn(s.key)).toEqual([{ ...s.key, expiresAt: s.expiresAt }]);
+      expect(await dueIn(s.key)).toEqual([{ ...s.key, dueAt: s.expiresAt }]);
       // the due bound is inclusive and the range ends there
       expect(await dueIn(s.key, s.expiresAt)).toHaveLength(1);
       expect(await dueIn(s.key, (s.expiresAt as number) - 1)).toHaveLength(0);
@@ -102,9 +102,9 @@ describe('DynamoSessionStore on dynalite', () => {
       const [seen] = await dueIn(s.key);
       const at = now();
       const dueBy = Math.floor(at / 1000) + 100_000;
-      const stale = { kind: 'sweep', dueBy, seenExpiresAt: (seen?.expiresAt as number) - 1 } as const;
+      const stale = { kind: 'sweep', dueBy, seenDueAt: (seen?.dueAt as number) - 1 } as const;
       expect(await store().acquireLease(s.key, 'owner-a', stale, at, at + LEASE_MS)).toBeUndefined();
-      const current = { kind: 'sweep', dueBy, seenExpiresAt: seen?.expiresAt } as const;
+      const current = { kind: 'sweep', dueBy, seenDueAt: seen?.dueAt } as const;
       expect(await store().acquireLease(s.key, 'owner-a', current, at, at + LEASE_MS)).toMatchObject({
         leaseOwner: 'owner-a',
       });
@@ -212,7 +212,7 @@ describe('DynamoSessionStore on dynalite', () => {
       expect(committed?.leaseUntil).toBeUndefined();
       const opened = await readSession(fx, s.key);
       expect([opened.accessToken, opened.refreshToken]).toEqual(['at-committed', 'rt-committed']);
-      expect(await dueIn(s.key)).toEqual([{ ...s.key, expiresAt: fx.clock.seconds() + 3600 }]);
+      expect(await dueIn(s.key)).toEqual([{ ...s.key, dueAt: fx.clock.seconds() + 3600 }]);
 
       // the lease is gone, so the same owner cannot commit twice
       expect(await store().commitRefresh(s.key, 'owner-a', tokens(), now())).toBeUndefined();
@@ -302,7 +302,7 @@ describe('DynamoSessionStore on dynalite', () => {
       );
       expect(record).toMatchObject({ status: 'active', version: 2, failureCount: 0 });
       expect(record.lastError).toBeUndefined();
-      expect(await dueIn(s.key)).toEqual([{ ...s.key, expiresAt }]);
+      expect(await dueIn(s.key)).toEqual([{ ...s.key, dueAt: expiresAt }]);
     });
 
     it('replacing with a session without a refresh token removes the old one', async () => {

@@ -1,12 +1,12 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import {
-  InvalidRequestError,
   ReauthorizationRequiredError,
   RefreshUnavailableError,
   SessionNotFoundError,
 } from '../../functions/core/errors.js';
 import type { SessionKey } from '../../functions/core/model.js';
 import type { TokenRequest } from '../../functions/core/services.js';
+import { tokenFingerprint } from '../../functions/core/token-service.js';
 import {
   addProvider,
   addSession,
@@ -310,18 +310,119 @@ describe('DefaultTokenService', () => {
     expect(forced).toMatchObject({ access_token: fx.endpoint.issued[0]?.accessToken, expires_at: null });
   });
 
-  it('minValidity beyond the provider’s token lifetime → InvalidRequestError after one grant', async () => {
-    const s = await addSession(fx, { providerId, expiresIn: 60 });
-    fx.endpoint.reply({ kind: 'rotate', expiresIn: 300 });
-    await expect(getToken(s.key, { minValidity: 3600, force: false })).rejects.toBeInstanceOf(
-      InvalidRequestError,
-    );
-    expect(fx.endpoint.requests).toHaveLength(1);
-    // the grant's answer was committed, and serves callers it satisfies
-    expect((await readSession(fx, s.key)).record.version).toBe(2);
-    expect((await getToken(s.key, { minValidity: 120, force: false })).access_token).toBe(
-      fx.endpoint.issued[0]?.accessToken,
-    );
-    expect(fx.endpoint.requests).toHaveLength(1);
+  describe('minValidity is a wish', () => {
+    it('beyond the provider’s token lifetime: 200 with the freshest token and its true expires_in, one grant', async () => {
+      const s = await addSession(fx, { providerId, expiresIn: 60 });
+      fx.endpoint.reply({ kind: 'rotate', expiresIn: 600 });
+      const served = await getToken(s.key, { minValidity: 3600, force: false });
+      expect(served).toMatchObject({ access_token: fx.endpoint.issued[0]?.accessToken, expires_in: 600 });
+      expect(fx.endpoint.requests).toHaveLength(1);
+
+      // 30 s and then 4 minutes later the same wish costs no grant: half the issued lifetime is left.
+      fx.clock.advance(30_000);
+      expect(await getToken(s.key, { minValidity: 3600, force: false })).toMatchObject({ expires_in: 570 });
+      fx.clock.advance(240_000);
+      expect(await getToken(s.key, { minValidity: 3600, force: false })).toMatchObject({ expires_in: 330 });
+      expect(fx.endpoint.requests).toHaveLength(1);
+
+      // Below half the issued lifetime, the wish is worth one more grant.
+      fx.clock.advance(60_000);
+      const renewed = await getToken(s.key, { minValidity: 3600, force: false });
+      expect(renewed).toMatchObject({ access_token: fx.endpoint.issued[1]?.accessToken, expires_in: 3600 });
+      expect(fx.endpoint.requests).toHaveLength(2);
+    });
+
+    it('60-second tokens and the default minValidity: a burst of forced calls gets 200, never 400', async () => {
+      const s = await addSession(fx, { providerId, expiresIn: 60 });
+      fx.endpoint.reply({ kind: 'rotate', expiresIn: 60 });
+      fx.endpoint.clockAdvanceMs = 400; // the token is 59.6 s from expiry when it is checked
+      const gate = fx.endpoint.gate();
+      const calls = Array.from({ length: 10 }, () => getToken(s.key, FORCED));
+      await gate.arrived;
+      gate.release();
+      const results = await Promise.all(calls);
+      expect(new Set(results.map((r) => r.access_token))).toEqual(
+        new Set([fx.endpoint.issued[0]?.accessToken]),
+      );
+      expect(results.every((r) => (r.expires_in ?? 0) <= 60)).toBe(true);
+      expect(fx.endpoint.requests).toHaveLength(1);
+    });
+
+    it('a token a grant issued seconds ago is served to a wish it cannot meet, without another grant', async () => {
+      const s = await addSession(fx, { providerId, expiresIn: 5 });
+      fx.endpoint.reply({ kind: 'rotate', expiresIn: 3 });
+      expect(await getToken(s.key)).toMatchObject({ access_token: fx.endpoint.issued[0]?.accessToken });
+      fx.clock.advance(1_000);
+      expect(await getToken(s.key)).toMatchObject({ access_token: fx.endpoint.issued[0]?.accessToken });
+      expect(fx.endpoint.requests).toHaveLength(1);
+    });
+  });
+
+  describe('rejected: forced only while the stored token is the refused one', () => {
+    it('callers holding the same refused token need one grant; a later one gets the newer token at once', async () => {
+      const s = await addSession(fx, { providerId, expiresIn: 3600 });
+      const rejected = tokenFingerprint(s.accessToken);
+      const gate = fx.endpoint.gate();
+      const calls = Array.from({ length: 20 }, () =>
+        getToken(s.key, { ...ON_DEMAND, force: true, rejected }),
+      );
+      await gate.arrived;
+      gate.release();
+      const results = await Promise.all(calls);
+      const fresh = fx.endpoint.issued[0]?.accessToken;
+      expect(new Set(results.map((r) => r.access_token))).toEqual(new Set([fresh]));
+      expect(fx.endpoint.requests).toHaveLength(1);
+
+      // A straggler with the same refused token, after the commit: served the newer token, no grant.
+      expect((await getToken(s.key, { ...ON_DEMAND, force: true, rejected })).access_token).toBe(fresh);
+      expect(fx.endpoint.requests).toHaveLength(1);
+      // A caller refusing the new token forces again.
+      const again = await getToken(s.key, { ...FORCED, rejected: tokenFingerprint(fresh ?? '') });
+      expect(again.access_token).toBe(fx.endpoint.issued[1]?.accessToken);
+      expect(fx.endpoint.requests).toHaveLength(2);
+    });
+
+    it('a peer process holding the same refused token waits for the first grant instead of forcing a second', async () => {
+      const s = await addSession(fx, { providerId, expiresIn: 3600 });
+      const peer = createPeer(fx);
+      const rejected = tokenFingerprint(s.accessToken);
+      const gate = fx.endpoint.gate();
+      const first = getToken(s.key, { ...FORCED, rejected });
+      await gate.arrived;
+      let released = false;
+      peer.onSleep = async () => {
+        if (released) return;
+        released = true;
+        gate.release();
+        await first;
+      };
+      const second = await peer.runtime.tokens.getToken(s.key, { ...FORCED, rejected });
+      expect(peer.sleeps.length).toBeGreaterThanOrEqual(1);
+      expect(second.access_token).toBe((await first).access_token);
+      expect(fx.endpoint.requests).toHaveLength(1);
+    });
+
+    it('without rejected, forced calls keep today’s semantics: a call after the commit forces again', async () => {
+      const s = await addSession(fx, { providerId, expiresIn: 3600 });
+      await getToken(s.key, FORCED);
+      await getToken(s.key, FORCED);
+      expect(fx.endpoint.requests).toHaveLength(2);
+    });
+  });
+
+  it('a 200 with a rotated refresh token but no access token: 503 Retry-After 1, refresh token kept, next call refreshes', async () => {
+    const s = await addSession(fx, { providerId, expiresIn: 3600 });
+    fx.endpoint.reply({ kind: 'json', body: { refresh_token: 'rt-partial', token_type: 'Bearer' } });
+    const err = await getToken(s.key, FORCED).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(RefreshUnavailableError);
+    expect((err as RefreshUnavailableError).retryAfterSeconds).toBe(1);
+    const stored = await readSession(fx, s.key);
+    expect(stored.refreshToken).toBe('rt-partial');
+    expect(stored.record).toMatchObject({ status: 'active', failureCount: 0, expiresAt: fx.clock.seconds() });
+    expect(stored.record.nextAttemptAt).toBeUndefined();
+
+    const next = await getToken(s.key);
+    expect(next.access_token).toBe(fx.endpoint.issued[0]?.accessToken);
+    expect(fx.endpoint.presented()).toEqual([s.refreshToken, 'rt-partial']);
   });
 });
