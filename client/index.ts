@@ -61,6 +61,18 @@ export interface GetTokenOptions {
   minValidity?: number;
   /** Ask for a new token even if the current one looks valid (say, the resource server rejected it). */
   force?: boolean;
+  /**
+   * The access token a resource server refused (401). The keeper refreshes only while it still holds
+   * that token; a newer one (already cached here, or refreshed by another caller) is served at once.
+   * Only its fingerprint (16 hex characters of its SHA-256) is sent.
+   */
+  rejected?: string;
+}
+
+/** The `rejected` fingerprint of an access token: the first 16 hex characters of its SHA-256. */
+export async function tokenFingerprint(accessToken: string): Promise<string> {
+  const digest = await globalThis.crypto.subtle.digest('SHA-256', new TextEncoder().encode(accessToken));
+  return Buffer.from(digest).toString('hex').slice(0, 16);
 }
 
 export const DEFAULT_MIN_VALIDITY = 60;
@@ -162,16 +174,20 @@ export class TokenKeeperClient {
    */
   async getToken(userId: string, providerId: string, options: GetTokenOptions = {}): Promise<Token> {
     const minValidity = options.minValidity ?? DEFAULT_MIN_VALIDITY;
-    const force = options.force ?? false;
+    const rejected = options.rejected;
+    const force = (options.force ?? false) || rejected !== undefined;
     if (!Number.isInteger(minValidity) || minValidity < 0) {
       throw new TypeError('minValidity must be a non-negative integer (seconds)');
     }
     const path = `/v1/sessions/${segment('userId', userId)}/${segment('providerId', providerId)}/token`;
     const key = cacheKey(userId, providerId);
 
-    if (!force) {
-      const cached = this.cache.get(key);
-      if (cached && this.validFor(cached.expiresAt, minValidity)) return this.present(cached.token);
+    const cached = this.cache.get(key);
+    if (cached && this.validFor(cached.expiresAt, minValidity)) {
+      // A cached token other than the refused one is already the newer token.
+      if (!force || (rejected !== undefined && cached.token.access_token !== rejected)) {
+        return this.present(cached.token);
+      }
     }
     const pending = this.inflight.get(key);
     if (pending && (pending.force || !force)) {
@@ -181,7 +197,27 @@ export class TokenKeeperClient {
         return this.present(token);
       }
     }
-    return this.present(await this.startTokenRequest(key, path, minValidity, force));
+    const fingerprint = rejected === undefined ? undefined : await tokenFingerprint(rejected);
+    return this.present(await this.startTokenRequest(key, path, minValidity, force, fingerprint));
+  }
+
+  /**
+   * Calls a resource server with the session's access token, and on a 401 asks the keeper for a new
+   * token once (`rejected` = the refused one, so concurrent callers share one grant) and calls again.
+   * A second 401 is returned as it came.
+   */
+  async callWithToken(
+    userId: string,
+    providerId: string,
+    call: (token: Token) => Promise<Response>,
+    options: Omit<GetTokenOptions, 'force' | 'rejected'> = {},
+  ): Promise<Response> {
+    const token = await this.getToken(userId, providerId, options);
+    const first = await call(token);
+    if (first.status !== 401) return first;
+    await first.body?.cancel().catch(() => {});
+    const renewed = await this.getToken(userId, providerId, { ...options, rejected: token.access_token });
+    return call(renewed);
   }
 
   /** Forgets cached tokens (all, or one session's). */
@@ -193,11 +229,18 @@ export class TokenKeeperClient {
     this.invalidate(cacheKey(userId, providerId));
   }
 
-  private startTokenRequest(key: string, path: string, minValidity: number, force: boolean): Promise<Token> {
+  private startTokenRequest(
+    key: string,
+    path: string,
+    minValidity: number,
+    force: boolean,
+    rejected?: string,
+  ): Promise<Token> {
     if (force) this.invalidate(key);
     const epoch = this.epochs.get(key) ?? 0;
     const query: Record<string, string> = { minValidity: String(minValidity) };
     if (force) query.force = 'true';
+    if (rejected !== undefined) query.rejected = rejected;
     const promise = this.withRetries(() => this.request('GET', path, { query })).then(
       (res) => {
         const token = res.body as Token;

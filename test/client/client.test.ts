@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import {
   InvalidRequestError,
@@ -200,6 +201,44 @@ describe('getToken cache', () => {
     expect(server.seen[1]?.url.searchParams.get('force')).toBe('true');
     expect((await client.getToken('u', 'p')).access_token).toBe('new');
     expect(server.seen).toHaveLength(2);
+  });
+
+  it('rejected: sends force and the refused token’s fingerprint, never the token itself', async () => {
+    const { client, server } = setup();
+    server.reply(ok(token('old', T0S + 3600)), ok(token('new', T0S + 3600)));
+    await client.getToken('u', 'p');
+    expect((await client.getToken('u', 'p', { rejected: 'old' })).access_token).toBe('new');
+    const sent = server.seen[1]?.url.searchParams;
+    expect(sent?.get('force')).toBe('true');
+    expect(sent?.get('rejected')).toBe(createHash('sha256').update('old').digest('hex').slice(0, 16));
+    expect(server.seen[1]?.url.href).not.toContain('old');
+  });
+
+  it('rejected: a cached token newer than the refused one is served without asking the keeper', async () => {
+    const { client, server } = setup();
+    server.reply(ok(token('new', T0S + 3600)));
+    await client.getToken('u', 'p');
+    expect((await client.getToken('u', 'p', { rejected: 'older' })).access_token).toBe('new');
+    expect(server.seen).toHaveLength(1);
+  });
+
+  it('callWithToken: on a 401 asks once with rejected and calls again; a second 401 is returned as it came', async () => {
+    const { client, server } = setup();
+    server.reply(ok(token('t1', T0S + 3600)), ok(token('t2', T0S + 3600)));
+    const used: string[] = [];
+    const res = await client.callWithToken('u', 'p', async (t) => {
+      used.push(t.access_token);
+      return new Response(null, { status: used.length === 1 ? 401 : 200 });
+    });
+    expect(res.status).toBe(200);
+    expect(used).toEqual(['t1', 't2']);
+    expect(server.seen[1]?.url.searchParams.get('rejected')).toMatch(/^[0-9a-f]{16}$/);
+
+    server.reply(ok(token('t3', T0S + 3600)));
+    const refused = await client.callWithToken('u', 'p', async () => new Response('no', { status: 401 }));
+    expect(refused.status).toBe(401);
+    expect(await refused.text()).toBe('no');
+    expect(server.seen).toHaveLength(3);
   });
 
   it('does not cache a token without a known expiry', async () => {
