@@ -141,7 +141,19 @@ const SECRET_ARN = /^arn:aws(?:-[a-z]+)*:secretsmanager:[a-z0-9-]+:\d{12}:secret
 
 // --- ids ---------------------------------------------------------------------------------------
 
-/** Validates an id taken from the path (already percent-decoded). `name` appears in the error. */
+/**
+ * Characters an id may not contain besides control characters: `/` would split the path, `?` and
+ * `#` end it, `%` would be read as an escape (API Gateway decodes some escapes twice), `\` is a path
+ * separator to some proxies. The client and the CLI refuse the same set before sending.
+ */
+export const ID_FORBIDDEN_CHARACTERS = ['/', '?', '#', '%', '\\'] as const;
+const FORBIDDEN_IN_ID = /[/?#%\\]/u;
+
+/**
+ * Validates an id taken from the path. The path arrives percent-decoded (API Gateway decodes it
+ * before Lambda sees it; the local stack does the same), so the id is used exactly as it came.
+ * `name` appears in the error.
+ */
 export function parseId(name: string, raw: string): string {
   if (typeof raw !== 'string' || raw.length === 0)
     throw new InvalidRequestError(`${name}: must not be empty`);
@@ -149,6 +161,10 @@ export function parseId(name: string, raw: string): string {
     throw new InvalidRequestError(`${name}: must be at most ${MAX_ID_LENGTH} characters`);
   }
   if (hasControlCharacter(raw)) throw new InvalidRequestError(`${name}: must not contain control characters`);
+  if (FORBIDDEN_IN_ID.test(raw)) {
+    throw new InvalidRequestError(`${name}: must not contain ${ID_FORBIDDEN_CHARACTERS.join(' ')}`);
+  }
+  if (raw === '.' || raw === '..') throw new InvalidRequestError(`${name}: must not be "." or ".."`);
   if (hasLoneSurrogate(raw)) throw new InvalidRequestError(`${name}: must be valid Unicode`);
   return raw;
 }

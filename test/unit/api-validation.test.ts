@@ -32,10 +32,22 @@ function invalid(fn: () => unknown): string {
 }
 
 describe('parseId', () => {
-  it('accepts ordinary ids, including a decoded slash and non-ASCII', () => {
+  it('accepts ordinary ids, including @ : + space and non-ASCII', () => {
     expect(parseId('userId', 'alice@example.com')).toBe('alice@example.com');
-    expect(parseId('providerId', 'github/enterprise')).toBe('github/enterprise');
+    expect(parseId('providerId', 'github:enterprise+1 é 😀')).toBe('github:enterprise+1 é 😀');
     expect(parseId('userId', 'ü'.repeat(256))).toBe('ü'.repeat(256));
+    expect(parseId('userId', '...')).toBe('...');
+  });
+
+  it.each(['a/b', 'who?x', 'a#b', '100%', '%41', 'a\\b'])(
+    'rejects %j: / ? # % \\ cannot be sent as they are',
+    (id) => {
+      expect(invalid(() => parseId('providerId', id))).toBe('providerId: must not contain / ? # % \\');
+    },
+  );
+
+  it.each(['.', '..'])('rejects the dot segment %j', (id) => {
+    expect(invalid(() => parseId('userId', id))).toBe('userId: must not be "." or ".."');
   });
 
   it('rejects an empty id, naming it', () => {
