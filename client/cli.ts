@@ -14,7 +14,7 @@ import {
 } from './format.js';
 import { ID_RULE, idProblem } from './ids.js';
 import { type ClientAuth, TokenKeeperClient } from './index.js';
-import { type CredentialProvider, regionFromApiUrl } from './sigv4.js';
+import { type CredentialProvider, signingRegion } from './sigv4.js';
 import type { ProviderInput, TokenResponse } from './types.js';
 
 /**
@@ -368,11 +368,7 @@ async function resolveTarget(
   if (kind === 'bearer') {
     return { baseUrl, auth: { kind, apiKey: await readApiKey(io, values) }, local: url === undefined };
   }
-  const region =
-    (values.region as string | undefined) ||
-    regionFromApiUrl(baseUrl) ||
-    io.env.AWS_REGION ||
-    io.env.AWS_DEFAULT_REGION;
+  const region = signingRegion(values.region as string | undefined, baseUrl, io.env);
   if (!region) throw new UsageError('no AWS region for SigV4: pass --region or set AWS_REGION');
   return {
     baseUrl,
