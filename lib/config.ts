@@ -256,6 +256,7 @@ export function parseConfig(raw: Raw): TokenKeeperConfig {
           tableName: 'synth-check',
           keyringSecretArn: 'arn:aws:secretsmanager:us-east-1:123456789012:secret:synth-check',
           eventBusName: 'default',
+          accountId: '123456789012',
         }),
         AWS_LAMBDA_FUNCTION_NAME: 'synth-check',
       });
@@ -271,10 +272,11 @@ export function parseConfig(raw: Raw): TokenKeeperConfig {
 /** The environment the functions read through functions/core/config.ts. */
 export function functionEnvironment(
   c: TokenKeeperConfig,
-  resources: { tableName: string; keyringSecretArn: string; eventBusName: string },
+  resources: { tableName: string; keyringSecretArn: string; eventBusName: string; accountId: string },
 ): Record<string, string> {
   return {
     TOKENKEEPER_TABLE_NAME: resources.tableName,
+    TOKENKEEPER_ACCOUNT_ID: resources.accountId,
     TOKENKEEPER_KEYRING_SECRET_ARN: resources.keyringSecretArn,
     TOKENKEEPER_EVENT_BUS_NAME: resources.eventBusName,
     TOKENKEEPER_REFRESH_INTERVAL_SECONDS: String(c.refreshIntervalSeconds),

@@ -63,6 +63,8 @@ export class TokenKeeperStack extends Stack {
       tableName: table.tableName,
       keyringSecretArn: keyring.secret.secretArn,
       eventBusName: EVENT_BUS_NAME,
+      // Client secrets by ARN must be in this account (and region), the only ones the grant covers.
+      accountId: Stack.of(this).account,
     });
     const refreshTimeout = Duration.seconds(refreshFunctionTimeoutSeconds(config));
 

@@ -207,7 +207,11 @@ async function revokeGrant(accessToken: string): Promise<void> {
 }
 
 beforeAll(async () => {
-  [oauth, keeper] = await Promise.all([startOAuthServer({ accessTokenTtl: 300 }), startTestStack()]);
+  [oauth, keeper] = await Promise.all([
+    startOAuthServer({ accessTokenTtl: 300 }),
+    // As deployed: the stack sets the account; the region comes from Lambda's AWS_REGION.
+    startTestStack({ env: { AWS_REGION: 'eu-west-1', TOKENKEEPER_ACCOUNT_ID: '123456789012' } }),
+  ]);
   ddb = makeDynamoClient(keeper.stack.dynamodbEndpoint);
   tableName = keeper.stack.runtime.config.tableName;
   const mcp = await send('PUT', '/v1/providers/mcp', {
@@ -356,6 +360,23 @@ describe('PUT/GET /v1/providers/{providerId}', () => {
     });
     expect(refused.status).toBe(400);
     expect(refused.body).toMatchObject({ error: 'invalid_request' });
+    // The functions may read secrets in their own region and account only (that is all the stack grants).
+    const elsewhere: [string, string][] = [
+      [
+        'arn:aws:secretsmanager:us-east-1:123456789012:secret:tokenkeeper/client-AbCdEf',
+        "clientSecretArn: the secret must be in this keeper's region (eu-west-1)",
+      ],
+      [
+        'arn:aws:secretsmanager:eu-west-1:210987654321:secret:tokenkeeper/client-AbCdEf',
+        "clientSecretArn: the secret must be in this keeper's AWS account (123456789012)",
+      ],
+    ];
+    for (const [clientSecretArn, description] of elsewhere) {
+      const res = await rejected('PUT', '/v1/providers/contract-arn', {
+        body: { issuer: base.issuer, clientId: 'c', clientSecretArn },
+      });
+      expectError(res, 400, 'invalid_request', description);
+    }
     const arn = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:tokenkeeper/client-AbCdEf';
     const byArn = await send('PUT', '/v1/providers/contract-arn', {
       body: { issuer: base.issuer, clientId: 'c', clientSecretArn: arn },

@@ -26,6 +26,7 @@ const RESOURCES = {
   tableName: 'tokenkeeper-sessions',
   keyringSecretArn: 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:keyring-AbCdEf',
   eventBusName: 'default',
+  accountId: '123456789012',
 };
 
 describe('parseConfig', () => {
@@ -217,6 +218,7 @@ describe('agreement with functions/core/config.ts', () => {
       tableName: RESOURCES.tableName,
       keyringSecretArn: RESOURCES.keyringSecretArn,
       eventBusName: 'default',
+      accountId: '123456789012',
       refreshIntervalSeconds: 600,
       refreshWindowSeconds: 1200,
       refreshConcurrency: config.refreshConcurrency,

@@ -199,6 +199,8 @@ describe('functions', () => {
           Variables: {
             TOKENKEEPER_TABLE_NAME: { Ref: Match.stringLikeRegexp('^SessionsTable') },
             TOKENKEEPER_KEYRING_SECRET_ARN: { Ref: Match.stringLikeRegexp('^KeyringSecret') },
+            // Client secrets by ARN must be in this account: the grant covers no other.
+            TOKENKEEPER_ACCOUNT_ID: { Ref: 'AWS::AccountId' },
             TOKENKEEPER_EVENT_BUS_NAME: 'default',
             TOKENKEEPER_REFRESH_INTERVAL_SECONDS: '300',
             TOKENKEEPER_REFRESH_WINDOW_SECONDS: '600',
