@@ -19,6 +19,11 @@ export interface TokenKeeperConfig {
   readonly shardCount: number;
   /** Grants in flight at once within one sweep. */
   readonly refreshConcurrency: number;
+  /**
+   * Concurrency reserved for the refresh function, so API traffic can never take the account's
+   * concurrency and throttle a scheduled sweep into the dead-letter queue.
+   */
+  readonly refreshReservedConcurrency: number;
   /** Timeout of one call to a provider's token endpoint. */
   readonly httpTimeoutMs: number;
   /** Optional e-mail address subscribed to the alarm topic. */
@@ -52,6 +57,7 @@ export const DEFAULT_CONFIG: TokenKeeperConfig = {
   sweepBudgetSeconds: 120,
   shardCount: 4,
   refreshConcurrency: 16,
+  refreshReservedConcurrency: 2,
   httpTimeoutMs: 10_000,
   removalPolicy: 'retain',
   logRetentionDays: 30,
@@ -70,6 +76,7 @@ export const CONTEXT_KEYS = [
   'sweepBudgetSeconds',
   'shardCount',
   'refreshConcurrency',
+  'refreshReservedConcurrency',
   'httpTimeoutMs',
   'alarmEmail',
   'removalPolicy',
@@ -164,6 +171,8 @@ export function parseConfig(raw: Raw): TokenKeeperConfig {
   const sweepBudgetSeconds = int('sweepBudgetSeconds', 1, 840);
   const shardCount = int('shardCount', 1, 1_000);
   const refreshConcurrency = int('refreshConcurrency', 1, 1_000);
+  // Overlapping sweeps are harmless (the lease), but more than a few never help.
+  const refreshReservedConcurrency = int('refreshReservedConcurrency', 1, 10);
   const httpTimeoutMs = int(
     'httpTimeoutMs',
     100,
@@ -220,6 +229,7 @@ export function parseConfig(raw: Raw): TokenKeeperConfig {
     sweepBudgetSeconds,
     shardCount,
     refreshConcurrency,
+    refreshReservedConcurrency,
     httpTimeoutMs,
     alarmEmail,
     removalPolicy,

@@ -73,6 +73,8 @@ export class TokenKeeperStack extends Stack {
       description: 'tokenkeeper: refreshes every session due within the window (scheduled sweep)',
       memorySize: 512,
       timeout: refreshTimeout,
+      // API traffic must never throttle a scheduled sweep (it would land in the dead-letter queue).
+      reservedConcurrentExecutions: config.refreshReservedConcurrency,
       environment,
       logRetention: config.logRetentionDays,
       removalPolicy,

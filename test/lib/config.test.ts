@@ -122,6 +122,7 @@ describe('parseConfig', () => {
       refreshIntervalSeconds: 90,
       shardCount: 0,
       refreshConcurrency: 'many',
+      refreshReservedConcurrency: 0,
       httpTimeoutMs: 60_000,
     });
 
@@ -129,6 +130,7 @@ describe('parseConfig', () => {
     expect(message).toContain('refreshIntervalSeconds must be a whole number of minutes');
     expect(message).toContain('shardCount must be between 1 and 1000, got 0');
     expect(message).toContain('refreshConcurrency must be a whole number, got "many"');
+    expect(message).toContain('refreshReservedConcurrency must be between 1 and 10, got 0');
     expect(message).toContain('httpTimeoutMs must be between 100 and 20000');
     expect(message).toContain('README, section Deploy');
   });

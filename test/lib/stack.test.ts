@@ -183,6 +183,15 @@ describe('functions', () => {
     expect(template.toJSON().Resources[apiFn].Properties.Timeout).toBeLessThan(30);
   });
 
+  it('reserve concurrency for the refresh function only (context refreshReservedConcurrency, default 2)', () => {
+    const fns = template.toJSON().Resources;
+    expect(fns[refreshFn].Properties.ReservedConcurrentExecutions).toBe(2);
+    expect(fns[apiFn].Properties.ReservedConcurrentExecutions).toBeUndefined();
+    const more = synth({ refreshReservedConcurrency: 5 });
+    const moreFn = more.id(more.stack.refreshFunction.function);
+    expect(more.template.toJSON().Resources[moreFn].Properties.ReservedConcurrentExecutions).toBe(5);
+  });
+
   it('give the refresh function no asynchronous retries: the next sweep is the retry', () => {
     template.hasResourceProperties('AWS::Lambda::EventInvokeConfig', {
       FunctionName: { Ref: refreshFn },
