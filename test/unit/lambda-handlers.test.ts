@@ -186,6 +186,47 @@ describe('API and refresh handlers as Lambda runs them', () => {
     expect(logText).not.toContain('at-lambda');
   });
 
+  it('log nothing at WARN for plain calls: no "No application metrics to publish" after a request without metrics', async () => {
+    vi.resetModules();
+    for (const [k, v] of Object.entries(lambdaEnv())) vi.stubEnv(k, v);
+    const api = (await import('../../functions/api/handler.js')).handler;
+    const out: string[] = [];
+    const capture = (chunk: string | Uint8Array) => {
+      out.push(String(chunk));
+      return true;
+    };
+    const stdout = vi.spyOn(process.stdout, 'write').mockImplementation(capture);
+    const stderr = vi.spyOn(process.stderr, 'write').mockImplementation(capture);
+    const warn = vi.spyOn(console, 'warn').mockImplementation((...args: unknown[]) => {
+      out.push(args.map(String).join(' '));
+    });
+    const statuses: (number | undefined)[] = [];
+    try {
+      const call = async (method: string, path: string, body?: unknown) => {
+        const result = (await api(event(method, path, body))) as APIGatewayProxyStructuredResultV2;
+        statuses.push(result.statusCode);
+      };
+      await call('PUT', '/v1/providers/quiet', {
+        tokenEndpoint: 'https://auth.invalid/token',
+        clientId: 'c',
+      });
+      await call('PUT', '/v1/sessions/quiet-user/quiet', { access_token: 'at-quiet', expires_in: 3600 });
+      await call('GET', '/v1/sessions/quiet-user/quiet');
+      await call('GET', '/v1/sessions/quiet-user/quiet/token');
+      await call('GET', '/v1/sessions/quiet-user');
+    } finally {
+      stdout.mockRestore();
+      stderr.mockRestore();
+      warn.mockRestore();
+    }
+    expect(statuses).toEqual([201, 201, 200, 200, 200]);
+    const text = out.join('');
+    expect(text).not.toContain('No application metrics to publish');
+    expect(text).not.toMatch(/"level":"WARN"/u);
+    // The token call's metrics are still published, once.
+    expect(text.match(/"TokensServed"/gu)?.length).toBeGreaterThanOrEqual(1);
+  });
+
   it('reads a provider client secret by ARN, with caching, and publishes events to EventBridge', async () => {
     let now = Date.now();
     const config = loadConfig({
