@@ -58,6 +58,8 @@ export interface AppDeps {
   apiKey?: string;
   /** Accept http:// and non-public provider URLs (local development and tests only). */
   allowInsecureHttp?: boolean;
+  /** When refusing such a URL, name the variable that would allow it (not in Lambda, where it is refused). */
+  insecureHttpHint?: boolean;
 }
 
 export type App = (req: ApiRequest) => Promise<ApiResponse>;
@@ -203,6 +205,7 @@ export function createApp(deps: AppDeps): App {
         if (req.method === 'PUT') {
           const input = parseProviderBody(parseJsonBody(req.body), {
             allowInsecureHttp: deps.allowInsecureHttp ?? false,
+            insecureHttpHint: deps.insecureHttpHint ?? false,
           });
           const { created, provider } = await providers.put(providerId, input);
           return json(created ? 201 : 200, provider);

@@ -213,16 +213,27 @@ const providerSchema = z.strictObject(
 );
 
 /** Validates a PUT /v1/providers/{providerId} body and resolves the default clientAuthMethod. */
+export const INSECURE_HTTP_HINT =
+  'TOKENKEEPER_ALLOW_INSECURE_HTTP=1 allows it on the local stack, for development and tests';
+
 export function parseProviderBody(
   json: unknown,
-  options: { allowInsecureHttp: boolean } = { allowInsecureHttp: false },
+  options: {
+    allowInsecureHttp: boolean;
+    /** Name the variable that lifts the rule (the local stack; in Lambda the variable is refused). */
+    insecureHttpHint?: boolean;
+  } = { allowInsecureHttp: false },
 ): ValidProviderInput {
   const body = parseWith(providerSchema, json);
   // https only, and no loopback/private/metadata literal hosts; names are checked again at connect time.
   for (const field of ['issuer', 'tokenEndpoint', 'revocationEndpoint'] as const) {
     const value = body[field];
     const problem = value === undefined ? undefined : checkProviderUrl(value, options);
-    if (problem !== undefined) throw new InvalidRequestError(`${field}: ${problem}`);
+    if (problem === undefined) continue;
+    const liftable =
+      options.insecureHttpHint === true &&
+      checkProviderUrl(value as string, { allowInsecureHttp: true }) === undefined;
+    throw new InvalidRequestError(`${field}: ${problem}${liftable ? ` (${INSECURE_HTTP_HINT})` : ''}`);
   }
   if (body.issuer === undefined && body.tokenEndpoint === undefined) {
     throw new InvalidRequestError('issuer, tokenEndpoint: at least one is required');

@@ -43,8 +43,10 @@ export interface LocalStackOptions {
 export interface LocalStack {
   url: string;
   apiKey: string;
-  /** Where the generated key is kept, when it was generated. */
+  /** Where the key is kept, unless it came from TOKENKEEPER_API_KEY. */
   apiKeyPath?: string;
+  /** `env`: TOKENKEEPER_API_KEY; `generated`: created now in apiKeyPath; `file`: read from apiKeyPath. */
+  apiKeySource: 'env' | 'generated' | 'file';
   dynamodbEndpoint: string;
   runtime: Runtime;
   sweep(): Promise<SweepSummary>;
@@ -54,14 +56,14 @@ export interface LocalStack {
 const MAX_REQUEST_BYTES = 1024 * 1024;
 
 /** The local API key, generated on first start (a file too short to be a key is replaced). */
-async function readOrCreateApiKey(dataDir: string): Promise<{ key: string; path: string }> {
-  const { text, path } = await readOrCreatePrivateFile(
+async function readOrCreateApiKey(dataDir: string): Promise<{ key: string; path: string; created: boolean }> {
+  const { text, path, created } = await readOrCreatePrivateFile(
     resolve(dataDir),
     'api-key',
     () => `${randomBytes(32).toString('base64url')}\n`,
     (existing) => existing.trim().length >= 32,
   );
-  return { key: text.trim(), path };
+  return { key: text.trim(), path, created };
 }
 
 function toEvent(
@@ -225,6 +227,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     url,
     apiKey,
     apiKeyPath: generated?.path,
+    apiKeySource: generated === undefined ? 'env' : generated.created ? 'generated' : 'file',
     dynamodbEndpoint: endpoint,
     runtime,
     sweep,

@@ -81,6 +81,29 @@ describe('parseId', () => {
   });
 });
 
+describe('parseProviderBody: refusals of insecure URLs', () => {
+  const body = { tokenEndpoint: 'http://auth.example.com/token', clientId: 'c' };
+  it('names the variable that allows them where it may be set (the local stack)', () => {
+    expect(invalid(() => parseProviderBody(body, { allowInsecureHttp: false, insecureHttpHint: true }))).toBe(
+      'tokenEndpoint: must be an https URL (TOKENKEEPER_ALLOW_INSECURE_HTTP=1 allows it on the local stack, for development and tests)',
+    );
+    const loopback = { ...body, tokenEndpoint: 'https://127.0.0.1/token' };
+    expect(
+      invalid(() => parseProviderBody(loopback, { allowInsecureHttp: false, insecureHttpHint: true })),
+    ).toContain('TOKENKEEPER_ALLOW_INSECURE_HTTP=1');
+  });
+
+  it('does not name it in Lambda (refused there), nor for problems it would not lift', () => {
+    expect(invalid(() => parseProviderBody(body, { allowInsecureHttp: false }))).toBe(
+      'tokenEndpoint: must be an https URL',
+    );
+    const ftp = { ...body, tokenEndpoint: 'ftp://auth.example.com/token' };
+    expect(
+      invalid(() => parseProviderBody(ftp, { allowInsecureHttp: false, insecureHttpHint: true })),
+    ).not.toContain('TOKENKEEPER_ALLOW_INSECURE_HTTP');
+  });
+});
+
 describe('parseJsonBody', () => {
   it('parses a JSON object', () => {
     expect(parseJsonBody('{"a":1}')).toEqual({ a: 1 });
