@@ -4,8 +4,20 @@
  */
 import { loadConfig } from '../functions/core/config.js';
 import { ConfigError } from '../functions/core/errors.js';
-import { startLocalStack } from '../functions/local/stack.js';
+import { type LocalStack, startLocalStack } from '../functions/local/stack.js';
 import { createLogger } from '../functions/shared/powertools.js';
+
+function apiKeyLine(stack: LocalStack): string {
+  const use = 'send it as "Authorization: Bearer <key>"';
+  switch (stack.apiKeySource) {
+    case 'env':
+      return 'API key taken from TOKENKEEPER_API_KEY';
+    case 'generated':
+      return `API key generated and kept in ${stack.apiKeyPath}; ${use}`;
+    case 'file':
+      return `API key read from ${stack.apiKeyPath}; ${use}`;
+  }
+}
 
 async function main(): Promise<void> {
   let config: ReturnType<typeof loadConfig>;
@@ -35,11 +47,12 @@ async function main(): Promise<void> {
   process.stdout.write(
     `tokenkeeper local stack listening on ${stack.url} (${storage}, table ${config.tableName})\n`,
   );
-  process.stdout.write(
-    stack.apiKeyPath
-      ? `API key generated and kept in ${stack.apiKeyPath}; send it as "Authorization: Bearer <key>"\n`
-      : 'API key taken from TOKENKEEPER_API_KEY\n',
-  );
+  process.stdout.write(`${apiKeyLine(stack)}\n`);
+  if (config.allowInsecureHttp) {
+    process.stdout.write(
+      'WARNING: TOKENKEEPER_ALLOW_INSECURE_HTTP=1: http:// and loopback/private provider URLs are allowed (local development only)\n',
+    );
+  }
   process.stdout.write(
     `refreshing every ${config.refreshIntervalSeconds} s, window ${config.refreshWindowSeconds} s; ` +
       `POST ${stack.url}/local/sweep to sweep now\n`,

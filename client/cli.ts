@@ -12,8 +12,9 @@ import {
   renderStatus,
   renderSweep,
 } from './format.js';
+import { ID_RULE, idProblem } from './ids.js';
 import { type ClientAuth, TokenKeeperClient } from './index.js';
-import { type CredentialProvider, regionFromApiUrl } from './sigv4.js';
+import { type CredentialProvider, signingRegion } from './sigv4.js';
 import type { ProviderInput, TokenResponse } from './types.js';
 
 /**
@@ -44,6 +45,8 @@ export const USAGE = `Usage: tokenkeeper <command> [options]
 Commands:
   status <userId>                              the user's sessions: status, expiry, last refresh, last error
   providers put <providerId> (--file <json|-> | --client-id … [--issuer …] [--token-endpoint …] …)
+               client secret: --client-secret-file <path>, --client-secret-stdin or
+               $TOKENKEEPER_CLIENT_SECRET (never on the command line, where ps shows it)
   providers get <providerId>
   sessions list <userId>
   sessions show <userId> <providerId>
@@ -59,6 +62,8 @@ Target:
            region from --region, the execute-api host name, or $AWS_REGION
   --auth sigv4|bearer / $TOKENKEEPER_AUTH overrides the authentication
 
+Ids: a userId or providerId ${ID_RULE}.
+
 Options:
   --json       print the API's JSON answer
   --name=value the form to use when a value begins with '-' (tokens may); or pass tokens with --file
@@ -72,7 +77,6 @@ const PROVIDER_FIELDS = {
   'token-endpoint': 'tokenEndpoint',
   'revocation-endpoint': 'revocationEndpoint',
   'client-id': 'clientId',
-  'client-secret': 'clientSecret',
   'client-secret-arn': 'clientSecretArn',
   'client-auth-method': 'clientAuthMethod',
   resource: 'resource',
@@ -98,6 +102,10 @@ const OPTIONS = {
   file: { type: 'string', short: 'f' },
   'min-validity': { type: 'string' },
   force: { type: 'boolean' },
+  // Accepted only to be refused with a clear message (argv is visible to every user through ps).
+  'client-secret': { type: 'string' },
+  'client-secret-file': { type: 'string' },
+  'client-secret-stdin': { type: 'boolean' },
   ...Object.fromEntries(Object.keys(PROVIDER_FIELDS).map((k) => [k, { type: 'string' }])),
   ...Object.fromEntries(Object.keys(SESSION_FIELDS).map((k) => [k, { type: 'string' }])),
 } as const satisfies Record<string, { type: 'string' | 'boolean'; short?: string }>;
@@ -137,9 +145,17 @@ const COMMANDS: Record<string, Command> = {
   },
   'providers put': {
     args: ['providerId'],
-    options: ['file', ...Object.keys(PROVIDER_FIELDS)],
+    options: [
+      'file',
+      'client-secret',
+      'client-secret-file',
+      'client-secret-stdin',
+      ...Object.keys(PROVIDER_FIELDS),
+    ],
     async run(ctx, [providerId]) {
+      const secret = await clientSecretFrom(ctx);
       const body = (await bodyFrom(ctx, PROVIDER_FIELDS)) as unknown as ProviderInput;
+      if (secret !== undefined) body.clientSecret = secret;
       const { created, value } = await ctx.client.putProvider(providerId as string, body);
       if (ctx.values.json) return ctx.json(value);
       ctx.out(
@@ -273,6 +289,50 @@ async function bodyFrom(ctx: Context, fieldFlags: Record<string, string>): Promi
   return body;
 }
 
+export const CLIENT_SECRET_IN_ARGV =
+  '--client-secret is refused: a value on the command line is visible to other users (ps) and kept in ' +
+  'shell history; use --client-secret-file <path>, --client-secret-stdin or TOKENKEEPER_CLIENT_SECRET';
+
+/**
+ * The client secret for `providers put`, from a file, stdin or $TOKENKEEPER_CLIENT_SECRET — never
+ * from argv. The environment variable applies only to a body built from options, without
+ * --client-secret-arn; with --file the file says everything.
+ */
+async function clientSecretFrom(ctx: Context): Promise<string | undefined> {
+  const { values, io } = ctx;
+  if (values['client-secret'] !== undefined) throw new UsageError(CLIENT_SECRET_IN_ARGV);
+  const path = values['client-secret-file'] as string | undefined;
+  const stdin = values['client-secret-stdin'] === true;
+  if (path !== undefined && stdin) {
+    throw new UsageError('--client-secret-file cannot be combined with --client-secret-stdin');
+  }
+  if ((path !== undefined || stdin) && values.file !== undefined) {
+    throw new UsageError(
+      '--file cannot be combined with a client secret option; put clientSecret in the file',
+    );
+  }
+  let text: string | undefined;
+  if (path !== undefined) {
+    try {
+      text = await readFile(path, 'utf8');
+    } catch (err) {
+      throw new CliError(
+        `cannot read the client secret from ${path}: ${(err as NodeJS.ErrnoException).code}`,
+      );
+    }
+  } else if (stdin) {
+    if (io.stdin === undefined) throw new CliError('cannot read the client secret: no standard input');
+    text = await readAll(io.stdin);
+  } else if (values.file === undefined && values['client-secret-arn'] === undefined) {
+    text = io.env.TOKENKEEPER_CLIENT_SECRET || undefined;
+  }
+  if (text === undefined) return undefined;
+  // A trailing newline is how files and pipes end, never part of a secret.
+  const secret = text.replace(/\r?\n$/u, '');
+  if (secret === '') throw new CliError('the client secret is empty');
+  return secret;
+}
+
 async function readApiKey(io: CliIo, values: Values): Promise<string> {
   const fromEnv = io.env.TOKENKEEPER_API_KEY;
   if (fromEnv) return fromEnv;
@@ -308,11 +368,7 @@ async function resolveTarget(
   if (kind === 'bearer') {
     return { baseUrl, auth: { kind, apiKey: await readApiKey(io, values) }, local: url === undefined };
   }
-  const region =
-    (values.region as string | undefined) ||
-    regionFromApiUrl(baseUrl) ||
-    io.env.AWS_REGION ||
-    io.env.AWS_DEFAULT_REGION;
+  const region = signingRegion(values.region as string | undefined, baseUrl, io.env);
   if (!region) throw new UsageError('no AWS region for SigV4: pass --region or set AWS_REGION');
   return {
     baseUrl,
@@ -402,6 +458,11 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     }
     if (rest.length > command.args.length)
       throw new UsageError(`${name}: unexpected argument ${rest[command.args.length]}`);
+    // Every positional argument is a userId or providerId: refuse what the keeper would, unsent.
+    command.args.forEach((arg, i) => {
+      const problem = idProblem(arg, rest[i] as string);
+      if (problem !== undefined) throw new UsageError(problem);
+    });
 
     const target = await resolveTarget(io, values);
     local = target.local;

@@ -5,6 +5,7 @@ import {
   SessionNotFoundError,
   TokenKeeperConnectionError,
 } from './errors.js';
+import { idProblem } from './ids.js';
 import {
   type AwsCredentials,
   type CredentialProvider,
@@ -22,6 +23,7 @@ import type {
 } from './types.js';
 
 export * from './errors.js';
+export { ID_RULE, idProblem } from './ids.js';
 export type { AwsCredentials, CredentialProvider } from './sigv4.js';
 export * from './types.js';
 
@@ -112,11 +114,13 @@ function defaultCredentialChain(): CredentialProvider {
   };
 }
 
-/** Percent-encodes one path segment completely (also `!'()*`, which encodeURIComponent leaves). */
+/**
+ * Percent-encodes one id as a path segment, once (API Gateway decodes it once), also `!'()*`, which
+ * encodeURIComponent leaves. Ids the keeper would refuse are refused here, before anything is sent.
+ */
 function segment(name: string, value: string): string {
-  if (typeof value !== 'string' || value === '') throw new TypeError(`${name} must be a non-empty string`);
-  if (value === '.' || value === '..')
-    throw new TypeError(`${name} must not be "." or ".." (not expressible in a URL path)`);
+  const problem = idProblem(name, value);
+  if (problem !== undefined) throw new TypeError(problem);
   return encodeURIComponent(value).replace(
     /[!'()*]/gu,
     (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`,

@@ -80,3 +80,12 @@ export function regionFromApiUrl(url: string): string | undefined {
     return undefined;
   }
 }
+
+/** The SigV4 region: the one given, else the execute-api host name's, else AWS_REGION / AWS_DEFAULT_REGION. */
+export function signingRegion(
+  given: string | undefined,
+  baseUrl: string,
+  env: Record<string, string | undefined>,
+): string | undefined {
+  return given || regionFromApiUrl(baseUrl) || env.AWS_REGION || env.AWS_DEFAULT_REGION || undefined;
+}

@@ -19,6 +19,11 @@ export interface TokenKeeperConfig {
   readonly shardCount: number;
   /** Grants in flight at once within one sweep. */
   readonly refreshConcurrency: number;
+  /**
+   * Concurrency reserved for the refresh function, so API traffic can never take the account's
+   * concurrency and throttle a scheduled sweep into the dead-letter queue.
+   */
+  readonly refreshReservedConcurrency: number;
   /** Timeout of one call to a provider's token endpoint. */
   readonly httpTimeoutMs: number;
   /** Optional e-mail address subscribed to the alarm topic. */
@@ -52,6 +57,7 @@ export const DEFAULT_CONFIG: TokenKeeperConfig = {
   sweepBudgetSeconds: 120,
   shardCount: 4,
   refreshConcurrency: 16,
+  refreshReservedConcurrency: 2,
   httpTimeoutMs: 10_000,
   removalPolicy: 'retain',
   logRetentionDays: 30,
@@ -70,6 +76,7 @@ export const CONTEXT_KEYS = [
   'sweepBudgetSeconds',
   'shardCount',
   'refreshConcurrency',
+  'refreshReservedConcurrency',
   'httpTimeoutMs',
   'alarmEmail',
   'removalPolicy',
@@ -164,6 +171,8 @@ export function parseConfig(raw: Raw): TokenKeeperConfig {
   const sweepBudgetSeconds = int('sweepBudgetSeconds', 1, 840);
   const shardCount = int('shardCount', 1, 1_000);
   const refreshConcurrency = int('refreshConcurrency', 1, 1_000);
+  // Overlapping sweeps are harmless (the lease), but more than a few never help.
+  const refreshReservedConcurrency = int('refreshReservedConcurrency', 1, 10);
   const httpTimeoutMs = int(
     'httpTimeoutMs',
     100,
@@ -220,6 +229,7 @@ export function parseConfig(raw: Raw): TokenKeeperConfig {
     sweepBudgetSeconds,
     shardCount,
     refreshConcurrency,
+    refreshReservedConcurrency,
     httpTimeoutMs,
     alarmEmail,
     removalPolicy,
@@ -256,6 +266,7 @@ export function parseConfig(raw: Raw): TokenKeeperConfig {
           tableName: 'synth-check',
           keyringSecretArn: 'arn:aws:secretsmanager:us-east-1:123456789012:secret:synth-check',
           eventBusName: 'default',
+          accountId: '123456789012',
         }),
         AWS_LAMBDA_FUNCTION_NAME: 'synth-check',
       });
@@ -271,10 +282,11 @@ export function parseConfig(raw: Raw): TokenKeeperConfig {
 /** The environment the functions read through functions/core/config.ts. */
 export function functionEnvironment(
   c: TokenKeeperConfig,
-  resources: { tableName: string; keyringSecretArn: string; eventBusName: string },
+  resources: { tableName: string; keyringSecretArn: string; eventBusName: string; accountId: string },
 ): Record<string, string> {
   return {
     TOKENKEEPER_TABLE_NAME: resources.tableName,
+    TOKENKEEPER_ACCOUNT_ID: resources.accountId,
     TOKENKEEPER_KEYRING_SECRET_ARN: resources.keyringSecretArn,
     TOKENKEEPER_EVENT_BUS_NAME: resources.eventBusName,
     TOKENKEEPER_REFRESH_INTERVAL_SECONDS: String(c.refreshIntervalSeconds),

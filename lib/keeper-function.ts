@@ -23,6 +23,8 @@ export interface KeeperFunctionProps {
   readonly environment: Record<string, string>;
   readonly logRetention: RetentionDays;
   readonly removalPolicy: RemovalPolicy;
+  /** Concurrency reserved for this function (none when absent). */
+  readonly reservedConcurrentExecutions?: number;
 }
 
 /**
@@ -60,6 +62,7 @@ export class KeeperFunction extends Construct {
       architecture: KEEPER_ARCHITECTURE,
       memorySize: props.memorySize,
       timeout: props.timeout,
+      reservedConcurrentExecutions: props.reservedConcurrentExecutions,
       role: this.role,
       logGroup: this.logGroup,
       environment: {

@@ -63,6 +63,8 @@ export class TokenKeeperStack extends Stack {
       tableName: table.tableName,
       keyringSecretArn: keyring.secret.secretArn,
       eventBusName: EVENT_BUS_NAME,
+      // Client secrets by ARN must be in this account (and region), the only ones the grant covers.
+      accountId: Stack.of(this).account,
     });
     const refreshTimeout = Duration.seconds(refreshFunctionTimeoutSeconds(config));
 
@@ -71,6 +73,8 @@ export class TokenKeeperStack extends Stack {
       description: 'tokenkeeper: refreshes every session due within the window (scheduled sweep)',
       memorySize: 512,
       timeout: refreshTimeout,
+      // API traffic must never throttle a scheduled sweep (it would land in the dead-letter queue).
+      reservedConcurrentExecutions: config.refreshReservedConcurrency,
       environment,
       logRetention: config.logRetentionDays,
       removalPolicy,

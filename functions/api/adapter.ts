@@ -19,6 +19,7 @@ export function createApiHandler(
     clock: runtime.clock,
     apiKey: options.apiKey,
     allowInsecureHttp: runtime.config.allowInsecureHttp,
+    insecureHttpHint: !runtime.config.inLambda,
   });
   return async (event) => {
     try {

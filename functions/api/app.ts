@@ -27,7 +27,11 @@ import {
 
 export interface ApiRequest {
   method: string;
-  /** raw path, still percent-encoded */
+  /**
+   * The path as API Gateway (HTTP API, payload 2.0) delivers it in `rawPath`: already percent-decoded.
+   * It is split on `/` and used as is; decoding it again would turn `%41` into `A` (see
+   * functions/local/apigw-path.ts for what the gateway does to a request target).
+   */
   path: string;
   query: Record<string, string>;
   /** lower-case names */
@@ -54,6 +58,8 @@ export interface AppDeps {
   apiKey?: string;
   /** Accept http:// and non-public provider URLs (local development and tests only). */
   allowInsecureHttp?: boolean;
+  /** When refusing such a URL, name the variable that would allow it (not in Lambda, where it is refused). */
+  insecureHttpHint?: boolean;
 }
 
 export type App = (req: ApiRequest) => Promise<ApiResponse>;
@@ -66,7 +72,7 @@ type RouteName = 'health' | 'provider' | 'sessionList' | 'session' | 'token';
 interface RouteMatch {
   name: RouteName;
   allow: readonly string[];
-  /** id segments, still percent-encoded */
+  /** id segments, as delivered (already decoded) */
   params: string[];
 }
 
@@ -103,16 +109,6 @@ function matchRoute(path: string): RouteMatch | undefined {
     default:
       return undefined;
   }
-}
-
-function decodeSegment(name: string, raw: string): string {
-  let decoded: string;
-  try {
-    decoded = decodeURIComponent(raw);
-  } catch {
-    throw new InvalidRequestError(`${name}: invalid percent-encoding in path`);
-  }
-  return parseId(name, decoded);
 }
 
 function sha256(value: string): Buffer {
@@ -205,10 +201,11 @@ export function createApp(deps: AppDeps): App {
 
     switch (route.name) {
       case 'provider': {
-        const providerId = decodeSegment('providerId', route.params[0]);
+        const providerId = parseId('providerId', route.params[0] as string);
         if (req.method === 'PUT') {
           const input = parseProviderBody(parseJsonBody(req.body), {
             allowInsecureHttp: deps.allowInsecureHttp ?? false,
+            insecureHttpHint: deps.insecureHttpHint ?? false,
           });
           const { created, provider } = await providers.put(providerId, input);
           return json(created ? 201 : 200, provider);
@@ -216,7 +213,7 @@ export function createApp(deps: AppDeps): App {
         return json(200, await providers.get(providerId));
       }
       case 'sessionList': {
-        const userId = decodeSegment('userId', route.params[0]);
+        const userId = parseId('userId', route.params[0] as string);
         return json(200, { sessions: await sessions.list(userId) });
       }
       case 'session': {
@@ -261,5 +258,8 @@ export function createApp(deps: AppDeps): App {
 }
 
 function sessionKey(params: string[]): SessionKey {
-  return { userId: decodeSegment('userId', params[0]), providerId: decodeSegment('providerId', params[1]) };
+  return {
+    userId: parseId('userId', params[0] as string),
+    providerId: parseId('providerId', params[1] as string),
+  };
 }

@@ -141,7 +141,19 @@ const SECRET_ARN = /^arn:aws(?:-[a-z]+)*:secretsmanager:[a-z0-9-]+:\d{12}:secret
 
 // --- ids ---------------------------------------------------------------------------------------
 
-/** Validates an id taken from the path (already percent-decoded). `name` appears in the error. */
+/**
+ * Characters an id may not contain besides control characters: `/` would split the path, `?` and
+ * `#` end it, `%` would be read as an escape (API Gateway decodes some escapes twice), `\` is a path
+ * separator to some proxies. The client and the CLI refuse the same set before sending.
+ */
+export const ID_FORBIDDEN_CHARACTERS = ['/', '?', '#', '%', '\\'] as const;
+const FORBIDDEN_IN_ID = /[/?#%\\]/u;
+
+/**
+ * Validates an id taken from the path. The path arrives percent-decoded (API Gateway decodes it
+ * before Lambda sees it; the local stack does the same), so the id is used exactly as it came.
+ * `name` appears in the error.
+ */
 export function parseId(name: string, raw: string): string {
   if (typeof raw !== 'string' || raw.length === 0)
     throw new InvalidRequestError(`${name}: must not be empty`);
@@ -149,6 +161,10 @@ export function parseId(name: string, raw: string): string {
     throw new InvalidRequestError(`${name}: must be at most ${MAX_ID_LENGTH} characters`);
   }
   if (hasControlCharacter(raw)) throw new InvalidRequestError(`${name}: must not contain control characters`);
+  if (FORBIDDEN_IN_ID.test(raw)) {
+    throw new InvalidRequestError(`${name}: must not contain ${ID_FORBIDDEN_CHARACTERS.join(' ')}`);
+  }
+  if (raw === '.' || raw === '..') throw new InvalidRequestError(`${name}: must not be "." or ".."`);
   if (hasLoneSurrogate(raw)) throw new InvalidRequestError(`${name}: must be valid Unicode`);
   return raw;
 }
@@ -197,16 +213,27 @@ const providerSchema = z.strictObject(
 );
 
 /** Validates a PUT /v1/providers/{providerId} body and resolves the default clientAuthMethod. */
+export const INSECURE_HTTP_HINT =
+  'TOKENKEEPER_ALLOW_INSECURE_HTTP=1 allows it on the local stack, for development and tests';
+
 export function parseProviderBody(
   json: unknown,
-  options: { allowInsecureHttp: boolean } = { allowInsecureHttp: false },
+  options: {
+    allowInsecureHttp: boolean;
+    /** Name the variable that lifts the rule (the local stack; in Lambda the variable is refused). */
+    insecureHttpHint?: boolean;
+  } = { allowInsecureHttp: false },
 ): ValidProviderInput {
   const body = parseWith(providerSchema, json);
   // https only, and no loopback/private/metadata literal hosts; names are checked again at connect time.
   for (const field of ['issuer', 'tokenEndpoint', 'revocationEndpoint'] as const) {
     const value = body[field];
     const problem = value === undefined ? undefined : checkProviderUrl(value, options);
-    if (problem !== undefined) throw new InvalidRequestError(`${field}: ${problem}`);
+    if (problem === undefined) continue;
+    const liftable =
+      options.insecureHttpHint === true &&
+      checkProviderUrl(value as string, { allowInsecureHttp: true }) === undefined;
+    throw new InvalidRequestError(`${field}: ${problem}${liftable ? ` (${INSECURE_HTTP_HINT})` : ''}`);
   }
   if (body.issuer === undefined && body.tokenEndpoint === undefined) {
     throw new InvalidRequestError('issuer, tokenEndpoint: at least one is required');

@@ -9,6 +9,11 @@ export interface Config {
   tableName: string;
   dynamodbEndpoint?: string;
   region: string;
+  /**
+   * The AWS account the functions run in (set by the stack); a client secret by ARN must be in it.
+   * Unknown locally, where the account check is skipped.
+   */
+  accountId?: string;
   dataDir: string;
   port: number;
   apiKey?: string;
@@ -59,6 +64,7 @@ export function loadConfig(env: Env = process.env): Config {
     tableName: env.TOKENKEEPER_TABLE_NAME || 'tokenkeeper-sessions',
     dynamodbEndpoint: env.TOKENKEEPER_DYNAMODB_ENDPOINT || undefined,
     region: env.AWS_REGION || env.AWS_DEFAULT_REGION || 'us-east-1',
+    accountId: env.TOKENKEEPER_ACCOUNT_ID || undefined,
     dataDir: env.TOKENKEEPER_DATA_DIR || '.data',
     port: int(env, 'PORT', 8787, 0, 65_535),
     apiKey: env.TOKENKEEPER_API_KEY || undefined,
@@ -108,6 +114,11 @@ export function validateConfig(c: Config): void {
     throw new ConfigError(
       `TOKENKEEPER_SWEEP_BUDGET_SECONDS (${c.sweepBudgetSeconds}) must leave room for one grant: more than ` +
         `TOKENKEEPER_HTTP_TIMEOUT_MS (${c.httpTimeoutMs} ms) plus 2 s`,
+    );
+  }
+  if (c.accountId !== undefined && !/^\d{12}$/.test(c.accountId)) {
+    throw new ConfigError(
+      `TOKENKEEPER_ACCOUNT_ID must be a 12-digit AWS account id, got ${JSON.stringify(c.accountId)}`,
     );
   }
   if (!/^[A-Za-z0-9/_+=.@-]+$/.test(c.clientSecretPrefix)) {

@@ -2,10 +2,12 @@ import { GetSecretValueCommand, type SecretsManagerClient } from '@aws-sdk/clien
 import { generateKeyringJson } from './crypto.js';
 import { readOrCreatePrivateFile } from './private-file.js';
 
+export const SECRET_NOT_A_STRING = 'secret has no string value';
+
 /** Reads a secret's string value from Secrets Manager. */
 export async function readSecretString(client: SecretsManagerClient, secretId: string): Promise<string> {
   const { SecretString } = await client.send(new GetSecretValueCommand({ SecretId: secretId }));
-  if (typeof SecretString !== 'string') throw new Error('secret has no string value');
+  if (typeof SecretString !== 'string') throw new Error(SECRET_NOT_A_STRING);
   return SecretString;
 }
 

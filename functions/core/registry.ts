@@ -3,7 +3,7 @@ import { PROVIDER_OPTIONAL_FIELDS, type ProviderConfig, type SessionKey } from '
 import type { OAuthClient } from './oauth.js';
 import type { Clock, Logger } from './ports.js';
 import type { ProviderLookup } from './refresher.js';
-import { clientSecretArnProblem } from './secret-arn.js';
+import { clientSecretArnProblem, type SecretRules } from './secret-arn.js';
 import type {
   ProviderInput,
   ProviderService,
@@ -93,7 +93,7 @@ export class DefaultProviderService implements ProviderService {
     private readonly store: SessionStore,
     private readonly clock: Clock,
     private readonly cache?: CachedProviders,
-    private readonly secretRules: { prefix: string; keyringSecretArn?: string } = { prefix: 'tokenkeeper/' },
+    private readonly secretRules: SecretRules = { prefix: 'tokenkeeper/' },
   ) {}
 
   async put(providerId: string, input: ProviderInput): Promise<{ created: boolean; provider: ProviderView }> {

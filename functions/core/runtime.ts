@@ -5,7 +5,7 @@ import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import type { Config } from './config.js';
 import { cachedKeyring, createFieldCipher, type Keyring } from './crypto.js';
 import { EventBridgePublisher, LogEventPublisher } from './events.js';
-import { readOrCreateLocalKeyring, readSecretString } from './keyring.js';
+import { readOrCreateLocalKeyring, readSecretString, SECRET_NOT_A_STRING } from './keyring.js';
 import type { ProviderConfig } from './model.js';
 import { createGuardedFetch } from './net-guard.js';
 import { ClientConfigurationError, type FetchLike, OAuthClient } from './oauth.js';
@@ -71,6 +71,43 @@ export interface Runtime {
 
 const SECRET_TTL_MS = 5 * 60_000;
 
+/**
+ * Secrets Manager answers that no retry will change: the functions may not read the secret (IAM, or
+ * kms:Decrypt on a customer-managed key), it does not exist (any more), or it cannot be decrypted.
+ */
+const SECRET_MISCONFIGURED = new Map([
+  ['AccessDeniedException', 'access denied'],
+  ['ResourceNotFoundException', 'no such secret'],
+  ['DecryptionFailure', 'the secret cannot be decrypted'],
+  ['KMSAccessDeniedException', 'access to its KMS key denied'],
+  ['KMSInvalidStateException', 'its KMS key cannot be used'],
+  ['KMSDisabledException', 'its KMS key is disabled'],
+  ['KMSNotFoundException', 'its KMS key does not exist'],
+]);
+
+/**
+ * A provider's client secret by ARN. A read Secrets Manager refuses for good is the provider's
+ * misconfiguration (the refresher flags the provider, alarms and keeps its sessions), not a
+ * transient network error retried forever. The SDK's message is not repeated: it names roles and keys.
+ */
+async function readClientSecret(client: SecretsManagerClient, arn: string): Promise<string> {
+  try {
+    return await readSecretString(client, arn);
+  } catch (err) {
+    const reason = SECRET_MISCONFIGURED.get((err as { name?: string } | undefined)?.name ?? '');
+    if (reason !== undefined) {
+      throw new ClientConfigurationError(
+        `clientSecretArn: Secrets Manager refused GetSecretValue (${reason}); grant the functions ` +
+          'secretsmanager:GetSecretValue on the secret and kms:Decrypt on its key, or fix the ARN',
+      );
+    }
+    if (err instanceof Error && err.message === SECRET_NOT_A_STRING) {
+      throw new ClientConfigurationError('clientSecretArn: the secret has no string value');
+    }
+    throw err;
+  }
+}
+
 export function createRuntime(deps: RuntimeDeps): Runtime {
   const { config } = deps;
   const clock = deps.clock ?? systemClock;
@@ -115,7 +152,12 @@ export function createRuntime(deps: RuntimeDeps): Runtime {
     shardCount: config.shardCount,
   });
 
-  const secretRules = { prefix: config.clientSecretPrefix, keyringSecretArn: config.keyringSecretArn };
+  const secretRules = {
+    prefix: config.clientSecretPrefix,
+    keyringSecretArn: config.keyringSecretArn,
+    region: config.region,
+    accountId: config.accountId,
+  };
   const secretCache = new Map<string, { value: string; at: number }>();
   const clientSecret = async (provider: ProviderConfig): Promise<string | undefined> => {
     if (provider.clientSecret !== undefined) return provider.clientSecret;
@@ -126,7 +168,7 @@ export function createRuntime(deps: RuntimeDeps): Runtime {
     if (problem) throw new ClientConfigurationError(problem);
     const hit = secretCache.get(provider.clientSecretArn);
     if (hit && clock.now() - hit.at < secretTtlMs) return hit.value;
-    const value = await readSecretString(secretsClient(), provider.clientSecretArn);
+    const value = await readClientSecret(secretsClient(), provider.clientSecretArn);
     secretCache.set(provider.clientSecretArn, { value, at: clock.now() });
     return value;
   };

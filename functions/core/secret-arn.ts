@@ -5,19 +5,35 @@
  * under a configured prefix, and never be the keyring.
  */
 
+const SECRET_ARN = /^arn:aws[a-z-]*:secretsmanager:([a-z0-9-]+):(\d{12}):secret:(.+)$/;
+
 /** The secret's name in an ARN, without the random suffix Secrets Manager appends to full ARNs. */
 export function secretNameOf(arn: string): string | undefined {
-  const match = /^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:(.+)$/.exec(arn);
-  return match?.[1];
+  return SECRET_ARN.exec(arn)?.[3];
+}
+
+export interface SecretRules {
+  prefix: string;
+  keyringSecretArn?: string;
+  /** The functions' region: the stack grants GetSecretValue on secrets in this region only. */
+  region?: string;
+  /** The functions' account (unknown locally: then any account is accepted). */
+  accountId?: string;
 }
 
 /** Why `arn` may not be used as a client secret, or undefined when it may. */
-export function clientSecretArnProblem(
-  arn: string,
-  rules: { prefix: string; keyringSecretArn?: string },
-): string | undefined {
-  const name = secretNameOf(arn);
-  if (name === undefined) return 'clientSecretArn: must be a Secrets Manager secret ARN';
+export function clientSecretArnProblem(arn: string, rules: SecretRules): string | undefined {
+  const match = SECRET_ARN.exec(arn);
+  if (match === null) return 'clientSecretArn: must be a Secrets Manager secret ARN';
+  const [, region, accountId, name = ''] = match;
+  // The functions may read secrets in their own region and account only: anything else would be
+  // accepted here and then fail at every refresh.
+  if (rules.region !== undefined && region !== rules.region) {
+    return `clientSecretArn: the secret must be in this keeper's region (${rules.region})`;
+  }
+  if (rules.accountId !== undefined && accountId !== rules.accountId) {
+    return `clientSecretArn: the secret must be in this keeper's AWS account (${rules.accountId})`;
+  }
   if (!name.startsWith(rules.prefix)) {
     return `clientSecretArn: the secret must be named under "${rules.prefix}"`;
   }

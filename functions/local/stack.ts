@@ -12,6 +12,7 @@ import { createRuntime, type Runtime } from '../core/runtime.js';
 import type { SweepSummary } from '../core/services.js';
 import { ensureTable } from '../core/table.js';
 import { createRefreshHandler } from '../refresh/adapter.js';
+import { apiGatewayTarget } from './apigw-path.js';
 import {
   type EmbeddedDynamoDB,
   listenOnLoopback,
@@ -22,7 +23,8 @@ import {
 /**
  * The local stack: the same API and refresh handlers as in Lambda, on an embedded DynamoDB
  * (dynalite, persisted in the data directory) or an outside endpoint, behind a small HTTP server on
- * 127.0.0.1 that turns each request into an HTTP API event, with a timer in place of EventBridge.
+ * 127.0.0.1 that turns each request into an HTTP API event (its path decoded as API Gateway does,
+ * ./apigw-path.ts), with a timer in place of EventBridge.
  */
 
 export interface LocalStackOptions {
@@ -41,8 +43,10 @@ export interface LocalStackOptions {
 export interface LocalStack {
   url: string;
   apiKey: string;
-  /** Where the generated key is kept, when it was generated. */
+  /** Where the key is kept, unless it came from TOKENKEEPER_API_KEY. */
   apiKeyPath?: string;
+  /** `env`: TOKENKEEPER_API_KEY; `generated`: created now in apiKeyPath; `file`: read from apiKeyPath. */
+  apiKeySource: 'env' | 'generated' | 'file';
   dynamodbEndpoint: string;
   runtime: Runtime;
   sweep(): Promise<SweepSummary>;
@@ -52,28 +56,28 @@ export interface LocalStack {
 const MAX_REQUEST_BYTES = 1024 * 1024;
 
 /** The local API key, generated on first start (a file too short to be a key is replaced). */
-async function readOrCreateApiKey(dataDir: string): Promise<{ key: string; path: string }> {
-  const { text, path } = await readOrCreatePrivateFile(
+async function readOrCreateApiKey(dataDir: string): Promise<{ key: string; path: string; created: boolean }> {
+  const { text, path, created } = await readOrCreatePrivateFile(
     resolve(dataDir),
     'api-key',
     () => `${randomBytes(32).toString('base64url')}\n`,
     (existing) => existing.trim().length >= 32,
   );
-  return { key: text.trim(), path };
+  return { key: text.trim(), path, created };
 }
 
-function toEvent(req: IncomingMessage, body: Buffer, now: number): APIGatewayProxyEventV2 {
-  // The request target split as it came (no URL parsing: `///` would throw, `//v1/x` would become
-  // host `v1`, dot segments would be resolved), like API Gateway's rawPath and rawQueryString.
-  const target = req.url ?? '/';
-  const q = target.indexOf('?');
-  const rawPath = q === -1 ? target : target.slice(0, q);
+function toEvent(
+  req: IncomingMessage,
+  body: Buffer,
+  now: number,
+  target: { rawPath: string; rawQueryString: string },
+): APIGatewayProxyEventV2 {
+  const { rawPath, rawQueryString } = target;
   const headers: Record<string, string> = {};
   for (const [name, value] of Object.entries(req.headers)) {
     if (value !== undefined) headers[name] = Array.isArray(value) ? value.join(',') : value;
   }
   const method = (req.method ?? 'GET').toUpperCase();
-  const rawQueryString = q === -1 ? '' : target.slice(q + 1);
   return {
     version: '2.0',
     routeKey: '$default',
@@ -166,7 +170,13 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
         );
         return;
       }
-      const event = toEvent(req, Buffer.concat(chunks), Date.now());
+      // The request target as API Gateway hands it on: path decoded, or refused before any handler.
+      const target = apiGatewayTarget(req.url ?? '/');
+      if (!target.ok) {
+        send(res, target.status, { 'content-type': 'application/json' }, target.body);
+        return;
+      }
+      const event = toEvent(req, Buffer.concat(chunks), Date.now(), target);
       if (event.rawPath === '/local/sweep') {
         if (!bearerOk(event.headers.authorization)) {
           send(
@@ -217,6 +227,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     url,
     apiKey,
     apiKeyPath: generated?.path,
+    apiKeySource: generated === undefined ? 'env' : generated.created ? 'generated' : 'file',
     dynamodbEndpoint: endpoint,
     runtime,
     sweep,

@@ -8,7 +8,7 @@ export const METRICS_NAMESPACE = 'TokenKeeper';
 export interface Telemetry {
   logger: Logger;
   metrics: Metrics;
-  /** Flushes the invocation's metrics as one EMF document (no PutMetricData calls). */
+  /** Flushes the invocation's metrics as one EMF document (no PutMetricData calls); nothing when none were added. */
   flush(): void;
 }
 
@@ -27,9 +27,21 @@ export function createLogger(serviceName: string): Logger {
 export function createTelemetry(config: Pick<Config, 'serviceName'>): Telemetry {
   const logger = createLogger(config.serviceName);
   const emf = new PowertoolsMetrics({ namespace: METRICS_NAMESPACE, serviceName: config.serviceName });
+  // Powertools warns "No application metrics to publish" when asked to flush nothing, which most
+  // API requests (all but the token route) would do: flush only what was added.
+  let pending = false;
   return {
     logger,
-    metrics: { add: (name, unit, value) => emf.addMetric(name, unit, value) },
-    flush: () => emf.publishStoredMetrics(),
+    metrics: {
+      add: (name, unit, value) => {
+        pending = true;
+        emf.addMetric(name, unit, value);
+      },
+    },
+    flush: () => {
+      if (!pending) return;
+      pending = false;
+      emf.publishStoredMetrics();
+    },
   };
 }

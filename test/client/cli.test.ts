@@ -110,6 +110,8 @@ afterAll(async () => {
 
 describe('providers', () => {
   it('put from options, then replaced from a file; get, as text and --json', async () => {
+    const secretFile = join(scratch, 'client-secret');
+    await writeFile(secretFile, `${oauth.clients.basic.clientSecret}\n`, { mode: 0o600 });
     const created = await cli([
       'providers',
       'put',
@@ -118,8 +120,8 @@ describe('providers', () => {
       oauth.issuer,
       '--client-id',
       oauth.clients.basic.clientId,
-      '--client-secret',
-      oauth.clients.basic.clientSecret,
+      '--client-secret-file',
+      secretFile,
       '--resource',
       MCP_RESOURCE,
     ]);
@@ -143,6 +145,73 @@ describe('providers', () => {
       clientId: 'tk-public',
       hasClientSecret: false,
     });
+  });
+
+  it('never takes the client secret from argv: --client-secret is refused before anything is sent', async () => {
+    const secret = 'argv-secret-0123456789';
+    const run = await cli(['providers', 'put', 'argv', '--client-id', 'c', '--client-secret', secret]);
+    expect(run.code).toBe(2);
+    expect(run.requests).toEqual([]);
+    expect(run.stderr).toContain('--client-secret is refused');
+    expect(run.stderr).toContain(
+      '--client-secret-file <path>, --client-secret-stdin or TOKENKEEPER_CLIENT_SECRET',
+    );
+    expect(run.stderr).not.toContain(secret);
+    const both = await cli(
+      ['providers', 'put', 'argv', '--client-id', 'c', '--client-secret-stdin', '--client-secret-file', 'x'],
+      {
+        stdin: secret,
+      },
+    );
+    expect(both).toMatchObject({ code: 2, requests: [] });
+  });
+
+  it('the client secret from stdin or TOKENKEEPER_CLIENT_SECRET reaches the keeper', async () => {
+    const base = ['--token-endpoint', oauth.tokenEndpoint, '--client-id', oauth.clients.basic.clientId];
+    const fromStdin = await cli(
+      ['providers', 'put', 'secret-stdin', ...base, '--client-secret-stdin', '--json'],
+      {
+        stdin: `${oauth.clients.basic.clientSecret}\n`,
+      },
+    );
+    expect(fromStdin.code, fromStdin.stderr).toBe(0);
+    expect(JSON.parse(fromStdin.stdout)).toMatchObject({
+      hasClientSecret: true,
+      clientAuthMethod: 'client_secret_basic',
+    });
+    const fromEnv = await cli(['providers', 'put', 'secret-env', ...base, '--json'], {
+      env: { TOKENKEEPER_CLIENT_SECRET: oauth.clients.basic.clientSecret },
+    });
+    expect(fromEnv.code, fromEnv.stderr).toBe(0);
+    expect(JSON.parse(fromEnv.stdout)).toMatchObject({ hasClientSecret: true });
+    // The secret is the one the provider knows: a grant with it succeeds.
+    const userId = `cli-user-${++seq}`;
+    for (const providerId of ['secret-stdin', 'secret-env']) {
+      await client.putSession(userId, providerId, await login(userId));
+      const token = await client.getToken(userId, providerId, { force: true });
+      expect(token.access_token).toBeTruthy();
+    }
+    // Not with --client-secret-arn (the ARN names the secret), nor with --file.
+    const arn = 'arn:aws:secretsmanager:us-east-1:123456789012:secret:tokenkeeper/x-AbCdEf';
+    const withArn = await cli(
+      ['providers', 'put', 'secret-arn', ...base, '--client-secret-arn', arn, '--json'],
+      {
+        env: { TOKENKEEPER_CLIENT_SECRET: 'ignored' },
+      },
+    );
+    expect(withArn.code, withArn.stderr).toBe(0);
+  });
+
+  it('refuses ids the keeper would refuse, before sending', async () => {
+    for (const id of ['a/b', 'who?x', '100%', 'a#b', 'a\\b', 'a\u0000b', '..']) {
+      const run = await cli(['sessions', 'show', id, 'github']);
+      expect(run.code, id).toBe(2);
+      expect(run.requests).toEqual([]);
+      expect(run.stderr).toContain('userId must not contain / ? # % \\ or control characters');
+    }
+    const provider = await cli(['token', 'get', 'alice', 'p/token']);
+    expect(provider).toMatchObject({ code: 2, requests: [] });
+    expect(provider.stderr).toContain('providerId must not contain');
   });
 
   it('an unknown provider: one line on stderr, exit 1', async () => {
@@ -388,6 +457,9 @@ describe('usage errors: one line, exit 2', () => {
     const run = await cli(['--help']);
     expect(run.code).toBe(0);
     expect(run.stdout).toMatch(/^Usage: tokenkeeper <command>/u);
+    expect(run.stdout).toContain('--client-secret-file <path>, --client-secret-stdin');
+    expect(run.stdout).toContain('$TOKENKEEPER_CLIENT_SECRET (never on the command line');
+    expect(run.stdout).toContain('must not contain / ? # % \\ or control characters');
   });
 
   it('a --file that is missing or not JSON: exit 1', async () => {

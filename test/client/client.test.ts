@@ -122,10 +122,10 @@ describe('requests', () => {
   it('sends the bearer key, the path segments fully percent-encoded, and minValidity', async () => {
     const { client, server } = setup();
     server.reply(ok(token('a', T0S + 3600)));
-    await client.getToken("alice@example.com/x y'(1)", 'git hub', { minValidity: 120 });
+    await client.getToken("alice@example.com:x+y'(1)", 'git hub', { minValidity: 120 });
     const [req] = server.seen;
     expect(req?.headers.get('authorization')).toBe('Bearer test-key');
-    expect(req?.url.pathname).toBe('/v1/sessions/alice%40example.com%2Fx%20y%27%281%29/git%20hub/token');
+    expect(req?.url.pathname).toBe('/v1/sessions/alice%40example.com%3Ax%2By%27%281%29/git%20hub/token');
     expect(req?.url.search).toBe('?minValidity=120');
   });
 

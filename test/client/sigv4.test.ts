@@ -1,3 +1,4 @@
+import { createHash, createHmac } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Sha256 } from '@aws-crypto/sha256-js';
@@ -11,6 +12,7 @@ import {
   type RequestToSign,
   regionFromApiUrl,
 } from '../../client/sigv4.js';
+import { apiGatewayTarget } from '../../functions/local/apigw-path.js';
 
 /**
  * SigV4 as a deployed API (API Gateway, IAM auth) receives it. The client sends real requests to a
@@ -253,6 +255,136 @@ describe('the signer', () => {
     ];
     for (const v of variants) expect(await signature(v)).not.toBe(reference);
     expect(await signature(base, new Date('2025-01-02T03:04:06Z'))).not.toBe(reference);
+  });
+});
+
+/**
+ * SigV4 worked out from the specification, independently of the SDK (node:crypto only): the
+ * canonical request is written out here, so the test pins the canonical URI itself.
+ * AWS: "Each path segment must be URI-encoded twice (except for Amazon S3 which only gets
+ * URI-encoded once)": the path on the wire is the ids encoded once, and the canonical URI for
+ * execute-api is that wire path URI-encoded once more (Smithy's SignatureV4 with uriEscapePath).
+ */
+function referenceAuthorization(input: {
+  method: string;
+  canonicalUri: string;
+  canonicalQuery: string;
+  headers: Record<string, string>;
+  payload: string;
+  date: Date;
+  credentials: AwsCredentials;
+}): string {
+  const hex = (data: string) => createHash('sha256').update(data, 'utf8').digest('hex');
+  const hmac = (key: string | Buffer, data: string) =>
+    createHmac('sha256', key).update(data, 'utf8').digest();
+  const amzDate = input.date.toISOString().replace(/[-:]|\.\d{3}/gu, '');
+  const day = amzDate.slice(0, 8);
+  const names = Object.keys(input.headers).sort();
+  const canonicalRequest = [
+    input.method,
+    input.canonicalUri,
+    input.canonicalQuery,
+    ...names.map((n) => `${n}:${(input.headers[n] as string).trim()}`),
+    '',
+    names.join(';'),
+    hex(input.payload),
+  ].join('\n');
+  const scope = `${day}/${REGION}/execute-api/aws4_request`;
+  const stringToSign = ['AWS4-HMAC-SHA256', amzDate, scope, hex(canonicalRequest)].join('\n');
+  let key = hmac(`AWS4${input.credentials.secretAccessKey}`, day);
+  for (const part of [REGION, 'execute-api', 'aws4_request']) key = hmac(key, part);
+  const signature = createHmac('sha256', key).update(stringToSign, 'utf8').digest('hex');
+  return `AWS4-HMAC-SHA256 Credential=${input.credentials.accessKeyId}/${scope}, SignedHeaders=${names.join(';')}, Signature=${signature}`;
+}
+
+describe('ids with @ : + space é 😀: the canonical path for execute-api', () => {
+  const host = 'abc123.execute-api.eu-west-1.amazonaws.com';
+  const cases: [userId: string, providerId: string, wirePath: string, canonicalUri: string][] = [
+    [
+      'alice@example.com',
+      'git hub',
+      '/v1/sessions/alice%40example.com/git%20hub/token',
+      '/v1/sessions/alice%2540example.com/git%2520hub/token',
+    ],
+    [
+      'a:b+c',
+      'mcp:notion',
+      '/v1/sessions/a%3Ab%2Bc/mcp%3Anotion/token',
+      '/v1/sessions/a%253Ab%252Bc/mcp%253Anotion/token',
+    ],
+    ['zoë', 'café', '/v1/sessions/zo%C3%AB/caf%C3%A9/token', '/v1/sessions/zo%25C3%25AB/caf%25C3%25A9/token'],
+    [
+      '😀',
+      "it's (x)",
+      '/v1/sessions/%F0%9F%98%80/it%27s%20%28x%29/token',
+      '/v1/sessions/%25F0%259F%2598%2580/it%2527s%2520%2528x%2529/token',
+    ],
+  ];
+
+  it.each(cases)('%j / %j', async (userId, providerId, wirePath, canonicalUri) => {
+    await sigv4Client().getToken(userId, providerId, { minValidity: 120 });
+    const [r] = received as [Received];
+    // On the wire: each id encoded once, so API Gateway, which decodes once, routes the ids as given.
+    expect(r.rawUrl).toBe(`${wirePath}?minValidity=120`);
+    const target = apiGatewayTarget(r.rawUrl);
+    expect(target).toEqual({
+      ok: true,
+      rawPath: `/v1/sessions/${userId}/${providerId}/token`,
+      rawQueryString: 'minValidity=120',
+    });
+    // The signature is over the wire path encoded once more: the canonical URI written out above.
+    const sign = createSigV4Signer({ region: REGION, credentials: TEMPORARY });
+    const signed = await sign(
+      { method: 'GET', url: new URL(`https://${host}${wirePath}?minValidity=120`), headers: {} },
+      SIGNING_DATE,
+    );
+    expect(signed.authorization).toBe(
+      referenceAuthorization({
+        method: 'GET',
+        canonicalUri,
+        canonicalQuery: 'minValidity=120',
+        headers: {
+          host,
+          'x-amz-date': '20250102T030405Z',
+          'x-amz-security-token': TEMPORARY.sessionToken,
+        },
+        payload: '',
+        date: SIGNING_DATE,
+        credentials: TEMPORARY,
+      }),
+    );
+    // Signed with the path encoded only once, the signature would differ: API Gateway would answer 403.
+    const once = referenceAuthorization({
+      method: 'GET',
+      canonicalUri: wirePath,
+      canonicalQuery: 'minValidity=120',
+      headers: { host, 'x-amz-date': '20250102T030405Z', 'x-amz-security-token': TEMPORARY.sessionToken },
+      payload: '',
+      date: SIGNING_DATE,
+      credentials: TEMPORARY,
+    });
+    expect(signed.authorization).not.toBe(once);
+    // And what the capturing server received verifies with the SDK's signer as well.
+    expect(await resign(r, TEMPORARY)).toBe(r.headers.authorization);
+  });
+
+  it('the reference reproduces the pinned execute-api known answer above', () => {
+    const auth = referenceAuthorization({
+      method: 'PUT',
+      canonicalUri: '/v1/sessions/alice%2540example.com/github',
+      canonicalQuery: '',
+      headers: {
+        accept: 'application/json',
+        'content-type': 'application/json',
+        host,
+        'x-amz-date': '20250102T030405Z',
+        'x-amz-security-token': TEMPORARY.sessionToken,
+      },
+      payload: '{"access_token":"a","expires_in":3600}',
+      date: SIGNING_DATE,
+      credentials: TEMPORARY,
+    });
+    expect(auth).toContain('Signature=cc0d07359411ff462d70f8262bebf44702dc838583322fa1bbb80faeb48d3f7a');
   });
 });
 

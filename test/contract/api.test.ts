@@ -145,6 +145,12 @@ function expectError(res: Res, status: number, code: string, mention?: string | 
   else if (mention) expect(res.body.error_description).toMatch(mention);
 }
 
+/** API Gateway's own refusal of a malformed path (a bare or broken escape), before any handler. */
+function expectGatewayBadRequest(res: Res): void {
+  expect(res.status, res.text).toBe(400);
+  expect(res.body).toEqual({ message: 'Bad Request' });
+}
+
 function expectMetadata(res: Res, status: number, key: { userId: string; providerId: string }): Json {
   expect(res.status, res.text).toBe(status);
   expect(res.headers['content-type']).toBe('application/json');
@@ -202,7 +208,11 @@ async function revokeGrant(accessToken: string): Promise<void> {
 }
 
 beforeAll(async () => {
-  [oauth, keeper] = await Promise.all([startOAuthServer({ accessTokenTtl: 300 }), startTestStack()]);
+  [oauth, keeper] = await Promise.all([
+    startOAuthServer({ accessTokenTtl: 300 }),
+    // As deployed: the stack sets the account; the region comes from Lambda's AWS_REGION.
+    startTestStack({ env: { AWS_REGION: 'eu-west-1', TOKENKEEPER_ACCOUNT_ID: '123456789012' } }),
+  ]);
   ddb = makeDynamoClient(keeper.stack.dynamodbEndpoint);
   tableName = keeper.stack.runtime.config.tableName;
   const mcp = await send('PUT', '/v1/providers/mcp', {
@@ -351,6 +361,23 @@ describe('PUT/GET /v1/providers/{providerId}', () => {
     });
     expect(refused.status).toBe(400);
     expect(refused.body).toMatchObject({ error: 'invalid_request' });
+    // The functions may read secrets in their own region and account only (that is all the stack grants).
+    const elsewhere: [string, string][] = [
+      [
+        'arn:aws:secretsmanager:us-east-1:123456789012:secret:tokenkeeper/client-AbCdEf',
+        "clientSecretArn: the secret must be in this keeper's region (eu-west-1)",
+      ],
+      [
+        'arn:aws:secretsmanager:eu-west-1:210987654321:secret:tokenkeeper/client-AbCdEf',
+        "clientSecretArn: the secret must be in this keeper's AWS account (123456789012)",
+      ],
+    ];
+    for (const [clientSecretArn, description] of elsewhere) {
+      const res = await rejected('PUT', '/v1/providers/contract-arn', {
+        body: { issuer: base.issuer, clientId: 'c', clientSecretArn },
+      });
+      expectError(res, 400, 'invalid_request', description);
+    }
     const arn = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:tokenkeeper/client-AbCdEf';
     const byArn = await send('PUT', '/v1/providers/contract-arn', {
       body: { issuer: base.issuer, clientId: 'c', clientSecretArn: arn },
@@ -435,13 +462,17 @@ describe('PUT/GET /v1/providers/{providerId}', () => {
       ['/v1/providers/a%01b', 'providerId: must not contain control characters'],
       ['/v1/providers/a%7F', 'providerId: must not contain control characters'],
       ['/v1/providers/a%C2%85', 'providerId: must not contain control characters'],
-      ['/v1/providers/%E0%A4%A', 'providerId: invalid percent-encoding'],
-      ['/v1/providers/%ZZ', 'providerId: invalid percent-encoding'],
-      ['/v1/providers/%ED%A0%80', 'providerId: invalid percent-encoding'],
+      ['/v1/providers/100%25', 'providerId: must not contain / ? # % \\'],
+      ['/v1/providers/a%5Cb', 'providerId: must not contain / ? # % \\'],
+      ['/v1/providers/a%23b', 'providerId: must not contain / ? # % \\'],
+      ['/v1/providers/%2E%2E', 'providerId: must not be "." or ".."'],
     ];
     for (const [path, mention] of cases) {
       expectError(await rejected('PUT', path, { body }), 400, 'invalid_request', mention);
       expectError(await send('GET', path), 400, 'invalid_request', mention);
+    }
+    for (const path of ['/v1/providers/%E0%A4%A', '/v1/providers/%ZZ', '/v1/providers/%ED%A0%80']) {
+      expectGatewayBadRequest(await rejected('PUT', path, { body }));
     }
     // 256 characters (code points, not bytes) is the limit.
     const longest = encodeURIComponent('ü'.repeat(256));
@@ -519,8 +550,8 @@ describe('PUT /v1/sessions/{userId}/{providerId}', () => {
     }
   });
 
-  it('takes percent-encoded ids, decoded once: slashes, spaces, non-ASCII, 256 characters', async () => {
-    const ids = ['team/alice', 'alice@example.com', 'a b', 'zoë', '%41', 'ü'.repeat(256), '😀'];
+  it('takes percent-encoded ids, decoded once (by the gateway): @ : + spaces, non-ASCII, 256 characters', async () => {
+    const ids = ['alice@example.com', 'a:b+c', 'a b', 'zoë', 'ü'.repeat(256), '😀', 'a.b~c_d-e'];
     for (const userId of ids) {
       const path = `/v1/sessions/${encodeURIComponent(userId)}/plain`;
       const put = await send('PUT', path, { body: { access_token: 'a-0123456789' } });
@@ -608,17 +639,22 @@ describe('PUT /v1/sessions/{userId}/{providerId}', () => {
       ['/v1/sessions/a%1F/plain', 'userId: must not contain control characters'],
       ['/v1/sessions/alice/pl%7Fain', 'providerId: must not contain control characters'],
       ['/v1/sessions/alice%C2%9F/plain', 'userId: must not contain control characters'],
-      ['/v1/sessions/%E0%A4%A/plain', 'userId: invalid percent-encoding'],
-      ['/v1/sessions/%/plain', 'userId: invalid percent-encoding'],
-      ['/v1/sessions/alice/%G1', 'providerId: invalid percent-encoding'],
-      ['/v1/sessions/%C0%AF/plain', 'userId: invalid percent-encoding'],
-      ['/v1/sessions/%ED%A0%80/plain', 'userId: invalid percent-encoding'],
+      ['/v1/sessions/%2525/plain', 'userId: must not contain / ? # % \\'],
+      ['/v1/sessions/a%25zz/plain', 'userId: must not contain / ? # % \\'],
+      ['/v1/sessions/alice/a%5Cb', 'providerId: must not contain / ? # % \\'],
+      ['/v1/sessions/alice/a%23b', 'providerId: must not contain / ? # % \\'],
+      ['/v1/sessions/%2E/plain', 'userId: must not be "." or ".."'],
     ];
     for (const [path, mention] of cases) {
       expectError(await rejected('PUT', path, { body }), 400, 'invalid_request', mention);
       expectError(await send('GET', path), 400, 'invalid_request', mention);
       expectError(await rejected('DELETE', path), 400, 'invalid_request', mention);
       expectError(await send('GET', `${path}/token`), 400, 'invalid_request', mention);
+    }
+    // Broken escapes never reach the keeper: the gateway refuses them.
+    for (const path of ['/v1/sessions/%E0%A4%A/plain', '/v1/sessions/%/plain', '/v1/sessions/alice/%G1']) {
+      expectGatewayBadRequest(await rejected('PUT', path, { body }));
+      expectGatewayBadRequest(await send('GET', `${path}/token`));
     }
     expectError(await send('GET', '/v1/sessions/a%01'), 400, 'invalid_request', 'userId');
     expectError(await send('GET', '/v1/sessions/'), 400, 'invalid_request', 'userId: must not be empty');
@@ -1176,7 +1212,10 @@ describe('no input gives a 5xx', () => {
       const label = `${method} ${path.slice(0, 80)} ${String(typeof body === 'string' ? body.slice(0, 80) : '')}`;
       expect(res.status, `${label} → ${res.status} ${res.text.slice(0, 200)}`).toBeLessThan(500);
       if (res.status >= 400 && method !== 'HEAD' && res.text !== '') {
-        expect(Object.keys(res.body).sort(), label).toEqual(['error', 'error_description']);
+        // The keeper's error shape, or the gateway's own refusal of a broken escape.
+        const shape = Object.keys(res.body).sort();
+        if (shape.length === 1) expect(res.body, label).toEqual({ message: 'Bad Request' });
+        else expect(shape, label).toEqual(['error', 'error_description']);
       }
     }
     // The same paths with odd headers.

@@ -86,7 +86,7 @@ beforeAll(async () => {
   iam = createApiHandler(keeper.stack.runtime, { afterEach: () => flushes++ });
   keyed = createApiHandler(keeper.stack.runtime, { apiKey: 'lambda-contract-key-0123456789abcdef' });
   const provider = await iam(
-    event('PUT', '/v1/providers/gh%2Fenterprise', {
+    event('PUT', '/v1/providers/gh:enterprise', {
       body: JSON.stringify({
         tokenEndpoint: 'https://github.example.test/login/oauth/token',
         clientId: 'gh',
@@ -111,7 +111,7 @@ describe('API Gateway HTTP API payload 2.0 → createApiHandler', () => {
     });
   });
 
-  it('decodes a base64 body and percent-encoded path ids, once', async () => {
+  it('decodes a base64 body; takes rawPath ids as delivered (the gateway has decoded them)', async () => {
     const token = {
       access_token: 'lambda-access-0123456789',
       refresh_token: 'lambda-refresh-0123456789',
@@ -119,20 +119,21 @@ describe('API Gateway HTTP API payload 2.0 → createApiHandler', () => {
       scope: 'repo read:user',
       token_type: 'bearer',
     };
-    const path = '/v1/sessions/alice%40example.com%2F%25zo%C3%AB/gh%2Fenterprise';
+    const userId = 'alice@example.com + zoë 😀';
+    const path = `/v1/sessions/${userId}/gh:enterprise`;
     const put = await iam(event('PUT', path, { body: JSON.stringify(token) }));
     expect(put.statusCode, put.body).toBe(201);
     const meta = parse(put);
     expect(meta).toMatchObject({
-      userId: 'alice@example.com/%zoë',
-      providerId: 'gh/enterprise',
+      userId,
+      providerId: 'gh:enterprise',
       refreshable: true,
     });
     expect(put.body).not.toContain(token.access_token);
     expect(put.body).not.toContain(token.refresh_token);
 
-    // The local HTTP server reaches the very same session.
-    const viaHttp = await keeper.call('GET', path);
+    // The local HTTP server, sent the percent-encoded path, reaches the very same session.
+    const viaHttp = await keeper.call('GET', `/v1/sessions/${encodeURIComponent(userId)}/gh%3Aenterprise`);
     expect(viaHttp.status).toBe(200);
     expect(viaHttp.body).toEqual(meta);
 
@@ -148,13 +149,24 @@ describe('API Gateway HTTP API payload 2.0 → createApiHandler', () => {
     });
     expect(served.body).not.toContain(token.refresh_token);
 
-    const list = await iam(event('GET', '/v1/sessions/alice%40example.com%2F%25zo%C3%AB'));
-    expect((parse(list).sessions as Json[]).map((s) => s.providerId)).toEqual(['gh/enterprise']);
+    const list = await iam(event('GET', `/v1/sessions/${userId}`));
+    expect((parse(list).sessions as Json[]).map((s) => s.providerId)).toEqual(['gh:enterprise']);
+  });
+
+  it('never decodes rawPath a second time: a % left in it is refused, not read as an escape', async () => {
+    // What the gateway delivers for `/v1/sessions/alice%2541` and `/v1/sessions/a%252Fb`-style
+    // paths when only one decoding applied: the id would otherwise become `aA` or `a/b`.
+    for (const rawPath of ['/v1/sessions/a%41', '/v1/sessions/a%2Fb', '/v1/sessions/alice/p%2Ftoken']) {
+      const result = await iam(event('GET', rawPath));
+      expectError(result, 400, 'invalid_request', 'must not contain / ? # % \\');
+    }
+    expectError(await iam(event('GET', '/v1/sessions/a\\b/p/token')), 400, 'invalid_request', 'userId:');
+    expectError(await iam(event('GET', '/v1/sessions/a/p#x')), 400, 'invalid_request', 'providerId:');
   });
 
   it('takes a plain (not base64) body, a lower-case method and mixed-case header names', async () => {
     const put = await iam(
-      event('put', '/v1/sessions/bob/gh%2Fenterprise', {
+      event('put', '/v1/sessions/bob/gh:enterprise', {
         body: '{"access_token":"plain-body-0123456789"}',
         base64: false,
         headers: { 'Content-Type': 'application/json' },
@@ -163,7 +175,7 @@ describe('API Gateway HTTP API payload 2.0 → createApiHandler', () => {
     expect(put.statusCode, put.body).toBe(201);
     expect(parse(put)).toMatchObject({ userId: 'bob', expiresAt: null, refreshable: false });
     const ok = await keyed(
-      event('GET', '/v1/sessions/bob/gh%2Fenterprise', {
+      event('GET', '/v1/sessions/bob/gh:enterprise', {
         headers: { AUTHORIZATION: 'Bearer lambda-contract-key-0123456789abcdef' },
       }),
     );
@@ -171,7 +183,7 @@ describe('API Gateway HTTP API payload 2.0 → createApiHandler', () => {
   });
 
   it('reads the query from rawQueryString: repeated keys and bad values are 400', async () => {
-    const path = '/v1/sessions/bob/gh%2Fenterprise/token';
+    const path = '/v1/sessions/bob/gh:enterprise/token';
     const cases: [string, string][] = [
       ['force=true&force=false', 'force'],
       ['minValidity=%2D1', 'minValidity'],
@@ -190,29 +202,27 @@ describe('API Gateway HTTP API payload 2.0 → createApiHandler', () => {
   });
 
   it('maps bad paths, bodies and sizes to 4xx, never throws', async () => {
+    expectError(await iam(event('GET', '/v1/sessions/%E0%A4%A/x')), 400, 'invalid_request', 'userId:');
     expectError(
-      await iam(event('GET', '/v1/sessions/%E0%A4%A/x')),
+      await iam(event('GET', '/v1/sessions/a\u0001/x')),
       400,
       'invalid_request',
-      'percent-encoding',
+      'control characters',
     );
-    expectError(await iam(event('GET', '/v1/sessions/a%01/x')), 400, 'invalid_request', 'control characters');
     expectError(
-      await iam(event('PUT', '/v1/sessions/bob/gh%2Fenterprise')),
+      await iam(event('PUT', '/v1/sessions/bob/gh:enterprise')),
       400,
       'invalid_request',
       'required',
     );
     expectError(
-      await iam(event('PUT', '/v1/sessions/bob/gh%2Fenterprise', { body: '{"access_token":' })),
+      await iam(event('PUT', '/v1/sessions/bob/gh:enterprise', { body: '{"access_token":' })),
       400,
       'invalid_request',
       'malformed JSON',
     );
     expectError(
-      await iam(
-        event('PUT', '/v1/sessions/bob/gh%2Fenterprise', { body: Buffer.alloc(64 * 1024 + 1, 0x20) }),
-      ),
+      await iam(event('PUT', '/v1/sessions/bob/gh:enterprise', { body: Buffer.alloc(64 * 1024 + 1, 0x20) })),
       413,
       'payload_too_large',
     );
@@ -222,7 +232,7 @@ describe('API Gateway HTTP API payload 2.0 → createApiHandler', () => {
       'provider_not_found',
     );
     expectError(await iam(event('GET', '/v1/nope')), 404, 'not_found');
-    const wrong = await iam(event('POST', '/v1/sessions/bob/gh%2Fenterprise/token'));
+    const wrong = await iam(event('POST', '/v1/sessions/bob/gh:enterprise/token'));
     expectError(wrong, 405, 'method_not_allowed');
     expect(wrong.headers?.allow).toBe('GET');
     // An event with no headers at all.
@@ -238,7 +248,7 @@ describe('API Gateway HTTP API payload 2.0 → createApiHandler', () => {
       { Authorization: 'Basic abc' },
     ];
     for (const headers of variants) {
-      const result = await keyed(event('GET', '/v1/sessions/bob/gh%2Fenterprise', { headers }));
+      const result = await keyed(event('GET', '/v1/sessions/bob/gh:enterprise', { headers }));
       expectError(result, 401, 'unauthorized');
       expect(result.headers?.['www-authenticate']).toBe('Bearer');
     }
@@ -247,15 +257,15 @@ describe('API Gateway HTTP API payload 2.0 → createApiHandler', () => {
 
   it('DELETE answers 204 with no body; afterEach runs once per event, errors included', async () => {
     const before = flushes;
-    const del = await iam(event('DELETE', '/v1/sessions/bob/gh%2Fenterprise'));
+    const del = await iam(event('DELETE', '/v1/sessions/bob/gh:enterprise'));
     expect(del).toEqual({
       statusCode: 204,
       headers: { 'cache-control': 'no-store' },
       isBase64Encoded: false,
     });
     expect('body' in del).toBe(false);
-    expectError(await iam(event('DELETE', '/v1/sessions/bob/gh%2Fenterprise')), 404, 'session_not_found');
-    expectError(await iam(event('GET', '/v1/sessions/bob/gh%2Fenterprise')), 404, 'session_not_found');
+    expectError(await iam(event('DELETE', '/v1/sessions/bob/gh:enterprise')), 404, 'session_not_found');
+    expectError(await iam(event('GET', '/v1/sessions/bob/gh:enterprise')), 404, 'session_not_found');
     expect(flushes - before).toBe(3);
   });
 });

@@ -81,6 +81,50 @@ describe('npm start (bin/local.ts)', () => {
     expect(run.out()).toContain('SIGTERM received, stopping');
   });
 
+  it('says "generated" only when it generated the key, "read from" when it reuses it; refusals of http:// name the variable', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'tokenkeeper-start-'));
+    dirs.push(dataDir);
+    const keyPath = join(dataDir, 'api-key');
+    const first = start({ TOKENKEEPER_DATA_DIR: dataDir });
+    const url = await waitFor(
+      () => /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(first.out())?.[1],
+      10_000,
+    );
+    expect(first.out()).toContain(`API key generated and kept in ${keyPath}`);
+    expect(first.out()).not.toContain('TOKENKEEPER_ALLOW_INSECURE_HTTP');
+    // Without the variable, an http:// or loopback provider URL is refused, naming what would allow it.
+    const key = (await readFile(keyPath, 'utf8')).trim();
+    for (const tokenEndpoint of ['http://auth.example.com/token', 'https://127.0.0.1:9/token']) {
+      const res = await fetch(`${url}/v1/providers/local`, {
+        method: 'PUT',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ tokenEndpoint, clientId: 'c' }),
+      });
+      expect(res.status).toBe(400);
+      const body = (await res.json()) as { error_description: string };
+      expect(body.error_description).toMatch(/^tokenEndpoint: must /u);
+      expect(body.error_description).toContain('TOKENKEEPER_ALLOW_INSECURE_HTTP=1 allows it');
+    }
+    first.child.kill('SIGTERM');
+    expect(await first.exited).toBe(0);
+
+    const second = start({ TOKENKEEPER_DATA_DIR: dataDir, TOKENKEEPER_ALLOW_INSECURE_HTTP: '1' });
+    await waitFor(() => (/listening on/.test(second.out()) ? true : undefined), 10_000);
+    await waitFor(() => (/POST .*\/local\/sweep/.test(second.out()) ? true : undefined), 5_000);
+    expect(second.out()).toContain(`API key read from ${keyPath}`);
+    expect(second.out()).not.toContain('generated');
+    // One banner line while the network rules are lifted.
+    const banner = second
+      .out()
+      .split('\n')
+      .filter((l) => l.includes('TOKENKEEPER_ALLOW_INSECURE_HTTP=1'));
+    expect(banner).toEqual([
+      'WARNING: TOKENKEEPER_ALLOW_INSECURE_HTTP=1: http:// and loopback/private provider URLs are allowed (local development only)',
+    ]);
+    second.child.kill('SIGTERM');
+    expect(await second.exited).toBe(0);
+  });
+
   it('sweeps on its own timer every TOKENKEEPER_REFRESH_INTERVAL_SECONDS, with the key from TOKENKEEPER_API_KEY', async () => {
     const dataDir = await mkdtemp(join(tmpdir(), 'tokenkeeper-start-'));
     dirs.push(dataDir);

@@ -26,6 +26,7 @@ const RESOURCES = {
   tableName: 'tokenkeeper-sessions',
   keyringSecretArn: 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:keyring-AbCdEf',
   eventBusName: 'default',
+  accountId: '123456789012',
 };
 
 describe('parseConfig', () => {
@@ -121,6 +122,7 @@ describe('parseConfig', () => {
       refreshIntervalSeconds: 90,
       shardCount: 0,
       refreshConcurrency: 'many',
+      refreshReservedConcurrency: 0,
       httpTimeoutMs: 60_000,
     });
 
@@ -128,6 +130,7 @@ describe('parseConfig', () => {
     expect(message).toContain('refreshIntervalSeconds must be a whole number of minutes');
     expect(message).toContain('shardCount must be between 1 and 1000, got 0');
     expect(message).toContain('refreshConcurrency must be a whole number, got "many"');
+    expect(message).toContain('refreshReservedConcurrency must be between 1 and 10, got 0');
     expect(message).toContain('httpTimeoutMs must be between 100 and 20000');
     expect(message).toContain('README, section Deploy');
   });
@@ -217,6 +220,7 @@ describe('agreement with functions/core/config.ts', () => {
       tableName: RESOURCES.tableName,
       keyringSecretArn: RESOURCES.keyringSecretArn,
       eventBusName: 'default',
+      accountId: '123456789012',
       refreshIntervalSeconds: 600,
       refreshWindowSeconds: 1200,
       refreshConcurrency: config.refreshConcurrency,

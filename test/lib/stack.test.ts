@@ -183,6 +183,15 @@ describe('functions', () => {
     expect(template.toJSON().Resources[apiFn].Properties.Timeout).toBeLessThan(30);
   });
 
+  it('reserve concurrency for the refresh function only (context refreshReservedConcurrency, default 2)', () => {
+    const fns = template.toJSON().Resources;
+    expect(fns[refreshFn].Properties.ReservedConcurrentExecutions).toBe(2);
+    expect(fns[apiFn].Properties.ReservedConcurrentExecutions).toBeUndefined();
+    const more = synth({ refreshReservedConcurrency: 5 });
+    const moreFn = more.id(more.stack.refreshFunction.function);
+    expect(more.template.toJSON().Resources[moreFn].Properties.ReservedConcurrentExecutions).toBe(5);
+  });
+
   it('give the refresh function no asynchronous retries: the next sweep is the retry', () => {
     template.hasResourceProperties('AWS::Lambda::EventInvokeConfig', {
       FunctionName: { Ref: refreshFn },
@@ -199,6 +208,8 @@ describe('functions', () => {
           Variables: {
             TOKENKEEPER_TABLE_NAME: { Ref: Match.stringLikeRegexp('^SessionsTable') },
             TOKENKEEPER_KEYRING_SECRET_ARN: { Ref: Match.stringLikeRegexp('^KeyringSecret') },
+            // Client secrets by ARN must be in this account: the grant covers no other.
+            TOKENKEEPER_ACCOUNT_ID: { Ref: 'AWS::AccountId' },
             TOKENKEEPER_EVENT_BUS_NAME: 'default',
             TOKENKEEPER_REFRESH_INTERVAL_SECONDS: '300',
             TOKENKEEPER_REFRESH_WINDOW_SECONDS: '600',

@@ -32,10 +32,22 @@ function invalid(fn: () => unknown): string {
 }
 
 describe('parseId', () => {
-  it('accepts ordinary ids, including a decoded slash and non-ASCII', () => {
+  it('accepts ordinary ids, including @ : + space and non-ASCII', () => {
     expect(parseId('userId', 'alice@example.com')).toBe('alice@example.com');
-    expect(parseId('providerId', 'github/enterprise')).toBe('github/enterprise');
+    expect(parseId('providerId', 'github:enterprise+1 é 😀')).toBe('github:enterprise+1 é 😀');
     expect(parseId('userId', 'ü'.repeat(256))).toBe('ü'.repeat(256));
+    expect(parseId('userId', '...')).toBe('...');
+  });
+
+  it.each(['a/b', 'who?x', 'a#b', '100%', '%41', 'a\\b'])(
+    'rejects %j: / ? # % \\ cannot be sent as they are',
+    (id) => {
+      expect(invalid(() => parseId('providerId', id))).toBe('providerId: must not contain / ? # % \\');
+    },
+  );
+
+  it.each(['.', '..'])('rejects the dot segment %j', (id) => {
+    expect(invalid(() => parseId('userId', id))).toBe('userId: must not be "." or ".."');
   });
 
   it('rejects an empty id, naming it', () => {
@@ -66,6 +78,29 @@ describe('parseId', () => {
   it('rejects lone surrogates', () => {
     expect(invalid(() => parseId('userId', 'a\ud800'))).toBe('userId: must be valid Unicode');
     expect(invalid(() => parseId('userId', '\udc00a'))).toBe('userId: must be valid Unicode');
+  });
+});
+
+describe('parseProviderBody: refusals of insecure URLs', () => {
+  const body = { tokenEndpoint: 'http://auth.example.com/token', clientId: 'c' };
+  it('names the variable that allows them where it may be set (the local stack)', () => {
+    expect(invalid(() => parseProviderBody(body, { allowInsecureHttp: false, insecureHttpHint: true }))).toBe(
+      'tokenEndpoint: must be an https URL (TOKENKEEPER_ALLOW_INSECURE_HTTP=1 allows it on the local stack, for development and tests)',
+    );
+    const loopback = { ...body, tokenEndpoint: 'https://127.0.0.1/token' };
+    expect(
+      invalid(() => parseProviderBody(loopback, { allowInsecureHttp: false, insecureHttpHint: true })),
+    ).toContain('TOKENKEEPER_ALLOW_INSECURE_HTTP=1');
+  });
+
+  it('does not name it in Lambda (refused there), nor for problems it would not lift', () => {
+    expect(invalid(() => parseProviderBody(body, { allowInsecureHttp: false }))).toBe(
+      'tokenEndpoint: must be an https URL',
+    );
+    const ftp = { ...body, tokenEndpoint: 'ftp://auth.example.com/token' };
+    expect(
+      invalid(() => parseProviderBody(ftp, { allowInsecureHttp: false, insecureHttpHint: true })),
+    ).not.toContain('TOKENKEEPER_ALLOW_INSECURE_HTTP');
   });
 });
 

@@ -209,6 +209,19 @@ describe('loadConfig parses each variable', () => {
   });
 });
 
+describe('TOKENKEEPER_ACCOUNT_ID', () => {
+  it('is unknown locally and read when the stack sets it', () => {
+    expect(loadConfig({}).accountId).toBeUndefined();
+    expect(loadConfig({ TOKENKEEPER_ACCOUNT_ID: '123456789012' }).accountId).toBe('123456789012');
+  });
+
+  it('must be a 12-digit account id', () => {
+    expect(refused({ TOKENKEEPER_ACCOUNT_ID: '1234' })).toBe(
+      'TOKENKEEPER_ACCOUNT_ID must be a 12-digit AWS account id, got "1234"',
+    );
+  });
+});
+
 describe('loadConfig refuses bad numbers, naming the variable', () => {
   it.each([
     ['PORT', 'http'],

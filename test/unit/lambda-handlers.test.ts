@@ -1,5 +1,11 @@
 import { EventBridgeClient, PutEventsCommand } from '@aws-sdk/client-eventbridge';
-import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import {
+  DecryptionFailure,
+  GetSecretValueCommand,
+  ResourceNotFoundException,
+  SecretsManagerClient,
+  SecretsManagerServiceException,
+} from '@aws-sdk/client-secrets-manager';
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from 'aws-lambda';
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
@@ -180,6 +186,47 @@ describe('API and refresh handlers as Lambda runs them', () => {
     expect(logText).not.toContain('at-lambda');
   });
 
+  it('log nothing at WARN for plain calls: no "No application metrics to publish" after a request without metrics', async () => {
+    vi.resetModules();
+    for (const [k, v] of Object.entries(lambdaEnv())) vi.stubEnv(k, v);
+    const api = (await import('../../functions/api/handler.js')).handler;
+    const out: string[] = [];
+    const capture = (chunk: string | Uint8Array) => {
+      out.push(String(chunk));
+      return true;
+    };
+    const stdout = vi.spyOn(process.stdout, 'write').mockImplementation(capture);
+    const stderr = vi.spyOn(process.stderr, 'write').mockImplementation(capture);
+    const warn = vi.spyOn(console, 'warn').mockImplementation((...args: unknown[]) => {
+      out.push(args.map(String).join(' '));
+    });
+    const statuses: (number | undefined)[] = [];
+    try {
+      const call = async (method: string, path: string, body?: unknown) => {
+        const result = (await api(event(method, path, body))) as APIGatewayProxyStructuredResultV2;
+        statuses.push(result.statusCode);
+      };
+      await call('PUT', '/v1/providers/quiet', {
+        tokenEndpoint: 'https://auth.invalid/token',
+        clientId: 'c',
+      });
+      await call('PUT', '/v1/sessions/quiet-user/quiet', { access_token: 'at-quiet', expires_in: 3600 });
+      await call('GET', '/v1/sessions/quiet-user/quiet');
+      await call('GET', '/v1/sessions/quiet-user/quiet/token');
+      await call('GET', '/v1/sessions/quiet-user');
+    } finally {
+      stdout.mockRestore();
+      stderr.mockRestore();
+      warn.mockRestore();
+    }
+    expect(statuses).toEqual([201, 201, 200, 200, 200]);
+    const text = out.join('');
+    expect(text).not.toContain('No application metrics to publish');
+    expect(text).not.toMatch(/"level":"WARN"/u);
+    // The token call's metrics are still published, once.
+    expect(text.match(/"TokensServed"/gu)?.length).toBeGreaterThanOrEqual(1);
+  });
+
   it('reads a provider client secret by ARN, with caching, and publishes events to EventBridge', async () => {
     let now = Date.now();
     const config = loadConfig({
@@ -265,6 +312,70 @@ describe('API and refresh handlers as Lambda runs them', () => {
       keyringReadsBefore,
     );
   });
+
+  const accessDenied = (message: string) =>
+    new SecretsManagerServiceException({
+      name: 'AccessDeniedException',
+      $fault: 'client',
+      $metadata: { httpStatusCode: 400 },
+      message,
+    });
+  it.each([
+    [
+      'access denied',
+      accessDenied(
+        'User: arn:aws:sts::123456789012:assumed-role/r is not authorized to perform GetSecretValue',
+      ),
+    ],
+    ['access denied', accessDenied('Access to KMS is not allowed')],
+    ['no such secret', new ResourceNotFoundException({ message: 'not found', $metadata: {} })],
+    [
+      'the secret cannot be decrypted',
+      new DecryptionFailure({ message: 'kms:Decrypt failed', $metadata: {} }),
+    ],
+  ])(
+    'a client secret Secrets Manager refuses (%s) is client_misconfigured: provider flagged and alarmed, session kept',
+    async (name, error) => {
+      const deniedArn = `arn:aws:secretsmanager:us-east-1:123456789012:secret:tokenkeeper/denied-${error.name}`;
+      secrets.on(GetSecretValueCommand, { SecretId: deniedArn }).rejects(error);
+      const metrics: string[] = [];
+      const runtime = createRuntime({
+        config: loadConfig({
+          TOKENKEEPER_TABLE_NAME: db.tableName,
+          TOKENKEEPER_ALLOW_INSECURE_HTTP: '1',
+          TOKENKEEPER_KEYRING_SECRET_ARN: KEYRING_ARN,
+          AWS_REGION: 'us-east-1',
+          TOKENKEEPER_ACCOUNT_ID: '123456789012',
+        }),
+        dynamodb: db.client,
+        secrets: new SecretsManagerClient({ region: 'us-east-1' }),
+        metrics: { add: (metric) => metrics.push(metric) },
+      });
+      const providerId = `denied-${error.name}-${Math.random().toString(36).slice(2, 8)}`;
+      await runtime.providers.put(providerId, {
+        tokenEndpoint: oauth.tokenEndpoint,
+        clientId: oauth.clients.basic.clientId,
+        clientSecretArn: deniedArn,
+      });
+      const key = { userId: 'denied-user', providerId };
+      await runtime.sessions.put(
+        key,
+        await oauth.login({ clientId: oauth.clients.basic.clientId, accountId: 'denied' }),
+      );
+      const grantsBefore = oauth.proxy.requests.length;
+      await expect(runtime.tokens.getToken(key, { minValidity: 60, force: true })).rejects.toMatchObject({
+        code: 'refresh_unavailable',
+      });
+      expect(oauth.proxy.requests.length).toBe(grantsBefore);
+      expect(metrics).toContain('ProviderClientRejected');
+      expect((await runtime.providers.get(providerId)).clientRejectedAt).toEqual(expect.any(Number));
+      const session = await runtime.sessions.get(key);
+      expect(session).toMatchObject({ status: 'active', lastError: { code: 'client_misconfigured' } });
+      // The description says what to fix, and repeats nothing of the SDK's message (roles, keys).
+      expect(session.lastError?.description).toContain(`Secrets Manager refused GetSecretValue (${name})`);
+      expect(session.lastError?.description).not.toContain('arn:aws:sts');
+    },
+  );
 
   it('EventBridgePublisher sends source tokenkeeper with the detail-type and JSON detail, and surfaces refusals', async () => {
     const publisher = new EventBridgePublisher(

@@ -49,4 +49,32 @@ describe('clientSecretArn rules', () => {
       }),
     ).toContain('keyring');
   });
+
+  it('refuses a secret in another region or account than the keeper (the grant covers neither)', () => {
+    const here = { ...rules, region: 'eu-west-1', accountId: '123456789012' };
+    const ok = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:tokenkeeper/github-AbC123';
+    expect(clientSecretArnProblem(ok, here)).toBeUndefined();
+    expect(
+      clientSecretArnProblem(
+        'arn:aws:secretsmanager:us-east-1:123456789012:secret:tokenkeeper/github-AbC123',
+        here,
+      ),
+    ).toBe("clientSecretArn: the secret must be in this keeper's region (eu-west-1)");
+    expect(
+      clientSecretArnProblem(
+        'arn:aws:secretsmanager:eu-west-1:999999999999:secret:tokenkeeper/github-AbC123',
+        here,
+      ),
+    ).toBe("clientSecretArn: the secret must be in this keeper's AWS account (123456789012)");
+  });
+
+  it('skips the account check when the account is unknown (local stack)', () => {
+    const local = { ...rules, region: 'eu-west-1' };
+    expect(
+      clientSecretArnProblem(
+        'arn:aws:secretsmanager:eu-west-1:999999999999:secret:tokenkeeper/github-AbC123',
+        local,
+      ),
+    ).toBeUndefined();
+  });
 });
