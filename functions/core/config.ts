@@ -25,6 +25,11 @@ export interface Config {
   shardCount: number;
   /** Upper bound of one sweep's duration; also the Lambda's budget below its timeout. */
   sweepBudgetSeconds: number;
+  /**
+   * How often the sweep renews the grant of an on-demand session (tokens shorter-lived than the
+   * sweep period) whose refresh token's expiry is unknown.
+   */
+  keepAliveSeconds: number;
   allowInsecureHttp: boolean;
   keyringSecretArn?: string;
   /** Provider client secrets referenced by ARN must be named under this prefix. */
@@ -81,6 +86,7 @@ export function loadConfig(env: Env = process.env): Config {
     ),
     shardCount: int(env, 'TOKENKEEPER_SHARD_COUNT', 4, 1, 1_000),
     sweepBudgetSeconds: int(env, 'TOKENKEEPER_SWEEP_BUDGET_SECONDS', 120, 1, 900),
+    keepAliveSeconds: int(env, 'TOKENKEEPER_KEEPALIVE_SECONDS', 86_400, 60, 30 * 86_400),
     allowInsecureHttp: flag(env, 'TOKENKEEPER_ALLOW_INSECURE_HTTP'),
     keyringSecretArn: env.TOKENKEEPER_KEYRING_SECRET_ARN || undefined,
     clientSecretPrefix: env.TOKENKEEPER_CLIENT_SECRET_PREFIX || 'tokenkeeper/',

@@ -163,6 +163,7 @@ export class Refresher {
               : t.expiresIn === undefined
                 ? undefined
                 : sentSeconds + t.expiresIn,
+          dueAt: t.accessToken === undefined ? sentSeconds : undefined,
           // A new refresh token without a stated lifetime has an unknown one; a kept one keeps its own.
           refreshExpiresAt:
             t.refreshExpiresIn !== undefined

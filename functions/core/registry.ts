@@ -44,6 +44,7 @@ export function sessionMetadata(r: SessionRecord): SessionMetadata {
     status: r.status,
     expiresAt: r.expiresAt ?? null,
     refreshExpiresAt: r.refreshExpiresAt ?? null,
+    refreshMode: r.refreshMode,
     refreshable: r.status === 'active' && r.refreshTokenSealed !== undefined,
     refreshedAt: toSeconds(r.refreshedAt),
     failureCount: r.failureCount,

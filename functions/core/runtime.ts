@@ -150,6 +150,12 @@ export function createRuntime(deps: RuntimeDeps): Runtime {
     tableName: config.tableName,
     cipher,
     shardCount: config.shardCount,
+    // Tokens that live shorter than one sweep period plus the longest sweep would be expired at every
+    // sweep: they are served on demand, and the sweep only keeps their grant alive.
+    schedule: {
+      onDemandBelowSeconds: config.refreshIntervalSeconds + config.sweepBudgetSeconds,
+      keepAliveSeconds: config.keepAliveSeconds,
+    },
   });
 
   const secretRules = {

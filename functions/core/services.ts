@@ -55,6 +55,12 @@ export interface SessionMetadata {
   expiresAt: number | null;
   /** The refresh token's expiry (epoch seconds) when the provider gave its lifetime. */
   refreshExpiresAt: number | null;
+  /**
+   * `scheduled`: the sweep keeps the access token fresh. `on_demand`: the provider's tokens live
+   * shorter than a sweep period (or have no expiry), so a token call refreshes them and the sweep
+   * only keeps the grant alive.
+   */
+  refreshMode: 'scheduled' | 'on_demand';
   refreshable: boolean;
   refreshedAt: number | null;
   failureCount: number;

@@ -36,6 +36,7 @@ export interface SessionRecord extends SessionKey {
   refreshExpiresAt?: number;
   /** When the sweep must act (epoch seconds): the index's sort key; absent when not refreshable. */
   refreshDueAt?: number;
+  refreshMode: RefreshMode;
   status: SessionStatus;
   version: number;
   createdAt: number;
@@ -82,6 +83,8 @@ export interface CommittedTokens {
   scope?: string;
   expiresAt?: number;
   refreshExpiresAt?: number;
+  /** Overrides the schedule: the session is due then (a grant that issued no usable access token). */
+  dueAt?: number;
 }
 
 export type FailureKind = 'transient' | 'reauthorization_required' | 'client_rejected';
@@ -92,14 +95,38 @@ export interface DueKey extends SessionKey {
 }
 
 /**
- * When the sweep must act on a refreshable session (epoch seconds): the earlier of the access token's
- * expiry and the refresh token's. Undefined when neither is known: such a session is refreshed only
- * on demand.
+ * How a session's access token is kept: `scheduled` — the sweep refreshes it before it expires;
+ * `on_demand` — its tokens live shorter than a sweep period (or have no expiry), so callers refresh
+ * it when they ask, and the sweep only keeps its grant alive.
  */
-export function refreshDueAt(s: { expiresAt?: number; refreshExpiresAt?: number }): number | undefined {
-  if (s.expiresAt === undefined) return s.refreshExpiresAt;
-  if (s.refreshExpiresAt === undefined) return s.expiresAt;
-  return Math.min(s.expiresAt, s.refreshExpiresAt);
+export type RefreshMode = 'scheduled' | 'on_demand';
+
+export interface SchedulePolicy {
+  /** Access tokens issued for less than this (seconds) are served on demand: the sweep period plus a margin. */
+  onDemandBelowSeconds: number;
+  /** An on-demand session's grant is renewed this often (seconds) when the refresh token's expiry is unknown. */
+  keepAliveSeconds: number;
+}
+
+export const DEFAULT_SCHEDULE: SchedulePolicy = { onDemandBelowSeconds: 0, keepAliveSeconds: 86_400 };
+
+/**
+ * When the sweep must act on a refreshable session (epoch seconds), and why. Scheduled: the earlier of
+ * the access token's expiry and the refresh token's. On demand: only to keep the grant alive — before
+ * the refresh token's known expiry, else one keep-alive period on. Without either expiry the session
+ * is out of the index (no invented lifetime) and refreshed only when asked.
+ */
+export function refreshSchedule(
+  s: { expiresAt?: number; refreshExpiresAt?: number },
+  nowSeconds: number,
+  policy: SchedulePolicy,
+): { mode: RefreshMode; dueAt?: number } {
+  if (s.expiresAt === undefined) return { mode: 'on_demand', dueAt: s.refreshExpiresAt };
+  if (policy.onDemandBelowSeconds > 0 && s.expiresAt - nowSeconds < policy.onDemandBelowSeconds) {
+    return { mode: 'on_demand', dueAt: s.refreshExpiresAt ?? nowSeconds + policy.keepAliveSeconds };
+  }
+  const dueAt = s.refreshExpiresAt === undefined ? s.expiresAt : Math.min(s.expiresAt, s.refreshExpiresAt);
+  return { mode: 'scheduled', dueAt };
 }
 
 export interface SessionStore {
@@ -189,6 +216,7 @@ function toRecord(item: Item): SessionRecord {
     expiresAt: num(item.expiresAt),
     refreshExpiresAt: num(item.refreshExpiresAt),
     refreshDueAt: num(item[TABLE.dueAttribute]),
+    refreshMode: item.refreshMode === 'on_demand' ? 'on_demand' : 'scheduled',
     status: (item.status as SessionStatus) ?? 'active',
     version: num(item.version) ?? 0,
     createdAt: num(item.createdAt) ?? 0,
@@ -207,6 +235,7 @@ export interface DynamoSessionStoreOptions {
   tableName: string;
   cipher: FieldCipher;
   shardCount: number;
+  schedule?: SchedulePolicy;
 }
 
 export class DynamoSessionStore implements SessionStore {
@@ -214,12 +243,14 @@ export class DynamoSessionStore implements SessionStore {
   private readonly tableName: string;
   private readonly cipher: FieldCipher;
   private readonly shardCount: number;
+  private readonly policy: SchedulePolicy;
 
   constructor(options: DynamoSessionStoreOptions) {
     this.doc = options.doc;
     this.tableName = options.tableName;
     this.cipher = options.cipher;
     this.shardCount = options.shardCount;
+    this.policy = options.schedule ?? DEFAULT_SCHEDULE;
   }
 
   /**
@@ -338,8 +369,12 @@ export class DynamoSessionStore implements SessionStore {
     } else {
       remove.push('refreshExpiresAt');
     }
-    const dueAt = session.refreshToken !== undefined ? refreshDueAt(session) : undefined;
-    this.schedule(session, dueAt, set, remove, values);
+    // A handed-over token's remaining life says nothing of the lifetime the provider issues (it may
+    // be an hour-long token handed over late): the first grant decides the mode.
+    const plan = refreshSchedule(session, Math.floor(now / 1000), DEFAULT_SCHEDULE);
+    this.schedule(session, session.refreshToken !== undefined ? plan.dueAt : undefined, set, remove, values);
+    set.push('refreshMode = :mode');
+    values[':mode'] = plan.mode;
     const { Attributes } = await this.doc.send(
       new UpdateCommand({
         TableName: this.tableName,
@@ -472,7 +507,12 @@ export class DynamoSessionStore implements SessionStore {
     } else {
       remove.push('refreshExpiresAt');
     }
-    this.schedule(key, refreshDueAt(tokens), set, remove, values);
+    const plan = refreshSchedule(tokens, Math.floor(now / 1000), this.policy);
+    this.schedule(key, tokens.dueAt ?? plan.dueAt, set, remove, values);
+    if (tokens.accessToken !== undefined) {
+      set.push('refreshMode = :mode');
+      values[':mode'] = plan.mode;
+    }
     const item = await this.conditionalUpdate({
       Key: keyOf(key),
       UpdateExpression: `SET ${set.join(', ')} REMOVE ${remove.join(', ')}`,

@@ -44,6 +44,7 @@ describe('loadConfig defaults', () => {
       leaseSeconds: 30,
       shardCount: 4,
       sweepBudgetSeconds: 120,
+      keepAliveSeconds: 86_400,
       allowInsecureHttp: false,
       keyringSecretArn: undefined,
       clientSecretPrefix: 'tokenkeeper/',
@@ -232,6 +233,7 @@ describe('loadConfig refuses bad numbers, naming the variable', () => {
     ['TOKENKEEPER_LEASE_SECONDS', '0x20'],
     ['TOKENKEEPER_SHARD_COUNT', 'four'],
     ['TOKENKEEPER_SWEEP_BUDGET_SECONDS', ' '],
+    ['TOKENKEEPER_KEEPALIVE_SECONDS', '1d'],
   ])('%s=%j is not a whole number', (name, raw) => {
     // Prepare
     const env: Env = { [name]: raw };

@@ -1,0 +1,123 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DEFAULT_SCHEDULE, refreshSchedule } from '../../functions/core/store.js';
+import { ensureTable } from '../../functions/core/table.js';
+import {
+  addProvider,
+  addSession,
+  createCoreFixture,
+  readSession,
+  uniqueId,
+} from '../support/core-fixture.js';
+import { type DynaliteHandle, startDynalite } from '../support/dynalite.js';
+
+/**
+ * Short-lived tokens (shorter than one sweep period plus the longest sweep) are served on demand:
+ * the sweep no longer spends a grant on every one of them at every run, nor counts them as missed;
+ * it only keeps their grant alive.
+ */
+describe('refresh modes: scheduled and on demand', () => {
+  let handle: DynaliteHandle;
+
+  beforeAll(async () => {
+    handle = await startDynalite();
+  });
+  afterAll(() => handle?.stop());
+
+  /** A 60-second sweep interval, a 100-second window and a 20-second sweep budget. */
+  const setup = async (env: Record<string, string> = {}) => {
+    const tableName = uniqueId('modes');
+    await ensureTable(handle.client, tableName);
+    const fx = createCoreFixture(handle, {
+      tableName,
+      env: {
+        TOKENKEEPER_REFRESH_INTERVAL_SECONDS: '60',
+        TOKENKEEPER_REFRESH_WINDOW_SECONDS: '100',
+        TOKENKEEPER_SWEEP_BUDGET_SECONDS: '20',
+        TOKENKEEPER_HTTP_TIMEOUT_MS: '5000',
+        TOKENKEEPER_LEASE_SECONDS: '30',
+        ...env,
+      },
+    });
+    return { fx, providerId: await addProvider(fx) };
+  };
+
+  it('20-second tokens, 60-second interval: no missed refresh, a grant on demand, a keep-alive grant on schedule', async () => {
+    const { fx, providerId } = await setup({ TOKENKEEPER_KEEPALIVE_SECONDS: '3600' });
+    const s = await addSession(fx, { providerId, expiresIn: 20 });
+    // Handed over: its issued lifetime is unknown, so the first sweep refreshes it as usual.
+    expect((await fx.runtime.sessions.get(s.key)).refreshMode).toBe('scheduled');
+    fx.endpoint.reply({ kind: 'rotate', expiresIn: 20 });
+    expect(await fx.runtime.sweeper.sweep()).toMatchObject({ due: 1, refreshed: 1, missed: 0 });
+    // The grant showed 20-second tokens: on demand from now on, due only for its keep-alive.
+    const meta = await fx.runtime.sessions.get(s.key);
+    expect(meta).toMatchObject({ refreshMode: 'on_demand', refreshable: true });
+    expect((await readSession(fx, s.key)).record.refreshDueAt).toBe(fx.clock.seconds() + 3600);
+
+    // Sweeps while its token is long expired: nothing due, nothing missed, no grant.
+    for (let i = 0; i < 5; i++) {
+      fx.clock.advance(60_000);
+      expect(await fx.runtime.sweeper.sweep()).toMatchObject({ due: 0, refreshed: 0, missed: 0 });
+    }
+    expect(fx.endpoint.requests).toHaveLength(1);
+
+    // A caller asks: one grant on demand, the token served.
+    fx.endpoint.reply({ kind: 'rotate', expiresIn: 20 });
+    const served = await fx.runtime.tokens.getToken(s.key, { minValidity: 10, force: false });
+    expect(served).toMatchObject({ access_token: fx.endpoint.issued[1]?.accessToken, expires_in: 20 });
+    expect(fx.endpoint.requests).toHaveLength(2);
+
+    // The keep-alive comes due one period after that grant, within the sweep's window.
+    const keepAliveDue = fx.clock.seconds() + 3600;
+    expect((await readSession(fx, s.key)).record.refreshDueAt).toBe(keepAliveDue);
+    fx.clock.advance((3600 - 90) * 1000);
+    fx.endpoint.reply({ kind: 'rotate', expiresIn: 20 });
+    expect(await fx.runtime.sweeper.sweep()).toMatchObject({ due: 1, refreshed: 1, missed: 0 });
+    expect(fx.endpoint.presented()).toHaveLength(3);
+    expect((await readSession(fx, s.key)).refreshToken).toBe(fx.endpoint.issued[2]?.refreshToken);
+  });
+
+  it('an on-demand session whose refresh token expiry is known is kept alive before it', async () => {
+    const { fx, providerId } = await setup();
+    const s = await addSession(fx, { providerId, expiresIn: 20 });
+    fx.endpoint.reply({
+      kind: 'json',
+      body: { access_token: 'a1', refresh_token: 'r1', expires_in: 30, refresh_expires_in: 1800 },
+    });
+    await fx.runtime.sweeper.sweep();
+    const { record } = await readSession(fx, s.key);
+    expect(record).toMatchObject({ refreshMode: 'on_demand', refreshDueAt: fx.clock.seconds() + 1800 });
+
+    fx.clock.advance((1800 - 100) * 1000);
+    expect(await fx.runtime.sweeper.sweep()).toMatchObject({ due: 1, refreshed: 1, missed: 0 });
+    expect(fx.endpoint.presented()).toEqual([s.refreshToken, 'r1']);
+  });
+
+  it('tokens that outlive a sweep period stay scheduled, refreshed before they expire', async () => {
+    const { fx, providerId } = await setup();
+    const s = await addSession(fx, { providerId, expiresIn: 20 });
+    fx.endpoint.reply({ kind: 'rotate', expiresIn: 600 });
+    await fx.runtime.sweeper.sweep();
+    expect(await fx.runtime.sessions.get(s.key)).toMatchObject({ refreshMode: 'scheduled' });
+    expect((await readSession(fx, s.key)).record.refreshDueAt).toBe(fx.clock.seconds() + 600);
+  });
+
+  it('refreshSchedule: the threshold, the keep-alive and the refresh-token expiry', () => {
+    const policy = { onDemandBelowSeconds: 80, keepAliveSeconds: 500 };
+    expect(refreshSchedule({ expiresAt: 1079 }, 1000, policy)).toEqual({ mode: 'on_demand', dueAt: 1500 });
+    expect(refreshSchedule({ expiresAt: 1080 }, 1000, policy)).toEqual({ mode: 'scheduled', dueAt: 1080 });
+    expect(refreshSchedule({ expiresAt: 1050, refreshExpiresAt: 1300 }, 1000, policy)).toEqual({
+      mode: 'on_demand',
+      dueAt: 1300,
+    });
+    expect(refreshSchedule({ expiresAt: 5000, refreshExpiresAt: 1300 }, 1000, policy)).toEqual({
+      mode: 'scheduled',
+      dueAt: 1300,
+    });
+    expect(refreshSchedule({}, 1000, policy)).toEqual({ mode: 'on_demand', dueAt: undefined });
+    expect(refreshSchedule({ expiresAt: 1010 }, 1000, DEFAULT_SCHEDULE).mode).toBe('scheduled');
+    expect(refreshSchedule({ expiresAt: 990 }, 1000, DEFAULT_SCHEDULE)).toEqual({
+      mode: 'scheduled',
+      dueAt: 990,
+    });
+  });
+});
