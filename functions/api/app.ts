@@ -38,6 +38,11 @@ export interface ApiRequest {
   headers: Record<string, string>;
   /** utf-8 text */
   body?: string;
+  /**
+   * When the answer must be out (epoch ms): the Lambda's remaining time less a margin, or the local
+   * stack's equivalent budget. Waits, discovery and grants are cut to fit before it.
+   */
+  deadline?: number;
 }
 
 export interface ApiResponse {
@@ -224,7 +229,7 @@ export function createApp(deps: AppDeps): App {
           return json(created ? 201 : 200, session);
         }
         if (req.method === 'DELETE') {
-          await sessions.delete(key);
+          await sessions.delete(key, { deadline: req.deadline });
           return { status: 204, headers: { 'cache-control': 'no-store' } };
         }
         return json(200, await sessions.get(key));
@@ -232,7 +237,7 @@ export function createApp(deps: AppDeps): App {
       case 'token': {
         const key = sessionKey(route.params);
         const request = parseTokenQuery(req.query);
-        const result = await tokens.getToken(key, request);
+        const result = await tokens.getToken(key, request, { deadline: req.deadline });
         metrics.add('TokensServed', 'Count', 1);
         metrics.add('TokenLatency', 'Milliseconds', Math.max(0, clock.now() - startedAt));
         return json(200, result, { pragma: 'no-cache' });

@@ -27,7 +27,8 @@ export interface GrantTokens {
   refreshExpiresIn?: number;
 }
 
-export type FailureClass = 'invalid_grant' | 'client_rejected' | 'transient';
+/** `no_time`: the deadline came before the grant could start; nothing was sent to the token endpoint. */
+export type FailureClass = 'invalid_grant' | 'client_rejected' | 'transient' | 'no_time';
 
 export interface GrantFailure {
   class: FailureClass;
@@ -127,6 +128,9 @@ export function parseLifetime(value: unknown): number | undefined | 'invalid' {
 
 class ResponseTooLargeError extends Error {}
 
+/** The time before a deadline ran out before the grant could be sent. */
+class NoTimeForGrantError extends Error {}
+
 /** Our side of the client configuration is unusable (say, a secret-based method without a secret). */
 export class ClientConfigurationError extends Error {}
 
@@ -178,16 +182,19 @@ export class OAuthClient {
     };
   }
 
-  private requestOptions(last: LastResponse) {
+  private requestOptions(last: LastResponse, timeoutMs = this.options.timeoutMs) {
     return {
-      signal: AbortSignal.timeout(this.options.timeoutMs),
+      signal: AbortSignal.timeout(Math.max(1, timeoutMs)),
       [oauth.customFetch]: this.boundedFetch(last),
       [oauth.allowInsecureRequests]: this.options.allowInsecureHttp,
     };
   }
 
-  /** The provider's authorization server metadata: given, or discovered and cached. */
-  async authorizationServer(provider: ProviderConfig): Promise<oauth.AuthorizationServer> {
+  /**
+   * The provider's authorization server metadata: given, or discovered and cached. `by` (epoch ms)
+   * bounds discovery: each request gets at most the time left before it.
+   */
+  async authorizationServer(provider: ProviderConfig, by?: number): Promise<oauth.AuthorizationServer> {
     if (provider.tokenEndpoint) {
       return {
         issuer: provider.issuer ?? new URL(provider.tokenEndpoint).origin,
@@ -204,7 +211,12 @@ export class OAuthClient {
     for (const algorithm of ['oauth2', 'oidc'] as const) {
       try {
         const last: LastResponse = {};
-        const response = await oauth.discoveryRequest(issuer, { algorithm, ...this.requestOptions(last) });
+        const left = by === undefined ? this.options.timeoutMs : by - this.options.clock.now();
+        if (left <= 0) throw new NoTimeForGrantError('no time left for discovery before the deadline');
+        const response = await oauth.discoveryRequest(issuer, {
+          algorithm,
+          ...this.requestOptions(last, Math.min(this.options.timeoutMs, left)),
+        });
         const as = await oauth.processDiscoveryResponse(issuer, response);
         if (!as.token_endpoint) throw new Error('discovered metadata has no token_endpoint');
         this.discovered.set(provider.issuer, { as, at: this.options.clock.now() });
@@ -235,14 +247,25 @@ export class OAuthClient {
     return { auth, secret };
   }
 
-  /** One refresh-token grant. Never throws for the provider's answer; classifies it instead. */
-  async refresh(provider: ProviderConfig, refreshToken: string): Promise<GrantResult> {
+  /**
+   * One refresh-token grant. Never throws for the provider's answer; classifies it instead.
+   * `grantBy` (epoch ms) is the latest moment the grant may be sent: discovery is cut to fit before
+   * it, and past it nothing is sent (class `no_time`).
+   */
+  async refresh(
+    provider: ProviderConfig,
+    refreshToken: string,
+    options: { grantBy?: number } = {},
+  ): Promise<GrantResult> {
     const last: LastResponse = {};
     let secret: string | undefined;
     try {
-      const as = await this.authorizationServer(provider);
+      const as = await this.authorizationServer(provider, options.grantBy);
       const { auth, secret: resolved } = await this.clientAuth(provider);
       secret = resolved;
+      if (options.grantBy !== undefined && this.options.clock.now() > options.grantBy) {
+        throw new NoTimeForGrantError('no time left for the grant before the deadline');
+      }
       const client: oauth.Client = { client_id: provider.clientId };
       const additionalParameters: Record<string, string> = {};
       if (provider.resource) additionalParameters.resource = provider.resource;
@@ -357,17 +380,23 @@ export class OAuthClient {
     provider: ProviderConfig,
     token: string,
     hint: 'refresh_token' | 'access_token',
+    options: { by?: number } = {},
   ): Promise<boolean> {
     try {
-      const as = await this.authorizationServer(provider);
+      const as = await this.authorizationServer(provider, options.by);
       if (!as.revocation_endpoint) return false;
+      const left = options.by === undefined ? this.options.timeoutMs : options.by - this.options.clock.now();
+      if (left <= 0) throw new NoTimeForGrantError('no time left for the revocation before the deadline');
       const last: LastResponse = {};
       const response = await oauth.revocationRequest(
         as,
         { client_id: provider.clientId },
         (await this.clientAuth(provider)).auth,
         token,
-        { ...this.requestOptions(last), additionalParameters: { token_type_hint: hint } },
+        {
+          ...this.requestOptions(last, Math.min(this.options.timeoutMs, left)),
+          additionalParameters: { token_type_hint: hint },
+        },
       );
       await oauth.processRevocationResponse(response);
       return true;
@@ -383,6 +412,9 @@ export class OAuthClient {
   private classify(err: unknown, last: LastResponse, secrets: (string | undefined)[]): GrantFailure {
     const now = this.options.clock.now();
     const retryAfterSeconds = parseRetryAfter(last.retryAfter ?? null, now);
+    if (err instanceof NoTimeForGrantError) {
+      return { class: 'no_time', code: 'no_time', description: err.message };
+    }
     if (err instanceof ForbiddenDestinationError) {
       // A provider URL (given or discovered) points somewhere we never connect to: configuration.
       return {

@@ -22,6 +22,11 @@ export type RefreshOutcome =
   | { kind: 'transient'; code: string; retryAfterSeconds: number }
   | { kind: 'client_rejected'; code: string; retryAfterSeconds: number }
   | { kind: 'reauthorization_required'; code: string }
+  /**
+   * The caller's deadline leaves no room for a whole grant and its commit: nothing was sent, and the
+   * session carries no failure for it.
+   */
+  | { kind: 'no_time' }
   /** The grant succeeded but the lease had been taken over; the answer was not committed. */
   | { kind: 'lease_lost' }
   | { kind: 'key_unavailable'; retryAfterSeconds: number };
@@ -54,6 +59,8 @@ export interface RefresherOptions {
   events: EventPublisher;
   random: Random;
   leaseMs: number;
+  /** What one grant needs before a deadline: the HTTP timeout plus the commit. */
+  grantReserveMs: number;
   backoff?: BackoffPolicy;
   /** Identifies this process in lease owners (for diagnosis only). */
   instanceId?: string;
@@ -77,10 +84,15 @@ export class Refresher {
   async refresh(
     key: SessionKey,
     condition: LeaseCondition,
-    options: { grantDone?: () => void } = {},
+    options: { grantDone?: () => void; deadline?: number } = {},
   ): Promise<RefreshOutcome> {
     try {
-      return await this.leaseGrantCommit(key, condition, options.grantDone);
+      // A grant is started only when its full timeout and the commit fit before the deadline: a
+      // grant cut off after the provider rotated would lose the session.
+      if (options.deadline !== undefined && options.deadline - this.o.clock.now() < this.o.grantReserveMs) {
+        return { kind: 'no_time' };
+      }
+      return await this.leaseGrantCommit(key, condition, options.grantDone, options.deadline);
     } finally {
       options.grantDone?.();
     }
@@ -90,6 +102,7 @@ export class Refresher {
     key: SessionKey,
     condition: LeaseCondition,
     grantDone: (() => void) | undefined,
+    deadline: number | undefined,
   ): Promise<RefreshOutcome> {
     const { store, clock, logger } = this.o;
     const owner = `${this.instanceId}:${++this.counter}`;
@@ -139,7 +152,9 @@ export class Refresher {
     const sentAt = clock.now();
     let result: Awaited<ReturnType<RefresherOptions['oauth']['refresh']>>;
     try {
-      result = await this.o.oauth.refresh(provider, refreshToken);
+      result = await this.o.oauth.refresh(provider, refreshToken, {
+        grantBy: deadline === undefined ? undefined : deadline - this.o.grantReserveMs,
+      });
     } finally {
       grantDone?.();
     }
@@ -208,6 +223,11 @@ export class Refresher {
     }
 
     const failure = result.failure;
+    if (failure.class === 'no_time') {
+      // Discovery or the secret took the time the grant needed: nothing was sent, nothing to record.
+      await store.releaseLease(key, owner);
+      return { kind: 'no_time' };
+    }
     if (failure.class === 'invalid_grant') return this.grantIsDead(key, owner, failure);
     if (failure.class === 'client_rejected') {
       this.o.metrics.add('ProviderClientRejected', 'Count', 1);

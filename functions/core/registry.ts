@@ -5,6 +5,7 @@ import type { Clock, Logger } from './ports.js';
 import type { ProviderLookup } from './refresher.js';
 import { clientSecretArnProblem, type SecretRules } from './secret-arn.js';
 import type {
+  CallOptions,
   ProviderInput,
   ProviderService,
   ProviderView,
@@ -184,7 +185,11 @@ export class DefaultSessionService implements SessionService {
     return (await this.store.listSessions(userId)).map(sessionMetadata);
   }
 
-  async delete(key: SessionKey): Promise<void> {
+  /**
+   * Deletes the item, then revokes at the provider best-effort, inside the call's deadline. Once the
+   * item is deleted nothing turns the call into an error: the revocation is only logged.
+   */
+  async delete(key: SessionKey, options: CallOptions = {}): Promise<void> {
     const record = await this.store.getSession(key, { consistent: true });
     if (!record) throw new SessionNotFoundError();
     let tokens: { accessToken: string; refreshToken?: string } | undefined;
@@ -196,13 +201,21 @@ export class DefaultSessionService implements SessionService {
     const deleted = await this.store.deleteSession(key);
     if (!deleted) throw new SessionNotFoundError();
     this.logger.info('session deleted', { ...key });
-    const provider = await this.providers.get(key.providerId);
-    if (provider && tokens) {
+    if (!tokens) return;
+    try {
+      const provider = await this.providers.get(key.providerId);
+      if (!provider) return;
       // Revoking the refresh token ends the grant; without one, revoke the access token.
+      const by = options.deadline;
       const revoked = tokens.refreshToken
-        ? await this.oauth.revoke(provider, tokens.refreshToken, 'refresh_token')
-        : await this.oauth.revoke(provider, tokens.accessToken, 'access_token');
+        ? await this.oauth.revoke(provider, tokens.refreshToken, 'refresh_token', { by })
+        : await this.oauth.revoke(provider, tokens.accessToken, 'access_token', { by });
       this.logger.info('revocation at provider', { ...key, revoked });
+    } catch (err) {
+      this.logger.warn('revocation at provider skipped; the session is deleted', {
+        ...key,
+        error: (err as Error).name,
+      });
     }
   }
 }

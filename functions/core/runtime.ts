@@ -209,6 +209,7 @@ export function createRuntime(deps: RuntimeDeps): Runtime {
     events,
     random: deps.random ?? Math.random,
     leaseMs: config.leaseSeconds * 1000,
+    grantReserveMs: config.httpTimeoutMs + 2_000,
     backoff: deps.backoff,
   });
   const reserveMs = config.httpTimeoutMs + 2_000;

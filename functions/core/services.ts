@@ -68,6 +68,11 @@ export interface SessionMetadata {
   nextAttemptAt: number | null;
 }
 
+/** How long a call may run: its answer must be out before `deadline` (epoch ms, the core's clock). */
+export interface CallOptions {
+  deadline?: number;
+}
+
 export interface TokenRequest {
   /**
    * Seconds the caller wishes the token to stay valid; default 60. A wish: capped at half the
@@ -103,12 +108,12 @@ export interface SessionService {
   get(key: SessionKey): Promise<SessionMetadata>;
   list(userId: string): Promise<SessionMetadata[]>;
   /** throws SessionNotFoundError; revokes at the provider best-effort */
-  delete(key: SessionKey): Promise<void>;
+  delete(key: SessionKey, options?: CallOptions): Promise<void>;
 }
 
 export interface TokenService {
   /** throws SessionNotFoundError, ReauthorizationRequiredError, RefreshUnavailableError, InvalidRequestError */
-  getToken(key: SessionKey, request: TokenRequest): Promise<TokenResult>;
+  getToken(key: SessionKey, request: TokenRequest, options?: CallOptions): Promise<TokenResult>;
 }
 
 export interface SweepSummary {

@@ -90,13 +90,15 @@ export class Sweeper implements SweepService {
           const outcome = await this.o.refresher.refresh(
             { userId: key.userId, providerId: key.providerId },
             { kind: 'sweep', dueBy, seenDueAt: key.dueAt },
-            { grantDone: release },
+            // The sweep's (or the Lambda's) end: discovery and the grant are cut to fit before it.
+            { grantDone: release, deadline: clock.now() + remaining() },
           );
           switch (outcome.kind) {
             case 'refreshed':
               summary.refreshed++;
               break;
             case 'refused':
+            case 'no_time':
               summary.skipped++;
               break;
             case 'reauthorization_required':

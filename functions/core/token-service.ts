@@ -8,7 +8,7 @@ import {
 import { type SessionKey, secondsLeft, sessionKeyString } from './model.js';
 import type { Clock, Logger, Metrics, Sleep } from './ports.js';
 import type { Refresher, RefreshOutcome } from './refresher.js';
-import type { TokenRequest, TokenResult, TokenService } from './services.js';
+import type { CallOptions, TokenRequest, TokenResult, TokenService } from './services.js';
 import type { LeaseCondition, SessionRecord, SessionStore } from './store.js';
 
 /**
@@ -65,9 +65,10 @@ export class DefaultTokenService implements TokenService {
     this.o = options;
   }
 
-  async getToken(key: SessionKey, request: TokenRequest): Promise<TokenResult> {
+  async getToken(key: SessionKey, request: TokenRequest, options: CallOptions = {}): Promise<TokenResult> {
     const { store, clock } = this.o;
-    const deadline = clock.now() + this.o.maxWaitMs;
+    // Waiting for a refresh held elsewhere is bounded by maxWaitMs and by the call's own deadline.
+    const deadline = Math.min(clock.now() + this.o.maxWaitMs, options.deadline ?? Number.POSITIVE_INFINITY);
     let seenVersion: number | undefined;
     let pollMs = 25;
     const conditional = request.rejected !== undefined;
@@ -135,7 +136,7 @@ export class DefaultTokenService implements TokenService {
         force && record.version <= seenVersion
           ? { kind: 'forced', version: seenVersion }
           : { kind: 'onDemand', minValidUntil: Math.floor(now / 1000) + minValidity };
-      const outcome = await (joined ?? this.startRefresh(id, key, condition));
+      const outcome = await (joined ?? this.startRefresh(id, key, condition, options.deadline));
       switch (outcome.kind) {
         case 'refreshed':
           // Minted for this call (or one it joined): the freshest token the provider gives, with its
@@ -144,6 +145,11 @@ export class DefaultTokenService implements TokenService {
             return this.serve(outcome.record, outcome.accessToken);
           }
           continue;
+        case 'no_time':
+          throw new RefreshUnavailableError(
+            'not enough time is left in this call to refresh the token safely; ask again',
+            1,
+          );
         case 'partial':
           throw new RefreshUnavailableError(
             'the provider renewed the grant but issued no usable access token; ask again',
@@ -180,8 +186,13 @@ export class DefaultTokenService implements TokenService {
     return read;
   }
 
-  private startRefresh(id: string, key: SessionKey, condition: LeaseCondition): Promise<RefreshOutcome> {
-    const promise = this.o.refresher.refresh(key, condition).finally(() => this.inflight.delete(id));
+  private startRefresh(
+    id: string,
+    key: SessionKey,
+    condition: LeaseCondition,
+    deadline: number | undefined,
+  ): Promise<RefreshOutcome> {
+    const promise = this.o.refresher.refresh(key, condition, { deadline }).finally(() => this.inflight.delete(id));
     this.inflight.set(id, promise);
     promise.then(
       (o) => {
