@@ -192,7 +192,9 @@ export class DefaultTokenService implements TokenService {
     condition: LeaseCondition,
     deadline: number | undefined,
   ): Promise<RefreshOutcome> {
-    const promise = this.o.refresher.refresh(key, condition, { deadline }).finally(() => this.inflight.delete(id));
+    const promise = this.o.refresher
+      .refresh(key, condition, { deadline })
+      .finally(() => this.inflight.delete(id));
     this.inflight.set(id, promise);
     promise.then(
       (o) => {
