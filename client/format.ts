@@ -72,7 +72,12 @@ export function renderStatus(userId: string, sessions: Session[], nowSec: number
   const rows = sorted.map((s): Cell[] => {
     const health = sessionHealth(s);
     const status = s.status === 'active' && !s.refreshable ? 'active (no refresh token)' : s.status;
-    const expires = formatExpiresIn(s.expiresAt, nowSec);
+    // An on-demand session's short-lived token is expected to lapse between calls: not a fault.
+    const lapsed = s.expiresAt !== null && s.expiresAt <= nowSec;
+    const expires =
+      s.refreshMode === 'on_demand' && s.refreshable && lapsed
+        ? 'on demand'
+        : formatExpiresIn(s.expiresAt, nowSec);
     let lastError = s.lastError?.code ?? '—';
     if (s.status === 'active' && s.nextAttemptAt !== null && s.nextAttemptAt > nowSec) {
       lastError += ` (retry ${formatIn(s.nextAttemptAt, nowSec)})`;

@@ -56,6 +56,10 @@ export interface Session {
   providerId: string;
   status: SessionStatus;
   expiresAt: number | null;
+  /** The refresh token's expiry, when the provider gave its lifetime. */
+  refreshExpiresAt: number | null;
+  /** `on_demand`: tokens shorter-lived than a sweep period, refreshed when asked for. */
+  refreshMode: 'scheduled' | 'on_demand';
   refreshable: boolean;
   refreshedAt: number | null;
   failureCount: number;
