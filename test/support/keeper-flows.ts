@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { SessionKey } from '../../functions/core/model.js';
 import type { Clock } from '../../functions/core/ports.js';
 import type { SessionRecord } from '../../functions/core/store.js';
-import { MCP_RESOURCE, type OAuthServer, type TokenSet } from './oauth-server.js';
+import { MCP_RESOURCE, MCP_SCOPES, type OAuthServer, type TokenSet } from './oauth-server.js';
 import type { CallResult, LogLine, TestStack } from './stack.js';
 
 /**
@@ -110,18 +110,27 @@ export interface Connected extends SessionKey {
 const runId = randomBytes(3).toString('hex');
 let userSeq = 0;
 
-/** A real authorization-code + PKCE login, handed to the keeper as the provider returned it. */
+/** The OpenID Connect login scope: oidc-provider then answers every refresh with an id_token too. */
+export const OIDC_SCOPES = `openid offline_access ${MCP_SCOPES}`;
+
+/**
+ * A real authorization-code + PKCE login, handed to the keeper as the provider returned it. Every
+ * other call (the 1st, 3rd, …) logs in with OIDC_SCOPES, so at least half the sessions of any test
+ * get an id_token with each refresh, as real OIDC providers send; the others use MCP_SCOPES.
+ */
 export async function connect(
   stack: TestStack,
   oauth: OAuthServer,
   providerId = 'mcp',
   overrides: { expires_in?: number } = {},
 ): Promise<Connected> {
-  const userId = `u${runId}-${++userSeq}`;
+  const seq = ++userSeq;
+  const userId = `u${runId}-${seq}`;
   const client = oauth.clients[PROVIDER_CLIENT[providerId] ?? 'basic'];
   const tokens = await oauth.login({
     clientId: client.clientId,
     accountId: userId,
+    scope: seq % 2 === 1 ? OIDC_SCOPES : MCP_SCOPES,
     resource: providerId === 'mcp' ? MCP_RESOURCE : null,
   });
   const put = await stack.call('PUT', `/v1/sessions/${userId}/${providerId}`, { ...tokens, ...overrides });
