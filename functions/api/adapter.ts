@@ -29,6 +29,7 @@ export function createApiHandler(
     providers: runtime.providers,
     sessions: runtime.sessions,
     tokens: runtime.tokens,
+    sweeps: runtime.sweeper,
     logger: runtime.logger,
     metrics: runtime.metrics,
     clock: runtime.clock,

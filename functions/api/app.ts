@@ -11,12 +11,13 @@ import {
 import type { SessionKey } from '../core/model.js';
 import { scrubDescription } from '../core/oauth.js';
 import type { Clock, Logger, Metrics } from '../core/ports.js';
-import type { ProviderService, SessionService, TokenService } from '../core/services.js';
+import type { ProviderService, SessionService, SweepService, TokenService } from '../core/services.js';
 import {
   parseId,
   parseJsonBody,
   parseProviderBody,
   parseSessionBody,
+  parseSessionSearchQuery,
   parseTokenQuery,
 } from './validation.js';
 
@@ -56,6 +57,8 @@ export interface AppDeps {
   providers: ProviderService;
   sessions: SessionService;
   tokens: TokenService;
+  /** The latest sweep's summary (GET /v1/sweeps/latest). */
+  sweeps?: Pick<SweepService, 'latest'>;
   logger: Logger;
   metrics: Metrics;
   clock: Clock;
@@ -72,7 +75,14 @@ export type App = (req: ApiRequest) => Promise<ApiResponse>;
 export const MAX_BODY_BYTES = 64 * 1024;
 export const KEY_UNAVAILABLE_RETRY_AFTER_SECONDS = 60;
 
-type RouteName = 'health' | 'provider' | 'sessionList' | 'session' | 'token';
+type RouteName =
+  | 'health'
+  | 'provider'
+  | 'sessionSearch'
+  | 'sessionList'
+  | 'session'
+  | 'token'
+  | 'latestSweep';
 
 interface RouteMatch {
   name: RouteName;
@@ -102,7 +112,12 @@ function matchRoute(path: string): RouteMatch | undefined {
       return rest.length === 1 ? { name: 'health', allow: ['GET'], params: [] } : undefined;
     case 'providers':
       return rest.length === 2 ? { name: 'provider', allow: ['GET', 'PUT'], params: [rest[1]] } : undefined;
+    case 'sweeps':
+      return rest.length === 2 && rest[1] === 'latest'
+        ? { name: 'latestSweep', allow: ['GET'], params: [] }
+        : undefined;
     case 'sessions':
+      if (rest.length === 1) return { name: 'sessionSearch', allow: ['GET'], params: [] };
       if (rest.length === 2) return { name: 'sessionList', allow: ['GET'], params: [rest[1]] };
       if (rest.length === 3) {
         return { name: 'session', allow: ['GET', 'PUT', 'DELETE'], params: [rest[1], rest[2]] };
@@ -216,6 +231,13 @@ export function createApp(deps: AppDeps): App {
           return json(created ? 201 : 200, provider);
         }
         return json(200, await providers.get(providerId));
+      }
+      case 'sessionSearch':
+        return json(200, await sessions.search(parseSessionSearchQuery(req.query)));
+      case 'latestSweep': {
+        const latest = await deps.sweeps?.latest();
+        if (!latest) throw new HttpError(404, 'not_found', 'no sweep has finished yet');
+        return json(200, latest);
       }
       case 'sessionList': {
         const userId = parseId('userId', route.params[0] as string);

@@ -3,7 +3,7 @@ import * as z from 'zod/mini';
 import { InvalidRequestError } from '../core/errors.js';
 import { type ClientAuthMethod, MAX_EPOCH_SECONDS, MAX_TOKEN_BYTES } from '../core/model.js';
 import { checkProviderUrl } from '../core/net-guard.js';
-import type { ProviderInput, TokenRequest, TokenResponseInput } from '../core/services.js';
+import type { ProviderInput, SessionSearch, TokenRequest, TokenResponseInput } from '../core/services.js';
 
 /**
  * Request validation for the API. Every parse function either returns a typed value or throws an
@@ -347,6 +347,52 @@ const tokenQuerySchema = z.strictObject(
   },
   OBJECT_ERROR,
 );
+
+// --- session search query ----------------------------------------------------------------------
+
+export const MAX_SEARCH_LIMIT = 100;
+export const DEFAULT_SEARCH_LIMIT = 50;
+const LIMIT_ERROR = { error: `must be an integer from 1 to ${MAX_SEARCH_LIMIT}` };
+
+const searchQuerySchema = z.strictObject(
+  {
+    providerId: z.optional(z.string()),
+    status: z.optional(
+      z.enum(['active', 'reauthorization_required'], { error: 'must be active or reauthorization_required' }),
+    ),
+    limit: z.optional(
+      z.pipe(
+        z
+          .string(LIMIT_ERROR)
+          .check(
+            z.refine(
+              (s) => /^\d{1,3}$/u.test(s) && Number(s) >= 1 && Number(s) <= MAX_SEARCH_LIMIT,
+              LIMIT_ERROR,
+            ),
+          ),
+        z.transform(Number),
+      ),
+    ),
+    cursor: z.optional(
+      z
+        .string()
+        .check(
+          z.refine((s) => /^[A-Za-z0-9_-]{1,4096}$/u.test(s), { error: 'not a cursor this API returned' }),
+        ),
+    ),
+  },
+  OBJECT_ERROR,
+);
+
+/** Validates GET /v1/sessions?providerId=&status=&limit=&cursor= (across users, paged, at most 100 a page). */
+export function parseSessionSearchQuery(query: Record<string, string>): SessionSearch {
+  const q = parseWith(searchQuerySchema, query, 'query parameter');
+  const search: SessionSearch = { limit: q.limit ?? DEFAULT_SEARCH_LIMIT };
+  if (q.providerId !== undefined) search.providerId = parseId('providerId', q.providerId);
+  if (q.status !== undefined) search.status = q.status;
+  if (q.cursor !== undefined) search.cursor = q.cursor;
+  return search;
+}
 
 /**
  * Validates the token route's query. Repeated parameters arrive comma-joined (as API Gateway does)

@@ -10,6 +10,7 @@ import type {
   ProviderService,
   ProviderView,
   SessionMetadata,
+  SessionSearch,
   SessionService,
   TokenResponseInput,
 } from './services.js';
@@ -21,6 +22,28 @@ import type { SessionRecord, SessionStore } from './store.js';
  */
 
 const toSeconds = (ms: number | undefined) => (ms === undefined ? null : Math.floor(ms / 1000));
+
+/** A page cursor: the last item's key, as opaque base64url JSON. */
+function encodeCursor(key: Record<string, string>): string {
+  return Buffer.from(JSON.stringify([key.pk, key.sk]), 'utf8').toString('base64url');
+}
+
+function decodeCursor(cursor: string): Record<string, string> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
+  } catch {
+    parsed = undefined;
+  }
+  if (
+    !Array.isArray(parsed) ||
+    parsed.length !== 2 ||
+    !parsed.every((p) => typeof p === 'string' && p.length > 0 && p.length <= 1100)
+  ) {
+    throw new InvalidRequestError('cursor: not a cursor this API returned');
+  }
+  return { pk: parsed[0] as string, sk: parsed[1] as string };
+}
 
 export function providerView(p: ProviderConfig): ProviderView {
   const view: ProviderView = {
@@ -183,6 +206,19 @@ export class DefaultSessionService implements SessionService {
 
   async list(userId: string): Promise<SessionMetadata[]> {
     return (await this.store.listSessions(userId)).map(sessionMetadata);
+  }
+
+  async search(query: SessionSearch): Promise<{ sessions: SessionMetadata[]; cursor: string | null }> {
+    const page = await this.store.searchSessions({
+      providerId: query.providerId,
+      status: query.status,
+      limit: query.limit,
+      cursor: query.cursor === undefined ? undefined : decodeCursor(query.cursor),
+    });
+    return {
+      sessions: page.records.map(sessionMetadata),
+      cursor: page.cursor === undefined ? null : encodeCursor(page.cursor),
+    };
   }
 
   /**

@@ -107,6 +107,8 @@ export interface SessionService {
   /** throws SessionNotFoundError */
   get(key: SessionKey): Promise<SessionMetadata>;
   list(userId: string): Promise<SessionMetadata[]>;
+  /** Sessions across users, filtered and paged; `cursor` (opaque) continues a previous page. */
+  search(query: SessionSearch): Promise<{ sessions: SessionMetadata[]; cursor: string | null }>;
   /** throws SessionNotFoundError; revokes at the provider best-effort */
   delete(key: SessionKey, options?: CallOptions): Promise<void>;
 }
@@ -130,4 +132,20 @@ export interface SweepSummary {
 export interface SweepService {
   /** `remainingTimeMs` reports how long the caller may still run (the Lambda's remaining time). */
   sweep(options?: { remainingTimeMs?: () => number }): Promise<SweepSummary>;
+  /** The latest sweep's summary, or undefined before the first. */
+  latest(): Promise<LatestSweep | undefined>;
+}
+
+export interface SessionSearch {
+  providerId?: string;
+  status?: SessionStatus;
+  /** 1 to 100. */
+  limit: number;
+  cursor?: string;
+}
+
+/** The latest sweep, as `GET /v1/sweeps/latest` shows it (epoch seconds). */
+export interface LatestSweep extends SweepSummary {
+  startedAt: number;
+  finishedAt: number;
 }

@@ -4,7 +4,9 @@ import {
   DeleteCommand,
   type DynamoDBDocumentClient,
   GetCommand,
+  PutCommand,
   QueryCommand,
+  ScanCommand,
   UpdateCommand,
   type UpdateCommandInput,
 } from '@aws-sdk/lib-dynamodb';
@@ -129,6 +131,27 @@ export function refreshSchedule(
   return { mode: 'scheduled', dueAt };
 }
 
+/** One page of sessions across users; `cursor` continues where this page stopped. */
+export interface SessionPage {
+  records: SessionRecord[];
+  cursor?: Record<string, string>;
+}
+
+export interface SessionFilter {
+  providerId?: string;
+  status?: SessionStatus;
+  /** At most this many records. */
+  limit: number;
+  cursor?: Record<string, string>;
+}
+
+/** The latest sweep's summary, as the sweep stored it (epoch ms). */
+export interface StoredSweep {
+  summary: Record<string, number>;
+  startedAt: number;
+  finishedAt: number;
+}
+
 export interface SessionStore {
   getSession(key: SessionKey, options?: { consistent?: boolean }): Promise<SessionRecord | undefined>;
   listSessions(userId: string): Promise<SessionRecord[]>;
@@ -170,6 +193,11 @@ export interface SessionStore {
   /** Replaces the provider's configuration, keeping its first createdAt. */
   putProvider(provider: ProviderConfig): Promise<{ created: boolean; createdAt: number }>;
   flagProviderRejected(providerId: string, at: number): Promise<void>;
+  /** Sessions across users, filtered, one bounded page at a time (a paginated Scan). */
+  searchSessions(filter: SessionFilter): Promise<SessionPage>;
+  /** Keeps the latest sweep's summary in one small item. */
+  putLatestSweep(sweep: StoredSweep): Promise<void>;
+  getLatestSweep(): Promise<StoredSweep | undefined>;
   /** Clears the flag once a grant with the provider succeeds again. */
   clearProviderRejected(providerId: string): Promise<void>;
 }
@@ -183,6 +211,10 @@ const sessionPk = (userId: string) => `USER#${userId}`;
 const sessionSk = (providerId: string) => `SESSION#${providerId}`;
 const providerPk = (providerId: string) => `PROVIDER#${providerId}`;
 const PROVIDER_SK = 'PROVIDER';
+const SWEEP_KEY = { pk: 'SWEEP#latest', sk: 'SWEEP' };
+/** A search reads at most this many items per call (Scan pages of SCAN_PAGE), then hands back a cursor. */
+const SCAN_PAGE = 200;
+const SCAN_MAX_PAGES = 10;
 
 function keyOf(key: SessionKey) {
   return { [TABLE.partitionKey]: sessionPk(key.userId), [TABLE.sortKey]: sessionSk(key.providerId) };
@@ -201,6 +233,13 @@ function isConditionFailure(err: unknown): boolean {
 }
 
 type Item = Record<string, unknown>;
+
+function keyCursor(item: Record<string, unknown>): Record<string, string> {
+  return {
+    [TABLE.partitionKey]: String(item[TABLE.partitionKey]),
+    [TABLE.sortKey]: String(item[TABLE.sortKey]),
+  };
+}
 
 function toRecord(item: Item): SessionRecord {
   const num = (v: unknown) => (typeof v === 'number' ? v : undefined);
@@ -682,6 +721,78 @@ export class DynamoSessionStore implements SessionStore {
     return typeof previousCreatedAt === 'number'
       ? { created: false, createdAt: previousCreatedAt }
       : { created: true, createdAt: provider.createdAt };
+  }
+
+  async searchSessions(filter: SessionFilter): Promise<SessionPage> {
+    const names: Record<string, string> = { '#type': 'type' };
+    const values: Record<string, unknown> = { ':session': 'session' };
+    const conditions = ['#type = :session'];
+    if (filter.providerId !== undefined) {
+      conditions.push('providerId = :providerId');
+      values[':providerId'] = filter.providerId;
+    }
+    if (filter.status !== undefined) {
+      names['#status'] = 'status';
+      conditions.push('#status = :status');
+      values[':status'] = filter.status;
+    }
+    const records: SessionRecord[] = [];
+    let cursor: Record<string, unknown> | undefined = filter.cursor;
+    for (let page = 0; page < SCAN_MAX_PAGES && records.length < filter.limit; page++) {
+      const result = await this.doc.send(
+        new ScanCommand({
+          TableName: this.tableName,
+          FilterExpression: conditions.join(' AND '),
+          ExpressionAttributeNames: names,
+          ExpressionAttributeValues: values,
+          ExclusiveStartKey: cursor,
+          Limit: SCAN_PAGE,
+        }),
+      );
+      const items = result.Items ?? [];
+      for (const [i, item] of items.entries()) {
+        if (records.length === filter.limit) {
+          // Full: continue after the last record taken, so nothing is skipped or repeated.
+          const last = items[i - 1] as Item;
+          return { records, cursor: keyCursor(last) };
+        }
+        records.push(toRecord(item));
+      }
+      cursor = result.LastEvaluatedKey;
+      if (!cursor) return { records };
+    }
+    return { records, cursor: cursor ? keyCursor(cursor) : undefined };
+  }
+
+  async putLatestSweep(sweep: StoredSweep): Promise<void> {
+    await this.doc.send(
+      new PutCommand({
+        TableName: this.tableName,
+        Item: {
+          [TABLE.partitionKey]: SWEEP_KEY.pk,
+          [TABLE.sortKey]: SWEEP_KEY.sk,
+          type: 'sweep',
+          summary: sweep.summary,
+          startedAt: sweep.startedAt,
+          finishedAt: sweep.finishedAt,
+        },
+      }),
+    );
+  }
+
+  async getLatestSweep(): Promise<StoredSweep | undefined> {
+    const { Item } = await this.doc.send(
+      new GetCommand({
+        TableName: this.tableName,
+        Key: { [TABLE.partitionKey]: SWEEP_KEY.pk, [TABLE.sortKey]: SWEEP_KEY.sk },
+      }),
+    );
+    if (!Item) return undefined;
+    return {
+      summary: Item.summary as Record<string, number>,
+      startedAt: Item.startedAt as number,
+      finishedAt: Item.finishedAt as number,
+    };
   }
 
   async clearProviderRejected(providerId: string): Promise<void> {

@@ -1,6 +1,6 @@
 import type { Clock, Logger } from './ports.js';
 import type { Refresher } from './refresher.js';
-import type { SweepService, SweepSummary } from './services.js';
+import type { LatestSweep, SweepService, SweepSummary } from './services.js';
 import type { DueKey, SessionStore } from './store.js';
 
 /**
@@ -124,7 +124,22 @@ export class Sweeper implements SweepService {
     await Promise.all(Array.from({ length: workers }, worker));
     summary.backlog = due.length - next;
     summary.durationMs = clock.now() - startedAt;
+    try {
+      await store.putLatestSweep({ summary: { ...summary }, startedAt, finishedAt: clock.now() });
+    } catch (err) {
+      this.o.logger.warn('latest sweep summary not stored', { error: (err as Error).name });
+    }
     return summary;
+  }
+
+  async latest(): Promise<LatestSweep | undefined> {
+    const stored = await this.o.store.getLatestSweep();
+    if (!stored) return undefined;
+    return {
+      ...(stored.summary as unknown as SweepSummary),
+      startedAt: Math.floor(stored.startedAt / 1000),
+      finishedAt: Math.floor(stored.finishedAt / 1000),
+    };
   }
 }
 

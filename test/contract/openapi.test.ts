@@ -182,6 +182,8 @@ const SESSIONS = '/v1/sessions/{userId}';
 const SESSION = '/v1/sessions/{userId}/{providerId}';
 const TOKEN = '/v1/sessions/{userId}/{providerId}/token';
 const SWEEP = '/local/sweep';
+const SEARCH = '/v1/sessions';
+const LATEST_SWEEP = '/v1/sweeps/latest';
 
 let userSeq = 0;
 
@@ -370,10 +372,36 @@ describe('every route against the document', () => {
     oauth.proxy.setFault(null);
   });
 
-  it('the local sweep', async () => {
+  it('the local sweep, and the latest sweep’s summary', async () => {
     const summary = await expectStatus(200, 'POST', SWEEP);
     expect(summary.body).toHaveProperty('due');
     await expectStatus(401, 'POST', SWEEP, { auth: null });
+    const latest = await expectStatus(200, 'GET', LATEST_SWEEP);
+    expect(latest.body).toMatchObject(summary.body as Record<string, number>);
+    await expectStatus(401, 'GET', LATEST_SWEEP, { auth: null });
+  });
+
+  it('sessions across users: a page, bad input, authentication', async () => {
+    await connectedSession();
+    const first = await expectStatus(200, 'GET', SEARCH, { query: { limit: '1', status: 'active' } });
+    expect((first.body as { sessions: unknown[] }).sessions).toHaveLength(1);
+    await expectStatus(400, 'GET', SEARCH, { query: { limit: '500' } });
+    await expectStatus(401, 'GET', SEARCH, { auth: null });
+  });
+
+  it('GET /v1/sweeps/latest is 404 on a keeper that has not swept yet', async () => {
+    const fresh = await startTestStack();
+    try {
+      const res = await fetch(`${fresh.url}/v1/sweeps/latest`, {
+        headers: { authorization: `Bearer ${fresh.apiKey}` },
+      });
+      expect(res.status).toBe(404);
+      const response = (spec.paths[LATEST_SWEEP] as Record<string, Operation>).get?.responses['404'];
+      expect(response).toBeDefined();
+      seen.add(`GET ${LATEST_SWEEP} 404`);
+    } finally {
+      await fresh.stop();
+    }
   });
 
   it('exercised every documented response the local stack can produce', () => {

@@ -38,13 +38,21 @@ function metadata(userId: string, providerId = 'mcp', stack = keeper): Promise<S
   return sessionMetadata(stack, { userId, providerId });
 }
 
+const SCHEDULED_ENV = {
+  TOKENKEEPER_REFRESH_INTERVAL_SECONDS: '60',
+  TOKENKEEPER_REFRESH_WINDOW_SECONDS: '600',
+  TOKENKEEPER_SWEEP_BUDGET_SECONDS: '30',
+};
+
 function token(userId: string, query = '', providerId = 'mcp', stack = keeper) {
   return getToken(stack, { userId, providerId }, query);
 }
 
 beforeAll(async () => {
   oauth = await startOAuthServer({ accessTokenTtl: 300 });
-  keeper = await startTestStack();
+  // A 1-minute schedule, so 5-minute tokens are kept fresh by the sweep (refreshMode 'scheduled');
+  // with the default 5-minute schedule they would be served on demand.
+  keeper = await startTestStack({ env: SCHEDULED_ENV });
   await register(keeper);
 });
 
