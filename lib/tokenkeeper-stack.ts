@@ -26,10 +26,18 @@ import { SessionsTable } from './sessions-table.js';
 import { TokenApi } from './token-api.js';
 
 /** DynamoDB actions each function's code path uses (see functions/core/store.ts); nothing else. */
-export const REFRESH_TABLE_ACTIONS = ['dynamodb:GetItem', 'dynamodb:Query', 'dynamodb:UpdateItem'] as const;
+export const REFRESH_TABLE_ACTIONS = [
+  'dynamodb:GetItem',
+  'dynamodb:Query',
+  'dynamodb:UpdateItem',
+  // the latest sweep's summary, one small item
+  'dynamodb:PutItem',
+] as const;
 export const API_TABLE_ACTIONS = [
   'dynamodb:GetItem',
   'dynamodb:Query',
+  // GET /v1/sessions across users: bounded pages of a Scan
+  'dynamodb:Scan',
   'dynamodb:PutItem',
   'dynamodb:UpdateItem',
   'dynamodb:DeleteItem',
