@@ -1,6 +1,8 @@
 import { randomUUID } from 'node:crypto';
+import type { Admission, ProviderCircuit } from './circuit.js';
 import { KeyUnavailableError } from './errors.js';
-import type { ProviderConfig, SessionKey } from './model.js';
+import { publishOrLog } from './events.js';
+import type { CircuitRecord, ProviderConfig, SessionKey } from './model.js';
 import type { GrantFailure, OAuthClient } from './oauth.js';
 import type { Clock, EventPublisher, Logger, Metrics, Random } from './ports.js';
 import type { LeaseCondition, SessionRecord, SessionStore } from './store.js';
@@ -19,7 +21,9 @@ export type RefreshOutcome =
   | { kind: 'reauthorization_required'; code: string }
   /** The grant succeeded but the lease had been taken over; the answer was not committed. */
   | { kind: 'lease_lost' }
-  | { kind: 'key_unavailable'; retryAfterSeconds: number };
+  | { kind: 'key_unavailable'; retryAfterSeconds: number }
+  /** The provider's circuit is open: no grant was sent. `probeInFlight`: its probe is being made now. */
+  | { kind: 'circuit_open'; retryAfterSeconds: number; probeInFlight: boolean };
 
 export interface BackoffPolicy {
   baseMs: number;
@@ -32,6 +36,18 @@ export const DEFAULT_BACKOFF: BackoffPolicy = { baseMs: 15_000, maxMs: 15 * 60_0
 export function backoffDelayMs(failureCount: number, policy: BackoffPolicy, random: Random): number {
   const ceiling = Math.min(policy.maxMs, policy.baseMs * 2 ** Math.min(failureCount, 30));
   return Math.round(ceiling * (0.5 + random() * 0.5));
+}
+
+/** While the provider's circuit is open, the caller may come back at its next probe (if that is sooner). */
+function atNextProbe<T extends { kind: string; retryAfterSeconds?: number }>(
+  outcome: T,
+  circuit: CircuitRecord | undefined,
+  clock: Clock,
+): T {
+  if (outcome.retryAfterSeconds === undefined || !circuit || circuit.state === 'closed') return outcome;
+  if (circuit.nextProbeAt === undefined) return outcome;
+  const untilProbe = Math.max(1, Math.ceil((circuit.nextProbeAt - clock.now()) / 1000));
+  return { ...outcome, retryAfterSeconds: Math.min(outcome.retryAfterSeconds, untilProbe) };
 }
 
 export interface ProviderLookup {
@@ -50,6 +66,8 @@ export interface RefresherOptions {
   random: Random;
   leaseMs: number;
   backoff?: BackoffPolicy;
+  /** The providers' circuits; without one every grant is admitted. */
+  circuit?: ProviderCircuit;
   /** Identifies this process in lease owners (for diagnosis only). */
   instanceId?: string;
 }
@@ -74,22 +92,39 @@ export class Refresher {
     condition: LeaseCondition,
     options: { grantDone?: () => void } = {},
   ): Promise<RefreshOutcome> {
+    const owner = `${this.instanceId}:${++this.counter}`;
+    let admission: Admission = { kind: 'closed', providerId: key.providerId };
     try {
-      return await this.leaseGrantCommit(key, condition, options.grantDone);
+      // The circuit's gate comes before the lease: an open circuit costs no session write.
+      if (this.o.circuit) admission = await this.o.circuit.admit(key.providerId, owner);
+      if (admission.kind === 'open') {
+        const { retryAfterSeconds, probeInFlight } = admission;
+        return { kind: 'circuit_open', retryAfterSeconds, probeInFlight };
+      }
+      return await this.leaseGrantCommit(key, condition, owner, admission, options.grantDone);
     } finally {
       options.grantDone?.();
+      // A probe that made no grant (lease refused, key unavailable, …) is given back.
+      await this.o.circuit?.release(admission);
     }
+  }
+
+  /** When a session backing off may be tried again (epoch ms); undefined when it is not backing off. */
+  async backoffUntil(record: SessionRecord): Promise<number | undefined> {
+    return this.o.circuit ? this.o.circuit.backoffUntil(record) : record.nextAttemptAt;
   }
 
   private async leaseGrantCommit(
     key: SessionKey,
     condition: LeaseCondition,
+    owner: string,
+    admission: Exclude<Admission, { kind: 'open' }>,
     grantDone: (() => void) | undefined,
   ): Promise<RefreshOutcome> {
-    const { store, clock, logger } = this.o;
-    const owner = `${this.instanceId}:${++this.counter}`;
+    const { store, clock, logger, circuit } = this.o;
     const leasedAt = clock.now();
-    const leased = await store.acquireLease(key, owner, condition, leasedAt, leasedAt + this.o.leaseMs);
+    const lift = circuit?.liftWindow(await circuit.view(key.providerId), admission.kind);
+    const leased = await store.acquireLease(key, owner, condition, leasedAt, leasedAt + this.o.leaseMs, lift);
     if (!leased) return { kind: 'refused' };
 
     let refreshToken: string;
@@ -150,8 +185,10 @@ export class Refresher {
           leaseMs: this.o.leaseMs,
           elapsedMs: clock.now() - leasedAt,
         });
+        await circuit?.succeeded(admission, sentAt);
         return { kind: 'lease_lost' };
       }
+      await circuit?.succeeded(admission, sentAt);
       if (provider.clientRejectedAt !== undefined) {
         // The provider accepts our client again: clear the operator-visible flag.
         await store.clearProviderRejected(key.providerId);
@@ -176,6 +213,10 @@ export class Refresher {
     }
 
     const failure = result.failure;
+    // invalid_grant is an answer from a working provider; the rest count against its circuit.
+    let circuitAfter: CircuitRecord | undefined;
+    if (failure.class === 'invalid_grant') await circuit?.succeeded(admission, sentAt);
+    else circuitAfter = await circuit?.failed(admission, failure);
     if (failure.class === 'invalid_grant') {
       const error = { code: failure.code, description: failure.description, at: clock.now() };
       const written = await store.recordFailure(key, owner, { kind: 'reauthorization_required', error });
@@ -203,11 +244,11 @@ export class Refresher {
       });
       await store.flagProviderRejected(key.providerId, clock.now());
       this.o.providers.invalidate?.(key.providerId);
-      const outcome = await this.failTransient(key, owner, leased, failure);
+      const outcome = atNextProbe(await this.failTransient(key, owner, leased, failure), circuitAfter, clock);
       if (outcome.kind !== 'transient') return outcome;
       return { kind: 'client_rejected', code: failure.code, retryAfterSeconds: outcome.retryAfterSeconds };
     }
-    return this.failTransient(key, owner, leased, failure);
+    return atNextProbe(await this.failTransient(key, owner, leased, failure), circuitAfter, clock);
   }
 
   /**
@@ -271,10 +312,6 @@ export class Refresher {
     detailType: 'SessionReauthorizationRequired' | 'SessionRecovered',
     detail: Record<string, unknown>,
   ): Promise<void> {
-    try {
-      await this.o.events.publish({ detailType, detail });
-    } catch (err) {
-      this.o.logger.error('event could not be published', { detailType, reason: (err as Error).name });
-    }
+    await publishOrLog(this.o.events, this.o.logger, { detailType, detail });
   }
 }

@@ -1,3 +1,4 @@
+import { type ProviderCircuit, providerHealth } from './circuit.js';
 import { InvalidRequestError, ProviderNotFoundError, SessionNotFoundError } from './errors.js';
 import { PROVIDER_OPTIONAL_FIELDS, type ProviderConfig, type SessionKey } from './model.js';
 import type { OAuthClient } from './oauth.js';
@@ -21,8 +22,8 @@ import type { SessionRecord, SessionStore } from './store.js';
 
 const toSeconds = (ms: number | undefined) => (ms === undefined ? null : Math.floor(ms / 1000));
 
-export function providerView(p: ProviderConfig): ProviderView {
-  const view: ProviderView = {
+export function providerView(p: ProviderConfig, now: number): ProviderView {
+  const view: Omit<ProviderView, 'health'> = {
     providerId: p.providerId,
     clientId: p.clientId,
     clientAuthMethod: p.clientAuthMethod,
@@ -34,7 +35,7 @@ export function providerView(p: ProviderConfig): ProviderView {
     if (p[field] !== undefined) view[field] = p[field];
   }
   if (p.clientRejectedAt !== undefined) view.clientRejectedAt = Math.floor(p.clientRejectedAt / 1000);
-  return view;
+  return { ...view, health: providerHealth(p.circuit, now) };
 }
 
 export function sessionMetadata(r: SessionRecord): SessionMetadata {
@@ -93,6 +94,7 @@ export class DefaultProviderService implements ProviderService {
     private readonly clock: Clock,
     private readonly cache?: CachedProviders,
     private readonly secretRules: { prefix: string; keyringSecretArn?: string } = { prefix: 'tokenkeeper/' },
+    private readonly circuit?: Pick<ProviderCircuit, 'forget'>,
   ) {}
 
   async put(providerId: string, input: ProviderInput): Promise<{ created: boolean; provider: ProviderView }> {
@@ -118,13 +120,14 @@ export class DefaultProviderService implements ProviderService {
     };
     const { created, createdAt } = await this.store.putProvider(provider);
     this.cache?.invalidate(providerId);
-    return { created, provider: providerView({ ...provider, createdAt }) };
+    this.circuit?.forget(providerId);
+    return { created, provider: providerView({ ...provider, createdAt }, now) };
   }
 
   async get(providerId: string): Promise<ProviderView> {
     const provider = await this.store.getProvider(providerId);
     if (!provider) throw new ProviderNotFoundError(providerId);
-    return providerView(provider);
+    return providerView(provider, this.clock.now());
   }
 }
 

@@ -2,6 +2,7 @@ import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { EventBridgeClient } from '@aws-sdk/client-eventbridge';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { ProviderCircuit } from './circuit.js';
 import type { Config } from './config.js';
 import { cachedKeyring, createFieldCipher, type Keyring } from './crypto.js';
 import { EventBridgePublisher, LogEventPublisher } from './events.js';
@@ -63,6 +64,7 @@ export interface Runtime {
   store: SessionStore;
   oauth: OAuthClient;
   refresher: Refresher;
+  circuit: ProviderCircuit;
   providers: ProviderService;
   sessions: SessionService;
   tokens: TokenService;
@@ -151,6 +153,22 @@ export function createRuntime(deps: RuntimeDeps): Runtime {
       : new LogEventPublisher(logger));
 
   const providerCache = new CachedProviders(store, clock, 30_000);
+  const random = deps.random ?? Math.random;
+  const circuit = new ProviderCircuit({
+    store,
+    clock,
+    random,
+    logger,
+    metrics,
+    events,
+    policy: {
+      failureThreshold: config.circuitFailureThreshold,
+      probeBaseMs: config.circuitProbeBaseMs,
+      probeMaxMs: config.circuitProbeMaxMs,
+      cacheTtlMs: config.circuitCacheMs,
+      probeLeaseMs: config.leaseSeconds * 1000,
+    },
+  });
   const refresher = new Refresher({
     store,
     oauth,
@@ -159,9 +177,10 @@ export function createRuntime(deps: RuntimeDeps): Runtime {
     logger,
     metrics,
     events,
-    random: deps.random ?? Math.random,
+    random,
     leaseMs: config.leaseSeconds * 1000,
     backoff: deps.backoff,
+    circuit,
   });
   const reserveMs = config.httpTimeoutMs + 2_000;
 
@@ -176,7 +195,8 @@ export function createRuntime(deps: RuntimeDeps): Runtime {
     store,
     oauth,
     refresher,
-    providers: new DefaultProviderService(store, clock, providerCache, secretRules),
+    circuit,
+    providers: new DefaultProviderService(store, clock, providerCache, secretRules, circuit),
     sessions: new DefaultSessionService(store, providerCache, oauth, clock, logger),
     tokens: new DefaultTokenService({
       store,
@@ -197,6 +217,7 @@ export function createRuntime(deps: RuntimeDeps): Runtime {
       concurrency: config.refreshConcurrency,
       budgetMs: config.sweepBudgetSeconds * 1000,
       grantReserveMs: reserveMs,
+      circuit,
     }),
   };
 }

@@ -29,7 +29,18 @@ export function createTelemetry(config: Pick<Config, 'serviceName'>): Telemetry 
   const emf = new PowertoolsMetrics({ namespace: METRICS_NAMESPACE, serviceName: config.serviceName });
   return {
     logger,
-    metrics: { add: (name, unit, value) => emf.addMetric(name, unit, value) },
+    metrics: {
+      add: (name, unit, value, dimensions) => {
+        emf.addMetric(name, unit, value);
+        if (!dimensions) return;
+        // The same value again, per dimension (e.g. per provider), in a document of its own.
+        const single = emf.singleMetric();
+        for (const [dimension, dimensionValue] of Object.entries(dimensions)) {
+          single.addDimension(dimension, dimensionValue);
+        }
+        single.addMetric(name, unit, value);
+      },
+    },
     flush: () => emf.publishStoredMetrics(),
   };
 }
