@@ -3,6 +3,7 @@ import type { CircuitRecord, CircuitState, LastError } from './model.js';
 import type { GrantFailure } from './oauth.js';
 import type { Clock, EventPublisher, Logger, Metrics, Random } from './ports.js';
 import type { SessionStore } from './store.js';
+import { semaphore } from './sweep.js';
 
 /**
  * A circuit per provider: an outage belongs to the provider, not to each session.
@@ -30,6 +31,8 @@ export interface CircuitPolicy {
   cacheTtlMs: number;
   /** How long a probe holds its claim; a probe that never reports back is replaced after this. */
   probeLeaseMs: number;
+  /** Grants in flight at once to one provider from this process (sweep and token calls together). */
+  grantConcurrency: number;
 }
 
 export const DEFAULT_CIRCUIT_POLICY: CircuitPolicy = {
@@ -38,6 +41,7 @@ export const DEFAULT_CIRCUIT_POLICY: CircuitPolicy = {
   probeMaxMs: 10_000,
   cacheTtlMs: 2_000,
   probeLeaseMs: 30_000,
+  grantConcurrency: 16,
 };
 
 /** What the circuit lets a refresh do. `probe`: this grant is the provider's single probe. */
@@ -115,6 +119,9 @@ export class ProviderCircuit {
   readonly policy: CircuitPolicy;
   private readonly o: ProviderCircuitOptions;
   private readonly cache = new Map<string, { circuit: Promise<CircuitRecord>; at: number }>();
+  /** The last circuit this process read or wrote, per provider (what `failed` counts on at once). */
+  private readonly latest = new Map<string, CircuitRecord>();
+  private readonly slots = new Map<string, () => Promise<() => void>>();
   /** Probes in flight in this process, so its sweep workers wait for the answer instead of skipping. */
   private readonly localProbes = new Map<string, { settled: Promise<void>; settle: () => void }>();
 
@@ -129,7 +136,10 @@ export class ProviderCircuit {
     const hit = this.cache.get(providerId);
     if (!options.fresh && hit && now - hit.at < this.policy.cacheTtlMs) return hit.circuit;
     const entry = {
-      circuit: this.o.store.getCircuit(providerId).then((c) => c ?? CLOSED),
+      circuit: this.o.store.getCircuit(providerId).then((c) => {
+        this.latest.set(providerId, c ?? CLOSED);
+        return c ?? CLOSED;
+      }),
       at: now,
     };
     this.cache.set(providerId, entry);
@@ -139,14 +149,55 @@ export class ProviderCircuit {
     return entry.circuit;
   }
 
+  /**
+   * A grant slot for the provider: when the circuit closes, every caller held back comes at once; the
+   * provider gets at most `grantConcurrency` grants at a time from this process, the rest queue here
+   * (before their lease, so no lease runs out while waiting).
+   */
+  slot(providerId: string): Promise<() => void> {
+    let acquire = this.slots.get(providerId);
+    if (!acquire) {
+      acquire = semaphore(this.policy.grantConcurrency);
+      this.slots.set(providerId, acquire);
+    }
+    return acquire();
+  }
+
   /** Drops this process's view (the provider was replaced: a new configuration starts closed). */
   forget(providerId: string): void {
     this.cache.delete(providerId);
+    this.latest.delete(providerId);
   }
 
   private remember(providerId: string, circuit: CircuitRecord | undefined): void {
-    if (circuit) this.cache.set(providerId, { circuit: Promise.resolve(circuit), at: this.o.clock.now() });
-    else this.cache.delete(providerId);
+    if (circuit) {
+      this.cache.set(providerId, { circuit: Promise.resolve(circuit), at: this.o.clock.now() });
+      this.latest.set(providerId, circuit);
+    } else this.cache.delete(providerId);
+  }
+
+  /**
+   * Counts a failure in this process's view at once, before the store hears of it: a sweep's grant
+   * slots free up as fast as a failing provider answers, and without this, grants keep starting until
+   * the opening write comes back. The store's answers then replace the provisional view.
+   */
+  private countLocally(providerId: string, failure: GrantFailure, now: number): void {
+    const known = this.latest.get(providerId);
+    if (known?.state !== 'closed') return;
+    const consecutiveFailures = known.consecutiveFailures + 1;
+    if (!opensAtOnce(failure) && consecutiveFailures < this.policy.failureThreshold) {
+      this.remember(providerId, { ...known, consecutiveFailures });
+      return;
+    }
+    const delay = probeDelayMs(0, this.policy, this.o.random, failure.retryAfterSeconds);
+    this.remember(providerId, {
+      ...known,
+      state: 'open',
+      since: now,
+      nextProbeAt: now + delay,
+      consecutiveFailures,
+      openings: 1,
+    });
   }
 
   /**
@@ -273,7 +324,7 @@ export class ProviderCircuit {
     admission.done = true;
     try {
       await this.o.store.releaseCircuitProbe(admission.providerId, admission.owner);
-      this.cache.delete(admission.providerId);
+      this.forget(admission.providerId);
     } finally {
       this.settleLocal(admission.providerId);
     }
@@ -288,11 +339,11 @@ export class ProviderCircuit {
       if (admission.kind === 'probe' || circuit.state !== 'closed') {
         const now = this.o.clock.now();
         const before = await this.o.store.closeCircuit(providerId, now, sentAt);
-        this.cache.delete(providerId);
+        this.forget(providerId);
         if (before) await this.announceRecovery(providerId, before, now);
       } else if (circuit.consecutiveFailures > 0) {
         await this.o.store.resetCircuitFailures(providerId);
-        this.cache.delete(providerId);
+        this.forget(providerId);
       }
     } finally {
       if (admission.kind === 'probe') this.settleLocal(providerId);
@@ -325,8 +376,15 @@ export class ProviderCircuit {
         }
         return reopened;
       }
+      this.countLocally(providerId, failure, now);
       const counted = await this.o.store.recordCircuitFailure(providerId, error);
-      this.remember(providerId, counted);
+      // A count that lags this process's own (concurrent failures' writes land in any order) is not taken.
+      const local = this.latest.get(providerId);
+      const behind =
+        counted?.state === 'closed' &&
+        local !== undefined &&
+        (local.state !== 'closed' || counted.consecutiveFailures < local.consecutiveFailures);
+      if (!behind) this.remember(providerId, counted);
       if (counted?.state !== 'closed') return counted;
       const atOnce = opensAtOnce(failure);
       if (!atOnce && counted.consecutiveFailures < this.policy.failureThreshold) return counted;

@@ -94,16 +94,21 @@ export class Refresher {
   ): Promise<RefreshOutcome> {
     const owner = `${this.instanceId}:${++this.counter}`;
     let admission: Admission = { kind: 'closed', providerId: key.providerId };
+    // A slot of the provider's, then the circuit's gate, then the lease: an open circuit costs no write.
+    const freeSlot = (await this.o.circuit?.slot(key.providerId)) ?? (() => {});
+    const grantDone = () => {
+      freeSlot();
+      options.grantDone?.();
+    };
     try {
-      // The circuit's gate comes before the lease: an open circuit costs no session write.
       if (this.o.circuit) admission = await this.o.circuit.admit(key.providerId, owner);
       if (admission.kind === 'open') {
         const { retryAfterSeconds, probeInFlight } = admission;
         return { kind: 'circuit_open', retryAfterSeconds, probeInFlight };
       }
-      return await this.leaseGrantCommit(key, condition, owner, admission, options.grantDone);
+      return await this.leaseGrantCommit(key, condition, owner, admission, grantDone);
     } finally {
-      options.grantDone?.();
+      grantDone();
       // A probe that made no grant (lease refused, key unavailable, …) is given back.
       await this.o.circuit?.release(admission);
     }

@@ -167,6 +167,7 @@ export function createRuntime(deps: RuntimeDeps): Runtime {
       probeMaxMs: config.circuitProbeMaxMs,
       cacheTtlMs: config.circuitCacheMs,
       probeLeaseMs: config.leaseSeconds * 1000,
+      grantConcurrency: config.refreshConcurrency,
     },
   });
   const refresher = new Refresher({

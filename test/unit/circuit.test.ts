@@ -253,6 +253,18 @@ describe('ProviderCircuit with the refresher, sweep and token service', () => {
     ).rejects.toThrow(/next attempt is scheduled/);
   });
 
+  it('a sweep stops sending grants as soon as the third failure is answered, before the store hears of it', async () => {
+    const fourSlots = createPeer(fx, { TOKENKEEPER_REFRESH_CONCURRENCY: '4' });
+    await sessions(30);
+    fx.endpoint.latencyMs = 5;
+    for (let i = 0; i < 30; i++) fx.endpoint.reply(fail503);
+    const summary = await fourSlots.runtime.sweeper.sweep();
+    // Four grants in flight, three answered before the circuit opens here: at most 4 + 3 requests.
+    expect(fx.endpoint.requests.length).toBeLessThanOrEqual(7);
+    expect(summary).toMatchObject({ due: 30, refreshed: 0 });
+    expect((await circuit()).state).toBe('open');
+  });
+
   it('the sweep takes no lease on the sessions of an open provider', async () => {
     const ss = await sessions(6);
     fx.endpoint.reply(fail503, fail503, fail503);
