@@ -45,9 +45,9 @@ export interface Figures {
   recoveredEvents: Record<string, unknown>[];
 }
 
-/** A client honouring Retry-After, as clients do: plus up to a second of its own jitter. */
+/** A client honouring Retry-After, as clients do: plus jitter of its own, up to one poll interval. */
 const backoff = (res: Parameters<typeof retryAfterOf>[0]) =>
-  Math.min(10, retryAfterOf(res)) * 1000 + Math.random() * 1000;
+  Math.min(10, retryAfterOf(res)) * 1000 + Math.random() * INTERVAL_MS;
 
 /** Runs the outage against a fresh keeper and OAuth server of its own; `stops` collects their shutdowns. */
 export async function outageScenario(size: number, stops: (() => Promise<void>)[]): Promise<Figures> {
