@@ -34,6 +34,17 @@ export interface Provider {
   updatedAt: number;
   /** Set when the provider rejected the client (`invalid_client` / `unauthorized_client`). */
   clientRejectedAt?: number;
+  /** The provider's circuit: `open` while an outage (or a rejected client) holds its grants back. */
+  health: ProviderHealth;
+}
+
+export interface ProviderHealth {
+  state: 'closed' | 'open' | 'half_open';
+  since: number | null;
+  /** When the next probe may be sent; null while closed. */
+  nextProbeAt: number | null;
+  consecutiveFailures: number;
+  lastError: { code: string; description: string; at: number } | null;
 }
 
 /** PUT /v1/sessions/{userId}/{providerId} body: the provider's token response as it came. */

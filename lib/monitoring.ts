@@ -7,6 +7,7 @@ import {
   Dashboard,
   GraphWidget,
   type IMetric,
+  MathExpression,
   Metric,
   type MetricOptions,
   TreatMissingData,
@@ -35,6 +36,7 @@ export const SWEEP_METRICS = [
 ] as const;
 export const OTHER_METRICS = [
   'ProviderClientRejected',
+  'ProviderCircuitOpen',
   'KeyUnavailable',
   'LeaseLost',
   'TokensServed',
@@ -71,6 +73,7 @@ export class Monitoring extends Construct {
     | 'deadLetters'
     | 'reauthorizationSpike'
     | 'providerClientRejected'
+    | 'providerCircuitOpen'
     | 'keyUnavailable'
     | 'api5xx',
     Alarm
@@ -159,6 +162,13 @@ export class Monitoring extends Construct {
         'ProviderClientRejectedAlarm',
         'A provider rejected our client (invalid_client / unauthorized_client): fix its client id or secret.',
         keeper('ProviderClientRejected', { period: fiveMinutes }),
+        1,
+      ),
+      providerCircuitOpen: alarm(
+        'ProviderCircuitOpenAlarm',
+        "A provider's circuit opened (an outage, a Retry-After, or a rejected client): its sessions get no grant " +
+          'until a probe succeeds. The dashboard shows which provider; GET /v1/providers/{id} shows its health.',
+        keeper('ProviderCircuitOpen', { period: fiveMinutes }),
         1,
       ),
       keyUnavailable: alarm(
@@ -286,6 +296,19 @@ export class Monitoring extends Construct {
       }),
     );
     this.dashboard.addWidgets(
+      new GraphWidget({
+        title: 'Provider circuits opened, per provider',
+        left: [
+          keeper('ProviderCircuitOpen', { period: fiveMinutes, label: 'All providers' }),
+          new MathExpression({
+            expression: `SEARCH('{${METRIC_NAMESPACE},service,providerId} MetricName="ProviderCircuitOpen"', 'Sum', 300)`,
+            label: '',
+            period: fiveMinutes,
+            usingMetrics: {},
+          }),
+        ],
+        ...third,
+      }),
       new GraphWidget({
         title: 'API: token latency (ms)',
         left: ['p50', 'p90', 'p99'].map((p) =>

@@ -30,6 +30,13 @@ export interface Config {
    * sweep period) whose refresh token's expiry is unknown.
    */
   keepAliveSeconds: number;
+  /** Transient failures in a row, across a provider's sessions, that open its circuit. */
+  circuitFailureThreshold: number;
+  /** First delay before a probe of an open circuit; it doubles (with jitter) up to the cap. */
+  circuitProbeBaseMs: number;
+  circuitProbeMaxMs: number;
+  /** How long a process trusts its cached view of a provider's circuit. */
+  circuitCacheMs: number;
   allowInsecureHttp: boolean;
   keyringSecretArn?: string;
   /** Provider client secrets referenced by ARN must be named under this prefix. */
@@ -60,10 +67,28 @@ function flag(env: Env, name: string): boolean {
   throw new ConfigError(`${name} must be 1 or 0, got ${JSON.stringify(raw)}`);
 }
 
+/** A sweep must leave room for one grant: its budget must exceed the HTTP timeout plus 2 s. */
+export function minSweepBudgetSeconds(httpTimeoutMs: number): number {
+  return Math.floor((httpTimeoutMs + 2_000) / 1000) + 1;
+}
+
+/**
+ * The default sweep budget: 40% of the refresh interval, so the window check (window > interval +
+ * budget) passes for any window over 1.4 × the interval; never less than one grant needs.
+ */
+export function defaultSweepBudgetSeconds(refreshIntervalSeconds: number, httpTimeoutMs: number): number {
+  return Math.min(
+    900,
+    Math.max(Math.floor(0.4 * refreshIntervalSeconds), minSweepBudgetSeconds(httpTimeoutMs)),
+  );
+}
+
 /** Reads and validates configuration. Throws ConfigError with a message a person can act on. */
 export function loadConfig(env: Env = process.env): Config {
   const inLambda = Boolean(env.AWS_LAMBDA_FUNCTION_NAME);
   const httpTimeoutMs = int(env, 'TOKENKEEPER_HTTP_TIMEOUT_MS', 10_000, 100, 120_000);
+  const refreshIntervalSeconds = int(env, 'TOKENKEEPER_REFRESH_INTERVAL_SECONDS', 300, 1, 86_400);
+  const circuitProbeBaseMs = int(env, 'TOKENKEEPER_CIRCUIT_PROBE_BASE_MS', 2_000, 10, 3_600_000);
   const config: Config = {
     inLambda,
     tableName: env.TOKENKEEPER_TABLE_NAME || 'tokenkeeper-sessions',
@@ -73,7 +98,7 @@ export function loadConfig(env: Env = process.env): Config {
     dataDir: env.TOKENKEEPER_DATA_DIR || '.data',
     port: int(env, 'PORT', 8787, 0, 65_535),
     apiKey: env.TOKENKEEPER_API_KEY || undefined,
-    refreshIntervalSeconds: int(env, 'TOKENKEEPER_REFRESH_INTERVAL_SECONDS', 300, 1, 86_400),
+    refreshIntervalSeconds,
     refreshWindowSeconds: int(env, 'TOKENKEEPER_REFRESH_WINDOW_SECONDS', 600, 1, 86_400),
     refreshConcurrency: int(env, 'TOKENKEEPER_REFRESH_CONCURRENCY', 16, 1, 1_000),
     httpTimeoutMs,
@@ -85,8 +110,24 @@ export function loadConfig(env: Env = process.env): Config {
       3_600,
     ),
     shardCount: int(env, 'TOKENKEEPER_SHARD_COUNT', 4, 1, 1_000),
-    sweepBudgetSeconds: int(env, 'TOKENKEEPER_SWEEP_BUDGET_SECONDS', 120, 1, 900),
+    sweepBudgetSeconds: int(
+      env,
+      'TOKENKEEPER_SWEEP_BUDGET_SECONDS',
+      defaultSweepBudgetSeconds(refreshIntervalSeconds, httpTimeoutMs),
+      1,
+      900,
+    ),
     keepAliveSeconds: int(env, 'TOKENKEEPER_KEEPALIVE_SECONDS', 86_400, 60, 30 * 86_400),
+    circuitFailureThreshold: int(env, 'TOKENKEEPER_CIRCUIT_FAILURE_THRESHOLD', 3, 1, 1_000),
+    circuitProbeBaseMs,
+    circuitProbeMaxMs: int(
+      env,
+      'TOKENKEEPER_CIRCUIT_PROBE_MAX_MS',
+      Math.max(10_000, circuitProbeBaseMs),
+      10,
+      3_600_000,
+    ),
+    circuitCacheMs: int(env, 'TOKENKEEPER_CIRCUIT_CACHE_MS', 2_000, 0, 10_000),
     allowInsecureHttp: flag(env, 'TOKENKEEPER_ALLOW_INSECURE_HTTP'),
     keyringSecretArn: env.TOKENKEEPER_KEYRING_SECRET_ARN || undefined,
     clientSecretPrefix: env.TOKENKEEPER_CLIENT_SECRET_PREFIX || 'tokenkeeper/',
@@ -105,9 +146,16 @@ export function validateConfig(c: Config): void {
     );
   }
   if (c.refreshWindowSeconds <= c.refreshIntervalSeconds + c.sweepBudgetSeconds) {
+    const minBudget = minSweepBudgetSeconds(c.httpTimeoutMs);
+    const maxBudget = c.refreshWindowSeconds - c.refreshIntervalSeconds - 1;
+    const fix =
+      maxBudget >= minBudget
+        ? `set TOKENKEEPER_SWEEP_BUDGET_SECONDS=${maxBudget} (or less, at least ${minBudget}), or ` +
+          `TOKENKEEPER_REFRESH_WINDOW_SECONDS=${c.refreshIntervalSeconds + c.sweepBudgetSeconds + 1} (or more)`
+        : `set TOKENKEEPER_REFRESH_WINDOW_SECONDS=${c.refreshIntervalSeconds + c.sweepBudgetSeconds + 1} (or more)`;
     throw new ConfigError(
       `TOKENKEEPER_REFRESH_WINDOW_SECONDS (${c.refreshWindowSeconds}) must exceed the refresh interval ` +
-        `(${c.refreshIntervalSeconds}) plus the longest sweep (TOKENKEEPER_SWEEP_BUDGET_SECONDS=${c.sweepBudgetSeconds})`,
+        `(${c.refreshIntervalSeconds}) plus the longest sweep (TOKENKEEPER_SWEEP_BUDGET_SECONDS=${c.sweepBudgetSeconds}): ${fix}`,
     );
   }
   if (c.leaseSeconds * 1000 < 3 * c.httpTimeoutMs) {
@@ -119,7 +167,14 @@ export function validateConfig(c: Config): void {
   if (c.sweepBudgetSeconds * 1000 <= c.httpTimeoutMs + 2_000) {
     throw new ConfigError(
       `TOKENKEEPER_SWEEP_BUDGET_SECONDS (${c.sweepBudgetSeconds}) must leave room for one grant: more than ` +
-        `TOKENKEEPER_HTTP_TIMEOUT_MS (${c.httpTimeoutMs} ms) plus 2 s`,
+        `TOKENKEEPER_HTTP_TIMEOUT_MS (${c.httpTimeoutMs} ms) plus 2 s; set TOKENKEEPER_SWEEP_BUDGET_SECONDS=` +
+        `${minSweepBudgetSeconds(c.httpTimeoutMs)} (or more)`,
+    );
+  }
+  if (c.circuitProbeMaxMs < c.circuitProbeBaseMs) {
+    throw new ConfigError(
+      `TOKENKEEPER_CIRCUIT_PROBE_MAX_MS (${c.circuitProbeMaxMs}) must be at least TOKENKEEPER_CIRCUIT_PROBE_BASE_MS ` +
+        `(${c.circuitProbeBaseMs}); set TOKENKEEPER_CIRCUIT_PROBE_MAX_MS=${c.circuitProbeBaseMs} (or more)`,
     );
   }
   if (c.accountId !== undefined && !/^\d{12}$/.test(c.accountId)) {

@@ -29,6 +29,22 @@ export class EventBridgePublisher implements EventPublisher {
   }
 }
 
+/** Publishes an event; a failure to publish is logged, never thrown (the state change already happened). */
+export async function publishOrLog(
+  events: EventPublisher,
+  logger: Logger,
+  event: DomainEvent,
+): Promise<void> {
+  try {
+    await events.publish(event);
+  } catch (err) {
+    logger.error('event could not be published', {
+      detailType: event.detailType,
+      reason: (err as Error).name,
+    });
+  }
+}
+
 /** Locally, events are written to the log. */
 export class LogEventPublisher implements EventPublisher {
   constructor(private readonly logger: Logger) {}

@@ -28,6 +28,35 @@ export interface ProviderConfig {
   updatedAt: number;
   /** Set when the provider rejected our client (`invalid_client` / `unauthorized_client`). */
   clientRejectedAt?: number;
+  /** The provider's circuit as stored on its item (functions/core/circuit.ts); absent: closed, no failures. */
+  circuit?: CircuitRecord;
+}
+
+export type CircuitState = 'closed' | 'open' | 'half_open';
+
+/**
+ * A provider's circuit, kept on the provider's item so every sweep and API instance shares it.
+ * Instants are epoch ms. `half_open` is stored while a probe holds the claim (`probeOwner` until
+ * `probeUntil`); an `open` circuit whose `nextProbeAt` has passed is shown as half_open too.
+ */
+export interface CircuitRecord {
+  state: 'closed' | 'open' | 'half_open';
+  /** When the circuit entered its current state (opened, or closed). */
+  since?: number;
+  nextProbeAt?: number;
+  /** Transient failures in a row across the provider's sessions, with no success between. */
+  consecutiveFailures: number;
+  /** Times the circuit was opened in this outage (the exponent of the probe delay). */
+  openings: number;
+  /** When the current run of failures began. */
+  runFrom?: number;
+  probeOwner?: string;
+  probeUntil?: number;
+  lastError?: LastError;
+  /** The last outage, from the first failure of its run to the success that closed it. */
+  lastOutage?: { from: number; to: number };
+  /** The most due sessions one sweep held back while the circuit was open. */
+  heldBack?: number;
 }
 
 /**

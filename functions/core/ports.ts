@@ -31,15 +31,22 @@ export const silentLogger: Logger = {
 
 export type MetricUnit = 'Count' | 'Milliseconds';
 
-/** Metrics sink; the Lambda adapters back it with Powertools Metrics (EMF). */
+/**
+ * Metrics sink; the Lambda adapters back it with Powertools Metrics (EMF). `dimensions` (e.g. the
+ * providerId) add a per-dimension series next to the service-wide one.
+ */
 export interface Metrics {
-  add(name: string, unit: MetricUnit, value: number): void;
+  add(name: string, unit: MetricUnit, value: number, dimensions?: Record<string, string>): void;
 }
 
 export const noMetrics: Metrics = { add: () => {} };
 
 export interface DomainEvent {
-  detailType: 'SessionReauthorizationRequired' | 'SessionRecovered';
+  detailType:
+    | 'SessionReauthorizationRequired'
+    | 'SessionRecovered'
+    | 'ProviderUnavailable'
+    | 'ProviderRecovered';
   detail: Record<string, unknown>;
 }
 

@@ -1,6 +1,8 @@
 import { randomUUID } from 'node:crypto';
+import type { Admission, ProviderCircuit } from './circuit.js';
 import { KeyUnavailableError } from './errors.js';
-import type { ProviderConfig, SessionKey } from './model.js';
+import { publishOrLog } from './events.js';
+import type { CircuitRecord, ProviderConfig, SessionKey } from './model.js';
 import type { GrantFailure, OAuthClient } from './oauth.js';
 import type { Clock, EventPublisher, Logger, Metrics, Random } from './ports.js';
 import type { LeaseCondition, SessionRecord, SessionStore } from './store.js';
@@ -29,7 +31,9 @@ export type RefreshOutcome =
   | { kind: 'no_time' }
   /** The grant succeeded but the lease had been taken over; the answer was not committed. */
   | { kind: 'lease_lost' }
-  | { kind: 'key_unavailable'; retryAfterSeconds: number };
+  | { kind: 'key_unavailable'; retryAfterSeconds: number }
+  /** The provider's circuit is open: no grant was sent. `probeInFlight`: its probe is being made now. */
+  | { kind: 'circuit_open'; retryAfterSeconds: number; probeInFlight: boolean };
 
 export interface BackoffPolicy {
   baseMs: number;
@@ -42,6 +46,18 @@ export const DEFAULT_BACKOFF: BackoffPolicy = { baseMs: 15_000, maxMs: 15 * 60_0
 export function backoffDelayMs(failureCount: number, policy: BackoffPolicy, random: Random): number {
   const ceiling = Math.min(policy.maxMs, policy.baseMs * 2 ** Math.min(failureCount, 30));
   return Math.round(ceiling * (0.5 + random() * 0.5));
+}
+
+/** While the provider's circuit is open, the caller may come back at its next probe (if that is sooner). */
+function atNextProbe<T extends { kind: string; retryAfterSeconds?: number }>(
+  outcome: T,
+  circuit: CircuitRecord | undefined,
+  clock: Clock,
+): T {
+  if (outcome.retryAfterSeconds === undefined || !circuit || circuit.state === 'closed') return outcome;
+  if (circuit.nextProbeAt === undefined) return outcome;
+  const untilProbe = Math.max(1, Math.ceil((circuit.nextProbeAt - clock.now()) / 1000));
+  return { ...outcome, retryAfterSeconds: Math.min(outcome.retryAfterSeconds, untilProbe) };
 }
 
 export interface ProviderLookup {
@@ -62,6 +78,8 @@ export interface RefresherOptions {
   /** What one grant needs before a deadline: the HTTP timeout plus the commit. */
   grantReserveMs: number;
   backoff?: BackoffPolicy;
+  /** The providers' circuits; without one every grant is admitted. */
+  circuit?: ProviderCircuit;
   /** Identifies this process in lease owners (for diagnosis only). */
   instanceId?: string;
 }
@@ -86,28 +104,51 @@ export class Refresher {
     condition: LeaseCondition,
     options: { grantDone?: () => void; deadline?: number } = {},
   ): Promise<RefreshOutcome> {
-    try {
-      // A grant is started only when its full timeout and the commit fit before the deadline: a
-      // grant cut off after the provider rotated would lose the session.
-      if (options.deadline !== undefined && options.deadline - this.o.clock.now() < this.o.grantReserveMs) {
-        return { kind: 'no_time' };
-      }
-      return await this.leaseGrantCommit(key, condition, options.grantDone, options.deadline);
-    } finally {
+    // A grant is started only when its full timeout and the commit fit before the deadline: a grant
+    // cut off after the provider rotated would lose the session.
+    if (options.deadline !== undefined && options.deadline - this.o.clock.now() < this.o.grantReserveMs) {
       options.grantDone?.();
+      return { kind: 'no_time' };
     }
+    const owner = `${this.instanceId}:${++this.counter}`;
+    let admission: Admission = { kind: 'closed', providerId: key.providerId };
+    // A slot of the provider's, then the circuit's gate, then the lease: an open circuit costs no write.
+    const freeSlot = (await this.o.circuit?.slot(key.providerId)) ?? (() => {});
+    const grantDone = () => {
+      freeSlot();
+      options.grantDone?.();
+    };
+    try {
+      if (this.o.circuit) admission = await this.o.circuit.admit(key.providerId, owner);
+      if (admission.kind === 'open') {
+        const { retryAfterSeconds, probeInFlight } = admission;
+        return { kind: 'circuit_open', retryAfterSeconds, probeInFlight };
+      }
+      return await this.leaseGrantCommit(key, condition, owner, admission, grantDone, options.deadline);
+    } finally {
+      grantDone();
+      // A probe that made no grant (lease refused, key unavailable, …) is given back.
+      await this.o.circuit?.release(admission);
+    }
+  }
+
+  /** When a session backing off may be tried again (epoch ms); undefined when it is not backing off. */
+  async backoffUntil(record: SessionRecord): Promise<number | undefined> {
+    return this.o.circuit ? this.o.circuit.backoffUntil(record) : record.nextAttemptAt;
   }
 
   private async leaseGrantCommit(
     key: SessionKey,
     condition: LeaseCondition,
+    owner: string,
+    admission: Exclude<Admission, { kind: 'open' }>,
     grantDone: (() => void) | undefined,
     deadline: number | undefined,
   ): Promise<RefreshOutcome> {
-    const { store, clock, logger } = this.o;
-    const owner = `${this.instanceId}:${++this.counter}`;
+    const { store, clock, logger, circuit } = this.o;
     const leasedAt = clock.now();
-    const leased = await store.acquireLease(key, owner, condition, leasedAt, leasedAt + this.o.leaseMs);
+    const lift = circuit?.liftWindow(await circuit.view(key.providerId), admission.kind);
+    const leased = await store.acquireLease(key, owner, condition, leasedAt, leasedAt + this.o.leaseMs, lift);
     if (!leased) return { kind: 'refused' };
 
     let refreshToken: string;
@@ -196,8 +237,10 @@ export class Refresher {
           leaseMs: this.o.leaseMs,
           elapsedMs: clock.now() - leasedAt,
         });
+        await circuit?.succeeded(admission, sentAt);
         return { kind: 'lease_lost' };
       }
+      await circuit?.succeeded(admission, sentAt);
       if (provider.clientRejectedAt !== undefined) {
         // The provider accepts our client again: clear the operator-visible flag.
         await store.clearProviderRejected(key.providerId);
@@ -228,6 +271,10 @@ export class Refresher {
       await store.releaseLease(key, owner);
       return { kind: 'no_time' };
     }
+    // invalid_grant is an answer from a working provider; the rest count against its circuit.
+    let circuitAfter: CircuitRecord | undefined;
+    if (failure.class === 'invalid_grant') await circuit?.succeeded(admission, sentAt);
+    else circuitAfter = await circuit?.failed(admission, failure);
     if (failure.class === 'invalid_grant') return this.grantIsDead(key, owner, failure);
     if (failure.class === 'client_rejected') {
       this.o.metrics.add('ProviderClientRejected', 'Count', 1);
@@ -237,11 +284,11 @@ export class Refresher {
       });
       await store.flagProviderRejected(key.providerId, clock.now());
       this.o.providers.invalidate?.(key.providerId);
-      const outcome = await this.failTransient(key, owner, leased, failure);
+      const outcome = atNextProbe(await this.failTransient(key, owner, leased, failure), circuitAfter, clock);
       if (outcome.kind !== 'transient') return outcome;
       return { kind: 'client_rejected', code: failure.code, retryAfterSeconds: outcome.retryAfterSeconds };
     }
-    return this.failTransient(key, owner, leased, failure);
+    return atNextProbe(await this.failTransient(key, owner, leased, failure), circuitAfter, clock);
   }
 
   /** The grant is dead: the session becomes reauthorization_required (kept, out of the index). */
@@ -327,10 +374,6 @@ export class Refresher {
     detailType: 'SessionReauthorizationRequired' | 'SessionRecovered',
     detail: Record<string, unknown>,
   ): Promise<void> {
-    try {
-      await this.o.events.publish({ detailType, detail });
-    } catch (err) {
-      this.o.logger.error('event could not be published', { detailType, reason: (err as Error).name });
-    }
+    await publishOrLog(this.o.events, this.o.logger, { detailType, detail });
   }
 }

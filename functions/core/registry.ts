@@ -1,3 +1,4 @@
+import { type ProviderCircuit, providerHealth } from './circuit.js';
 import { InvalidRequestError, ProviderNotFoundError, SessionNotFoundError } from './errors.js';
 import { PROVIDER_OPTIONAL_FIELDS, type ProviderConfig, type SessionKey } from './model.js';
 import type { OAuthClient } from './oauth.js';
@@ -45,8 +46,8 @@ function decodeCursor(cursor: string): Record<string, string> {
   return { pk: parsed[0] as string, sk: parsed[1] as string };
 }
 
-export function providerView(p: ProviderConfig): ProviderView {
-  const view: ProviderView = {
+export function providerView(p: ProviderConfig, now: number): ProviderView {
+  const view: Omit<ProviderView, 'health'> = {
     providerId: p.providerId,
     clientId: p.clientId,
     clientAuthMethod: p.clientAuthMethod,
@@ -58,7 +59,7 @@ export function providerView(p: ProviderConfig): ProviderView {
     if (p[field] !== undefined) view[field] = p[field];
   }
   if (p.clientRejectedAt !== undefined) view.clientRejectedAt = Math.floor(p.clientRejectedAt / 1000);
-  return view;
+  return { ...view, health: providerHealth(p.circuit, now) };
 }
 
 export function sessionMetadata(r: SessionRecord): SessionMetadata {
@@ -119,6 +120,7 @@ export class DefaultProviderService implements ProviderService {
     private readonly clock: Clock,
     private readonly cache?: CachedProviders,
     private readonly secretRules: SecretRules = { prefix: 'tokenkeeper/' },
+    private readonly circuit?: Pick<ProviderCircuit, 'forget'>,
   ) {}
 
   async put(providerId: string, input: ProviderInput): Promise<{ created: boolean; provider: ProviderView }> {
@@ -144,13 +146,14 @@ export class DefaultProviderService implements ProviderService {
     };
     const { created, createdAt } = await this.store.putProvider(provider);
     this.cache?.invalidate(providerId);
-    return { created, provider: providerView({ ...provider, createdAt }) };
+    this.circuit?.forget(providerId);
+    return { created, provider: providerView({ ...provider, createdAt }, now) };
   }
 
   async get(providerId: string): Promise<ProviderView> {
     const provider = await this.store.getProvider(providerId);
     if (!provider) throw new ProviderNotFoundError(providerId);
-    return providerView(provider);
+    return providerView(provider, this.clock.now());
   }
 }
 

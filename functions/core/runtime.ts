@@ -2,6 +2,7 @@ import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { EventBridgeClient } from '@aws-sdk/client-eventbridge';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import { ProviderCircuit } from './circuit.js';
 import type { Config } from './config.js';
 import { cachedKeyring, createFieldCipher, type Keyring } from './crypto.js';
 import { EventBridgePublisher, LogEventPublisher } from './events.js';
@@ -63,6 +64,7 @@ export interface Runtime {
   store: SessionStore;
   oauth: OAuthClient;
   refresher: Refresher;
+  circuit: ProviderCircuit;
   providers: ProviderService;
   sessions: SessionService;
   tokens: TokenService;
@@ -199,6 +201,23 @@ export function createRuntime(deps: RuntimeDeps): Runtime {
       : new LogEventPublisher(logger));
 
   const providerCache = new CachedProviders(store, clock, 30_000);
+  const random = deps.random ?? Math.random;
+  const circuit = new ProviderCircuit({
+    store,
+    clock,
+    random,
+    logger,
+    metrics,
+    events,
+    policy: {
+      failureThreshold: config.circuitFailureThreshold,
+      probeBaseMs: config.circuitProbeBaseMs,
+      probeMaxMs: config.circuitProbeMaxMs,
+      cacheTtlMs: config.circuitCacheMs,
+      probeLeaseMs: config.leaseSeconds * 1000,
+      grantConcurrency: config.refreshConcurrency,
+    },
+  });
   const refresher = new Refresher({
     store,
     oauth,
@@ -207,10 +226,11 @@ export function createRuntime(deps: RuntimeDeps): Runtime {
     logger,
     metrics,
     events,
-    random: deps.random ?? Math.random,
+    random,
     leaseMs: config.leaseSeconds * 1000,
     grantReserveMs: config.httpTimeoutMs + 2_000,
     backoff: deps.backoff,
+    circuit,
   });
   const reserveMs = config.httpTimeoutMs + 2_000;
 
@@ -225,7 +245,8 @@ export function createRuntime(deps: RuntimeDeps): Runtime {
     store,
     oauth,
     refresher,
-    providers: new DefaultProviderService(store, clock, providerCache, secretRules),
+    circuit,
+    providers: new DefaultProviderService(store, clock, providerCache, secretRules, circuit),
     sessions: new DefaultSessionService(store, providerCache, oauth, clock, logger),
     tokens: new DefaultTokenService({
       store,
@@ -246,6 +267,7 @@ export function createRuntime(deps: RuntimeDeps): Runtime {
       concurrency: config.refreshConcurrency,
       budgetMs: config.sweepBudgetSeconds * 1000,
       grantReserveMs: reserveMs,
+      circuit,
     }),
   };
 }

@@ -1,3 +1,4 @@
+import type { ProviderHealth } from './circuit.js';
 import type { ClientAuthMethod, SessionKey, SessionStatus } from './model.js';
 
 /**
@@ -33,6 +34,8 @@ export interface ProviderView {
   createdAt: number;
   updatedAt: number;
   clientRejectedAt?: number;
+  /** The provider's circuit (functions/core/circuit.ts). */
+  health: ProviderHealth;
 }
 
 /** The provider's token response as it came. */

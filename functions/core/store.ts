@@ -12,6 +12,7 @@ import {
 } from '@aws-sdk/lib-dynamodb';
 import type { FieldCipher } from './crypto.js';
 import {
+  type CircuitRecord,
   type ClientAuthMethod,
   type LastError,
   PROVIDER_OPTIONAL_FIELDS,
@@ -161,13 +162,18 @@ export interface SessionStore {
   deleteSession(key: SessionKey): Promise<SessionRecord | undefined>;
   /** Opens the sealed tokens; `access` leaves the refresh token sealed. */
   reveal(record: SessionRecord, which?: 'access' | 'all'): Promise<RevealedTokens>;
-  /** One conditional write; returns the leased record, or undefined when the condition refused. */
+  /**
+   * One conditional write; returns the leased record, or undefined when the condition refused.
+   * `liftBackoff`: a session whose last failure falls in this window (a provider outage the circuit
+   * handled) may be leased before its `nextAttemptAt`.
+   */
   acquireLease(
     key: SessionKey,
     owner: string,
     condition: LeaseCondition,
     now: number,
     leaseUntil: number,
+    liftBackoff?: { from: number; to: number },
   ): Promise<SessionRecord | undefined>;
   /** Conditional on `leaseOwner = owner`; undefined when the lease was lost. */
   commitRefresh(
@@ -200,6 +206,44 @@ export interface SessionStore {
   getLatestSweep(): Promise<StoredSweep | undefined>;
   /** Clears the flag once a grant with the provider succeeds again. */
   clearProviderRejected(providerId: string): Promise<void>;
+
+  // The provider's circuit (functions/core/circuit.ts): single conditional writes on the provider item.
+  /** Consistent read of the circuit; undefined when the provider is not registered. */
+  getCircuit(providerId: string): Promise<CircuitRecord | undefined>;
+  /** Counts one more failure in the run (and starts the run); returns the circuit as written. */
+  recordCircuitFailure(providerId: string, error: LastError): Promise<CircuitRecord | undefined>;
+  /** Closed → open, when the run has at least `minFailures` failures; undefined when refused. */
+  openCircuit(
+    providerId: string,
+    now: number,
+    nextProbeAt: number,
+    minFailures: number,
+  ): Promise<CircuitRecord | undefined>;
+  /** The probe failed: open again until `nextProbeAt`; conditional on holding the probe. */
+  reopenCircuit(
+    providerId: string,
+    owner: string,
+    error: LastError,
+    nextProbeAt: number,
+  ): Promise<CircuitRecord | undefined>;
+  /** Takes the single probe of an open circuit whose probe is due; undefined when refused. */
+  claimCircuitProbe(
+    providerId: string,
+    owner: string,
+    now: number,
+    until: number,
+  ): Promise<CircuitRecord | undefined>;
+  /** Gives the probe back unused (its session could not be leased). */
+  releaseCircuitProbe(providerId: string, owner: string): Promise<void>;
+  /**
+   * Open → closed after a success of a grant sent at `sentAt` (after the circuit opened). Returns the
+   * circuit as it was before, or undefined when it was not open (or opened after the grant was sent).
+   */
+  closeCircuit(providerId: string, now: number, sentAt: number): Promise<CircuitRecord | undefined>;
+  /** A success while closed ends the run of failures. */
+  resetCircuitFailures(providerId: string): Promise<void>;
+  /** Keeps the most due sessions one sweep held back while the circuit is open. */
+  noteCircuitHeldBack(providerId: string, sessions: number): Promise<void>;
 }
 
 export function shardOf(key: SessionKey, shardCount: number): number {
@@ -266,6 +310,44 @@ function toRecord(item: Item): SessionRecord {
     failureCount: num(item.failureCount) ?? 0,
     nextAttemptAt: num(item.nextAttemptAt),
     lastError: lastError && typeof lastError.code === 'string' ? lastError : undefined,
+  };
+}
+
+/** The provider item's circuit attributes (functions/core/circuit.ts); none of them is a reserved word. */
+const CIRCUIT_ATTRIBUTES = [
+  'circuitState',
+  'circuitSince',
+  'circuitNextProbeAt',
+  'circuitFailures',
+  'circuitOpenings',
+  'circuitRunFrom',
+  'circuitProbeOwner',
+  'circuitProbeUntil',
+  'circuitLastError',
+  'circuitOutageFrom',
+  'circuitOutageTo',
+  'circuitHeldBack',
+] as const;
+
+function circuitOf(item: Item): CircuitRecord {
+  const num = (v: unknown) => (typeof v === 'number' ? v : undefined);
+  const state =
+    item.circuitState === 'open' || item.circuitState === 'half_open' ? item.circuitState : 'closed';
+  const lastError = item.circuitLastError as LastError | undefined;
+  const from = num(item.circuitOutageFrom);
+  const to = num(item.circuitOutageTo);
+  return {
+    state,
+    since: num(item.circuitSince),
+    nextProbeAt: num(item.circuitNextProbeAt),
+    consecutiveFailures: num(item.circuitFailures) ?? 0,
+    openings: num(item.circuitOpenings) ?? 0,
+    runFrom: num(item.circuitRunFrom),
+    probeOwner: typeof item.circuitProbeOwner === 'string' ? item.circuitProbeOwner : undefined,
+    probeUntil: num(item.circuitProbeUntil),
+    lastError: lastError && typeof lastError.code === 'string' ? lastError : undefined,
+    lastOutage: from !== undefined && to !== undefined ? { from, to } : undefined,
+    heldBack: num(item.circuitHeldBack),
   };
 }
 
@@ -461,14 +543,24 @@ export class DynamoSessionStore implements SessionStore {
     condition: LeaseCondition,
     now: number,
     leaseUntil: number,
+    liftBackoff?: { from: number; to: number },
   ): Promise<SessionRecord | undefined> {
     const names: Record<string, string> = { '#status': 'status' };
+    let lifted = '';
+    if (liftBackoff) {
+      lifted = ' OR lastError.#at BETWEEN :liftFrom AND :liftTo';
+      names['#at'] = 'at';
+    }
     const values: Record<string, unknown> = {
       ':active': 'active',
       ':now': now,
       ':owner': owner,
       ':until': leaseUntil,
     };
+    if (liftBackoff) {
+      values[':liftFrom'] = liftBackoff.from;
+      values[':liftTo'] = liftBackoff.to;
+    }
     let extra: string;
     switch (condition.kind) {
       case 'sweep':
@@ -494,7 +586,7 @@ export class DynamoSessionStore implements SessionStore {
       ConditionExpression:
         '#status = :active AND attribute_exists(refreshToken)' +
         ' AND (attribute_not_exists(leaseUntil) OR leaseUntil < :now)' +
-        ' AND (attribute_not_exists(nextAttemptAt) OR nextAttemptAt <= :now)' +
+        ` AND (attribute_not_exists(nextAttemptAt) OR nextAttemptAt <= :now${lifted})` +
         ` AND ${extra}`,
       ExpressionAttributeNames: names,
       ExpressionAttributeValues: values,
@@ -666,6 +758,7 @@ export class DynamoSessionStore implements SessionStore {
       createdAt: Item.createdAt as number,
       updatedAt: Item.updatedAt as number,
       clientRejectedAt: typeof Item.clientRejectedAt === 'number' ? Item.clientRejectedAt : undefined,
+      circuit: circuitOf(Item),
     };
   }
 
@@ -690,7 +783,8 @@ export class DynamoSessionStore implements SessionStore {
       'createdAt = if_not_exists(createdAt, :createdAt)',
       'updatedAt = :updatedAt',
     ];
-    const remove = ['clientRejectedAt'];
+    // A new configuration (a fixed client secret, say) starts with a closed circuit.
+    const remove = ['clientRejectedAt', ...CIRCUIT_ATTRIBUTES];
     for (const field of PROVIDER_OPTIONAL_FIELDS) {
       names[`#${field}`] = field;
       if (provider[field] === undefined) remove.push(`#${field}`);
@@ -816,5 +910,158 @@ export class DynamoSessionStore implements SessionStore {
       ExpressionAttributeNames: { '#pk': TABLE.partitionKey },
       ExpressionAttributeValues: values,
     });
+  }
+
+  async getCircuit(providerId: string): Promise<CircuitRecord | undefined> {
+    const { Item } = await this.doc.send(
+      new GetCommand({
+        TableName: this.tableName,
+        Key: { [TABLE.partitionKey]: providerPk(providerId), [TABLE.sortKey]: PROVIDER_SK },
+        ConsistentRead: true,
+        ProjectionExpression: ['#pk', ...CIRCUIT_ATTRIBUTES].join(', '),
+        ExpressionAttributeNames: { '#pk': TABLE.partitionKey },
+      }),
+    );
+    return Item ? circuitOf(Item) : undefined;
+  }
+
+  async recordCircuitFailure(providerId: string, error: LastError): Promise<CircuitRecord | undefined> {
+    return this.circuitUpdate(providerId, {
+      UpdateExpression:
+        'SET circuitFailures = if_not_exists(circuitFailures, :zero) + :one, circuitLastError = :err,' +
+        ' circuitRunFrom = if_not_exists(circuitRunFrom, :at)',
+      ExpressionAttributeValues: { ':zero': 0, ':one': 1, ':err': error, ':at': error.at },
+      ReturnValues: 'ALL_NEW',
+    });
+  }
+
+  async openCircuit(
+    providerId: string,
+    now: number,
+    nextProbeAt: number,
+    minFailures: number,
+  ): Promise<CircuitRecord | undefined> {
+    return this.circuitUpdate(providerId, {
+      UpdateExpression:
+        'SET circuitState = :open, circuitSince = :now, circuitNextProbeAt = :next, circuitOpenings = :one' +
+        ' REMOVE circuitProbeOwner, circuitProbeUntil, circuitHeldBack',
+      ConditionExpression:
+        '(attribute_not_exists(circuitState) OR circuitState = :closed) AND circuitFailures >= :min',
+      ExpressionAttributeValues: {
+        ':open': 'open',
+        ':closed': 'closed',
+        ':now': now,
+        ':next': nextProbeAt,
+        ':one': 1,
+        ':min': minFailures,
+      },
+      ReturnValues: 'ALL_NEW',
+    });
+  }
+
+  async reopenCircuit(
+    providerId: string,
+    owner: string,
+    error: LastError,
+    nextProbeAt: number,
+  ): Promise<CircuitRecord | undefined> {
+    return this.circuitUpdate(providerId, {
+      UpdateExpression:
+        'SET circuitState = :open, circuitNextProbeAt = :next, circuitLastError = :err,' +
+        ' circuitOpenings = if_not_exists(circuitOpenings, :zero) + :one,' +
+        ' circuitFailures = if_not_exists(circuitFailures, :zero) + :one' +
+        ' REMOVE circuitProbeOwner, circuitProbeUntil',
+      ConditionExpression: 'circuitProbeOwner = :owner',
+      ExpressionAttributeValues: {
+        ':open': 'open',
+        ':next': nextProbeAt,
+        ':err': error,
+        ':zero': 0,
+        ':one': 1,
+        ':owner': owner,
+      },
+      ReturnValues: 'ALL_NEW',
+    });
+  }
+
+  async claimCircuitProbe(
+    providerId: string,
+    owner: string,
+    now: number,
+    until: number,
+  ): Promise<CircuitRecord | undefined> {
+    return this.circuitUpdate(providerId, {
+      UpdateExpression: 'SET circuitState = :half, circuitProbeOwner = :owner, circuitProbeUntil = :until',
+      ConditionExpression:
+        'circuitState IN (:open, :half) AND circuitNextProbeAt <= :now' +
+        ' AND (attribute_not_exists(circuitProbeUntil) OR circuitProbeUntil < :now)',
+      ExpressionAttributeValues: {
+        ':open': 'open',
+        ':half': 'half_open',
+        ':owner': owner,
+        ':now': now,
+        ':until': until,
+      },
+      ReturnValues: 'ALL_NEW',
+    });
+  }
+
+  async releaseCircuitProbe(providerId: string, owner: string): Promise<void> {
+    await this.circuitUpdate(providerId, {
+      UpdateExpression: 'REMOVE circuitProbeOwner, circuitProbeUntil',
+      ConditionExpression: 'circuitProbeOwner = :owner',
+      ExpressionAttributeValues: { ':owner': owner },
+    });
+  }
+
+  async closeCircuit(providerId: string, now: number, sentAt: number): Promise<CircuitRecord | undefined> {
+    return this.circuitUpdate(providerId, {
+      UpdateExpression:
+        'SET circuitSince = :now, circuitFailures = :zero, circuitOutageTo = :now,' +
+        ' circuitOutageFrom = if_not_exists(circuitRunFrom, circuitSince)' +
+        ' REMOVE circuitState, circuitNextProbeAt, circuitProbeOwner, circuitProbeUntil, circuitRunFrom,' +
+        ' circuitOpenings, circuitHeldBack',
+      ConditionExpression: 'circuitState IN (:open, :half) AND circuitSince <= :sentAt',
+      ExpressionAttributeValues: {
+        ':open': 'open',
+        ':half': 'half_open',
+        ':now': now,
+        ':zero': 0,
+        ':sentAt': sentAt,
+      },
+      ReturnValues: 'ALL_OLD',
+    });
+  }
+
+  async resetCircuitFailures(providerId: string): Promise<void> {
+    await this.circuitUpdate(providerId, {
+      UpdateExpression: 'SET circuitFailures = :zero REMOVE circuitRunFrom',
+      ConditionExpression: 'circuitFailures > :zero AND attribute_not_exists(circuitState)',
+      ExpressionAttributeValues: { ':zero': 0 },
+    });
+  }
+
+  async noteCircuitHeldBack(providerId: string, sessions: number): Promise<void> {
+    await this.circuitUpdate(providerId, {
+      UpdateExpression: 'SET circuitHeldBack = :n',
+      ConditionExpression:
+        'circuitState IN (:open, :half) AND (attribute_not_exists(circuitHeldBack) OR circuitHeldBack < :n)',
+      ExpressionAttributeValues: { ':open': 'open', ':half': 'half_open', ':n': sessions },
+    });
+  }
+
+  /** One conditional UpdateItem on an existing provider item; the circuit as returned, or undefined. */
+  private async circuitUpdate(
+    providerId: string,
+    input: Omit<UpdateCommandInput, 'TableName' | 'Key'>,
+  ): Promise<CircuitRecord | undefined> {
+    const exists = 'attribute_exists(#pk)';
+    const item = await this.conditionalUpdate({
+      ...input,
+      Key: { [TABLE.partitionKey]: providerPk(providerId), [TABLE.sortKey]: PROVIDER_SK },
+      ConditionExpression: input.ConditionExpression ? `${exists} AND ${input.ConditionExpression}` : exists,
+      ExpressionAttributeNames: { '#pk': TABLE.partitionKey },
+    });
+    return item ? circuitOf(item) : undefined;
   }
 }

@@ -1,3 +1,4 @@
+import type { ProviderCircuit } from './circuit.js';
 import type { Clock, Logger } from './ports.js';
 import type { Refresher } from './refresher.js';
 import type { LatestSweep, SweepService, SweepSummary } from './services.js';
@@ -22,6 +23,8 @@ export interface SweeperOptions {
   budgetMs: number;
   /** Time one more grant may need (the HTTP timeout plus a commit). */
   grantReserveMs: number;
+  /** The providers' circuits: sessions of a provider whose circuit is open are not even leased. */
+  circuit?: Pick<ProviderCircuit, 'view' | 'mayTry' | 'heldBack'>;
 }
 
 export class Sweeper implements SweepService {
@@ -55,6 +58,13 @@ export class Sweeper implements SweepService {
       }),
     );
     const due = perShard.flat().sort((a, b) => a.dueAt - b.dueAt);
+    const { circuit } = this.o;
+    const heldBack = new Map<string, number>();
+    // One fresh read of each due provider's circuit per sweep; workers then use the cached view.
+    if (circuit) {
+      const providers = [...new Set(due.map((k) => k.providerId))];
+      await Promise.all(providers.map((p) => circuit.view(p, { fresh: true })));
+    }
 
     const summary: SweepSummary = {
       due: due.length,
@@ -76,6 +86,16 @@ export class Sweeper implements SweepService {
         if (outOfTime()) {
           stopped = true;
           return;
+        }
+        // An open circuit holds its provider's sessions back without a lease (a local probe is awaited).
+        const candidate = due[next] as DueKey;
+        if (circuit && !(await circuit.mayTry(candidate.providerId))) {
+          if (due[next] === candidate) {
+            next++;
+            summary.skipped++;
+            heldBack.set(candidate.providerId, (heldBack.get(candidate.providerId) ?? 0) + 1);
+          }
+          continue;
         }
         // A grant slot first, then the session: a session is leased only when its grant can start.
         const release = await grantSlot();
@@ -101,6 +121,10 @@ export class Sweeper implements SweepService {
             case 'no_time':
               summary.skipped++;
               break;
+            case 'circuit_open':
+              summary.skipped++;
+              heldBack.set(key.providerId, (heldBack.get(key.providerId) ?? 0) + 1);
+              break;
             case 'reauthorization_required':
               summary.reauthorizationRequired++;
               break;
@@ -122,6 +146,11 @@ export class Sweeper implements SweepService {
     // session's commit overlaps the next session's lease and grant instead of holding the slot.
     const workers = Math.max(1, Math.min(2 * this.o.concurrency, due.length));
     await Promise.all(Array.from({ length: workers }, worker));
+    for (const [providerId, count] of heldBack) {
+      await circuit?.heldBack(providerId, count).catch((err: unknown) => {
+        this.o.logger.warn('held-back count not recorded', { providerId, error: (err as Error).name });
+      });
+    }
     summary.backlog = due.length - next;
     summary.durationMs = clock.now() - startedAt;
     try {

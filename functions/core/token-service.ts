@@ -19,7 +19,7 @@ import type { LeaseCondition, SessionRecord, SessionStore } from './store.js';
 
 export interface TokenServiceOptions {
   store: SessionStore;
-  refresher: Pick<Refresher, 'refresh'>;
+  refresher: Pick<Refresher, 'refresh'> & Partial<Pick<Refresher, 'backoffUntil'>>;
   clock: Clock;
   sleep: Sleep;
   logger: Logger;
@@ -107,10 +107,14 @@ export class DefaultTokenService implements TokenService {
             : 'the access token expires and the session has no refresh token; the user must authorize again',
         );
       }
-      if (record.nextAttemptAt !== undefined && record.nextAttemptAt > now) {
+      // The session's own backoff, unless its failure belonged to a provider outage (the circuit's).
+      const backoffUntil = this.o.refresher.backoffUntil
+        ? await this.o.refresher.backoffUntil(record)
+        : record.nextAttemptAt;
+      if (backoffUntil !== undefined && backoffUntil > now) {
         throw new RefreshUnavailableError(
           `the provider is failing (${record.lastError?.code ?? 'unknown'}); the next attempt is scheduled`,
-          Math.max(1, Math.ceil((record.nextAttemptAt - now) / 1000)),
+          Math.max(1, Math.ceil((backoffUntil - now) / 1000)),
         );
       }
       const id = sessionKeyString(key);
@@ -164,6 +168,19 @@ export class DefaultTokenService implements TokenService {
             `the provider could not refresh the token (${outcome.code})`,
             outcome.retryAfterSeconds,
           );
+        case 'circuit_open': {
+          // The provider's probe is being made elsewhere: its answer decides, so wait for it briefly.
+          const waitNow = clock.now();
+          if (outcome.probeInFlight && waitNow < deadline) {
+            await this.o.sleep(Math.min(pollMs, deadline - waitNow));
+            pollMs = Math.min(pollMs * 2, 400);
+            continue;
+          }
+          throw new RefreshUnavailableError(
+            'the provider is unavailable (its circuit is open); no refresh is attempted before its next probe',
+            outcome.retryAfterSeconds,
+          );
+        }
         case 'key_unavailable':
           throw new KeyUnavailableError('the stored token cannot be decrypted with the current keyring');
         case 'reauthorization_required':

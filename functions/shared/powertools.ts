@@ -33,9 +33,16 @@ export function createTelemetry(config: Pick<Config, 'serviceName'>): Telemetry 
   return {
     logger,
     metrics: {
-      add: (name, unit, value) => {
+      add: (name, unit, value, dimensions) => {
         pending = true;
         emf.addMetric(name, unit, value);
+        if (!dimensions) return;
+        // The same value again, per dimension (e.g. per provider), in a document of its own.
+        const single = emf.singleMetric();
+        for (const [dimension, dimensionValue] of Object.entries(dimensions)) {
+          single.addDimension(dimension, dimensionValue);
+        }
+        single.addMetric(name, unit, value);
       },
     },
     flush: () => {

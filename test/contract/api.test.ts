@@ -314,6 +314,7 @@ describe('PUT/GET /v1/providers/{providerId}', () => {
       hasClientSecret: true,
       createdAt: expect.any(Number),
       updatedAt: expect.any(Number),
+      health: { state: 'closed', since: null, nextProbeAt: null, consecutiveFailures: 0, lastError: null },
     });
     expect(Math.abs((created.body.createdAt as number) - nowSeconds())).toBeLessThanOrEqual(2);
 
@@ -337,6 +338,7 @@ describe('PUT/GET /v1/providers/{providerId}', () => {
       hasClientSecret: true,
       createdAt: created.body.createdAt,
       updatedAt: expect.any(Number),
+      health: { state: 'closed', since: null, nextProbeAt: null, consecutiveFailures: 0, lastError: null },
     });
     expect(replaced.body.updatedAt).toBeGreaterThanOrEqual(created.body.updatedAt as number);
     const again = await send('GET', '/v1/providers/contract');
@@ -876,6 +878,29 @@ describe('GET /v1/sessions/{userId}/{providerId}/token', () => {
     expect(meta).toMatchObject({ status: 'active', failureCount: 1, refreshable: true });
     expect((meta.lastError as Json).code).toBe('http_503');
     expect(meta.nextAttemptAt).toBeGreaterThan(nowSeconds());
+    // A 503 with Retry-After opens the provider's circuit at once, until the time the provider asked for.
+    const provider = await send('GET', '/v1/providers/mcp');
+    expect(provider.body.health).toMatchObject({
+      state: 'open',
+      consecutiveFailures: 1,
+      lastError: { code: 'http_503' },
+    });
+    expect((provider.body.health as Json).nextProbeAt).toBeGreaterThanOrEqual(nowSeconds() + 5);
+    // The operator re-registers the provider: a new configuration starts with a closed circuit (and the
+    // next tests of this file find the provider usable).
+    const {
+      createdAt: _c,
+      updatedAt: _u,
+      hasClientSecret: _h,
+      health: _health,
+      providerId: _p,
+      ...config
+    } = provider.body as Json;
+    const put = await send('PUT', '/v1/providers/mcp', {
+      body: { ...config, clientSecret: oauth.clients.basic.clientSecret },
+    });
+    expect(put.status, put.text).toBe(200);
+    expect((put.body.health as Json).state).toBe('closed');
   });
 
   it("a provider's absurd expires_in is clamped: the redeemed grant is committed and served", async () => {

@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ReauthorizationRequiredError, RefreshUnavailableError } from '../../functions/core/errors.js';
+import type { CircuitRecord } from '../../functions/core/model.js';
 import type { Runtime } from '../../functions/core/runtime.js';
 import type { SessionRecord } from '../../functions/core/store.js';
 import {
@@ -102,6 +103,8 @@ function opString(op: Op): string {
 interface Before {
   now: number;
   records: SessionRecord[];
+  /** Each session's provider circuit (one session per provider). */
+  circuits: (CircuitRecord | undefined)[];
   accessTokens: string[];
   requestIndex: number;
 }
@@ -114,7 +117,22 @@ async function snapshot(real: Real): Promise<Before> {
     records.push(r);
     accessTokens.push((await stack.stack.runtime.store.reveal(r, 'access')).accessToken);
   }
-  return { now: clock.now(), records, accessTokens, requestIndex: oauth.proxy.requests.length };
+  const circuits = await Promise.all(
+    real.sessions.map((s) => stack.stack.runtime.store.getCircuit(s.providerId)),
+  );
+  return { now: clock.now(), records, accessTokens, circuits, requestIndex: oauth.proxy.requests.length };
+}
+
+/**
+ * The provider circuit may try a session before its own nextAttemptAt (issue 11): as the probe of an
+ * open circuit, or once the circuit closed, when the session's failure fell in the outage.
+ */
+function circuitMayTry(circuit: CircuitRecord | undefined, r: SessionRecord): boolean {
+  if (!circuit) return false;
+  if (circuit.state !== 'closed') return true;
+  const failedAt = r.lastError?.at;
+  const o = circuit.lastOutage;
+  return failedAt !== undefined && o !== undefined && failedAt >= o.from - 60_000 && failedAt <= o.to;
 }
 
 type Outcome = { ok: true; accessToken: string; expiresAt: number | null } | { ok: false; code: string };
@@ -169,9 +187,13 @@ async function execute(real: Real, ops: Op[]): Promise<void> {
   const after = await Promise.all(real.sessions.map((s) => record(stack, s)));
   const nowSeconds = Math.floor(clock.now() / 1000);
 
-  // A session backing off is never presented to the provider.
+  // A session backing off is never presented to the provider (unless its provider's circuit says so).
+  const circuitsAfter = await Promise.all(
+    real.sessions.map((s) => stack.stack.runtime.store.getCircuit(s.providerId)),
+  );
   for (const [i, r] of before.records.entries()) {
-    if (r.status === 'active' && r.nextAttemptAt !== undefined && r.nextAttemptAt > before.now) {
+    const lifted = circuitMayTry(before.circuits[i], r) || circuitMayTry(circuitsAfter[i], r);
+    if (r.status === 'active' && r.nextAttemptAt !== undefined && r.nextAttemptAt > before.now && !lifted) {
       expect(
         during.filter((q) => q.clientId === real.clientIds[i]),
         `s${i} was presented during its backoff`,
@@ -207,10 +229,15 @@ async function execute(real: Real, ops: Op[]): Promise<void> {
         expect(after[op.session]?.status, label).toBe('reauthorization_required');
         break;
       case 'refresh_unavailable': {
-        // Explained by a failure served for this session now, or a backoff already in place.
+        // Explained by a failure served for this session now, a backoff already in place, or its
+        // provider's circuit (issue 11) not closed before.
         const prior = before.records[op.session] as SessionRecord;
         const backingOff = prior.nextAttemptAt !== undefined && prior.nextAttemptAt > before.now;
-        expect(faultsForIt.length > 0 || backingOff, `${label}: unexplained refresh_unavailable`).toBe(true);
+        const circuitOpen = (before.circuits[op.session]?.state ?? 'closed') !== 'closed';
+        expect(
+          faultsForIt.length > 0 || backingOff || circuitOpen,
+          `${label}: unexplained refresh_unavailable`,
+        ).toBe(true);
         break;
       }
       default:

@@ -525,7 +525,7 @@ describe('alarms', () => {
     const [topicId] = only(template, 'AWS::SNS::Topic');
 
     // Assess
-    expect(alarms).toHaveLength(8);
+    expect(alarms).toHaveLength(9);
     for (const [, a] of alarms) {
       expect(a.Properties.AlarmActions).toEqual([{ Ref: topicId }]);
       expect(a.Properties.OKActions).toEqual([{ Ref: topicId }]);
@@ -592,6 +592,16 @@ describe('alarms', () => {
     expect(byMetric('KeyUnavailable')).toMatchObject({ ...keeper, Threshold: 1 });
   });
 
+  it("fire when a provider's circuit opens; the dashboard breaks it down per provider", () => {
+    expect(byMetric('ProviderCircuitOpen')).toMatchObject({
+      ...keeper,
+      Statistic: 'Sum',
+      Period: 300,
+      Threshold: 1,
+      ComparisonOperator: 'GreaterThanOrEqualToThreshold',
+    });
+  });
+
   it('fire on API 5xx responses', () => {
     const [apiId] = only(template, 'AWS::ApiGatewayV2::Api');
     expect(byMetric('5xx')).toMatchObject({
@@ -645,6 +655,7 @@ describe('dashboard', () => {
       'Backlog',
       'SweepDuration',
       'ProviderClientRejected',
+      'ProviderCircuitOpen',
       'KeyUnavailable',
       'TokensServed',
       'OnDemandRefreshes',
@@ -658,9 +669,18 @@ describe('dashboard', () => {
     }
   });
 
+  it('breaks the opened circuits down per provider (the metric carries a providerId dimension)', () => {
+    const widget = graphs.find(
+      (w) => w.properties.title === 'Provider circuits opened, per provider',
+    ) as Widget;
+    expect(widget).toBeDefined();
+    expect(JSON.stringify(widget.properties.metrics)).toContain('{TokenKeeper,service,providerId}');
+    expect(JSON.stringify(widget.properties.metrics)).toContain('ProviderCircuitOpen');
+  });
+
   it('shows the state of every alarm', () => {
     const status = (widgets as unknown as Widget[]).find((w) => w.type === 'alarm') as Widget;
-    expect(status.properties.alarms).toHaveLength(8);
+    expect(status.properties.alarms).toHaveLength(9);
   });
 });
 

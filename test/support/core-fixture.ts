@@ -191,6 +191,7 @@ export interface RecordedMetric {
   name: string;
   unit: MetricUnit;
   value: number;
+  dimensions?: Record<string, string>;
 }
 
 export interface CoreFixture {
@@ -250,7 +251,10 @@ export function createCoreFixture(handle: DynaliteHandle, options: CoreFixtureOp
         events.push(event);
       },
     },
-    metrics: { add: (name, unit, value) => metrics.push({ name, unit, value }) },
+    metrics: {
+      add: (name, unit, value, dimensions) =>
+        metrics.push(dimensions ? { name, unit, value, dimensions } : { name, unit, value }),
+    },
   });
   Object.assign(fixture, { runtime, config, clock, endpoint, events, metrics, sleeps, keyringJson, handle });
   return fixture;

@@ -45,6 +45,10 @@ describe('loadConfig defaults', () => {
       shardCount: 4,
       sweepBudgetSeconds: 120,
       keepAliveSeconds: 86_400,
+      circuitFailureThreshold: 3,
+      circuitProbeBaseMs: 2_000,
+      circuitProbeMaxMs: 10_000,
+      circuitCacheMs: 2_000,
       allowInsecureHttp: false,
       keyringSecretArn: undefined,
       clientSecretPrefix: 'tokenkeeper/',
@@ -343,6 +347,66 @@ describe('loadConfig cross-checks', () => {
   it('refuses a sweep budget that cannot fit one grant', () => {
     const message = refused({ TOKENKEEPER_HTTP_TIMEOUT_MS: '10000', TOKENKEEPER_SWEEP_BUDGET_SECONDS: '12' });
     expect(message).toContain('TOKENKEEPER_SWEEP_BUDGET_SECONDS (12) must leave room for one grant');
+  });
+
+  it('says which variable to change, and to what, when the window is too small for the budget', () => {
+    const message = refused({
+      TOKENKEEPER_REFRESH_INTERVAL_SECONDS: '300',
+      TOKENKEEPER_REFRESH_WINDOW_SECONDS: '420',
+      TOKENKEEPER_SWEEP_BUDGET_SECONDS: '200',
+    });
+    expect(message).toContain('set TOKENKEEPER_SWEEP_BUDGET_SECONDS=119 (or less, at least 13)');
+    expect(message).toContain('TOKENKEEPER_REFRESH_WINDOW_SECONDS=501 (or more)');
+    // The suggestion is a configuration that starts.
+    expect(
+      loadConfig({
+        TOKENKEEPER_REFRESH_INTERVAL_SECONDS: '300',
+        TOKENKEEPER_REFRESH_WINDOW_SECONDS: '420',
+        TOKENKEEPER_SWEEP_BUDGET_SECONDS: '119',
+      }).sweepBudgetSeconds,
+    ).toBe(119);
+  });
+
+  it('derives the default sweep budget from the interval: 40% of it, at least what one grant needs', () => {
+    // 40% of the interval when that fits a grant.
+    expect(loadConfig({ TOKENKEEPER_REFRESH_INTERVAL_SECONDS: '300' }).sweepBudgetSeconds).toBe(120);
+    expect(
+      loadConfig({ TOKENKEEPER_REFRESH_INTERVAL_SECONDS: '60', TOKENKEEPER_REFRESH_WINDOW_SECONDS: '120' })
+        .sweepBudgetSeconds,
+    ).toBe(24);
+    // One grant (HTTP timeout + 2 s, and a second more) when 40% would not fit one.
+    const short = loadConfig({
+      TOKENKEEPER_REFRESH_INTERVAL_SECONDS: '2',
+      TOKENKEEPER_REFRESH_WINDOW_SECONDS: '12',
+      TOKENKEEPER_HTTP_TIMEOUT_MS: '2000',
+    });
+    expect(short.sweepBudgetSeconds).toBe(5);
+    // The issue-11 setup (a window far below 420 s) starts without naming a third variable.
+    expect(
+      loadConfig({
+        TOKENKEEPER_REFRESH_INTERVAL_SECONDS: '60',
+        TOKENKEEPER_REFRESH_WINDOW_SECONDS: '90',
+        TOKENKEEPER_HTTP_TIMEOUT_MS: '2000',
+      }).sweepBudgetSeconds,
+    ).toBe(24);
+  });
+
+  it('reads the circuit settings and refuses a probe cap below the base delay', () => {
+    const config = loadConfig({
+      TOKENKEEPER_CIRCUIT_FAILURE_THRESHOLD: '5',
+      TOKENKEEPER_CIRCUIT_PROBE_BASE_MS: '500',
+      TOKENKEEPER_CIRCUIT_PROBE_MAX_MS: '4000',
+      TOKENKEEPER_CIRCUIT_CACHE_MS: '0',
+    });
+    expect(config).toMatchObject({
+      circuitFailureThreshold: 5,
+      circuitProbeBaseMs: 500,
+      circuitProbeMaxMs: 4000,
+      circuitCacheMs: 0,
+    });
+    expect(
+      refused({ TOKENKEEPER_CIRCUIT_PROBE_BASE_MS: '5000', TOKENKEEPER_CIRCUIT_PROBE_MAX_MS: '1000' }),
+    ).toContain('set TOKENKEEPER_CIRCUIT_PROBE_MAX_MS=5000');
   });
 
   it('accepts a sweep budget just above one grant', () => {

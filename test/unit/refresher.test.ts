@@ -295,7 +295,9 @@ describe('Refresher: lease → grant → commit', () => {
     const s = await addSession(fx, { providerId, expiresIn: 60 });
     fx.endpoint.reply({ kind: 'error', status: 401, error: 'invalid_client' });
     const out = await fx.runtime.refresher.refresh(s.key, sweep());
-    expect(out).toEqual({ kind: 'client_rejected', code: 'invalid_client', retryAfterSeconds: 12 });
+    // The rejection opens the provider's circuit at once: the caller may come back at its first probe
+    // (2 s × jitter ¾ = 1.5 s), sooner than the session's own backoff.
+    expect(out).toEqual({ kind: 'client_rejected', code: 'invalid_client', retryAfterSeconds: 2 });
 
     expect(await rawItem(fx, s.key)).toMatchObject({
       status: 'active',
