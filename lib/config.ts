@@ -1,6 +1,6 @@
 import { RetentionDays } from 'aws-cdk-lib/aws-logs';
 import type { Construct } from 'constructs';
-import { loadConfig as loadCoreConfig } from '../functions/core/config.js';
+import { defaultSweepBudgetSeconds, loadConfig as loadCoreConfig } from '../functions/core/config.js';
 
 /**
  * Deployment configuration, read from CDK context (`cdk.json` "context" or `-c key=value`) and
@@ -168,7 +168,6 @@ export function parseConfig(raw: Raw): TokenKeeperConfig {
     );
   }
   const refreshWindowSeconds = int('refreshWindowSeconds', 1, 86_400);
-  const sweepBudgetSeconds = int('sweepBudgetSeconds', 1, 840);
   const shardCount = int('shardCount', 1, 1_000);
   const refreshConcurrency = int('refreshConcurrency', 1, 1_000);
   // Overlapping sweeps are harmless (the lease), but more than a few never help.
@@ -178,6 +177,11 @@ export function parseConfig(raw: Raw): TokenKeeperConfig {
     100,
     (API_FUNCTION_TIMEOUT_SECONDS - API_OVERHEAD_SECONDS) * 1000,
   );
+  // Without a value, the same default the core derives: 40% of the interval, at least one grant.
+  const sweepBudgetSeconds =
+    raw.sweepBudgetSeconds === undefined || raw.sweepBudgetSeconds === null || raw.sweepBudgetSeconds === ''
+      ? defaultSweepBudgetSeconds(refreshIntervalSeconds, httpTimeoutMs)
+      : int('sweepBudgetSeconds', 1, 840);
   const removalPolicy = oneOf('removalPolicy', ['retain', 'destroy'] as const, (s) => s.toLowerCase());
   const logLevel = oneOf('logLevel', LOG_LEVELS, (s) => s.toUpperCase());
   const logRetentionDays = int('logRetentionDays', 1, 3_653);

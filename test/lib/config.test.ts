@@ -95,6 +95,17 @@ describe('parseConfig', () => {
     expect(message).toContain('plus the longest sweep sweepBudgetSeconds (120)');
   });
 
+  it('derives the sweep budget from the interval when none is given, as the core does', () => {
+    expect(parseConfig({ refreshIntervalSeconds: 600, refreshWindowSeconds: 1200 }).sweepBudgetSeconds).toBe(
+      240,
+    );
+    expect(parseConfig({ refreshIntervalSeconds: 60, refreshWindowSeconds: 600 }).sweepBudgetSeconds).toBe(
+      24,
+    );
+    expect(parseConfig({}).sweepBudgetSeconds).toBe(120);
+    expect(parseConfig({ sweepBudgetSeconds: 90 }).sweepBudgetSeconds).toBe(90);
+  });
+
   it('refuses a sweep budget that cannot fit one grant', () => {
     // Act
     const message = refused({ sweepBudgetSeconds: 10, httpTimeoutMs: 10_000 });
