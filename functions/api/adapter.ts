@@ -29,6 +29,7 @@ export function createApiHandler(
     providers: runtime.providers,
     sessions: runtime.sessions,
     tokens: runtime.tokens,
+    connect: runtime.connect,
     logger: runtime.logger,
     metrics: runtime.metrics,
     clock: runtime.clock,

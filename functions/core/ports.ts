@@ -39,7 +39,7 @@ export interface Metrics {
 export const noMetrics: Metrics = { add: () => {} };
 
 export interface DomainEvent {
-  detailType: 'SessionReauthorizationRequired' | 'SessionRecovered';
+  detailType: 'SessionReauthorizationRequired' | 'SessionRecovered' | 'SessionConnected';
   detail: Record<string, unknown>;
 }
 

@@ -3,6 +3,8 @@ import { EventBridgeClient } from '@aws-sdk/client-eventbridge';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import type { Config } from './config.js';
+import { DefaultConnectService } from './connect/service.js';
+import { DynamoStateStore } from './connect/state.js';
 import { cachedKeyring, createFieldCipher, type Keyring } from './crypto.js';
 import { EventBridgePublisher, LogEventPublisher } from './events.js';
 import { readOrCreateLocalKeyring, readSecretString, SECRET_NOT_A_STRING } from './keyring.js';
@@ -24,7 +26,13 @@ import {
 import { type BackoffPolicy, Refresher } from './refresher.js';
 import { CachedProviders, DefaultProviderService, DefaultSessionService } from './registry.js';
 import { clientSecretArnProblem } from './secret-arn.js';
-import type { ProviderService, SessionService, SweepService, TokenService } from './services.js';
+import type {
+  ConnectService,
+  ProviderService,
+  SessionService,
+  SweepService,
+  TokenService,
+} from './services.js';
 import { DynamoSessionStore, type SessionStore } from './store.js';
 import { Sweeper } from './sweep.js';
 import { DefaultTokenService } from './token-service.js';
@@ -67,6 +75,7 @@ export interface Runtime {
   sessions: SessionService;
   tokens: TokenService;
   sweeper: SweepService;
+  connect: ConnectService;
 }
 
 const SECRET_TTL_MS = 5 * 60_000;
@@ -179,9 +188,10 @@ export function createRuntime(deps: RuntimeDeps): Runtime {
     return value;
   };
 
+  // https only, and never to loopback/private/metadata addresses, checked at resolution time.
+  const fetch = deps.fetch ?? createGuardedFetch({ allowInsecureHttp: config.allowInsecureHttp });
   const oauth = new OAuthClient({
-    // https only, and never to loopback/private/metadata addresses, checked at resolution time.
-    fetch: deps.fetch ?? createGuardedFetch({ allowInsecureHttp: config.allowInsecureHttp }),
+    fetch,
     clock,
     logger,
     timeoutMs: config.httpTimeoutMs,
@@ -213,6 +223,7 @@ export function createRuntime(deps: RuntimeDeps): Runtime {
     backoff: deps.backoff,
   });
   const reserveMs = config.httpTimeoutMs + 2_000;
+  const sessions = new DefaultSessionService(store, providerCache, oauth, clock, logger);
 
   return {
     config,
@@ -226,7 +237,7 @@ export function createRuntime(deps: RuntimeDeps): Runtime {
     oauth,
     refresher,
     providers: new DefaultProviderService(store, clock, providerCache, secretRules),
-    sessions: new DefaultSessionService(store, providerCache, oauth, clock, logger),
+    sessions,
     tokens: new DefaultTokenService({
       store,
       refresher,
@@ -246,6 +257,22 @@ export function createRuntime(deps: RuntimeDeps): Runtime {
       concurrency: config.refreshConcurrency,
       budgetMs: config.sweepBudgetSeconds * 1000,
       grantReserveMs: reserveMs,
+    }),
+    connect: new DefaultConnectService({
+      store,
+      invalidateProvider: (providerId) => providerCache.invalidate(providerId),
+      states: new DynamoStateStore(doc, config.tableName, cipher),
+      oauth,
+      sessions,
+      events,
+      clock,
+      logger,
+      metrics,
+      fetch,
+      timeoutMs: config.httpTimeoutMs,
+      allowInsecureHttp: config.allowInsecureHttp,
+      publicUrl: config.publicUrl,
+      allowedRedirects: config.allowedRedirects,
     }),
   };
 }

@@ -11,6 +11,7 @@ import {
 import type { FieldCipher } from './crypto.js';
 import {
   type ClientAuthMethod,
+  type ClientRegistration,
   type LastError,
   PROVIDER_OPTIONAL_FIELDS,
   type ProviderConfig,
@@ -627,6 +628,13 @@ export class DynamoSessionStore implements SessionStore {
       createdAt: Item.createdAt as number,
       updatedAt: Item.updatedAt as number,
       clientRejectedAt: typeof Item.clientRejectedAt === 'number' ? Item.clientRejectedAt : undefined,
+      mcpServerUrl: str(Item.mcpServerUrl),
+      authorizationEndpoint: str(Item.authorizationEndpoint),
+      registration: str(Item.registration) as ClientRegistration | undefined,
+      scopesSupported: Array.isArray(Item.scopesSupported)
+        ? Item.scopesSupported.filter((s): s is string => typeof s === 'string')
+        : undefined,
+      issParameterSupported: Item.issParameterSupported === true ? true : undefined,
     };
   }
 
@@ -657,6 +665,13 @@ export class DynamoSessionStore implements SessionStore {
       if (provider[field] === undefined) remove.push(`#${field}`);
       else {
         set.push(`#${field} = :${field}`);
+        values[`:${field}`] = provider[field];
+      }
+    }
+    for (const field of ['scopesSupported', 'issParameterSupported'] as const) {
+      if (provider[field] === undefined) remove.push(field);
+      else {
+        set.push(`${field} = :${field}`);
         values[`:${field}`] = provider[field];
       }
     }
