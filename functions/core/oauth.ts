@@ -103,7 +103,7 @@ export function parseRetryAfter(header: string | null, nowMs: number): number | 
  * (RFC 6749 §5.2, e.g. `temporarily_unavailable`), which scrubDescription would otherwise redact
  * for its length; anything else is scrubbed like a description.
  */
-function errorCode(error: string, secrets: readonly (string | undefined)[]): string {
+export function errorCode(error: string, secrets: readonly (string | undefined)[] = []): string {
   const known = /^[a-z]+(?:_[a-z]+)*$/.test(error) && error.length <= 64;
   return known && !secrets.some((s) => s && error.includes(s)) ? error : scrubDescription(error, secrets);
 }

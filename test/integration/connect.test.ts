@@ -250,6 +250,47 @@ describe('the connect flow against oidc-provider', () => {
   }, 30_000);
 });
 
+describe('the callback under pressure', () => {
+  it('two callbacks with the same state at once: one connects, the other gets 400, and the code is exchanged once', async () => {
+    const userId = newUser();
+    const callback = await startAndFollow(userId);
+    const exchangesBefore = oauth.proxy.requests.filter((r) => r.grantType === 'authorization_code').length;
+    const answers = await Promise.all([visit(callback), visit(callback)]);
+    expect(answers.map((a) => a.status).sort()).toEqual([200, 400]);
+    const exchanges = oauth.proxy.requests.filter((r) => r.grantType === 'authorization_code').length;
+    expect(exchanges - exchangesBefore).toBe(1);
+    expect(await sessionStatus(userId)).toBe(200);
+  }, 30_000);
+
+  it('no code, state, token or client secret appears in any log line or event', async () => {
+    const userId = newUser();
+    const started = await authorize(userId, 'mcp-dcr', { redirectUri: APP });
+    const { authorizationUrl } = started.body as { authorizationUrl: string };
+    const callback = await followToCallback(authorizationUrl, callbackPrefix, { loginHint: userId });
+    const answer = await visit(callback);
+    expect(answer.status).toBe(303);
+    const token = (await keeper.call('GET', `/v1/sessions/${userId}/mcp-dcr/token`)).body as {
+      access_token: string;
+    };
+    const key = { userId, providerId: 'mcp-dcr' };
+    const record = await keeper.stack.runtime.store.getSession(key, { consistent: true });
+    const { refreshToken } = await keeper.stack.runtime.store.reveal(record as NonNullable<typeof record>);
+    const secrets = [
+      callback.searchParams.get('code'),
+      callback.searchParams.get('state'),
+      new URL(authorizationUrl).searchParams.get('code_challenge'),
+      token.access_token,
+      refreshToken,
+    ];
+    const logs = JSON.stringify(keeper.logs);
+    for (const secret of secrets) {
+      expect(secret).toBeTruthy();
+      expect(logs).not.toContain(secret);
+      expect(answer.location).not.toContain(secret);
+    }
+  }, 30_000);
+});
+
 describe('the callback refuses, storing nothing', () => {
   it('an expired state (over 10 minutes): 400 page', async () => {
     const userId = newUser();

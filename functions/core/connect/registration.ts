@@ -1,6 +1,6 @@
 import { ClientRegistrationUnavailableError, DiscoveryFailedError } from '../errors.js';
 import type { ClientAuthMethod, ClientRegistration } from '../model.js';
-import { scrubDescription } from '../oauth.js';
+import { errorCode, scrubDescription } from '../oauth.js';
 import type { AuthorizationServerMetadata } from './discovery.js';
 import { jsonObject, type OutboundDeps, request } from './http.js';
 
@@ -136,7 +136,7 @@ async function dynamicRegistration(
     try {
       const body = JSON.parse(answer.text) as { error?: unknown; error_description?: unknown };
       if (typeof body.error === 'string') {
-        detail = `: ${scrubDescription(body.error)}${
+        detail = `: ${errorCode(body.error)}${
           typeof body.error_description === 'string' ? ` (${scrubDescription(body.error_description)})` : ''
         }`;
       }
