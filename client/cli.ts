@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util';
 import { TokenKeeperApiError, TokenKeeperConnectionError } from './errors.js';
 import {
   ansi,
+  isoSeconds,
   type Paint,
   plain,
   renderProvider,
@@ -15,7 +16,7 @@ import {
 import { ID_RULE, idProblem } from './ids.js';
 import { type ClientAuth, TokenKeeperClient } from './index.js';
 import { type CredentialProvider, signingRegion } from './sigv4.js';
-import type { ProviderInput, TokenResponse } from './types.js';
+import type { AuthorizeOptions, ProviderInput, TokenResponse } from './types.js';
 
 /**
  * The `tokenkeeper` operator CLI as a function: arguments and an environment in, text out, an
@@ -52,6 +53,10 @@ Commands:
   sessions show <userId> <providerId>
   sessions put <userId> <providerId> (--file <json|-> | --access-token … [--refresh-token …] [--expires-in …])
   sessions delete <userId> <providerId>
+  providers put <providerId> --mcp-server-url <url> [--client-id …] [--scope …]
+               by MCP server URL: the keeper discovers the authorization server and registers itself
+  authorize <userId> <providerId> [--scope …] [--redirect-uri <url>]
+               prints the URL to open in the user's browser; the keeper's callback stores the session
   token get <userId> <providerId> [--min-validity <s>] [--force]
   sweep                                        sweep now (local stack only)
 
@@ -81,6 +86,7 @@ const PROVIDER_FIELDS = {
   'client-auth-method': 'clientAuthMethod',
   resource: 'resource',
   scope: 'scope',
+  'mcp-server-url': 'mcpServerUrl',
 } as const;
 const SESSION_FIELDS = {
   'access-token': 'access_token',
@@ -101,6 +107,7 @@ const OPTIONS = {
   help: { type: 'boolean', short: 'h' },
   file: { type: 'string', short: 'f' },
   'min-validity': { type: 'string' },
+  'redirect-uri': { type: 'string' },
   force: { type: 'boolean' },
   // Accepted only to be refused with a clear message (argv is visible to every user through ps).
   'client-secret': { type: 'string' },
@@ -210,6 +217,22 @@ const COMMANDS: Record<string, Command> = {
       await ctx.client.deleteSession(userId as string, providerId as string);
       if (ctx.values.json) return ctx.json({ deleted: true, userId, providerId });
       ctx.out(`session ${userId} / ${providerId} deleted`);
+    },
+  },
+  authorize: {
+    args: ['userId', 'providerId'],
+    options: ['scope', 'redirect-uri'],
+    async run(ctx, [userId, providerId]) {
+      const options: AuthorizeOptions = {};
+      if (ctx.values.scope !== undefined) options.scope = ctx.values.scope as string;
+      if (ctx.values['redirect-uri'] !== undefined)
+        options.redirectUri = ctx.values['redirect-uri'] as string;
+      const authorization = await ctx.client.authorize(userId as string, providerId as string, options);
+      if (ctx.values.json) return ctx.json(authorization);
+      ctx.out(
+        `Open this URL in ${userId}'s browser (valid until ${isoSeconds(authorization.expiresAt)}):\n` +
+          authorization.authorizationUrl,
+      );
     },
   },
   'token get': {

@@ -37,7 +37,7 @@ function formatIn(at: number, nowSec: number): string {
   return left <= 0 ? 'now' : `in ${formatDuration(left)}`;
 }
 
-function isoSeconds(at: number | null | undefined): string {
+export function isoSeconds(at: number | null | undefined): string {
   return at === null || at === undefined ? '—' : new Date(at * 1000).toISOString().replace('.000Z', 'Z');
 }
 
@@ -168,10 +168,15 @@ export function renderProvider(p: Provider, nowSec: number): string {
       : 'none';
   return fields([
     ['provider', p.providerId],
+    ['MCP server', p.mcpServerUrl],
     ['issuer', p.issuer],
+    ['authorization endpoint', p.authorizationEndpoint],
     ['token endpoint', p.tokenEndpoint ?? (p.issuer ? 'discovered from the issuer' : undefined)],
     ['revocation endpoint', p.revocationEndpoint],
-    ['client', `${p.clientId} (${p.clientAuthMethod})`],
+    [
+      'client',
+      `${p.clientId} (${p.clientAuthMethod}${p.registration ? `, ${p.registration.replace('_', ' ')}` : ''})`,
+    ],
     ['client secret', secret],
     ['resource', p.resource],
     ['scope', p.scope],

@@ -13,6 +13,9 @@ import {
   type RequestSigner,
 } from './sigv4.js';
 import type {
+  Authorization,
+  AuthorizeOptions,
+  McpProviderInput,
   Provider,
   ProviderInput,
   PutResult,
@@ -337,9 +340,26 @@ export class TokenKeeperClient {
     await this.request('DELETE', path);
   }
 
+  /**
+   * Starts connecting a user: the keeper answers the URL to send the user's browser to. After the
+   * user consents, the keeper's callback stores the session, and getToken serves it.
+   */
+  async authorize(
+    userId: string,
+    providerId: string,
+    options: AuthorizeOptions = {},
+  ): Promise<Authorization> {
+    const path = `/v1/sessions/${segment('userId', userId)}/${segment('providerId', providerId)}/authorize`;
+    return (await this.request('POST', path, { body: options })).body as Authorization;
+  }
+
   // --- providers -----------------------------------------------------------------------------
 
-  async putProvider(providerId: string, input: ProviderInput): Promise<PutResult<Provider>> {
+  /** Registers or replaces a provider: by issuer or token endpoint, or by MCP server URL. */
+  async putProvider(
+    providerId: string,
+    input: ProviderInput | McpProviderInput,
+  ): Promise<PutResult<Provider>> {
     const res = await this.request('PUT', `/v1/providers/${segment('providerId', providerId)}`, {
       body: input,
     });

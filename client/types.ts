@@ -18,6 +18,32 @@ export interface ProviderInput {
   scope?: string;
 }
 
+/**
+ * PUT /v1/providers/{providerId} by MCP server URL: the keeper discovers the authorization server
+ * and registers itself (client metadata document or dynamic registration) unless `clientId` is given.
+ */
+export interface McpProviderInput {
+  mcpServerUrl: string;
+  clientId?: string;
+  clientSecret?: string;
+  clientAuthMethod?: ClientAuthMethod;
+  scope?: string;
+}
+
+/** POST /v1/sessions/{userId}/{providerId}/authorize body. */
+export interface AuthorizeOptions {
+  scope?: string;
+  /** Where the user's browser goes after the callback; must be in TOKENKEEPER_ALLOWED_REDIRECTS. */
+  redirectUri?: string;
+}
+
+export interface Authorization {
+  /** Open this in the user's browser. */
+  authorizationUrl: string;
+  /** epoch seconds: after this the URL no longer completes. */
+  expiresAt: number;
+}
+
 /** A provider as the API shows it: never its client secret. */
 export interface Provider {
   providerId: string;
@@ -34,6 +60,11 @@ export interface Provider {
   updatedAt: number;
   /** Set when the provider rejected the client (`invalid_client` / `unauthorized_client`). */
   clientRejectedAt?: number;
+  /** Providers registered by MCP server URL: what the keeper discovered, and how it got its client. */
+  mcpServerUrl?: string;
+  authorizationEndpoint?: string;
+  scopesSupported?: string[];
+  registration?: 'preregistered' | 'metadata_document' | 'dynamic';
   /** The provider's circuit: `open` while an outage (or a rejected client) holds its grants back. */
   health: ProviderHealth;
 }

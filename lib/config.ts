@@ -1,6 +1,10 @@
 import { RetentionDays } from 'aws-cdk-lib/aws-logs';
 import type { Construct } from 'constructs';
-import { defaultSweepBudgetSeconds, loadConfig as loadCoreConfig } from '../functions/core/config.js';
+import {
+  defaultSweepBudgetSeconds,
+  loadConfig as loadCoreConfig,
+  publicUrlProblem,
+} from '../functions/core/config.js';
 
 /**
  * Deployment configuration, read from CDK context (`cdk.json` "context" or `-c key=value`) and
@@ -41,6 +45,13 @@ export interface TokenKeeperConfig {
   readonly api5xxAlarmThreshold: number;
   /** Name prefix of the Secrets Manager secrets providers may reference as `clientSecretArn`. */
   readonly clientSecretPrefix: string;
+  /**
+   * The keeper's public base URL when the API has a custom domain (https, no query). Without it the
+   * API function gets the API's own execute-api URL.
+   */
+  readonly publicUrl?: string;
+  /** Where the callback may send browsers afterwards: comma-separated https origins or URL prefixes. */
+  readonly allowedRedirects: string;
 }
 
 export const LOG_LEVELS = ['DEBUG', 'INFO', 'WARN', 'ERROR'] as const;
@@ -67,6 +78,7 @@ export const DEFAULT_CONFIG: TokenKeeperConfig = {
   reauthAlarmThreshold: 5,
   api5xxAlarmThreshold: 5,
   clientSecretPrefix: 'tokenkeeper/',
+  allowedRedirects: '',
 };
 
 /** The context keys this app reads; `-c <key>=<value>` on the command line or cdk.json "context". */
@@ -87,6 +99,8 @@ export const CONTEXT_KEYS = [
   'reauthAlarmThreshold',
   'api5xxAlarmThreshold',
   'clientSecretPrefix',
+  'publicUrl',
+  'allowedRedirects',
 ] as const satisfies readonly (keyof TokenKeeperConfig)[];
 
 /** API Gateway gives up on an integration after 30 s; the API function must answer before that. */
@@ -214,6 +228,24 @@ export function parseConfig(raw: Raw): TokenKeeperConfig {
     }
   }
 
+  const text = (key: 'publicUrl' | 'allowedRedirects'): string | undefined => {
+    const value = raw[key];
+    return value === undefined || value === null || String(value).trim() === ''
+      ? undefined
+      : String(value).trim();
+  };
+  const publicUrl = text('publicUrl')?.replace(/\/+$/u, '');
+  const publicUrlIssue = publicUrl === undefined ? undefined : publicUrlProblem(publicUrl, false);
+  if (publicUrlIssue) problems.push(`publicUrl ${publicUrlIssue}, got ${JSON.stringify(raw.publicUrl)}`);
+  const allowedRedirects = text('allowedRedirects') ?? '';
+  for (const entry of allowedRedirects
+    .split(',')
+    .map((e) => e.trim())
+    .filter((e) => e !== '')) {
+    const issue = publicUrlProblem(entry, false);
+    if (issue) problems.push(`allowedRedirects: ${JSON.stringify(entry)} ${issue}`);
+  }
+
   // The same rules functions/core/config.ts enforces at start-up, with the context keys' names.
   if (refreshWindowSeconds <= refreshIntervalSeconds) {
     problems.push(
@@ -244,6 +276,8 @@ export function parseConfig(raw: Raw): TokenKeeperConfig {
     reauthAlarmThreshold,
     api5xxAlarmThreshold,
     clientSecretPrefix,
+    publicUrl,
+    allowedRedirects,
   };
 
   if (sweepBudgetSeconds * 1000 <= httpTimeoutMs + 2_000) {
@@ -301,5 +335,7 @@ export function functionEnvironment(
     TOKENKEEPER_SWEEP_BUDGET_SECONDS: String(c.sweepBudgetSeconds),
     TOKENKEEPER_CLIENT_SECRET_PREFIX: c.clientSecretPrefix,
     POWERTOOLS_LOG_LEVEL: c.logLevel,
+    ...(c.allowedRedirects === '' ? {} : { TOKENKEEPER_ALLOWED_REDIRECTS: c.allowedRedirects }),
+    ...(c.publicUrl === undefined ? {} : { TOKENKEEPER_PUBLIC_URL: c.publicUrl }),
   };
 }

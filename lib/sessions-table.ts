@@ -27,6 +27,8 @@ export class SessionsTable extends Construct {
       pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
       removalPolicy: props.removalPolicy,
       deletionProtection: retain,
+      // Pending authorizations of the connect flow carry it; sessions and providers never do.
+      timeToLiveAttribute: TABLE.ttlAttribute,
     });
     this.table.addGlobalSecondaryIndex({
       indexName: TABLE.expiryIndex,

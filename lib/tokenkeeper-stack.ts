@@ -137,6 +137,12 @@ export class TokenKeeperStack extends Stack {
       accessLogs,
     });
 
+    // The OAuth callback's base: a custom domain from context, else the API's own URL. Only the API
+    // function reads it; the function depends on the API, the API (routes aside) not on the function.
+    if (config.publicUrl === undefined) {
+      this.apiFunction.function.addEnvironment('TOKENKEEPER_PUBLIC_URL', api.api.apiEndpoint);
+    }
+
     const monitoring = new Monitoring(this, 'Monitoring', {
       refreshFunction: this.refreshFunction.function,
       apiFunction: this.apiFunction.function,

@@ -8,7 +8,7 @@ One line per check; exit 0 when all pass.
 import asyncio
 import sys
 
-from tokenkeeper_client import TokenUnavailable, get_tokenkeeper_token, tool_server_tokens
+from tokenkeeper_client import TokenUnavailable, connect_url, get_tokenkeeper_token, tool_server_tokens
 
 
 async def main(ok_user: str, dead_user: str, down_user: str, provider: str, down_provider: str) -> int:
@@ -33,6 +33,9 @@ async def main(ok_user: str, dead_user: str, down_user: str, provider: str, down
 
     listing = await tool_server_tokens(down_user, [down_provider, provider])
     report("tools listing survives a 503", listing.get(down_provider) is None and provider in listing)
+
+    url = await connect_url("new-" + ok_user, provider)
+    report("authorize URL (PKCE S256)", url.startswith("http") and "code_challenge_method=S256" in url)
     return 0 if failures == 0 else 1
 
 

@@ -10,6 +10,7 @@ Requirements (requirements.txt): aiohttp, yarl, and botocore for SigV4. Configur
 """
 
 import asyncio
+import json
 import os
 from urllib.parse import quote, urlencode
 
@@ -31,7 +32,7 @@ def _base_url() -> str:
     return os.environ["TOKENKEEPER_URL"].rstrip("/")
 
 
-def _auth_headers(method: str, url: str) -> dict:
+def _auth_headers(method: str, url: str, body: str | None = None) -> dict:
     api_key = os.environ.get("TOKENKEEPER_API_KEY")
     if api_key:
         return {"Authorization": f"Bearer {api_key}"}
@@ -41,7 +42,7 @@ def _auth_headers(method: str, url: str) -> dict:
     from botocore.awsrequest import AWSRequest
 
     credentials = botocore.session.get_session().get_credentials()
-    request = AWSRequest(method=method, url=url)
+    request = AWSRequest(method=method, url=url, data=body)
     region = os.environ.get("AWS_REGION", "us-east-1")
     SigV4Auth(credentials.get_frozen_credentials(), "execute-api", region).add_auth(request)
     return dict(request.headers)
@@ -80,6 +81,23 @@ async def get_tokenkeeper_token(user_id: str, provider_id: str, min_validity: in
                     raise TokenUnavailable(body.get("error_description", "refresh unavailable"), wait)
                 raise RuntimeError(f"tokenkeeper: {res.status} {body.get('error') or body.get('message')}")
     raise AssertionError("unreachable")
+
+
+async def connect_url(user_id: str, provider_id: str, redirect_uri: str | None = None) -> str:
+    """Starts connecting a user to an MCP server through tokenkeeper: the URL to send the user's
+    browser to. tokenkeeper runs the OAuth flow (PKCE, state, resource) and its callback stores the
+    session, then sends the browser to redirect_uri?status=connected (or status=error&error=...).
+    redirect_uri must match tokenkeeper's TOKENKEEPER_ALLOWED_REDIRECTS."""
+    path = f"/v1/sessions/{_segment('user_id', user_id)}/{_segment('provider_id', provider_id)}/authorize"
+    url = f"{_base_url()}{path}"
+    body = json.dumps({"redirectUri": redirect_uri} if redirect_uri else {})
+    headers = {"content-type": "application/json", **_auth_headers("POST", url, body)}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as http:
+        async with http.post(URL(url, encoded=True), data=body, headers=headers) as res:
+            answer = await res.json(content_type=None)
+            if res.status != 201:
+                raise RuntimeError(f"tokenkeeper: {res.status} {answer.get('error') or answer.get('message')}")
+            return answer["authorizationUrl"]
 
 
 async def tool_server_tokens(user_id: str, server_ids: list[str]) -> dict[str, dict | None]:

@@ -30,6 +30,7 @@ export function createApiHandler(
     sessions: runtime.sessions,
     tokens: runtime.tokens,
     sweeps: runtime.sweeper,
+    connect: runtime.connect,
     logger: runtime.logger,
     metrics: runtime.metrics,
     clock: runtime.clock,

@@ -1,6 +1,8 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import {
+  ClientRegistrationUnavailableError,
   ConfigError,
+  DiscoveryFailedError,
   InvalidRequestError,
   KeyUnavailableError,
   ProviderNotFoundError,
@@ -11,10 +13,21 @@ import {
 import type { SessionKey } from '../core/model.js';
 import { scrubDescription } from '../core/oauth.js';
 import type { Clock, Logger, Metrics } from '../core/ports.js';
-import type { ProviderService, SessionService, SweepService, TokenService } from '../core/services.js';
+import type {
+  CallbackOutcome,
+  ConnectService,
+  ProviderService,
+  SessionService,
+  SweepService,
+  TokenService,
+} from '../core/services.js';
+import { connectedPage, errorPage, PAGE_HEADERS } from './pages.js';
 import {
+  isMcpProviderBody,
+  parseAuthorizeBody,
   parseId,
   parseJsonBody,
+  parseMcpProviderBody,
   parseProviderBody,
   parseSessionBody,
   parseSessionSearchQuery,
@@ -59,6 +72,8 @@ export interface AppDeps {
   tokens: TokenService;
   /** The latest sweep's summary (GET /v1/sweeps/latest). */
   sweeps?: Pick<SweepService, 'latest'>;
+  /** The connect flow (MCP registration, authorize, callback); without it those routes answer 404. */
+  connect?: ConnectService;
   logger: Logger;
   metrics: Metrics;
   clock: Clock;
@@ -82,7 +97,10 @@ type RouteName =
   | 'sessionList'
   | 'session'
   | 'token'
-  | 'latestSweep';
+  | 'latestSweep'
+  | 'authorize'
+  | 'callback'
+  | 'clientMetadata';
 
 interface RouteMatch {
   name: RouteName;
@@ -104,6 +122,8 @@ class HttpError extends Error {
 }
 
 function matchRoute(path: string): RouteMatch | undefined {
+  if (path === '/oauth/callback') return { name: 'callback', allow: ['GET'], params: [] };
+  if (path === '/oauth/client-metadata') return { name: 'clientMetadata', allow: ['GET'], params: [] };
   const s = path.split('/');
   if (s[0] !== '' || s[1] !== 'v1') return undefined;
   const rest = s.slice(2);
@@ -124,6 +144,9 @@ function matchRoute(path: string): RouteMatch | undefined {
       }
       if (rest.length === 4 && rest[3] === 'token') {
         return { name: 'token', allow: ['GET'], params: [rest[1], rest[2]] };
+      }
+      if (rest.length === 4 && rest[3] === 'authorize') {
+        return { name: 'authorize', allow: ['POST'], params: [rest[1], rest[2]] };
       }
       return undefined;
     default:
@@ -182,6 +205,9 @@ export function createApp(deps: AppDeps): App {
   function toErrorResponse(err: unknown, req: ApiRequest, route: RouteName | 'unknown'): ApiResponse {
     if (err instanceof HttpError) return json(err.status, errorBody(err.code, err.message), err.headers);
     if (err instanceof InvalidRequestError) return json(400, errorBody(err.code, err.message));
+    if (err instanceof DiscoveryFailedError || err instanceof ClientRegistrationUnavailableError) {
+      return json(400, errorBody(err.code, err.message));
+    }
     if (err instanceof ProviderNotFoundError) return json(404, errorBody(err.code, err.message));
     if (err instanceof SessionNotFoundError) return json(404, errorBody(err.code, err.message));
     if (err instanceof ReauthorizationRequiredError) return json(409, errorBody(err.code, err.message));
@@ -211,8 +237,51 @@ export function createApp(deps: AppDeps): App {
     return json(500, errorBody('internal_error', 'an internal error occurred'));
   }
 
+  function connectService(): ConnectService {
+    if (!deps.connect) throw new HttpError(404, 'not_found', 'no such resource');
+    return deps.connect;
+  }
+
+  /** The callback's answer: back to the application, or the keeper's own page. */
+  function callbackAnswer(outcome: CallbackOutcome): ApiResponse {
+    if (outcome.redirectUri !== undefined) {
+      const target = new URL(outcome.redirectUri);
+      if (outcome.ok) {
+        target.searchParams.set('status', 'connected');
+        target.searchParams.set('userId', outcome.userId);
+        target.searchParams.set('providerId', outcome.providerId);
+      } else {
+        target.searchParams.set('status', 'error');
+        target.searchParams.set('error', outcome.error);
+      }
+      return {
+        status: 303,
+        headers: { location: target.href, 'cache-control': 'no-store', 'referrer-policy': 'no-referrer' },
+      };
+    }
+    return outcome.ok
+      ? { status: 200, headers: { ...PAGE_HEADERS }, body: connectedPage(outcome.userId, outcome.providerId) }
+      : { status: 400, headers: { ...PAGE_HEADERS }, body: errorPage(outcome.error) };
+  }
+
   async function dispatch(req: ApiRequest, route: RouteMatch, startedAt: number): Promise<ApiResponse> {
+    // Public routes: the health check, the callback (its state is the credential) and the client
+    // metadata document the authorization server fetches. Everything else needs credentials.
     if (route.name === 'health') return json(200, { status: 'ok' });
+    if (route.name === 'callback') {
+      // Public: the state is the credential. Nothing from the query is echoed but the error code.
+      return callbackAnswer(await connectService().callback(req.query, { deadline: req.deadline }));
+    }
+    if (route.name === 'clientMetadata') {
+      const document = connectService().clientMetadata();
+      if (!document)
+        throw new HttpError(
+          404,
+          'not_found',
+          'the keeper has no public https URL to serve a client metadata document from',
+        );
+      return json(200, document, { 'cache-control': 'public, max-age=300' });
+    }
 
     authenticate(req.headers);
     if (req.body !== undefined && Buffer.byteLength(req.body, 'utf8') > MAX_BODY_BYTES) {
@@ -223,10 +292,19 @@ export function createApp(deps: AppDeps): App {
       case 'provider': {
         const providerId = parseId('providerId', route.params[0] as string);
         if (req.method === 'PUT') {
-          const input = parseProviderBody(parseJsonBody(req.body), {
+          const body = parseJsonBody(req.body);
+          const urlRules = {
             allowInsecureHttp: deps.allowInsecureHttp ?? false,
             insecureHttpHint: deps.insecureHttpHint ?? false,
-          });
+          };
+          if (isMcpProviderBody(body)) {
+            const input = parseMcpProviderBody(body, urlRules);
+            const { created, provider } = await connectService().registerMcpServer(providerId, input, {
+              deadline: req.deadline,
+            });
+            return json(created ? 201 : 200, provider);
+          }
+          const input = parseProviderBody(body, urlRules);
           const { created, provider } = await providers.put(providerId, input);
           return json(created ? 201 : 200, provider);
         }
@@ -263,6 +341,11 @@ export function createApp(deps: AppDeps): App {
         metrics.add('TokensServed', 'Count', 1);
         metrics.add('TokenLatency', 'Milliseconds', Math.max(0, clock.now() - startedAt));
         return json(200, result, { pragma: 'no-cache' });
+      }
+      case 'authorize': {
+        const key = sessionKey(route.params);
+        const input = parseAuthorizeBody(req.body);
+        return json(201, await connectService().authorize(key, input, { deadline: req.deadline }));
       }
     }
   }

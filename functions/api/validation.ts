@@ -3,7 +3,14 @@ import * as z from 'zod/mini';
 import { InvalidRequestError } from '../core/errors.js';
 import { type ClientAuthMethod, MAX_EPOCH_SECONDS, MAX_TOKEN_BYTES } from '../core/model.js';
 import { checkProviderUrl } from '../core/net-guard.js';
-import type { ProviderInput, SessionSearch, TokenRequest, TokenResponseInput } from '../core/services.js';
+import type {
+  AuthorizeInput,
+  McpProviderInput,
+  ProviderInput,
+  SessionSearch,
+  TokenRequest,
+  TokenResponseInput,
+} from '../core/services.js';
 
 /**
  * Request validation for the API. Every parse function either returns a typed value or throws an
@@ -252,6 +259,95 @@ export function parseProviderBody(
     throw new InvalidRequestError(`clientAuthMethod: ${method} requires clientSecret or clientSecretArn`);
   }
   return { ...body, clientAuthMethod: method };
+}
+
+// --- provider by MCP server URL ---------------------------------------------------------------
+
+const mcpProviderSchema = z.strictObject(
+  {
+    mcpServerUrl: str('a string').check(
+      z.superRefine((value, ctx) => {
+        const problem = urlProblem(value, { httpOnly: true, noCredentials: true });
+        if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem });
+      }),
+    ),
+    clientId: z.optional(str('a non-empty string').check(nonEmpty('a non-empty string'), maxChars(1024))),
+    clientSecret: z.optional(str('a non-empty string').check(nonEmpty('a non-empty string'), maxChars(4096))),
+    clientAuthMethod: z.optional(
+      z.enum(CLIENT_AUTH_METHODS, { error: `must be one of ${CLIENT_AUTH_METHODS.join(', ')}` }),
+    ),
+    scope: z.optional(str('a string').check(maxChars(1024))),
+  },
+  OBJECT_ERROR,
+);
+
+/** True when a provider body is the MCP form (`mcpServerUrl`), which is parsed by parseMcpProviderBody. */
+export function isMcpProviderBody(json: Record<string, unknown>): boolean {
+  return Object.hasOwn(json, 'mcpServerUrl');
+}
+
+/**
+ * Validates `PUT /v1/providers/{providerId}` by MCP server URL: the keeper discovers the rest. A
+ * client id is optional (without one the keeper registers itself); a secret needs a client id.
+ */
+export function parseMcpProviderBody(
+  json: Record<string, unknown>,
+  options: { allowInsecureHttp: boolean; insecureHttpHint?: boolean } = { allowInsecureHttp: false },
+): McpProviderInput {
+  const mixed = ['issuer', 'tokenEndpoint', 'revocationEndpoint', 'resource', 'clientSecretArn'].filter((f) =>
+    Object.hasOwn(json, f),
+  );
+  if (mixed.length > 0) {
+    throw new InvalidRequestError(
+      `mcpServerUrl: must not be combined with ${mixed.join(', ')}; the keeper discovers them from the MCP server`,
+    );
+  }
+  const body = parseWith(mcpProviderSchema, json);
+  const problem = checkProviderUrl(body.mcpServerUrl, options);
+  if (problem !== undefined) {
+    const liftable =
+      options.insecureHttpHint === true &&
+      checkProviderUrl(body.mcpServerUrl, { allowInsecureHttp: true }) === undefined;
+    throw new InvalidRequestError(`mcpServerUrl: ${problem}${liftable ? ` (${INSECURE_HTTP_HINT})` : ''}`);
+  }
+  if (
+    body.clientId === undefined &&
+    (body.clientSecret !== undefined || body.clientAuthMethod !== undefined)
+  ) {
+    throw new InvalidRequestError('clientId: is required with clientSecret or clientAuthMethod');
+  }
+  if (body.clientId !== undefined) {
+    const hasSecret = body.clientSecret !== undefined;
+    const method = body.clientAuthMethod ?? (hasSecret ? 'client_secret_basic' : 'none');
+    if (method === 'none' && hasSecret) {
+      throw new InvalidRequestError('clientAuthMethod: none must not be combined with clientSecret');
+    }
+    if (method !== 'none' && !hasSecret) {
+      throw new InvalidRequestError(`clientAuthMethod: ${method} requires clientSecret`);
+    }
+    return { ...body, clientAuthMethod: method };
+  }
+  return body;
+}
+
+// --- authorize ---------------------------------------------------------------------------------
+
+const authorizeSchema = z.strictObject(
+  {
+    scope: z.optional(str('a string').check(maxChars(1024))),
+    redirectUri: httpUrl,
+  },
+  OBJECT_ERROR,
+);
+
+/** Validates a `POST /v1/sessions/{userId}/{providerId}/authorize` body; an empty body is `{}`. */
+export function parseAuthorizeBody(text: string | undefined): AuthorizeInput {
+  if (text === undefined || text.trim() === '') return {};
+  const body = parseWith(authorizeSchema, parseJsonBody(text));
+  const out: AuthorizeInput = {};
+  if (body.scope !== undefined) out.scope = body.scope;
+  if (body.redirectUri !== undefined) out.redirectUri = body.redirectUri;
+  return out;
 }
 
 // --- session (the provider's token response) ---------------------------------------------------

@@ -43,6 +43,17 @@ export interface Config {
   clientSecretPrefix: string;
   eventBusName: string;
   serviceName: string;
+  /**
+   * The keeper's public base URL (no trailing slash): the OAuth callback is `<publicUrl>/oauth/callback`
+   * and the client metadata document `<publicUrl>/oauth/client-metadata`. Set by the stack in AWS;
+   * locally it defaults to `http://127.0.0.1:<port>` once the server listens.
+   */
+  publicUrl?: string;
+  /**
+   * Where a user's browser may be sent after the callback: exact origins (`https://chat.example.com`,
+   * any path on it) or URL prefixes (`https://chat.example.com/oauth/`). Empty: no redirect allowed.
+   */
+  allowedRedirects: string[];
 }
 
 type Env = Record<string, string | undefined>;
@@ -133,6 +144,11 @@ export function loadConfig(env: Env = process.env): Config {
     clientSecretPrefix: env.TOKENKEEPER_CLIENT_SECRET_PREFIX || 'tokenkeeper/',
     eventBusName: env.TOKENKEEPER_EVENT_BUS_NAME || 'default',
     serviceName: env.POWERTOOLS_SERVICE_NAME || 'tokenkeeper',
+    publicUrl: env.TOKENKEEPER_PUBLIC_URL ? env.TOKENKEEPER_PUBLIC_URL.replace(/\/+$/u, '') : undefined,
+    allowedRedirects: (env.TOKENKEEPER_ALLOWED_REDIRECTS ?? '')
+      .split(',')
+      .map((entry) => entry.trim())
+      .filter((entry) => entry !== ''),
   };
   validateConfig(config);
   return config;
@@ -187,6 +203,19 @@ export function validateConfig(c: Config): void {
       `TOKENKEEPER_CLIENT_SECRET_PREFIX must be a secret-name prefix such as "tokenkeeper/", got ${JSON.stringify(c.clientSecretPrefix)}`,
     );
   }
+  if (c.publicUrl !== undefined) {
+    const problem = publicUrlProblem(c.publicUrl, c.allowInsecureHttp);
+    if (problem)
+      throw new ConfigError(`TOKENKEEPER_PUBLIC_URL ${problem}, got ${JSON.stringify(c.publicUrl)}`);
+  }
+  for (const entry of c.allowedRedirects) {
+    const problem = publicUrlProblem(entry, c.allowInsecureHttp);
+    if (problem) {
+      throw new ConfigError(
+        `TOKENKEEPER_ALLOWED_REDIRECTS: ${JSON.stringify(entry)} ${problem} (a comma-separated list of origins or URL prefixes)`,
+      );
+    }
+  }
   if (c.inLambda && c.allowInsecureHttp) {
     throw new ConfigError(
       'TOKENKEEPER_ALLOW_INSECURE_HTTP is for local development only and is refused in Lambda',
@@ -195,4 +224,22 @@ export function validateConfig(c: Config): void {
   if (c.inLambda && !c.keyringSecretArn) {
     throw new ConfigError('TOKENKEEPER_KEYRING_SECRET_ARN must name the keyring secret in Lambda');
   }
+}
+
+/** Why a public base URL (or an allowed-redirect entry) is unusable, or undefined: an absolute https URL (http only with the insecure flag), no query or fragment. */
+export function publicUrlProblem(value: string, allowInsecureHttp: boolean): string | undefined {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    return 'must be an absolute URL';
+  }
+  if (url.protocol !== 'https:' && !(allowInsecureHttp && url.protocol === 'http:')) {
+    return 'must be an https URL';
+  }
+  if (url.search !== '' || url.hash !== '' || value.includes('?') || value.includes('#')) {
+    return 'must not have a query or fragment';
+  }
+  if (url.username !== '' || url.password !== '') return 'must not contain credentials';
+  return undefined;
 }

@@ -45,6 +45,16 @@ export class KeyUnavailableError extends TokenKeeperError {
   readonly code = 'key_unavailable';
 }
 
+/** A step of MCP server discovery (RFC 9728, RFC 8414) failed; the message names the step. */
+export class DiscoveryFailedError extends TokenKeeperError {
+  readonly code = 'discovery_failed';
+}
+
+/** No way to get a client at the authorization server: no clientId, no metadata document, no DCR. */
+export class ClientRegistrationUnavailableError extends TokenKeeperError {
+  readonly code = 'client_registration_unavailable';
+}
+
 export class ConfigError extends Error {
   readonly code = 'config_error';
 }

@@ -6,6 +6,9 @@
 
 export type ClientAuthMethod = 'client_secret_basic' | 'client_secret_post' | 'none';
 
+/** How the keeper got its client at an MCP server's authorization server. */
+export type ClientRegistration = 'preregistered' | 'metadata_document' | 'dynamic';
+
 export interface SessionKey {
   userId: string;
   providerId: string;
@@ -28,6 +31,14 @@ export interface ProviderConfig {
   updatedAt: number;
   /** Set when the provider rejected our client (`invalid_client` / `unauthorized_client`). */
   clientRejectedAt?: number;
+  /** Registered by MCP server URL: everything below was discovered from it. */
+  mcpServerUrl?: string;
+  authorizationEndpoint?: string;
+  registration?: ClientRegistration;
+  /** The protected resource's `scopes_supported` (RFC 9728). */
+  scopesSupported?: string[];
+  /** The authorization server sends `iss` in its authorization responses (RFC 9207). */
+  issParameterSupported?: boolean;
   /** The provider's circuit as stored on its item (functions/core/circuit.ts); absent: closed, no failures. */
   circuit?: CircuitRecord;
 }
@@ -81,6 +92,9 @@ export const PROVIDER_OPTIONAL_FIELDS = [
   'clientSecretArn',
   'resource',
   'scope',
+  'mcpServerUrl',
+  'authorizationEndpoint',
+  'registration',
 ] as const;
 
 export type SessionStatus = 'active' | 'reauthorization_required';

@@ -103,7 +103,7 @@ export function parseRetryAfter(header: string | null, nowMs: number): number | 
  * (RFC 6749 §5.2, e.g. `temporarily_unavailable`), which scrubDescription would otherwise redact
  * for its length; anything else is scrubbed like a description.
  */
-function errorCode(error: string, secrets: readonly (string | undefined)[]): string {
+export function errorCode(error: string, secrets: readonly (string | undefined)[] = []): string {
   const known = /^[a-z]+(?:_[a-z]+)*$/.test(error) && error.length <= 64;
   return known && !secrets.some((s) => s && error.includes(s)) ? error : scrubDescription(error, secrets);
 }
@@ -281,6 +281,60 @@ export class OAuthClient {
       throw new oauth.OperationProcessingError(`unexpected HTTP ${response.status} from the token endpoint`);
     } catch (err) {
       return { ok: false, failure: this.classify(err, last, [refreshToken, secret]) };
+    }
+  }
+
+  /**
+   * The authorization-code grant (RFC 6749 §4.1.3) with the PKCE verifier and the RFC 8707 `resource`.
+   * `callbackParameters` are what oauth4webapi's validateAuthResponse returned. Never throws for the
+   * provider's answer; classifies it like a refresh. An answer without an access token is a failure.
+   */
+  async exchangeCode(
+    provider: ProviderConfig,
+    as: oauth.AuthorizationServer,
+    callbackParameters: URLSearchParams,
+    redirectUri: string,
+    codeVerifier: string,
+    options: { by?: number } = {},
+  ): Promise<GrantResult> {
+    const last: LastResponse = {};
+    const code = callbackParameters.get('code') ?? undefined;
+    let secret: string | undefined;
+    try {
+      const { auth, secret: resolved } = await this.clientAuth(provider);
+      secret = resolved;
+      const left = options.by === undefined ? this.options.timeoutMs : options.by - this.options.clock.now();
+      if (left <= 0) throw new NoTimeForGrantError('no time left for the code exchange before the deadline');
+      const client: oauth.Client = { client_id: provider.clientId };
+      const additionalParameters: Record<string, string> = {};
+      if (provider.resource) additionalParameters.resource = provider.resource;
+      const response = await oauth.authorizationCodeGrantRequest(
+        as,
+        client,
+        auth,
+        callbackParameters,
+        redirectUri,
+        codeVerifier,
+        { ...this.requestOptions(last, Math.min(this.options.timeoutMs, left)), additionalParameters },
+      );
+      if (response.status >= 200 && response.status < 300) {
+        const result = await this.readGrantAnswer(provider, response, [code, codeVerifier, secret]);
+        if (result.ok && result.tokens.accessToken === undefined) {
+          return {
+            ok: false,
+            failure: {
+              class: 'transient',
+              code: 'invalid_response',
+              description: 'token endpoint answered the code exchange without an access token',
+            },
+          };
+        }
+        return result;
+      }
+      await oauth.processAuthorizationCodeResponse(as, client, response);
+      throw new oauth.OperationProcessingError(`unexpected HTTP ${response.status} from the token endpoint`);
+    } catch (err) {
+      return { ok: false, failure: this.classify(err, last, [code, codeVerifier, secret]) };
     }
   }
 

@@ -45,6 +45,7 @@ export interface DomainEvent {
   detailType:
     | 'SessionReauthorizationRequired'
     | 'SessionRecovered'
+    | 'SessionConnected'
     | 'ProviderUnavailable'
     | 'ProviderRecovered';
   detail: Record<string, unknown>;

@@ -56,9 +56,10 @@ export function providerView(p: ProviderConfig, now: number): ProviderView {
     updatedAt: Math.floor(p.updatedAt / 1000),
   };
   for (const field of PROVIDER_OPTIONAL_FIELDS) {
-    if (p[field] !== undefined) view[field] = p[field];
+    if (p[field] !== undefined) (view as unknown as Record<string, unknown>)[field] = p[field];
   }
   if (p.clientRejectedAt !== undefined) view.clientRejectedAt = Math.floor(p.clientRejectedAt / 1000);
+  if (p.scopesSupported !== undefined) view.scopesSupported = [...p.scopesSupported];
   return { ...view, health: providerHealth(p.circuit, now) };
 }
 

@@ -4,6 +4,8 @@ import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { ProviderCircuit } from './circuit.js';
 import type { Config } from './config.js';
+import { DefaultConnectService } from './connect/service.js';
+import { DynamoStateStore } from './connect/state.js';
 import { cachedKeyring, createFieldCipher, type Keyring } from './crypto.js';
 import { EventBridgePublisher, LogEventPublisher } from './events.js';
 import { readOrCreateLocalKeyring, readSecretString, SECRET_NOT_A_STRING } from './keyring.js';
@@ -25,7 +27,13 @@ import {
 import { type BackoffPolicy, Refresher } from './refresher.js';
 import { CachedProviders, DefaultProviderService, DefaultSessionService } from './registry.js';
 import { clientSecretArnProblem } from './secret-arn.js';
-import type { ProviderService, SessionService, SweepService, TokenService } from './services.js';
+import type {
+  ConnectService,
+  ProviderService,
+  SessionService,
+  SweepService,
+  TokenService,
+} from './services.js';
 import { DynamoSessionStore, type SessionStore } from './store.js';
 import { Sweeper } from './sweep.js';
 import { DefaultTokenService } from './token-service.js';
@@ -69,6 +77,7 @@ export interface Runtime {
   sessions: SessionService;
   tokens: TokenService;
   sweeper: SweepService;
+  connect: ConnectService;
 }
 
 const SECRET_TTL_MS = 5 * 60_000;
@@ -181,9 +190,10 @@ export function createRuntime(deps: RuntimeDeps): Runtime {
     return value;
   };
 
+  // https only, and never to loopback/private/metadata addresses, checked at resolution time.
+  const fetch = deps.fetch ?? createGuardedFetch({ allowInsecureHttp: config.allowInsecureHttp });
   const oauth = new OAuthClient({
-    // https only, and never to loopback/private/metadata addresses, checked at resolution time.
-    fetch: deps.fetch ?? createGuardedFetch({ allowInsecureHttp: config.allowInsecureHttp }),
+    fetch,
     clock,
     logger,
     timeoutMs: config.httpTimeoutMs,
@@ -233,6 +243,7 @@ export function createRuntime(deps: RuntimeDeps): Runtime {
     circuit,
   });
   const reserveMs = config.httpTimeoutMs + 2_000;
+  const sessions = new DefaultSessionService(store, providerCache, oauth, clock, logger);
 
   return {
     config,
@@ -247,7 +258,7 @@ export function createRuntime(deps: RuntimeDeps): Runtime {
     refresher,
     circuit,
     providers: new DefaultProviderService(store, clock, providerCache, secretRules, circuit),
-    sessions: new DefaultSessionService(store, providerCache, oauth, clock, logger),
+    sessions,
     tokens: new DefaultTokenService({
       store,
       refresher,
@@ -268,6 +279,25 @@ export function createRuntime(deps: RuntimeDeps): Runtime {
       budgetMs: config.sweepBudgetSeconds * 1000,
       grantReserveMs: reserveMs,
       circuit,
+    }),
+    connect: new DefaultConnectService({
+      store,
+      invalidateProvider: (providerId) => {
+        providerCache.invalidate(providerId);
+        circuit?.forget(providerId);
+      },
+      states: new DynamoStateStore(doc, config.tableName, cipher),
+      oauth,
+      sessions,
+      events,
+      clock,
+      logger,
+      metrics,
+      fetch,
+      timeoutMs: config.httpTimeoutMs,
+      allowInsecureHttp: config.allowInsecureHttp,
+      publicUrl: config.publicUrl,
+      allowedRedirects: config.allowedRedirects,
     }),
   };
 }

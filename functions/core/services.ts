@@ -1,5 +1,5 @@
 import type { ProviderHealth } from './circuit.js';
-import type { ClientAuthMethod, SessionKey, SessionStatus } from './model.js';
+import type { ClientAuthMethod, ClientRegistration, SessionKey, SessionStatus } from './model.js';
 
 /**
  * The contracts the API layer calls. Inputs arrive already validated by functions/api/validation.ts;
@@ -36,6 +36,58 @@ export interface ProviderView {
   clientRejectedAt?: number;
   /** The provider's circuit (functions/core/circuit.ts). */
   health: ProviderHealth;
+  /** Providers registered by MCP server URL: what discovery found and how the client was obtained. */
+  mcpServerUrl?: string;
+  authorizationEndpoint?: string;
+  scopesSupported?: string[];
+  registration?: ClientRegistration;
+}
+
+/** `PUT /v1/providers/{providerId}` by MCP server URL: the keeper discovers everything else. */
+export interface McpProviderInput {
+  mcpServerUrl: string;
+  clientId?: string;
+  clientSecret?: string;
+  clientAuthMethod?: ClientAuthMethod;
+  scope?: string;
+}
+
+/** `POST /v1/sessions/{userId}/{providerId}/authorize` */
+export interface AuthorizeInput {
+  scope?: string;
+  redirectUri?: string;
+}
+
+export interface AuthorizeResult {
+  authorizationUrl: string;
+  /** epoch seconds: the state expires then */
+  expiresAt: number;
+}
+
+/** How a callback ended; the API turns it into a 303 to `redirectUri` or a small HTML page. */
+export type CallbackOutcome =
+  | { ok: true; userId: string; providerId: string; redirectUri?: string }
+  | {
+      ok: false;
+      /** An OAuth error code or one of ours: invalid_state, invalid_issuer, exchange_failed, … */
+      error: string;
+      /** Absent when the state was unknown: nobody to send back, only a page. */
+      redirectUri?: string;
+    };
+
+export interface ConnectService {
+  /** throws DiscoveryFailedError, ClientRegistrationUnavailableError, InvalidRequestError */
+  registerMcpServer(
+    providerId: string,
+    input: McpProviderInput,
+    options?: CallOptions,
+  ): Promise<{ created: boolean; provider: ProviderView }>;
+  /** throws ProviderNotFoundError, InvalidRequestError */
+  authorize(key: SessionKey, input: AuthorizeInput, options?: CallOptions): Promise<AuthorizeResult>;
+  /** Never throws for what the browser or the server sent: the outcome says what to show. */
+  callback(query: Record<string, string>, options?: CallOptions): Promise<CallbackOutcome>;
+  /** The keeper's Client ID Metadata Document, or undefined when it has no public URL to serve it from. */
+  clientMetadata(): Record<string, unknown> | undefined;
 }
 
 /** The provider's token response as it came. */

@@ -14,6 +14,7 @@ import type { FieldCipher } from './crypto.js';
 import {
   type CircuitRecord,
   type ClientAuthMethod,
+  type ClientRegistration,
   type LastError,
   PROVIDER_OPTIONAL_FIELDS,
   type ProviderConfig,
@@ -759,6 +760,13 @@ export class DynamoSessionStore implements SessionStore {
       updatedAt: Item.updatedAt as number,
       clientRejectedAt: typeof Item.clientRejectedAt === 'number' ? Item.clientRejectedAt : undefined,
       circuit: circuitOf(Item),
+      mcpServerUrl: str(Item.mcpServerUrl),
+      authorizationEndpoint: str(Item.authorizationEndpoint),
+      registration: str(Item.registration) as ClientRegistration | undefined,
+      scopesSupported: Array.isArray(Item.scopesSupported)
+        ? Item.scopesSupported.filter((s): s is string => typeof s === 'string')
+        : undefined,
+      issParameterSupported: Item.issParameterSupported === true ? true : undefined,
     };
   }
 
@@ -790,6 +798,13 @@ export class DynamoSessionStore implements SessionStore {
       if (provider[field] === undefined) remove.push(`#${field}`);
       else {
         set.push(`#${field} = :${field}`);
+        values[`:${field}`] = provider[field];
+      }
+    }
+    for (const field of ['scopesSupported', 'issParameterSupported'] as const) {
+      if (provider[field] === undefined) remove.push(field);
+      else {
+        set.push(`${field} = :${field}`);
         values[`:${field}`] = provider[field];
       }
     }

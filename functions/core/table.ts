@@ -9,7 +9,8 @@ import {
 /**
  * The sessions table's shape, shared by the local stack, the tests and (by assertion) the CDK stack.
  * One table holds sessions (pk `USER#<userId>`, sk `SESSION#<providerId>`) and provider
- * configurations (pk `PROVIDER#<providerId>`, sk `PROVIDER`).
+ * configurations (pk `PROVIDER#<providerId>`, sk `PROVIDER`) and pending authorizations of the
+ * connect flow (pk `CONNECT#<sha256 of the state>`, sk `CONNECT`), which are never in the index.
  */
 export const TABLE = {
   partitionKey: 'pk',
@@ -22,6 +23,11 @@ export const TABLE = {
    * renewed before it lapses even while the access token is far from expiry.
    */
   dueAttribute: 'refreshDueAt',
+  /**
+   * DynamoDB's time-to-live attribute (epoch seconds): pending authorizations (pk `CONNECT#<hash>`)
+   * carry it, so states nobody came back for vanish. Sessions and providers never do.
+   */
+  ttlAttribute: 'ttl',
 } as const;
 
 export function createTableInput(tableName: string): CreateTableCommandInput {

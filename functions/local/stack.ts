@@ -123,22 +123,16 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
 
   const generated = config.apiKey ? undefined : await readOrCreateApiKey(config.dataDir);
   const apiKey = config.apiKey ?? (generated?.key as string);
-  const runtime = createRuntime({
-    config: { ...config, dynamodbEndpoint: endpoint },
-    dynamodb,
-    logger,
-    clock: options.clock,
-    fetch: options.fetch,
-  });
-  await runtime.ready();
-  const api = createApiHandler(runtime, { apiKey });
-  const refresh = createRefreshHandler(runtime);
   const bearerOk = createBearerCheck(apiKey);
+  // Set once the server listens: the runtime needs the server's URL (the OAuth callback's base).
+  let runtime: Runtime | undefined;
+  let api: ReturnType<typeof createApiHandler> | undefined;
+  let refresh: ReturnType<typeof createRefreshHandler> | undefined;
 
   let sweeping: Promise<SweepSummary> | undefined;
   const sweep = () => {
     // One sweep at a time in this process; overlapping sweeps elsewhere are made safe by the lease.
-    sweeping ??= refresh({ source: 'local.timer' }).finally(() => {
+    sweeping ??= (refresh as NonNullable<typeof refresh>)({ source: 'local.timer' }).finally(() => {
       sweeping = undefined;
     });
     return sweeping.then((summary) => {
@@ -199,6 +193,15 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
         send(res, 200, json, JSON.stringify(await sweep()));
         return;
       }
+      if (!api) {
+        send(
+          res,
+          503,
+          json,
+          JSON.stringify({ error: 'starting', error_description: 'the stack is starting' }),
+        );
+        return;
+      }
       const result = await api(event);
       send(res, result.statusCode ?? 200, (result.headers ?? {}) as Record<string, string>, result.body);
     } catch (err) {
@@ -214,6 +217,25 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
   });
   const port = await listenOnLoopback(server, config.port);
   const url = `http://127.0.0.1:${port}`;
+  // Locally the keeper's public URL defaults to its own address (the browser comes back to it).
+  runtime = createRuntime({
+    config: { ...config, dynamodbEndpoint: endpoint, publicUrl: config.publicUrl ?? url },
+    dynamodb,
+    logger,
+    clock: options.clock,
+    fetch: options.fetch,
+  });
+  try {
+    await runtime.ready();
+  } catch (err) {
+    server.closeAllConnections();
+    await new Promise<void>((r) => server.close(() => r()));
+    dynamodb.destroy();
+    await embedded?.stop();
+    throw err;
+  }
+  api = createApiHandler(runtime, { apiKey });
+  refresh = createRefreshHandler(runtime);
 
   const timer =
     options.timer === false
@@ -229,7 +251,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     apiKeyPath: generated?.path,
     apiKeySource: generated === undefined ? 'env' : generated.created ? 'generated' : 'file',
     dynamodbEndpoint: endpoint,
-    runtime,
+    runtime: runtime as Runtime,
     sweep,
     async stop() {
       if (stopped) return;

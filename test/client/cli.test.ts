@@ -9,6 +9,8 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type CliIo, runCli } from '../../client/cli.js';
 import { TokenKeeperClient } from '../../client/index.js';
+import { followToCallback, visit } from '../support/connect-flow.js';
+import { type McpServer, startMcpServer } from '../support/mcp-server.js';
 import { MCP_RESOURCE, type OAuthServer, startOAuthServer } from '../support/oauth-server.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 
@@ -16,6 +18,7 @@ import { startTestStack, type TestStack } from '../support/stack.js';
 
 let oauth: OAuthServer;
 let keeper: TestStack;
+let mcp: McpServer;
 let port: string;
 let scratch: string;
 let client: TokenKeeperClient;
@@ -83,7 +86,9 @@ async function userWithThreeSessions(): Promise<string> {
 }
 
 beforeAll(async () => {
-  oauth = await startOAuthServer({ accessTokenTtl: 3600 });
+  mcp = await startMcpServer();
+  oauth = await startOAuthServer({ accessTokenTtl: 3600, registration: true, resources: [mcp.url] });
+  mcp.protect({ issuer: oauth.issuer, introspect: (token) => oauth.introspect(token) });
   keeper = await startTestStack();
   port = new URL(keeper.url).port;
   scratch = await mkdtemp(join(tmpdir(), 'tokenkeeper-cli-'));
@@ -105,6 +110,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await keeper?.stop();
   await oauth?.stop();
+  await mcp?.stop();
   if (scratch) await rm(scratch, { recursive: true, force: true });
 });
 
@@ -145,6 +151,45 @@ describe('providers', () => {
       clientId: 'tk-public',
       hasClientSecret: false,
     });
+  });
+
+  it('put by --mcp-server-url, then authorize prints the URL to open; after the callback, token get works', async () => {
+    const put = await cli(['providers', 'put', 'by-mcp', '--mcp-server-url', mcp.url]);
+    expect(put).toMatchObject({ code: 0, stderr: '' });
+    expect(put.stdout).toMatch(
+      /^provider by-mcp created\nprovider +by-mcp\nMCP server +http:\/\/127\.0\.0\.1:\d+\/mcp\n/u,
+    );
+    expect(put.stdout).toMatch(/\nclient +\S+ \(none, dynamic\)\n/u);
+
+    const userId = `cli-user-${++seq}`;
+    const run = await cli(['authorize', userId, 'by-mcp']);
+    expect(run).toMatchObject({ code: 0, stderr: '' });
+    const [intro, url, rest] = run.stdout.split('\n');
+    expect(intro).toMatch(
+      new RegExp(`^Open this URL in ${userId}'s browser \\(valid until \\d{4}-\\d\\d-\\d\\dT`, 'u'),
+    );
+    expect(rest).toBe('');
+    const callback = await followToCallback(url as string, `${keeper.url}/oauth/callback`, {
+      loginHint: userId,
+    });
+    expect((await visit(callback)).status).toBe(200);
+    const token = await cli(['token', 'get', userId, 'by-mcp']);
+    expect(token.code).toBe(0);
+    expect((await mcp.call(token.stdout.trim())).status).toBe(200);
+
+    const json = await cli(['authorize', userId, 'by-mcp', '--json', '--scope', 'mcp:read']);
+    expect(JSON.parse(json.stdout)).toMatchObject({
+      authorizationUrl: expect.stringContaining('scope=mcp%3Aread'),
+    });
+    const refused = await cli([
+      'authorize',
+      userId,
+      'by-mcp',
+      '--redirect-uri',
+      'https://elsewhere.example/',
+    ]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/TOKENKEEPER_ALLOWED_REDIRECTS/u);
   });
 
   it('never takes the client secret from argv: --client-secret is refused before anything is sent', async () => {

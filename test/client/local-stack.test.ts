@@ -8,6 +8,8 @@ import {
   TokenKeeperClient,
   UnauthorizedError,
 } from '../../client/index.js';
+import { followToCallback, visit } from '../support/connect-flow.js';
+import { type McpServer, startMcpServer } from '../support/mcp-server.js';
 import { MCP_RESOURCE, type OAuthServer, startOAuthServer } from '../support/oauth-server.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 
@@ -18,6 +20,7 @@ import { startTestStack, type TestStack } from '../support/stack.js';
 
 let oauth: OAuthServer;
 let keeper: TestStack;
+let mcp: McpServer;
 let requests: string[];
 let sleeps: number[];
 let client: TokenKeeperClient;
@@ -46,7 +49,9 @@ async function connect(userId = `client-user-${++seq}`): Promise<{ userId: strin
 }
 
 beforeAll(async () => {
-  oauth = await startOAuthServer({ accessTokenTtl: 3600 });
+  mcp = await startMcpServer();
+  oauth = await startOAuthServer({ accessTokenTtl: 3600, registration: true, resources: [mcp.url] });
+  mcp.protect({ issuer: oauth.issuer, introspect: (token) => oauth.introspect(token) });
   keeper = await startTestStack();
   requests = [];
   sleeps = [];
@@ -63,6 +68,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await keeper?.stop();
   await oauth?.stop();
+  await mcp?.stop();
 });
 
 describe('TokenKeeperClient against the local stack', () => {
@@ -84,6 +90,28 @@ describe('TokenKeeperClient against the local stack', () => {
     });
     expect(JSON.stringify(provider)).not.toContain(oauth.clients.basic.clientSecret);
     await expect(client.getProvider('missing')).rejects.toThrow(ProviderNotFoundError);
+  });
+
+  it('connect: putProvider by MCP server URL, authorize, and after the callback getToken serves the session', async () => {
+    const put = await client.putProvider('by-mcp', { mcpServerUrl: mcp.url });
+    expect(put.created).toBe(true);
+    expect(put.value).toMatchObject({ mcpServerUrl: mcp.url, registration: 'dynamic', resource: mcp.url });
+    const userId = `client-user-${++seq}`;
+    requests.length = 0;
+    const { authorizationUrl, expiresAt } = await client.authorize(userId, 'by-mcp', { scope: 'mcp:read' });
+    expect(requests).toEqual([`POST /v1/sessions/${userId}/by-mcp/authorize`]);
+    expect(expiresAt).toBeGreaterThan(Date.now() / 1000);
+    expect(new URL(authorizationUrl).searchParams.get('scope')).toBe('mcp:read');
+    const callback = await followToCallback(authorizationUrl, `${keeper.url}/oauth/callback`, {
+      loginHint: userId,
+    });
+    expect((await visit(callback)).status).toBe(200);
+    const token = await client.getToken(userId, 'by-mcp');
+    expect((await mcp.call(token.access_token)).status).toBe(200);
+    await expect(
+      client.authorize(userId, 'by-mcp', { redirectUri: 'https://elsewhere.example/' }),
+    ).rejects.toBeInstanceOf(InvalidRequestError);
+    await expect(client.authorize(userId, 'nobody')).rejects.toBeInstanceOf(ProviderNotFoundError);
   });
 
   it('sessions: put, get, list, delete', async () => {

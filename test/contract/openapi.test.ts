@@ -5,7 +5,10 @@ import { Ajv2020 } from 'ajv/dist/2020.js';
 import formats from 'ajv-formats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
+import { followToCallback } from '../support/connect-flow.js';
+import { type McpServer, startMcpServer } from '../support/mcp-server.js';
 import { MCP_RESOURCE, type OAuthServer, startOAuthServer } from '../support/oauth-server.js';
+import { type ScriptedAs, startScriptedAs } from '../support/scripted-as.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 
 /**
@@ -53,6 +56,9 @@ const seen = new Set<string>();
 
 let oauth: OAuthServer;
 let keeper: TestStack;
+let mcp: McpServer;
+let scripted: ScriptedAs;
+let bareMcp: McpServer;
 
 function validatorFor(schema: Json): ValidateFunction {
   const known = compiled.get(schema);
@@ -104,7 +110,8 @@ function problems(where: string, response: ResponseObject, res: Answer): string[
   const media = response.content[type];
   if (!media) return [...out, `${where}: content-type ${type} not documented`];
   const check = validatorFor(media.schema);
-  if (!check(res.body)) out.push(`${where}: body ${res.text}: ${ajv.errorsText(check.errors)}`);
+  const value = type === 'application/json' ? res.body : res.text;
+  if (!check(value)) out.push(`${where}: body ${res.text}: ${ajv.errorsText(check.errors)}`);
   return out;
 }
 
@@ -136,7 +143,8 @@ async function call(method: string, template: string, options: CallOptions = {})
     headers['content-type'] = 'application/json';
     body = typeof options.body === 'string' ? options.body : JSON.stringify(options.body);
   }
-  const res = await fetch(url, { method, headers, body });
+  // Redirects are answers to check (the callback's 303), not hops to follow.
+  const res = await fetch(url, { method, headers, body, redirect: 'manual' });
   const text = await res.text();
   let parsed: unknown;
   try {
@@ -184,6 +192,10 @@ const TOKEN = '/v1/sessions/{userId}/{providerId}/token';
 const SWEEP = '/local/sweep';
 const SEARCH = '/v1/sessions';
 const LATEST_SWEEP = '/v1/sweeps/latest';
+const AUTHORIZE = '/v1/sessions/{userId}/{providerId}/authorize';
+const CALLBACK = '/oauth/callback';
+const CLIENT_METADATA = '/oauth/client-metadata';
+const APP = 'http://127.0.0.1:9/app/';
 
 let userSeq = 0;
 
@@ -197,13 +209,22 @@ async function connectedSession(providerId = 'mcp'): Promise<{ userId: string; p
 beforeAll(async () => {
   const text = await readFile(documentPath, 'utf8');
   spec = parse(text) as Spec;
-  oauth = await startOAuthServer({ accessTokenTtl: 3600 });
-  keeper = await startTestStack();
+  mcp = await startMcpServer();
+  oauth = await startOAuthServer({ accessTokenTtl: 3600, registration: true, resources: [mcp.url] });
+  mcp.protect({ issuer: oauth.issuer, introspect: (token) => oauth.introspect(token) });
+  // An MCP server whose authorization server offers no way to register a client.
+  scripted = await startScriptedAs({});
+  bareMcp = await startMcpServer();
+  bareMcp.protect({ issuer: scripted.issuer, introspect: async () => ({ active: false }) });
+  keeper = await startTestStack({ env: { TOKENKEEPER_ALLOWED_REDIRECTS: APP } });
 });
 
 afterAll(async () => {
   await keeper?.stop();
   await oauth?.stop();
+  await mcp?.stop();
+  await bareMcp?.stop();
+  await scripted?.stop();
 });
 
 describe('the document', () => {
@@ -370,6 +391,68 @@ describe('every route against the document', () => {
     const kept = await expectStatus(200, 'GET', SESSION, { params: dead });
     expect(kept.body).toMatchObject({ status: 'reauthorization_required', refreshable: false });
     oauth.proxy.setFault(null);
+  });
+
+  it('connect: providers by MCP server URL, authorize, the callback and the client metadata document', async () => {
+    const created = await expectStatus(201, 'PUT', PROVIDER, {
+      params: { providerId: 'by-mcp' },
+      body: { mcpServerUrl: mcp.url },
+    });
+    expect(created.body).toMatchObject({ registration: 'dynamic', resource: mcp.url });
+    await expectStatus(200, 'PUT', PROVIDER, {
+      params: { providerId: 'by-mcp' },
+      body: { mcpServerUrl: mcp.url },
+    });
+    const unreachable = await expectStatus(400, 'PUT', PROVIDER, {
+      params: { providerId: 'gone' },
+      body: { mcpServerUrl: 'http://127.0.0.1:9/mcp' },
+    });
+    expect(unreachable.body).toMatchObject({ error: 'discovery_failed' });
+    const noRegistration = await expectStatus(400, 'PUT', PROVIDER, {
+      params: { providerId: 'no-reg' },
+      body: { mcpServerUrl: bareMcp.url },
+    });
+    expect(noRegistration.body).toMatchObject({ error: 'client_registration_unavailable' });
+
+    const userId = `contract-user-${++userSeq}`;
+    const params = { userId, providerId: 'by-mcp' };
+    const started = await expectStatus(201, 'POST', AUTHORIZE, {
+      params,
+      body: { redirectUri: `${APP}done` },
+    });
+    await expectStatus(201, 'POST', AUTHORIZE, { params });
+    await expectStatus(400, 'POST', AUTHORIZE, {
+      params,
+      body: { redirectUri: 'http://127.0.0.1:9/elsewhere' },
+    });
+    await expectStatus(401, 'POST', AUTHORIZE, { params, auth: null });
+    await expectStatus(404, 'POST', AUTHORIZE, { params: { userId, providerId: 'nobody' } });
+    await expectStatus(413, 'POST', AUTHORIZE, { params, body: { scope: 'x'.repeat(70 * 1024) } });
+    await expectStatus(405, 'GET', AUTHORIZE, { params });
+
+    const url = (started.body as { authorizationUrl: string }).authorizationUrl;
+    const callback = await followToCallback(url, `${keeper.url}${CALLBACK}`, { loginHint: userId });
+    const query = Object.fromEntries(callback.searchParams);
+    const back = await expectStatus(303, 'GET', CALLBACK, { query, auth: null });
+    expect(back.headers.get('location')).toMatch(/status=connected/u);
+    await expectStatus(400, 'GET', CALLBACK, { query, auth: null });
+
+    const direct = (await expectStatus(201, 'POST', AUTHORIZE, { params })).body as {
+      authorizationUrl: string;
+    };
+    const page = await followToCallback(direct.authorizationUrl, `${keeper.url}${CALLBACK}`, {
+      loginHint: userId,
+    });
+    const connected = await expectStatus(200, 'GET', CALLBACK, {
+      query: Object.fromEntries(page.searchParams),
+      auth: null,
+    });
+    expect(connected.text).toContain('Account connected');
+    await expectStatus(200, 'GET', TOKEN, { params });
+
+    const document = await expectStatus(200, 'GET', CLIENT_METADATA, { auth: null });
+    expect(document.body).toMatchObject({ client_id: `${keeper.url}${CLIENT_METADATA}` });
+    await expectStatus(405, 'POST', CLIENT_METADATA);
   });
 
   it('the local sweep, and the latest sweep’s summary', async () => {

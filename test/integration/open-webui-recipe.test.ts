@@ -110,6 +110,7 @@ describe('docs/open-webui.md recipe', () => {
     expect(run.out).toContain('ok    409 handled');
     expect(run.out).toMatch(/ok {4}503 with Retry-After handled: retry after [1-9]\d*s/u);
     expect(run.out).toContain('ok    tools listing survives a 503');
+    expect(run.out).toContain('ok    authorize URL (PKCE S256)');
     expect(run.code, run.out).toBe(0);
     // No token in what the checker printed.
     expect(run.out).not.toContain('at-outage');

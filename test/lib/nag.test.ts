@@ -87,6 +87,8 @@ describe('cdk-nag AwsSolutions', () => {
         'TokenKeeper/Keyring/Secret AwsSolutions-SMG4',
         'TokenKeeper/Schedule/DeadLetterQueue AwsSolutions-SQS3',
         'TokenKeeper/TokenApi/Api/GET--v1--health AwsSolutions-APIG4',
+        'TokenKeeper/TokenApi/Api/GET--oauth--callback AwsSolutions-APIG4',
+        'TokenKeeper/TokenApi/Api/GET--oauth--client-metadata AwsSolutions-APIG4',
         ...['ApiHandler', 'Refresh'].flatMap((fn) => [
           `TokenKeeper/${fn} AwsSolutions-IAM5[Resource::<table>/index/*]`,
           `TokenKeeper/${fn} AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:secretsmanager:<AWS::Region>:<AWS::AccountId>:secret:tokenkeeper/*]`,

@@ -66,6 +66,45 @@ const apiRole = id(stack.apiFunction.role);
 const refreshFn = id(stack.refreshFunction.function);
 const apiFn = id(stack.apiFunction.function);
 
+/** A dependency cycle among the template's resources (Ref, Fn::GetAtt, DependsOn), if any. */
+function findCycle(all: Record<string, { DependsOn?: string | string[] } & Json>): string[] | undefined {
+  const edges = new Map<string, Set<string>>();
+  const collect = (node: unknown, into: Set<string>): void => {
+    if (Array.isArray(node)) for (const n of node) collect(n, into);
+    else if (node && typeof node === 'object') {
+      for (const [k, v] of Object.entries(node)) {
+        if (k === 'Ref' && typeof v === 'string' && v in all) into.add(v);
+        else if (k === 'Fn::GetAtt' && Array.isArray(v) && typeof v[0] === 'string' && v[0] in all)
+          into.add(v[0]);
+        else collect(v, into);
+      }
+    }
+  };
+  for (const [name, resource] of Object.entries(all)) {
+    const into = new Set<string>();
+    collect(resource.Properties, into);
+    for (const d of [resource.DependsOn ?? []].flat()) into.add(d);
+    edges.set(name, into);
+  }
+  const state = new Map<string, 'open' | 'done'>();
+  const visit = (name: string, path: string[]): string[] | undefined => {
+    if (state.get(name) === 'done') return undefined;
+    if (state.get(name) === 'open') return [...path, name];
+    state.set(name, 'open');
+    for (const next of edges.get(name) ?? []) {
+      const cycle = visit(next, [...path, name]);
+      if (cycle) return cycle;
+    }
+    state.set(name, 'done');
+    return undefined;
+  };
+  for (const name of edges.keys()) {
+    const cycle = visit(name, []);
+    if (cycle) return cycle;
+  }
+  return undefined;
+}
+
 describe('sessions table', () => {
   it('has the keys and the sparse byExpiry index (KEYS_ONLY) the core queries', () => {
     template.hasResourceProperties('AWS::DynamoDB::Table', {
@@ -83,6 +122,12 @@ describe('sessions table', () => {
           Projection: { ProjectionType: 'KEYS_ONLY' },
         },
       ],
+    });
+  });
+
+  it('expires pending authorizations of the connect flow through DynamoDB TTL', () => {
+    template.hasResourceProperties('AWS::DynamoDB::Table', {
+      TimeToLiveSpecification: { AttributeName: 'ttl', Enabled: true },
     });
   });
 
@@ -440,6 +485,9 @@ describe('HTTP API', () => {
         'GET /v1/sessions/{userId}',
         'GET /v1/sessions/{userId}/{providerId}',
         'GET /v1/sessions/{userId}/{providerId}/token',
+        'POST /v1/sessions/{userId}/{providerId}/authorize',
+        'GET /oauth/callback',
+        'GET /oauth/client-metadata',
         'PUT /v1/providers/{providerId}',
         'PUT /v1/sessions/{userId}/{providerId}',
       ].sort(),
@@ -456,14 +504,47 @@ describe('HTTP API', () => {
     });
   });
 
-  it('requires AWS_IAM (SigV4) on every route except the health check, the catch-all included', () => {
-    expect(resources(template, 'AWS::ApiGatewayV2::Route').map(([, r]) => r.Properties.RouteKey)).toContain(
-      '$default',
-    );
-    for (const [, route] of resources(template, 'AWS::ApiGatewayV2::Route')) {
-      const expected = route.Properties.RouteKey === 'GET /v1/health' ? 'NONE' : 'AWS_IAM';
-      expect(route.Properties.AuthorizationType, String(route.Properties.RouteKey)).toBe(expected);
+  it('requires AWS_IAM (SigV4) on every route but the health check, the OAuth callback and the client metadata document', () => {
+    const routes = resources(template, 'AWS::ApiGatewayV2::Route');
+    expect(routes.map(([, r]) => r.Properties.RouteKey)).toContain('$default');
+    const open = routes
+      .filter(([, r]) => r.Properties.AuthorizationType !== 'AWS_IAM')
+      .map(([, r]) => [r.Properties.RouteKey, r.Properties.AuthorizationType]);
+    expect(open.sort()).toEqual([
+      ['GET /oauth/callback', 'NONE'],
+      ['GET /oauth/client-metadata', 'NONE'],
+      ['GET /v1/health', 'NONE'],
+    ]);
+    for (const [, route] of routes) {
+      expect(['AWS_IAM', 'NONE'], String(route.Properties.RouteKey)).toContain(
+        route.Properties.AuthorizationType,
+      );
     }
+  });
+
+  it('gives the API function its own URL as TOKENKEEPER_PUBLIC_URL, without a dependency cycle', () => {
+    const [apiId] = only(template, 'AWS::ApiGatewayV2::Api');
+    const fn = template.toJSON().Resources[apiFn].Properties.Environment.Variables;
+    expect(fn.TOKENKEEPER_PUBLIC_URL).toEqual({ 'Fn::GetAtt': [apiId, 'ApiEndpoint'] });
+    const refresh = template.toJSON().Resources[refreshFn].Properties.Environment.Variables;
+    expect(refresh.TOKENKEEPER_PUBLIC_URL).toBeUndefined();
+    expect(findCycle(template.toJSON().Resources)).toBeUndefined();
+  });
+
+  it('uses a custom domain from context instead, and passes the redirect allow-list', () => {
+    const custom = synth({
+      publicUrl: 'https://keeper.example.com/',
+      allowedRedirects: 'https://chat.example.com,https://app.example.com/oauth/',
+    });
+    const env =
+      custom.template.toJSON().Resources[custom.id(custom.stack.apiFunction.function)].Properties.Environment
+        .Variables;
+    expect(env.TOKENKEEPER_PUBLIC_URL).toBe('https://keeper.example.com');
+    expect(env.TOKENKEEPER_ALLOWED_REDIRECTS).toBe('https://chat.example.com,https://app.example.com/oauth/');
+    expect(() => synth({ publicUrl: 'http://keeper.example.com' })).toThrow(
+      /publicUrl must be an https URL/u,
+    );
+    expect(() => synth({ allowedRedirects: 'javascript:alert(1)' })).toThrow(/allowedRedirects/u);
   });
 
   it('lets API Gateway invoke the function only for this API', () => {

@@ -9,6 +9,7 @@ import type {
   ResourceServer,
 } from 'oidc-provider';
 import { listenOnLoopback } from '../../functions/local/embedded.js';
+import { followRedirects } from './connect-flow.js';
 import { startTokenProxy, type TokenProxy } from './token-proxy.js';
 
 /** The one resource (RFC 8707) the test server knows; login() requests it by default. */
@@ -60,6 +61,13 @@ export interface OAuthServerOptions {
   accessTokenTtl?: number;
   /** Refresh-token lifetime in seconds. Default 14 days. */
   refreshTokenTtl?: number;
+  /** Dynamic Client Registration (RFC 7591) at `/reg`, open to anyone. Default off. */
+  registration?: boolean;
+  /**
+   * More resource indicators (RFC 8707) the server issues audience-bound tokens for, with the MCP
+   * scopes: an MCP server's URL, say. Their tokens are opaque; introspection shows the audience.
+   */
+  resources?: readonly string[];
 }
 
 export interface OAuthServer {
@@ -150,9 +158,9 @@ export async function startOAuthServer(options: OAuthServerOptions = {}): Promis
   const refreshTokenTtl = options.refreshTokenTtl ?? 14 * 24 * 3600;
   const issuer = proxy.url;
 
-  const resourceServer = (): ResourceServer => ({
+  const resourceServer = (audience = MCP_RESOURCE): ResourceServer => ({
     scope: MCP_SCOPES,
-    audience: MCP_RESOURCE,
+    audience,
     accessTokenFormat: 'opaque',
     accessTokenTTL: accessTokenTtl,
   });
@@ -195,6 +203,7 @@ export async function startOAuthServer(options: OAuthServerOptions = {}): Promis
     features: {
       devInteractions: { enabled: false },
       introspection: { enabled: true, allowedPolicy: async () => true },
+      registration: { enabled: options.registration ?? false },
       revocation: {
         enabled: true,
         allowedPolicy: async (_ctx, client, token) => token.clientId === client.clientId,
@@ -205,6 +214,7 @@ export async function startOAuthServer(options: OAuthServerOptions = {}): Promis
         useGrantedResource: async () => false,
         getResourceServerInfo: async (_ctx, indicator) => {
           if (indicator === MCP_RESOURCE) return resourceServer();
+          if (options.resources?.includes(indicator)) return resourceServer(indicator);
           throw new errors.InvalidTarget();
         },
       },
@@ -338,33 +348,12 @@ async function login(ctx: LoginContext): Promise<TokenSet> {
   if (resource) query.resource = resource;
   authorize.search = new URLSearchParams(query).toString();
 
-  const jar = new Map<string, string>();
-  let url = authorize;
-  let callback: URL | undefined;
-  for (let hop = 0; hop < 12 && !callback; hop++) {
-    const res = await fetch(url, {
-      redirect: 'manual',
-      headers: { cookie: [...jar].map(([k, v]) => `${k}=${v}`).join('; ') },
-    });
-    for (const line of res.headers.getSetCookie()) {
-      const [pair = ''] = line.split(';');
-      const eq = pair.indexOf('=');
-      const name = pair.slice(0, eq).trim();
-      const value = pair.slice(eq + 1).trim();
-      if (!value || /expires=Thu, 01 Jan 1970/i.test(line)) jar.delete(name);
-      else jar.set(name, value);
-    }
-    const location = res.headers.get('location');
-    if (res.status < 300 || res.status >= 400 || !location) {
-      throw new Error(`login: unexpected ${res.status} from ${url.pathname}: ${await res.text()}`);
-    }
-    await res.body?.cancel();
-    let next = new URL(location, url);
-    if (next.origin === new URL(issuer).origin) next = new URL(next.pathname + next.search, upstreamUrl);
-    if (next.href.startsWith(client.redirectUri)) callback = next;
-    else url = next;
-  }
-  if (!callback) throw new Error('login: too many redirects');
+  const upstreamOrigin = new URL(issuer).origin;
+  const callback = await followRedirects(
+    authorize,
+    (next) => next.href.startsWith(client.redirectUri),
+    (next) => (next.origin === upstreamOrigin ? new URL(next.pathname + next.search, upstreamUrl) : next),
+  );
   const error = callback.searchParams.get('error');
   if (error) throw new Error(`login: ${error}: ${callback.searchParams.get('error_description') ?? ''}`);
   if (callback.searchParams.get('state') !== state) throw new Error('login: state mismatch');

@@ -54,6 +54,8 @@ describe('loadConfig defaults', () => {
       clientSecretPrefix: 'tokenkeeper/',
       eventBusName: 'default',
       serviceName: 'tokenkeeper',
+      publicUrl: undefined,
+      allowedRedirects: [],
     });
   });
 
@@ -486,5 +488,39 @@ describe('TOKENKEEPER_CLIENT_SECRET_PREFIX', () => {
     expect(() => loadConfig({ TOKENKEEPER_CLIENT_SECRET_PREFIX: 'has space' })).toThrow(
       /TOKENKEEPER_CLIENT_SECRET_PREFIX/,
     );
+  });
+});
+
+describe('the connect flow settings', () => {
+  it('reads TOKENKEEPER_PUBLIC_URL without its trailing slash and the comma-separated allow-list', () => {
+    // Act
+    const config = loadConfig({
+      TOKENKEEPER_PUBLIC_URL: 'https://keeper.example.com/',
+      TOKENKEEPER_ALLOWED_REDIRECTS: ' https://chat.example.com , https://app.example.com/oauth/,',
+    });
+
+    // Assess
+    expect(config.publicUrl).toBe('https://keeper.example.com');
+    expect(config.allowedRedirects).toEqual(['https://chat.example.com', 'https://app.example.com/oauth/']);
+  });
+
+  it.each([
+    ['TOKENKEEPER_PUBLIC_URL', 'http://keeper.example.com', /must be an https URL/u],
+    ['TOKENKEEPER_PUBLIC_URL', 'https://keeper.example.com/?x=1', /query or fragment/u],
+    ['TOKENKEEPER_PUBLIC_URL', 'keeper.example.com', /absolute URL/u],
+    ['TOKENKEEPER_ALLOWED_REDIRECTS', 'https://ok.example,javascript:alert(1)', /must be an https URL/u],
+    ['TOKENKEEPER_ALLOWED_REDIRECTS', 'http://chat.example.com', /must be an https URL/u],
+    ['TOKENKEEPER_ALLOWED_REDIRECTS', 'https://u:p@chat.example.com', /credentials/u],
+  ])('refuses %s=%s', (name, value, message) => {
+    expect(() => loadConfig({ [name]: value })).toThrow(message);
+  });
+
+  it('accepts http URLs only with TOKENKEEPER_ALLOW_INSECURE_HTTP=1 (local development)', () => {
+    const config = loadConfig({
+      TOKENKEEPER_ALLOW_INSECURE_HTTP: '1',
+      TOKENKEEPER_PUBLIC_URL: 'http://127.0.0.1:8787',
+      TOKENKEEPER_ALLOWED_REDIRECTS: 'http://127.0.0.1:3000',
+    });
+    expect(config.publicUrl).toBe('http://127.0.0.1:8787');
   });
 });

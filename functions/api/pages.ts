@@ -1,0 +1,58 @@
+import { createHash } from 'node:crypto';
+
+/**
+ * The callback's own pages, for connections started without a `redirectUri`: self-contained HTML,
+ * no script, no outside resource. The one inline style is allowed by its hash, nothing else is.
+ */
+
+const STYLE =
+  'body{font-family:system-ui,sans-serif;max-width:32rem;margin:4rem auto;padding:0 1rem;color:#1f2328}' +
+  'h1{font-size:1.4rem}.ok{color:#1a7f37}.err{color:#cf222e}code{background:#f6f8fa;padding:0 .2rem}';
+
+const STYLE_HASH = createHash('sha256').update(STYLE, 'utf8').digest('base64');
+
+export const PAGE_HEADERS: Readonly<Record<string, string>> = {
+  'content-type': 'text/html; charset=utf-8',
+  'content-security-policy': `default-src 'none'; style-src 'sha256-${STYLE_HASH}'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`,
+  'referrer-policy': 'no-referrer',
+  'cache-control': 'no-store',
+  'x-content-type-options': 'nosniff',
+  'x-frame-options': 'DENY',
+};
+
+export function escapeHtml(text: string): string {
+  return text.replace(/[&<>"']/gu, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+function page(title: string, body: string): string {
+  return (
+    '<!doctype html><html lang="en"><head><meta charset="utf-8">' +
+    '<meta name="viewport" content="width=device-width, initial-scale=1">' +
+    `<title>${escapeHtml(title)}</title><style>${STYLE}</style></head><body>${body}</body></html>`
+  );
+}
+
+export function connectedPage(userId: string, providerId: string): string {
+  return page(
+    'Connected',
+    '<h1 class="ok">Account connected</h1>' +
+      `<p>The account for <code>${escapeHtml(providerId)}</code> is connected for <code>${escapeHtml(userId)}</code>.</p>` +
+      '<p>You can close this window.</p>',
+  );
+}
+
+const ERROR_TEXT: Record<string, string> = {
+  invalid_state:
+    'This sign-in link is unknown, has expired or was already used. Start again from the application.',
+  access_denied: 'Access was not granted.',
+  invalid_issuer: 'The answer did not come from the expected authorization server.',
+};
+
+export function errorPage(error: string): string {
+  return page(
+    'Not connected',
+    '<h1 class="err">The account was not connected</h1>' +
+      `<p>${escapeHtml(ERROR_TEXT[error] ?? 'The authorization server did not complete the connection.')}</p>` +
+      `<p>Error: <code>${escapeHtml(error)}</code></p>`,
+  );
+}
