@@ -29,9 +29,12 @@ export interface WithTokenKeeperOptions {
   maxWaitMs?: number;
   /**
    * Asked for a fresh authorization URL when the grant is dead, so the error can send the user there.
-   * Return undefined when the provider cannot start a connect flow.
+   * Default: the keeper's own connect flow (`POST …/authorize`, with `redirectUri` when given); a
+   * provider that cannot start one leaves the error without a URL. Return undefined to skip.
    */
   authorizationUrl?: () => Promise<string | undefined>;
+  /** Where the user's browser returns after a reconnect started from the error (the default flow). */
+  redirectUri?: string;
 }
 
 /** The keeper holds no usable grant: the user must authorize again (at `authorizationUrl`, when given). */
@@ -77,6 +80,16 @@ function withAuthorization(init: RequestInit | undefined, token: Token): Request
 export function withTokenKeeper(options: WithTokenKeeperOptions): Middleware {
   const { client, userId, providerId } = options;
   const maxWaitMs = options.maxWaitMs ?? DEFAULT_MAX_WAIT_MS;
+  const authorizationUrl =
+    options.authorizationUrl ??
+    (async () =>
+      (
+        await client.authorize(
+          userId,
+          providerId,
+          options.redirectUri ? { redirectUri: options.redirectUri } : {},
+        )
+      ).authorizationUrl);
 
   const token = async (rejected?: string): Promise<Token> => {
     let timer: NodeJS.Timeout | undefined;
@@ -93,8 +106,8 @@ export function withTokenKeeper(options: WithTokenKeeperOptions): Middleware {
       ]);
     } catch (err) {
       if (err instanceof ReauthorizationRequiredError) {
-        const authorizationUrl = await options.authorizationUrl?.().catch(() => undefined);
-        throw new McpReauthorizationRequiredError({ userId, providerId, authorizationUrl, cause: err });
+        const url = await authorizationUrl().catch(() => undefined);
+        throw new McpReauthorizationRequiredError({ userId, providerId, authorizationUrl: url, cause: err });
       }
       if (err instanceof ServiceUnavailableError) {
         throw new TokenUnavailableError(err.message, err.retryAfterSeconds, err);

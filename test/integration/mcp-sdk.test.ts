@@ -3,8 +3,9 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TokenKeeperClient } from '../../client/index.js';
 import { McpReauthorizationRequiredError, TokenUnavailableError, withTokenKeeper } from '../../client/mcp.js';
+import { followToCallback } from '../support/connect-flow.js';
 import { type Connected, connect, forwardedGrants, registerProviders } from '../support/keeper-flows.js';
-import { type McpSdkServer, startMcpSdkServer } from '../support/mcp-sdk-server.js';
+import { listenMcpSdkServer, type McpSdkServer, startMcpSdkServer } from '../support/mcp-sdk-server.js';
 import { MCP_RESOURCE, type OAuthServer, startOAuthServer } from '../support/oauth-server.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 
@@ -149,6 +150,72 @@ describe('withTokenKeeper with the MCP SDK', () => {
     const unavailable = findCause(failure, TokenUnavailableError);
     expect(unavailable?.retryAfterSeconds).toBe(120);
     expect(Date.now() - started).toBeLessThan(5_000);
+    await client.close();
+  });
+});
+
+describe('the connect flow against the SDK’s own metadata router', () => {
+  let sdkOauth: OAuthServer;
+  let sdk: McpSdkServer;
+  let stack: TestStack;
+
+  beforeAll(async () => {
+    // The SDK server's URL is its resource: known before the OAuth server that issues tokens for it.
+    const unprotected = await listenMcpSdkServer();
+    sdkOauth = await startOAuthServer({
+      accessTokenTtl: 600,
+      registration: true,
+      resources: [unprotected.url],
+    });
+    sdk = await unprotected.protect({ oauth: sdkOauth });
+    stack = await startTestStack();
+  });
+  afterAll(async () => {
+    await sdk?.stop();
+    await Promise.all([stack?.stop(), sdkOauth?.stop()]);
+  });
+
+  it('registers by mcpServerUrl (401 → resource metadata → AS → DCR), connects, and the SDK client calls tools', async () => {
+    const registered = await stack.call('PUT', '/v1/providers/sdk', { mcpServerUrl: sdk.url });
+    expect(registered.status, registered.text).toBe(201);
+    expect(registered.body).toMatchObject({
+      registration: 'dynamic',
+      resource: sdk.url,
+      issuer: sdkOauth.issuer,
+    });
+
+    const userId = 'sdk-user';
+    const started = await stack.call('POST', `/v1/sessions/${userId}/sdk/authorize`, {});
+    expect(started.status, started.text).toBe(201);
+    const { authorizationUrl } = started.body as { authorizationUrl: string };
+    expect(new URL(authorizationUrl).searchParams.get('resource')).toBe(sdk.url);
+    const callback = await followToCallback(authorizationUrl, `${stack.url}/oauth/callback`, {
+      loginHint: userId,
+    });
+    const landed = await fetch(callback, { redirect: 'manual' });
+    expect(landed.status, await landed.clone().text()).toBe(200);
+    expect(await landed.text()).toContain('connected');
+
+    const client = new Client({ name: 'tokenkeeper-test', version: '1.0.0' });
+    const keeper = new TokenKeeperClient({
+      baseUrl: stack.url,
+      auth: { kind: 'bearer', apiKey: stack.apiKey },
+    });
+    await client.connect(
+      new StreamableHTTPClientTransport(new URL(sdk.url), {
+        fetch: withTokenKeeper({ client: keeper, userId, providerId: 'sdk' })(fetch),
+      }),
+    );
+    expect(await add(client, 40, 2)).toBe('42');
+    // The token the SDK server accepted is bound to its resource.
+    expect((await sdkOauth.introspect(sdk.accepted.at(-1) ?? '')).aud).toBe(sdk.url);
+
+    // A dead grant: the error carries a fresh authorization URL from the keeper's connect flow.
+    sdkOauth.proxy.setFault({ kind: 'oauth-error', status: 400, error: 'invalid_grant', times: 1 });
+    sdk.refuseNext();
+    const failure = await add(client, 1, 2).catch((err: unknown) => err);
+    const reauth = findCause(failure, McpReauthorizationRequiredError);
+    expect(reauth?.authorizationUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/.*[?&]code_challenge=/u);
     await client.close();
   });
 });

@@ -9,7 +9,7 @@ import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import type { OAuthMetadata } from '@modelcontextprotocol/sdk/shared/auth.js';
 import * as z from 'zod';
-import type { OAuthServer } from './oauth-server.js';
+import { MCP_SCOPES, type OAuthServer } from './oauth-server.js';
 
 /**
  * An MCP server built with the official SDK, protected the way the SDK's server-side authorization
@@ -33,78 +33,100 @@ export async function startMcpSdkServer(options: {
   oauth: OAuthServer;
   resource: string;
 }): Promise<McpSdkServer> {
-  const { oauth } = options;
-  const metadataResponse = await fetch(`${oauth.upstreamUrl}/.well-known/openid-configuration`);
-  const metadata = (await metadataResponse.json()) as OAuthMetadata;
-  const accepted: string[] = [];
-  let refuse = false;
+  return (await listenMcpSdkServer()).protect(options);
+}
 
-  const verifier: OAuthTokenVerifier = {
-    async verifyAccessToken(token: string): Promise<AuthInfo> {
-      if (refuse) {
-        refuse = false;
-        throw new InvalidTokenError('this server no longer trusts the token');
-      }
-      const claims = await oauth.introspect(token);
-      if (!claims.active) throw new InvalidTokenError('token is not active');
-      const aud = Array.isArray(claims.aud) ? claims.aud[0] : claims.aud;
-      return {
-        token,
-        clientId: String(claims.client_id ?? ''),
-        scopes: typeof claims.scope === 'string' ? claims.scope.split(' ') : [],
-        expiresAt: typeof claims.exp === 'number' ? claims.exp : undefined,
-        resource: typeof aud === 'string' ? new URL(aud) : undefined,
-      };
-    },
-  };
+/** A listening SDK server, not protected yet: its URL is known before the OAuth server starts. */
+export interface UnprotectedMcpSdkServer {
+  readonly url: string;
+  /** Mounts the SDK's metadata router and bearer auth for `oauth`; `resource` defaults to the server's URL. */
+  protect(options: { oauth: OAuthServer; resource?: string }): Promise<McpSdkServer>;
+}
 
+export async function listenMcpSdkServer(): Promise<UnprotectedMcpSdkServer> {
   const app = createMcpExpressApp();
   let server: Server | undefined;
-  const listening = new Promise<string>((resolve, reject) => {
+  const origin = await new Promise<string>((resolve, reject) => {
     server = app.listen(0, '127.0.0.1', () => {
       const address = server?.address();
       if (address && typeof address === 'object') resolve(`http://127.0.0.1:${address.port}`);
     });
     server.on('error', reject);
   });
-  const origin = await listening;
   const url = `${origin}/mcp`;
-  const resourceMetadataUrl = `${origin}/.well-known/oauth-protected-resource/mcp`;
-
-  app.use(mcpAuthMetadataRouter({ oauthMetadata: metadata, resourceServerUrl: new URL(url) }));
-  const auth = requireBearerAuth({
-    verifier,
-    resourceMetadataUrl,
-    expectedResource: new URL(options.resource),
-  });
-  app.post('/mcp', auth, async (req, res) => {
-    accepted.push(req.auth?.token ?? '');
-    const mcp = new McpServer({ name: 'tokenkeeper-test-mcp', version: '1.0.0' });
-    mcp.registerTool(
-      'add',
-      { description: 'Adds two numbers', inputSchema: { a: z.number(), b: z.number() } },
-      async ({ a, b }) => ({ content: [{ type: 'text', text: String(a + b) }] }),
-    );
-    const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined });
-    res.on('close', () => {
-      void transport.close();
-      void mcp.close();
+  const stop = () =>
+    new Promise<void>((resolve) => {
+      server?.closeAllConnections();
+      server?.close(() => resolve());
     });
-    await mcp.connect(transport);
-    await transport.handleRequest(req, res, req.body);
-  });
 
-  return {
-    url,
-    resourceMetadataUrl,
-    accepted,
-    refuseNext() {
-      refuse = true;
-    },
-    stop: () =>
-      new Promise<void>((resolve) => {
-        server?.closeAllConnections();
-        server?.close(() => resolve());
+  const protect = async (options: { oauth: OAuthServer; resource?: string }): Promise<McpSdkServer> => {
+    const { oauth } = options;
+    const metadataResponse = await fetch(`${oauth.upstreamUrl}/.well-known/openid-configuration`);
+    const metadata = (await metadataResponse.json()) as OAuthMetadata;
+    const accepted: string[] = [];
+    let refuse = false;
+
+    const verifier: OAuthTokenVerifier = {
+      async verifyAccessToken(token: string): Promise<AuthInfo> {
+        if (refuse) {
+          refuse = false;
+          throw new InvalidTokenError('this server no longer trusts the token');
+        }
+        const claims = await oauth.introspect(token);
+        if (!claims.active) throw new InvalidTokenError('token is not active');
+        const aud = Array.isArray(claims.aud) ? claims.aud[0] : claims.aud;
+        return {
+          token,
+          clientId: String(claims.client_id ?? ''),
+          scopes: typeof claims.scope === 'string' ? claims.scope.split(' ') : [],
+          expiresAt: typeof claims.exp === 'number' ? claims.exp : undefined,
+          resource: typeof aud === 'string' ? new URL(aud) : undefined,
+        };
+      },
+    };
+
+    const resourceMetadataUrl = `${origin}/.well-known/oauth-protected-resource/mcp`;
+    // The scopes the test OAuth server grants for its resources (MCP_SCOPES), advertised as RFC 9728 asks.
+    app.use(
+      mcpAuthMetadataRouter({
+        oauthMetadata: metadata,
+        resourceServerUrl: new URL(url),
+        scopesSupported: MCP_SCOPES.split(' '),
       }),
+    );
+    const auth = requireBearerAuth({
+      verifier,
+      resourceMetadataUrl,
+      expectedResource: new URL(options.resource ?? url),
+    });
+    app.post('/mcp', auth, async (req, res) => {
+      accepted.push(req.auth?.token ?? '');
+      const mcp = new McpServer({ name: 'tokenkeeper-test-mcp', version: '1.0.0' });
+      mcp.registerTool(
+        'add',
+        { description: 'Adds two numbers', inputSchema: { a: z.number(), b: z.number() } },
+        async ({ a, b }) => ({ content: [{ type: 'text', text: String(a + b) }] }),
+      );
+      const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined });
+      res.on('close', () => {
+        void transport.close();
+        void mcp.close();
+      });
+      await mcp.connect(transport);
+      await transport.handleRequest(req, res, req.body);
+    });
+
+    return {
+      url,
+      resourceMetadataUrl,
+      accepted,
+      refuseNext() {
+        refuse = true;
+      },
+      stop,
+    };
   };
+
+  return { url, protect };
 }
