@@ -24,13 +24,17 @@ export interface ApiRoute {
 /** The routes functions/api serves. */
 export const API_ROUTES: readonly ApiRoute[] = [
   { path: '/v1/health', methods: [HttpMethod.GET], public: true },
+  { path: '/v1/providers', methods: [HttpMethod.GET] },
   { path: '/v1/providers/{providerId}', methods: [HttpMethod.PUT, HttpMethod.GET] },
+  { path: '/v1/sessions', methods: [HttpMethod.GET] },
+  { path: '/v1/sweeps/latest', methods: [HttpMethod.GET] },
   { path: '/v1/sessions/{userId}', methods: [HttpMethod.GET] },
   {
     path: '/v1/sessions/{userId}/{providerId}',
     methods: [HttpMethod.PUT, HttpMethod.GET, HttpMethod.DELETE],
   },
   { path: '/v1/sessions/{userId}/{providerId}/token', methods: [HttpMethod.GET] },
+  { path: '/v1/sessions/{userId}/{providerId}/refresh', methods: [HttpMethod.POST] },
 ];
 
 export interface TokenApiProps {

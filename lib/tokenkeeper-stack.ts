@@ -30,6 +30,8 @@ export const REFRESH_TABLE_ACTIONS = ['dynamodb:GetItem', 'dynamodb:Query', 'dyn
 export const API_TABLE_ACTIONS = [
   'dynamodb:GetItem',
   'dynamodb:Query',
+  // GET /v1/sessions and GET /v1/providers: bounded, paginated Scans (functions/core/store.ts)
+  'dynamodb:Scan',
   'dynamodb:PutItem',
   'dynamodb:UpdateItem',
   'dynamodb:DeleteItem',

@@ -16,6 +16,8 @@ import {
   parseId,
   parseJsonBody,
   parseProviderBody,
+  parseProviderListQuery,
+  parseRefreshRequest,
   parseSessionBody,
   parseSessionSearchQuery,
   parseTokenQuery,
@@ -78,6 +80,8 @@ export const KEY_UNAVAILABLE_RETRY_AFTER_SECONDS = 60;
 type RouteName =
   | 'health'
   | 'provider'
+  | 'providerList'
+  | 'refresh'
   | 'sessionSearch'
   | 'sessionList'
   | 'session'
@@ -111,6 +115,7 @@ function matchRoute(path: string): RouteMatch | undefined {
     case 'health':
       return rest.length === 1 ? { name: 'health', allow: ['GET'], params: [] } : undefined;
     case 'providers':
+      if (rest.length === 1) return { name: 'providerList', allow: ['GET'], params: [] };
       return rest.length === 2 ? { name: 'provider', allow: ['GET', 'PUT'], params: [rest[1]] } : undefined;
     case 'sweeps':
       return rest.length === 2 && rest[1] === 'latest'
@@ -124,6 +129,9 @@ function matchRoute(path: string): RouteMatch | undefined {
       }
       if (rest.length === 4 && rest[3] === 'token') {
         return { name: 'token', allow: ['GET'], params: [rest[1], rest[2]] };
+      }
+      if (rest.length === 4 && rest[3] === 'refresh') {
+        return { name: 'refresh', allow: ['POST'], params: [rest[1], rest[2]] };
       }
       return undefined;
     default:
@@ -232,6 +240,8 @@ export function createApp(deps: AppDeps): App {
         }
         return json(200, await providers.get(providerId));
       }
+      case 'providerList':
+        return json(200, await providers.list(parseProviderListQuery(req.query)));
       case 'sessionSearch':
         return json(200, await sessions.search(parseSessionSearchQuery(req.query)));
       case 'latestSweep': {
@@ -263,6 +273,14 @@ export function createApp(deps: AppDeps): App {
         metrics.add('TokensServed', 'Count', 1);
         metrics.add('TokenLatency', 'Milliseconds', Math.max(0, clock.now() - startedAt));
         return json(200, result, { pragma: 'no-cache' });
+      }
+      case 'refresh': {
+        // A forced refresh through the token route's own path (lease, single flight, classification);
+        // its token is dropped here: the answer is the session's metadata, never a token.
+        const key = sessionKey(route.params);
+        parseRefreshRequest(req.query, req.body);
+        await tokens.getToken(key, { minValidity: 0, force: true }, { deadline: req.deadline });
+        return json(200, await sessions.get(key));
       }
     }
   }
