@@ -52,7 +52,10 @@ describe('a refresher that dies holding a lease', () => {
     const clock = new SkewedClock();
     // A 10 s lease: the test steps the clock past it while a call waits, and a call's own deadline
     // (29 s locally) must not end first.
-    const stack = await freshKeeper(clock, { TOKENKEEPER_HTTP_TIMEOUT_MS: '1000', TOKENKEEPER_LEASE_SECONDS: '10' });
+    const stack = await freshKeeper(clock, {
+      TOKENKEEPER_HTTP_TIMEOUT_MS: '1000',
+      TOKENKEEPER_LEASE_SECONDS: '10',
+    });
     const { config, store } = stack.stack.runtime;
     const leaseMs = config.leaseSeconds * 1000;
     const maxWaitMs = config.httpTimeoutMs + 2_000;
