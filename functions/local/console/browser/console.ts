@@ -496,7 +496,14 @@ async function onRowAction(button: HTMLButtonElement): Promise<void> {
   const action = button.getAttribute('data-action');
   if (action === 'refresh') {
     say(`Refreshing ${userId} / ${providerId}…`);
-    const s = await api<SessionRow>('POST', `${base}/refresh`);
+    let s: SessionRow;
+    try {
+      s = await api<SessionRow>('POST', `${base}/refresh`);
+    } catch (err) {
+      // The failure is on the session now (failures, last error): show it at once.
+      await refreshAll();
+      throw err;
+    }
     sessionData.set(keyOf(s), s);
     paintRow(row as HTMLTableRowElement, s, nowSeconds());
     say(`Refreshed ${userId} / ${providerId}: expires in ${formatExpiry(s.expiresAt, nowSeconds())}.`);
