@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { startConsoleProxy, type UpstreamAuth } from './console-proxy.js';
 import { TokenKeeperApiError, TokenKeeperConnectionError } from './errors.js';
 import {
   ansi,
@@ -14,8 +15,8 @@ import {
   renderSweep,
 } from './format.js';
 import { ID_RULE, idProblem } from './ids.js';
-import { type ClientAuth, TokenKeeperClient } from './index.js';
-import { type CredentialProvider, signingRegion } from './sigv4.js';
+import { type ClientAuth, defaultCredentialChain, TokenKeeperClient } from './index.js';
+import { type CredentialProvider, createSigV4Signer, signingRegion } from './sigv4.js';
 import type { AuthorizeOptions, ProviderInput, TokenResponse } from './types.js';
 
 /**
@@ -39,6 +40,8 @@ export interface CliIo {
   clock?: () => number;
   /** SigV4 credentials; default the AWS default credential chain. */
   credentials?: CredentialProvider;
+  /** Ends a long-running command (`console`): bin/cli.ts aborts it on SIGINT/SIGTERM. */
+  signal?: AbortSignal;
 }
 
 export const USAGE = `Usage: tokenkeeper <command> [options]
@@ -59,6 +62,8 @@ Commands:
                prints the URL to open in the user's browser; the keeper's callback stores the session
   token get <userId> <providerId> [--min-validity <s>] [--force]
   sweep                                        sweep now (local stack only)
+  console [--port <n>]                         the console for this API on 127.0.0.1 (each /v1 call
+                                               signed with SigV4, as kubectl proxy does); Ctrl-C stops
 
 Target:
   default: the local stack at http://127.0.0.1:$PORT (8787), bearer key from $TOKENKEEPER_API_KEY
@@ -108,6 +113,7 @@ const OPTIONS = {
   file: { type: 'string', short: 'f' },
   'min-validity': { type: 'string' },
   'redirect-uri': { type: 'string' },
+  port: { type: 'string' },
   force: { type: 'boolean' },
   // Accepted only to be refused with a clear message (argv is visible to every user through ps).
   'client-secret': { type: 'string' },
@@ -128,6 +134,7 @@ interface Command {
 
 interface Context {
   client: TokenKeeperClient;
+  target: { baseUrl: string; auth: ClientAuth };
   values: Values;
   io: CliIo;
   paint: Paint;
@@ -249,6 +256,43 @@ const COMMANDS: Record<string, Command> = {
       });
       if (ctx.values.json) return ctx.json(token);
       ctx.out(token.access_token);
+    },
+  },
+  console: {
+    args: [],
+    options: ['port'],
+    async run(ctx) {
+      const raw = (ctx.values.port as string | undefined) ?? '0';
+      if (!/^\d{1,5}$/u.test(raw) || Number(raw) > 65_535) throw new UsageError('--port must be 0 to 65535');
+      const { auth, baseUrl } = ctx.target;
+      const upstream: UpstreamAuth =
+        auth.kind === 'bearer'
+          ? auth
+          : {
+              kind: 'sigv4',
+              sign: createSigV4Signer({
+                region: auth.region,
+                credentials: auth.credentials ?? defaultCredentialChain(),
+              }),
+            };
+      const proxy = await startConsoleProxy({
+        apiUrl: baseUrl,
+        auth: upstream,
+        port: Number(raw),
+        ...(ctx.io.fetch ? { fetch: ctx.io.fetch } : {}),
+      });
+      ctx.out(
+        `tokenkeeper console for ${baseUrl} (${auth.kind === 'sigv4' ? `SigV4, ${auth.region}` : 'bearer key'})`,
+      );
+      ctx.out(`open ${proxy.consoleUrl}`);
+      ctx.out('the key after # stays in your browser; Ctrl-C stops the console');
+      const signal = ctx.io.signal;
+      await new Promise<void>((resolve) => {
+        if (!signal) return;
+        if (signal.aborted) resolve();
+        signal.addEventListener('abort', () => resolve(), { once: true });
+      });
+      await proxy.stop();
     },
   },
   sweep: {
@@ -501,6 +545,7 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     const paint = colourEnabled(io, values) ? ansi : plain;
     const ctx: Context = {
       client,
+      target,
       values,
       io,
       paint,

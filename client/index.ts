@@ -106,7 +106,7 @@ function defaultSleep(ms: number): Promise<void> {
 }
 
 /** The AWS default credential chain, loaded on first use (bearer users never pay for it). */
-function defaultCredentialChain(): CredentialProvider {
+export function defaultCredentialChain(): CredentialProvider {
   let provider: Promise<CredentialProvider> | undefined;
   return async () => {
     provider ??= import('@aws-sdk/credential-provider-node').then(({ defaultProvider }) => {

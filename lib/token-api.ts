@@ -43,7 +43,10 @@ export const API_ROUTES: readonly ApiRoute[] = [
     public:
       'The Client ID Metadata Document is fetched by authorization servers; it holds only public client metadata.',
   },
+  { path: '/v1/providers', methods: [HttpMethod.GET] },
   { path: '/v1/providers/{providerId}', methods: [HttpMethod.PUT, HttpMethod.GET] },
+  { path: '/v1/sessions', methods: [HttpMethod.GET] },
+  { path: '/v1/sweeps/latest', methods: [HttpMethod.GET] },
   { path: '/v1/sessions/{userId}', methods: [HttpMethod.GET] },
   {
     path: '/v1/sessions/{userId}/{providerId}',
@@ -51,6 +54,7 @@ export const API_ROUTES: readonly ApiRoute[] = [
   },
   { path: '/v1/sessions/{userId}/{providerId}/token', methods: [HttpMethod.GET] },
   { path: '/v1/sessions/{userId}/{providerId}/authorize', methods: [HttpMethod.POST] },
+  { path: '/v1/sessions/{userId}/{providerId}/refresh', methods: [HttpMethod.POST] },
 ];
 
 export interface TokenApiProps {

@@ -29,14 +29,13 @@ import { TokenApi } from './token-api.js';
 export const REFRESH_TABLE_ACTIONS = [
   'dynamodb:GetItem',
   'dynamodb:Query',
+  // (the latest sweep's summary is an UpdateItem too)
   'dynamodb:UpdateItem',
-  // the latest sweep's summary, one small item
-  'dynamodb:PutItem',
 ] as const;
 export const API_TABLE_ACTIONS = [
   'dynamodb:GetItem',
   'dynamodb:Query',
-  // GET /v1/sessions across users: bounded pages of a Scan
+  // GET /v1/sessions and GET /v1/providers: bounded, paginated Scans (functions/core/store.ts)
   'dynamodb:Scan',
   'dynamodb:PutItem',
   'dynamodb:UpdateItem',

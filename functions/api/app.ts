@@ -29,6 +29,8 @@ import {
   parseJsonBody,
   parseMcpProviderBody,
   parseProviderBody,
+  parseProviderListQuery,
+  parseRefreshRequest,
   parseSessionBody,
   parseSessionSearchQuery,
   parseTokenQuery,
@@ -93,6 +95,8 @@ export const KEY_UNAVAILABLE_RETRY_AFTER_SECONDS = 60;
 type RouteName =
   | 'health'
   | 'provider'
+  | 'providerList'
+  | 'refresh'
   | 'sessionSearch'
   | 'sessionList'
   | 'session'
@@ -131,6 +135,7 @@ function matchRoute(path: string): RouteMatch | undefined {
     case 'health':
       return rest.length === 1 ? { name: 'health', allow: ['GET'], params: [] } : undefined;
     case 'providers':
+      if (rest.length === 1) return { name: 'providerList', allow: ['GET'], params: [] };
       return rest.length === 2 ? { name: 'provider', allow: ['GET', 'PUT'], params: [rest[1]] } : undefined;
     case 'sweeps':
       return rest.length === 2 && rest[1] === 'latest'
@@ -147,6 +152,9 @@ function matchRoute(path: string): RouteMatch | undefined {
       }
       if (rest.length === 4 && rest[3] === 'authorize') {
         return { name: 'authorize', allow: ['POST'], params: [rest[1], rest[2]] };
+      }
+      if (rest.length === 4 && rest[3] === 'refresh') {
+        return { name: 'refresh', allow: ['POST'], params: [rest[1], rest[2]] };
       }
       return undefined;
     default:
@@ -310,6 +318,8 @@ export function createApp(deps: AppDeps): App {
         }
         return json(200, await providers.get(providerId));
       }
+      case 'providerList':
+        return json(200, await providers.list(parseProviderListQuery(req.query)));
       case 'sessionSearch':
         return json(200, await sessions.search(parseSessionSearchQuery(req.query)));
       case 'latestSweep': {
@@ -346,6 +356,14 @@ export function createApp(deps: AppDeps): App {
         const key = sessionKey(route.params);
         const input = parseAuthorizeBody(req.body);
         return json(201, await connectService().authorize(key, input, { deadline: req.deadline }));
+      }
+      case 'refresh': {
+        // A forced refresh through the token route's own path (lease, single flight, classification);
+        // its token is dropped here: the answer is the session's metadata, never a token.
+        const key = sessionKey(route.params);
+        parseRefreshRequest(req.query, req.body);
+        await tokens.getToken(key, { minValidity: 0, force: true }, { deadline: req.deadline });
+        return json(200, await sessions.get(key));
       }
     }
   }

@@ -6,6 +6,7 @@ import { checkProviderUrl } from '../core/net-guard.js';
 import type {
   AuthorizeInput,
   McpProviderInput,
+  PageRequest,
   ProviderInput,
   SessionSearch,
   TokenRequest,
@@ -450,44 +451,71 @@ export const MAX_SEARCH_LIMIT = 100;
 export const DEFAULT_SEARCH_LIMIT = 50;
 const LIMIT_ERROR = { error: `must be an integer from 1 to ${MAX_SEARCH_LIMIT}` };
 
+/** The paging parameters every list route takes. */
+const pageFields = {
+  limit: z.optional(
+    z.pipe(
+      z
+        .string(LIMIT_ERROR)
+        .check(
+          z.refine(
+            (s) => /^\d{1,3}$/u.test(s) && Number(s) >= 1 && Number(s) <= MAX_SEARCH_LIMIT,
+            LIMIT_ERROR,
+          ),
+        ),
+      z.transform(Number),
+    ),
+  ),
+  cursor: z.optional(
+    z
+      .string()
+      .check(
+        z.refine((s) => /^[A-Za-z0-9_-]{1,4096}$/u.test(s), { error: 'not a cursor this API returned' }),
+      ),
+  ),
+};
+
 const searchQuerySchema = z.strictObject(
   {
     providerId: z.optional(z.string()),
     status: z.optional(
       z.enum(['active', 'reauthorization_required'], { error: 'must be active or reauthorization_required' }),
     ),
-    limit: z.optional(
-      z.pipe(
-        z
-          .string(LIMIT_ERROR)
-          .check(
-            z.refine(
-              (s) => /^\d{1,3}$/u.test(s) && Number(s) >= 1 && Number(s) <= MAX_SEARCH_LIMIT,
-              LIMIT_ERROR,
-            ),
-          ),
-        z.transform(Number),
-      ),
-    ),
-    cursor: z.optional(
-      z
-        .string()
-        .check(
-          z.refine((s) => /^[A-Za-z0-9_-]{1,4096}$/u.test(s), { error: 'not a cursor this API returned' }),
-        ),
-    ),
+    ...pageFields,
   },
   OBJECT_ERROR,
 );
 
+const pageQuerySchema = z.strictObject(pageFields, OBJECT_ERROR);
+
+function pageOf(q: { limit?: number; cursor?: string }): PageRequest {
+  const page: PageRequest = { limit: q.limit ?? DEFAULT_SEARCH_LIMIT };
+  if (q.cursor !== undefined) page.cursor = q.cursor;
+  return page;
+}
+
 /** Validates GET /v1/sessions?providerId=&status=&limit=&cursor= (across users, paged, at most 100 a page). */
 export function parseSessionSearchQuery(query: Record<string, string>): SessionSearch {
   const q = parseWith(searchQuerySchema, query, 'query parameter');
-  const search: SessionSearch = { limit: q.limit ?? DEFAULT_SEARCH_LIMIT };
+  const search: SessionSearch = pageOf(q);
   if (q.providerId !== undefined) search.providerId = parseId('providerId', q.providerId);
   if (q.status !== undefined) search.status = q.status;
-  if (q.cursor !== undefined) search.cursor = q.cursor;
   return search;
+}
+
+/** Validates GET /v1/providers?limit=&cursor= (at most 100 a page). */
+export function parseProviderListQuery(query: Record<string, string>): PageRequest {
+  return pageOf(parseWith(pageQuerySchema, query, 'query parameter'));
+}
+
+/**
+ * Validates POST /v1/sessions/{userId}/{providerId}/refresh: no query parameter, and no body but
+ * an empty JSON object (the action takes no options).
+ */
+export function parseRefreshRequest(query: Record<string, string>, body: string | undefined): void {
+  parseWith(z.strictObject({}, OBJECT_ERROR), query, 'query parameter');
+  if (body === undefined || body.trim() === '') return;
+  parseWith(z.strictObject({}, OBJECT_ERROR), parseJsonBody(body));
 }
 
 /**

@@ -7,6 +7,7 @@ import type { ProviderLookup } from './refresher.js';
 import { clientSecretArnProblem, type SecretRules } from './secret-arn.js';
 import type {
   CallOptions,
+  PageRequest,
   ProviderInput,
   ProviderService,
   ProviderView,
@@ -15,7 +16,7 @@ import type {
   SessionService,
   TokenResponseInput,
 } from './services.js';
-import type { SessionRecord, SessionStore } from './store.js';
+import type { ProviderListing, SessionRecord, SessionStore } from './store.js';
 
 /**
  * Provider configurations and session records: the CRUD side of the API. Tokens go in sealed and
@@ -46,12 +47,16 @@ function decodeCursor(cursor: string): Record<string, string> {
   return { pk: parsed[0] as string, sk: parsed[1] as string };
 }
 
-export function providerView(p: ProviderConfig, now: number): ProviderView {
+/** A provider as the API shows it, from its configuration or a listing (never the secret itself). */
+export function providerView(p: ProviderConfig | ProviderListing, now: number): ProviderView {
   const view: Omit<ProviderView, 'health'> = {
     providerId: p.providerId,
     clientId: p.clientId,
     clientAuthMethod: p.clientAuthMethod,
-    hasClientSecret: p.clientSecret !== undefined || p.clientSecretArn !== undefined,
+    hasClientSecret:
+      'hasClientSecret' in p
+        ? p.hasClientSecret
+        : p.clientSecret !== undefined || p.clientSecretArn !== undefined,
     createdAt: Math.floor(p.createdAt / 1000),
     updatedAt: Math.floor(p.updatedAt / 1000),
   };
@@ -155,6 +160,17 @@ export class DefaultProviderService implements ProviderService {
     const provider = await this.store.getProvider(providerId);
     if (!provider) throw new ProviderNotFoundError(providerId);
     return providerView(provider, this.clock.now());
+  }
+
+  async list(page: PageRequest): Promise<{ providers: ProviderView[]; cursor: string | null }> {
+    const found = await this.store.listProviders({
+      limit: page.limit,
+      cursor: page.cursor === undefined ? undefined : decodeCursor(page.cursor),
+    });
+    return {
+      providers: found.providers.map(providerView),
+      cursor: found.cursor === undefined ? null : encodeCursor(found.cursor),
+    };
   }
 }
 

@@ -154,6 +154,14 @@ export interface ProviderService {
   put(providerId: string, input: ProviderInput): Promise<{ created: boolean; provider: ProviderView }>;
   /** throws ProviderNotFoundError */
   get(providerId: string): Promise<ProviderView>;
+  /** Every provider, one bounded page at a time; `cursor` (opaque) continues a previous page. */
+  list(page: PageRequest): Promise<{ providers: ProviderView[]; cursor: string | null }>;
+}
+
+/** A bounded page: 1 to 100 items, and the opaque cursor a previous page returned. */
+export interface PageRequest {
+  limit: number;
+  cursor?: string;
 }
 
 export interface SessionService {
@@ -191,12 +199,9 @@ export interface SweepService {
   latest(): Promise<LatestSweep | undefined>;
 }
 
-export interface SessionSearch {
+export interface SessionSearch extends PageRequest {
   providerId?: string;
   status?: SessionStatus;
-  /** 1 to 100. */
-  limit: number;
-  cursor?: string;
 }
 
 /** The latest sweep, as `GET /v1/sweeps/latest` shows it (epoch seconds). */

@@ -4,7 +4,6 @@ import {
   DeleteCommand,
   type DynamoDBDocumentClient,
   GetCommand,
-  PutCommand,
   QueryCommand,
   ScanCommand,
   UpdateCommand,
@@ -147,6 +146,15 @@ export interface SessionFilter {
   cursor?: Record<string, string>;
 }
 
+/** A provider as listed: its configuration without the client secret, which is not even decrypted. */
+export type ProviderListing = Omit<ProviderConfig, 'clientSecret'> & { hasClientSecret: boolean };
+
+/** One page of providers; `cursor` continues where this page stopped. */
+export interface ProviderPage {
+  providers: ProviderListing[];
+  cursor?: Record<string, string>;
+}
+
 /** The latest sweep's summary, as the sweep stored it (epoch ms). */
 export interface StoredSweep {
   summary: Record<string, number>;
@@ -202,6 +210,8 @@ export interface SessionStore {
   flagProviderRejected(providerId: string, at: number): Promise<void>;
   /** Sessions across users, filtered, one bounded page at a time (a paginated Scan). */
   searchSessions(filter: SessionFilter): Promise<SessionPage>;
+  /** Providers, one bounded page at a time (a paginated Scan), never decrypting a client secret. */
+  listProviders(page: { limit: number; cursor?: Record<string, string> }): Promise<ProviderPage>;
   /** Keeps the latest sweep's summary in one small item. */
   putLatestSweep(sweep: StoredSweep): Promise<void>;
   getLatestSweep(): Promise<StoredSweep | undefined>;
@@ -349,6 +359,34 @@ function circuitOf(item: Item): CircuitRecord {
     lastError: lastError && typeof lastError.code === 'string' ? lastError : undefined,
     lastOutage: from !== undefined && to !== undefined ? { from, to } : undefined,
     heldBack: num(item.circuitHeldBack),
+  };
+}
+
+/** A provider item without its client secret (sealed; only getProvider opens it). */
+function toProviderListing(item: Item): ProviderListing {
+  const str = (v: unknown) => (typeof v === 'string' ? v : undefined);
+  return {
+    providerId: item.providerId as string,
+    issuer: str(item.issuer),
+    tokenEndpoint: str(item.tokenEndpoint),
+    revocationEndpoint: str(item.revocationEndpoint),
+    clientId: item.clientId as string,
+    hasClientSecret: typeof item.clientSecret === 'string' || typeof item.clientSecretArn === 'string',
+    clientSecretArn: str(item.clientSecretArn),
+    clientAuthMethod: item.clientAuthMethod as ClientAuthMethod,
+    resource: str(item.resource),
+    scope: str(item.scope),
+    createdAt: item.createdAt as number,
+    updatedAt: item.updatedAt as number,
+    clientRejectedAt: typeof item.clientRejectedAt === 'number' ? item.clientRejectedAt : undefined,
+    circuit: circuitOf(item),
+    mcpServerUrl: str(item.mcpServerUrl),
+    authorizationEndpoint: str(item.authorizationEndpoint),
+    registration: str(item.registration) as ClientRegistration | undefined,
+    scopesSupported: Array.isArray(item.scopesSupported)
+      ? item.scopesSupported.filter((s): s is string => typeof s === 'string')
+      : undefined,
+    issParameterSupported: item.issParameterSupported === true ? true : undefined,
   };
 }
 
@@ -737,7 +775,6 @@ export class DynamoSessionStore implements SessionStore {
       }),
     );
     if (!Item) return undefined;
-    const str = (v: unknown) => (typeof v === 'string' ? v : undefined);
     const clientSecret =
       typeof Item.clientSecret === 'string'
         ? await this.cipher.decrypt(
@@ -745,29 +782,7 @@ export class DynamoSessionStore implements SessionStore {
             aadFor(providerPk(providerId), PROVIDER_SK, 'clientSecret'),
           )
         : undefined;
-    return {
-      providerId,
-      issuer: str(Item.issuer),
-      tokenEndpoint: str(Item.tokenEndpoint),
-      revocationEndpoint: str(Item.revocationEndpoint),
-      clientId: Item.clientId as string,
-      clientSecret,
-      clientSecretArn: str(Item.clientSecretArn),
-      clientAuthMethod: Item.clientAuthMethod as ClientAuthMethod,
-      resource: str(Item.resource),
-      scope: str(Item.scope),
-      createdAt: Item.createdAt as number,
-      updatedAt: Item.updatedAt as number,
-      clientRejectedAt: typeof Item.clientRejectedAt === 'number' ? Item.clientRejectedAt : undefined,
-      circuit: circuitOf(Item),
-      mcpServerUrl: str(Item.mcpServerUrl),
-      authorizationEndpoint: str(Item.authorizationEndpoint),
-      registration: str(Item.registration) as ClientRegistration | undefined,
-      scopesSupported: Array.isArray(Item.scopesSupported)
-        ? Item.scopesSupported.filter((s): s is string => typeof s === 'string')
-        : undefined,
-      issParameterSupported: Item.issParameterSupported === true ? true : undefined,
-    };
+    return { ...toProviderListing(Item), clientSecret };
   }
 
   async putProvider(provider: ProviderConfig): Promise<{ created: boolean; createdAt: number }> {
@@ -833,9 +848,9 @@ export class DynamoSessionStore implements SessionStore {
   }
 
   async searchSessions(filter: SessionFilter): Promise<SessionPage> {
-    const names: Record<string, string> = { '#type': 'type' };
-    const values: Record<string, unknown> = { ':session': 'session' };
-    const conditions = ['#type = :session'];
+    const names: Record<string, string> = {};
+    const values: Record<string, unknown> = {};
+    const conditions: string[] = [];
     if (filter.providerId !== undefined) {
       conditions.push('providerId = :providerId');
       values[':providerId'] = filter.providerId;
@@ -845,45 +860,72 @@ export class DynamoSessionStore implements SessionStore {
       conditions.push('#status = :status');
       values[':status'] = filter.status;
     }
-    const records: SessionRecord[] = [];
-    let cursor: Record<string, unknown> | undefined = filter.cursor;
-    for (let page = 0; page < SCAN_MAX_PAGES && records.length < filter.limit; page++) {
+    const page = await this.scanPage('session', { conditions, names, values }, filter.limit, filter.cursor);
+    return { records: page.items.map(toRecord), cursor: page.cursor };
+  }
+
+  async listProviders(page: { limit: number; cursor?: Record<string, string> }): Promise<ProviderPage> {
+    const found = await this.scanPage(
+      'provider',
+      { conditions: [], names: {}, values: {} },
+      page.limit,
+      page.cursor,
+    );
+    return { providers: found.items.map(toProviderListing), cursor: found.cursor };
+  }
+
+  /**
+   * One bounded page of the items of one type: a Scan of at most SCAN_MAX_PAGES pages of SCAN_PAGE
+   * items, stopping at `limit` matches. The cursor is the key of the last item returned (or the last
+   * key read), so nothing is skipped or repeated.
+   */
+  private async scanPage(
+    type: 'session' | 'provider',
+    filter: { conditions: string[]; names: Record<string, string>; values: Record<string, unknown> },
+    limit: number,
+    start: Record<string, string> | undefined,
+  ): Promise<{ items: Item[]; cursor?: Record<string, string> }> {
+    const found: Item[] = [];
+    let cursor: Record<string, unknown> | undefined = start;
+    for (let page = 0; page < SCAN_MAX_PAGES && found.length < limit; page++) {
       const result = await this.doc.send(
         new ScanCommand({
           TableName: this.tableName,
-          FilterExpression: conditions.join(' AND '),
-          ExpressionAttributeNames: names,
-          ExpressionAttributeValues: values,
+          FilterExpression: ['#type = :type', ...filter.conditions].join(' AND '),
+          ExpressionAttributeNames: { '#type': 'type', ...filter.names },
+          ExpressionAttributeValues: { ':type': type, ...filter.values },
           ExclusiveStartKey: cursor,
           Limit: SCAN_PAGE,
         }),
       );
       const items = result.Items ?? [];
       for (const [i, item] of items.entries()) {
-        if (records.length === filter.limit) {
-          // Full: continue after the last record taken, so nothing is skipped or repeated.
-          const last = items[i - 1] as Item;
-          return { records, cursor: keyCursor(last) };
+        if (found.length === limit) {
+          // Full: continue after the last item taken, so nothing is skipped or repeated.
+          return { items: found, cursor: keyCursor(items[i - 1] as Item) };
         }
-        records.push(toRecord(item));
+        found.push(item);
       }
       cursor = result.LastEvaluatedKey;
-      if (!cursor) return { records };
+      if (!cursor) return { items: found };
     }
-    return { records, cursor: cursor ? keyCursor(cursor) : undefined };
+    return { items: found, cursor: cursor ? keyCursor(cursor) : undefined };
   }
 
   async putLatestSweep(sweep: StoredSweep): Promise<void> {
+    // An UpdateItem, not a PutItem: the refresh function is granted GetItem, Query and UpdateItem only.
     await this.doc.send(
-      new PutCommand({
+      new UpdateCommand({
         TableName: this.tableName,
-        Item: {
-          [TABLE.partitionKey]: SWEEP_KEY.pk,
-          [TABLE.sortKey]: SWEEP_KEY.sk,
-          type: 'sweep',
-          summary: sweep.summary,
-          startedAt: sweep.startedAt,
-          finishedAt: sweep.finishedAt,
+        Key: { [TABLE.partitionKey]: SWEEP_KEY.pk, [TABLE.sortKey]: SWEEP_KEY.sk },
+        UpdateExpression:
+          'SET #type = :type, summary = :summary, startedAt = :startedAt, finishedAt = :finishedAt',
+        ExpressionAttributeNames: { '#type': 'type' },
+        ExpressionAttributeValues: {
+          ':type': 'sweep',
+          ':summary': sweep.summary,
+          ':startedAt': sweep.startedAt,
+          ':finishedAt': sweep.finishedAt,
         },
       }),
     );

@@ -13,6 +13,7 @@ import type { SweepSummary } from '../core/services.js';
 import { ensureTable } from '../core/table.js';
 import { createRefreshHandler } from '../refresh/adapter.js';
 import { apiGatewayTarget } from './apigw-path.js';
+import { type AssetResponse, loadConsoleAssets } from './console/assets.js';
 import {
   type EmbeddedDynamoDB,
   listenOnLoopback,
@@ -38,6 +39,22 @@ export interface LocalStackOptions {
   inMemory?: boolean;
   /** Disable the timer (tests drive sweeps through POST /local/sweep). */
   timer?: boolean;
+  /** Serve the console at /console (default true). */
+  console?: boolean;
+  /**
+   * More routes on the same origin (the demo's /demo/…), asked before the API; undefined passes the
+   * request on. `authenticated`: the request carried the API key.
+   */
+  extraRoutes?: (request: LocalRequest) => Promise<AssetResponse | undefined>;
+}
+
+export interface LocalRequest {
+  method: string;
+  /** decoded, as the API sees it */
+  path: string;
+  query: URLSearchParams;
+  body: Buffer;
+  authenticated: boolean;
 }
 
 export interface LocalStack {
@@ -128,6 +145,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
   let runtime: Runtime | undefined;
   let api: ReturnType<typeof createApiHandler> | undefined;
   let refresh: ReturnType<typeof createRefreshHandler> | undefined;
+  const consoleAssets = options.console === false ? undefined : await loadConsoleAssets();
 
   let sweeping: Promise<SweepSummary> | undefined;
   const sweep = () => {
@@ -171,6 +189,21 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
         return;
       }
       const event = toEvent(req, Buffer.concat(chunks), Date.now(), target);
+      const method = event.requestContext.http.method;
+      const page = consoleAssets?.respond(method, event.rawPath);
+      const extra =
+        page ??
+        (await options.extraRoutes?.({
+          method,
+          path: event.rawPath,
+          query: new URLSearchParams(event.rawQueryString),
+          body: Buffer.concat(chunks),
+          authenticated: bearerOk(event.headers.authorization),
+        }));
+      if (extra) {
+        send(res, extra.status, extra.headers, extra.body);
+        return;
+      }
       if (event.rawPath === '/local/sweep') {
         if (!bearerOk(event.headers.authorization)) {
           send(

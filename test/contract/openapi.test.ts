@@ -196,6 +196,8 @@ const AUTHORIZE = '/v1/sessions/{userId}/{providerId}/authorize';
 const CALLBACK = '/oauth/callback';
 const CLIENT_METADATA = '/oauth/client-metadata';
 const APP = 'http://127.0.0.1:9/app/';
+const PROVIDERS = '/v1/providers';
+const REFRESH = '/v1/sessions/{userId}/{providerId}/refresh';
 
 let userSeq = 0;
 
@@ -289,6 +291,8 @@ describe('every route against the document', () => {
     await expectStatus(405, 'PATCH', SESSION, { params: { userId: 'x', providerId: 'y' } });
     await expectStatus(405, 'PUT', TOKEN, { params: { userId: 'x', providerId: 'y' }, body: {} });
     await expectStatus(405, 'GET', SWEEP);
+    await expectStatus(405, 'POST', PROVIDERS);
+    await expectStatus(405, 'GET', REFRESH, { params: { userId: 'x', providerId: 'y' } });
   });
 
   it('providers: put (201, 200), get, and each error', async () => {
@@ -470,6 +474,42 @@ describe('every route against the document', () => {
     expect((first.body as { sessions: unknown[] }).sessions).toHaveLength(1);
     await expectStatus(400, 'GET', SEARCH, { query: { limit: '500' } });
     await expectStatus(401, 'GET', SEARCH, { auth: null });
+  });
+
+  it('providers: a page (never a secret), bad input, authentication', async () => {
+    const page = await expectStatus(200, 'GET', PROVIDERS);
+    const body = page.body as { providers: { providerId: string }[]; cursor: string | null };
+    expect(body.providers.map((p) => p.providerId)).toContain('mcp');
+    expect(page.text).not.toContain(oauth.clients.basic.clientSecret);
+    const one = await expectStatus(200, 'GET', PROVIDERS, { query: { limit: '1' } });
+    expect((one.body as { providers: unknown[] }).providers).toHaveLength(1);
+    await expectStatus(400, 'GET', PROVIDERS, { query: { limit: '101' } });
+    await expectStatus(400, 'GET', PROVIDERS, { query: { cursor: 'not a cursor' } });
+    await expectStatus(401, 'GET', PROVIDERS, { auth: null });
+  });
+
+  it('refresh: 200 with metadata (no token), 400, 401, 404, 409, 503 with Retry-After', async () => {
+    const params = await connectedSession();
+    const before = await expectStatus(200, 'GET', SESSION, { params });
+    const refreshed = await expectStatus(200, 'POST', REFRESH, { params });
+    expect(refreshed.text).not.toMatch(/access_token|refresh_token/u);
+    expect((refreshed.body as { refreshedAt: number | null }).refreshedAt).not.toBeNull();
+    expect(before.body).toMatchObject({ refreshedAt: null });
+    await expectStatus(200, 'POST', REFRESH, { params, body: {} });
+    await expectStatus(400, 'POST', REFRESH, { params, body: { force: false } });
+    await expectStatus(400, 'POST', REFRESH, { params, query: { force: 'true' } });
+    await expectStatus(400, 'POST', REFRESH, { params: { userId: 'bad\u0001', providerId: 'mcp' } });
+    await expectStatus(401, 'POST', REFRESH, { params, auth: null });
+    await expectStatus(404, 'POST', REFRESH, { params: { userId: 'nobody', providerId: 'mcp' } });
+
+    oauth.proxy.setFault({ kind: 'status', status: 503, body: 'maintenance', times: 1 });
+    const unavailable = await expectStatus(503, 'POST', REFRESH, { params });
+    expect(Number(unavailable.headers.get('retry-after'))).toBeGreaterThan(0);
+
+    const dead = await connectedSession();
+    oauth.proxy.setFault({ kind: 'oauth-error', status: 400, error: 'invalid_grant', times: 1 });
+    await expectStatus(409, 'POST', REFRESH, { params: dead });
+    oauth.proxy.setFault(null);
   });
 
   it('GET /v1/sweeps/latest is 404 on a keeper that has not swept yet', async () => {

@@ -47,7 +47,13 @@ export function capturingLogger(logs: LogLine[]): Logger {
 }
 
 export async function startTestStack(
-  options: { env?: Record<string, string>; clock?: Clock; dataDir?: string; persist?: boolean } = {},
+  options: {
+    env?: Record<string, string>;
+    clock?: Clock;
+    dataDir?: string;
+    persist?: boolean;
+    console?: boolean;
+  } = {},
 ): Promise<TestStack> {
   const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), 'tokenkeeper-test-')));
   const config = loadConfig({
@@ -65,6 +71,7 @@ export async function startTestStack(
     clock: options.clock,
     inMemory: !options.persist,
     timer: false,
+    console: options.console,
   });
   const peers: DynamoDBClient[] = [];
 

@@ -616,8 +616,8 @@ describe('router rejections (services must not be called)', () => {
     '/',
     '/v1',
     '/v2/health',
-    '/v1/providers',
     '/v1/providers/a/b',
+    '/v1/sessions/u/p/refresh/x',
     '/v1/sessions/u/p/tokens',
     '/v1/sessions/u/p/token/x',
   ])('404 for %s', async (path) => {

@@ -1,0 +1,152 @@
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { Configuration, default as ProviderClass, ResourceServer } from 'oidc-provider';
+import { listenOnLoopback } from '../embedded.js';
+
+/**
+ * The demo's authorization server: oidc-provider on 127.0.0.1 with real login and consent pages a
+ * person can click (its devInteractions: any login and password), 60-second access tokens for the
+ * demo's MCP server, refresh-token rotation with reuse detection, PKCE, RFC 8707 resource
+ * indicators and open dynamic client registration. An outage switch makes the token endpoint answer
+ * 503 for a while. For the demo only: oidc-provider is a development dependency.
+ */
+
+export const DEMO_ACCESS_TOKEN_SECONDS = 60;
+export const DEMO_SCOPES = 'mcp:read mcp:write';
+/** The pre-registered public client, for keepers without dynamic registration. */
+export const DEMO_CLIENT_ID = 'tokenkeeper-demo';
+/** What the token endpoint asks callers to wait during an outage. */
+export const OUTAGE_RETRY_AFTER_SECONDS = 5;
+
+export interface DemoOAuthServer {
+  readonly issuer: string;
+  readonly tokenEndpoint: string;
+  readonly provider: ProviderClass;
+  /** Epoch seconds until which the token endpoint fails, or null. */
+  outageUntil(): number | null;
+  /** Fails the token endpoint with 503 for `seconds` from now (0 ends an outage). */
+  setOutage(seconds: number): void;
+  stop(): Promise<void>;
+}
+
+export interface DemoOAuthOptions {
+  /** The MCP server's URL: the one resource (RFC 8707) tokens are issued for. */
+  resource: string;
+  /** Redirect URIs of the pre-registered client. */
+  redirectUris: string[];
+  clock?: () => number;
+}
+
+type OidcModule = typeof import('oidc-provider');
+
+/** Imports oidc-provider, muting its import-time "unsupported runtime" warning on Node 20. */
+async function loadOidcProvider(): Promise<OidcModule> {
+  const warn = console.warn;
+  console.warn = (...args: unknown[]) => {
+    if (typeof args[0] === 'string' && args[0].includes('Unsupported runtime')) return;
+    warn(...args);
+  };
+  try {
+    return await import('oidc-provider');
+  } finally {
+    console.warn = warn;
+  }
+}
+
+export async function startDemoOAuthServer(options: DemoOAuthOptions): Promise<DemoOAuthServer> {
+  const { default: Provider, errors } = await loadOidcProvider();
+  const now = options.clock ?? Date.now;
+  const server = createServer();
+  const issuer = `http://127.0.0.1:${await listenOnLoopback(server)}`;
+  const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const resourceServer: ResourceServer = {
+    scope: DEMO_SCOPES,
+    audience: options.resource,
+    accessTokenFormat: 'opaque',
+    accessTokenTTL: DEMO_ACCESS_TOKEN_SECONDS,
+  };
+
+  const configuration: Configuration = {
+    jwks: {
+      keys: [{ ...privateKey.export({ format: 'jwk' }), use: 'sig', alg: 'RS256', kid: 'demo' } as never],
+    },
+    cookies: { keys: [randomBytes(32).toString('hex')] },
+    clients: [
+      {
+        client_id: DEMO_CLIENT_ID,
+        token_endpoint_auth_method: 'none',
+        grant_types: ['authorization_code', 'refresh_token'],
+        response_types: ['code'],
+        redirect_uris: options.redirectUris,
+      },
+    ],
+    scopes: ['openid', 'offline_access', ...DEMO_SCOPES.split(' ')],
+    responseTypes: ['code'],
+    pkce: { required: () => true },
+    rotateRefreshToken: true,
+    issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
+    expiresWithSession: async () => false,
+    findAccount: async (_ctx, sub) => ({ accountId: sub, claims: async () => ({ sub }) }),
+    ttl: {
+      AccessToken: DEMO_ACCESS_TOKEN_SECONDS,
+      AuthorizationCode: 120,
+      IdToken: 3600,
+      RefreshToken: 7 * 24 * 3600,
+      Interaction: 1800,
+      Session: 24 * 3600,
+      Grant: 30 * 24 * 3600,
+    },
+    features: {
+      devInteractions: { enabled: true },
+      registration: { enabled: true },
+      revocation: { enabled: true },
+      introspection: { enabled: true },
+      resourceIndicators: {
+        enabled: true,
+        defaultResource: async () => options.resource,
+        useGrantedResource: async () => true,
+        getResourceServerInfo: async (_ctx, indicator) => {
+          if (indicator === options.resource) return resourceServer;
+          throw new errors.InvalidTarget();
+        },
+      },
+    },
+  };
+  const provider = new Provider(issuer, configuration);
+  // devInteractions warns once that it is for development: that is what the demo is.
+  const callback = provider.callback();
+
+  let outageUntil: number | null = null;
+  server.on('request', (req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (req.method === 'POST' && path === '/token' && outageUntil !== null && now() / 1000 < outageUntil) {
+      res.writeHead(503, {
+        'content-type': 'application/json',
+        'retry-after': String(OUTAGE_RETRY_AFTER_SECONDS),
+        'cache-control': 'no-store',
+      });
+      res.end(JSON.stringify({ error: 'temporarily_unavailable', error_description: 'demo outage' }));
+      req.resume();
+      return;
+    }
+    callback(req, res);
+  });
+
+  let stopped: Promise<void> | undefined;
+  return {
+    issuer,
+    tokenEndpoint: `${issuer}/token`,
+    provider,
+    outageUntil: () => (outageUntil !== null && now() / 1000 < outageUntil ? outageUntil : null),
+    setOutage(seconds) {
+      outageUntil = seconds > 0 ? Math.round(now() / 1000 + seconds) : null;
+    },
+    stop() {
+      stopped ??= new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      });
+      return stopped;
+    },
+  };
+}

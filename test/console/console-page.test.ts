@@ -1,0 +1,142 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CONTENT_SECURITY_POLICY } from '../../functions/local/console/assets.js';
+import {
+  countSessions,
+  formatAgo,
+  formatExpiry,
+  formatSpan,
+  keyFromFragment,
+  latestError,
+  type SessionRow,
+  segment,
+  sessionTone,
+} from '../../functions/local/console/browser/format.js';
+import { startTestStack, type TestStack } from '../support/stack.js';
+
+/**
+ * The console as the local stack serves it: the page, its stylesheet and its bundled module under
+ * /console, each with a strict CSP, and nothing inline that the CSP would have to allow. The page's
+ * pure helpers are tested here too; the page itself runs in a real browser in console.e2e.test.ts.
+ */
+
+let keeper: TestStack;
+beforeAll(async () => {
+  keeper = await startTestStack();
+});
+afterAll(() => keeper?.stop());
+
+const get = (path: string, init?: RequestInit) => fetch(`${keeper.url}${path}`, init);
+
+describe('GET /console', () => {
+  it('serves the page, the stylesheet and the bundled module, each under a strict CSP', async () => {
+    for (const [path, type] of [
+      ['/console', 'text/html'],
+      ['/console/', 'text/html'],
+      ['/console/console.css', 'text/css'],
+      ['/console/console.js', 'text/javascript'],
+    ] as const) {
+      const res = await get(path);
+      expect(res.status, path).toBe(200);
+      expect(res.headers.get('content-type')).toContain(type);
+      expect(res.headers.get('content-security-policy')).toBe(CONTENT_SECURITY_POLICY);
+      expect(res.headers.get('referrer-policy')).toBe('no-referrer');
+      expect(res.headers.get('x-content-type-options')).toBe('nosniff');
+      expect(res.headers.get('x-frame-options')).toBe('DENY');
+      expect(res.headers.get('cache-control')).toBe('no-store');
+      expect((await res.text()).length).toBeGreaterThan(100);
+    }
+    const csp = CONTENT_SECURITY_POLICY;
+    expect(csp).toContain("default-src 'self'");
+    expect(csp).not.toMatch(/unsafe-inline|unsafe-eval|\*/u);
+  });
+
+  it('the page has no inline script, style or event handler, and loads only same-origin assets', async () => {
+    const html = await (await get('/console')).text();
+    expect(html).not.toMatch(/<script(?![^>]*\bsrc=)[^>]*>/u);
+    expect(html).not.toMatch(/<style|\sstyle=|\son[a-z]+=/iu);
+    for (const [, url] of html.matchAll(/(?:src|href)="([^"]+)"/gu)) expect(url).toMatch(/^\/console\//u);
+  });
+
+  it('the module is bundled (no import left to resolve) and never reads a token route', async () => {
+    const js = await (await get('/console/console.js')).text();
+    expect(js).not.toMatch(/\bimport\s*[{*'"]/u);
+    expect(js).not.toContain('/token');
+    expect(js).toContain('/refresh');
+  });
+
+  it('needs no key to load the page (the key stays in the fragment), and the API still does', async () => {
+    expect((await get('/console')).status).toBe(200);
+    expect((await get('/v1/sessions')).status).toBe(401);
+  });
+
+  it('unknown assets are 404 and other methods 405', async () => {
+    expect((await get('/console/nothing.js')).status).toBe(404);
+    const post = await get('/console', { method: 'POST' });
+    expect(post.status).toBe(405);
+    expect(post.headers.get('allow')).toBe('GET, HEAD');
+  });
+
+  it('the local stack can leave the console out', async () => {
+    const bare = await startTestStack({ console: false });
+    try {
+      expect((await fetch(`${bare.url}/console`)).status).toBe(404);
+    } finally {
+      await bare.stop();
+    }
+  });
+});
+
+describe('the page’s helpers', () => {
+  const base: SessionRow = {
+    userId: 'u',
+    providerId: 'p',
+    status: 'active',
+    expiresAt: 1_000,
+    refreshExpiresAt: null,
+    refreshMode: 'scheduled',
+    refreshable: true,
+    refreshedAt: null,
+    failureCount: 0,
+    lastError: null,
+    nextAttemptAt: null,
+  };
+
+  it('formats spans, expiries and ages', () => {
+    expect(formatSpan(5)).toBe('5s');
+    expect(formatSpan(65)).toBe('1m 05s');
+    expect(formatSpan(3_720)).toBe('1h 02m');
+    expect(formatSpan(3 * 86_400)).toBe('3d 0h');
+    expect(formatExpiry(1_045, 1_000)).toBe('45s');
+    expect(formatExpiry(990, 1_000)).toBe('expired 10s ago');
+    expect(formatExpiry(null, 1_000)).toBe('no expiry');
+    expect(formatAgo(988, 1_000)).toBe('12s ago');
+    expect(formatAgo(null, 1_000)).toBe('never');
+  });
+
+  it('reads the key from the fragment only', () => {
+    expect(keyFromFragment('#key=abc_-123')).toBe('abc_-123');
+    expect(keyFromFragment('#other=1')).toBeUndefined();
+    expect(keyFromFragment('')).toBeUndefined();
+  });
+
+  it('tones sessions, counts them and finds a provider’s latest error', () => {
+    expect(sessionTone(base, 900).tone).toBe('ok');
+    expect(sessionTone({ ...base, failureCount: 2 }, 900).tone).toBe('warn');
+    expect(sessionTone({ ...base, status: 'reauthorization_required' }, 900).tone).toBe('bad');
+    expect(sessionTone({ ...base, refreshMode: 'on_demand' }, 2_000).tone).toBe('ok');
+    const e1 = { code: 'http_503', description: 'down', at: 5 };
+    const e2 = { code: 'timeout', description: 'slow', at: 9 };
+    const rows = [
+      { ...base, failureCount: 1, lastError: e1 },
+      { ...base, userId: 'v', failureCount: 1, lastError: e2 },
+      { ...base, userId: 'w', status: 'reauthorization_required' as const },
+    ];
+    expect(countSessions(rows)).toEqual({ total: 3, active: 2, failing: 2, reauthorizationRequired: 1 });
+    expect(latestError(rows, 'p')).toEqual(e2);
+    expect(latestError(rows, 'q')).toBeNull();
+  });
+
+  it('encodes ids as one path segment', () => {
+    expect(segment("a b/c'd")).toBe('a%20b%2Fc%27d');
+  });
+});

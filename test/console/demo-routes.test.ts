@@ -1,0 +1,92 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../functions/core/config.js';
+import { silentLogger } from '../../functions/core/ports.js';
+import { DEMO_PROVIDER_ID, DEMO_SETTINGS, type Demo, startDemo } from '../../functions/local/demo/demo.js';
+
+/** The demo's own routes and servers, without a browser (console.e2e.test.ts drives the rest). */
+
+let demo: Demo;
+let dataDir: string;
+beforeAll(async () => {
+  dataDir = await mkdtemp(join(tmpdir(), 'tokenkeeper-demo-routes-'));
+  demo = await startDemo({
+    config: loadConfig({ PORT: '0', TOKENKEEPER_DATA_DIR: dataDir, ...DEMO_SETTINGS }),
+    logger: silentLogger,
+    timer: false,
+  });
+});
+afterAll(async () => {
+  await demo?.stop();
+  await rm(dataDir, { recursive: true, force: true });
+});
+
+const call = (method: string, path: string, key: string | null = demo.stack.apiKey, body?: unknown) =>
+  fetch(`${demo.stack.url}${path}`, {
+    method,
+    headers: key ? { authorization: `Bearer ${key}` } : {},
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+
+describe('npm run demo', () => {
+  it('runs with the demo timings and registers the MCP server as the provider "demo"', async () => {
+    const { config } = demo.stack.runtime;
+    expect([config.refreshIntervalSeconds, config.refreshWindowSeconds]).toEqual([10, 45]);
+    const provider = await (await call('GET', `/v1/providers/${DEMO_PROVIDER_ID}`)).json();
+    expect(provider).toMatchObject({ providerId: DEMO_PROVIDER_ID });
+    expect(demo.consoleUrl).toBe(`${demo.stack.url}/console#key=${demo.stack.apiKey}`);
+  });
+
+  it('the outage switch: key required, bounded, and the token endpoint answers 503 while on', async () => {
+    expect((await call('GET', '/demo/outage', null)).status).toBe(401);
+    expect((await call('POST', '/demo/outage?seconds=30', 'wrong')).status).toBe(401);
+    expect((await call('POST', '/demo/outage?seconds=601')).status).toBe(400);
+    expect((await call('POST', '/demo/outage?seconds=soon')).status).toBe(400);
+    expect(await (await call('GET', '/demo/outage')).json()).toEqual({ outageUntil: null });
+    const on = (await (await call('POST', '/demo/outage?seconds=30')).json()) as { outageUntil: number };
+    expect(on.outageUntil).toBeGreaterThan(Date.now() / 1000 + 25);
+    const token = await fetch(demo.oauth.tokenEndpoint, { method: 'POST', body: new URLSearchParams() });
+    expect(token.status).toBe(503);
+    expect(token.headers.get('retry-after')).toBe('5');
+    expect(await (await call('POST', '/demo/outage?seconds=0')).json()).toEqual({ outageUntil: null });
+    const after = await fetch(demo.oauth.tokenEndpoint, { method: 'POST', body: new URLSearchParams() });
+    expect(after.status).toBe(400);
+  });
+
+  it('the MCP-like server challenges without a token and serves its resource metadata', async () => {
+    const res = await fetch(demo.mcp.url, { method: 'POST' });
+    expect(res.status).toBe(401);
+    expect(res.headers.get('www-authenticate')).toBe(`Bearer resource_metadata="${demo.mcp.metadataUrl}"`);
+    const meta = await (await fetch(demo.mcp.metadataUrl)).json();
+    expect(meta).toMatchObject({ resource: demo.mcp.url, authorization_servers: [demo.oauth.issuer] });
+    const bad = await fetch(demo.mcp.url, { method: 'POST', headers: { authorization: 'Bearer made-up' } });
+    expect(bad.status).toBe(401);
+  });
+
+  it('/demo/connect starts a PKCE authorization for the demo provider only; the callback wants a known state', async () => {
+    const res = await call('POST', '/demo/connect', demo.stack.apiKey, {
+      userId: 'alice',
+      providerId: DEMO_PROVIDER_ID,
+    });
+    if (demo.registration === 'issuer') {
+      expect(res.status).toBe(201);
+      const url = new URL(((await res.json()) as { authorizationUrl: string }).authorizationUrl);
+      expect(url.origin).toBe(demo.oauth.issuer);
+      expect(url.searchParams.get('code_challenge_method')).toBe('S256');
+      expect(url.searchParams.get('resource')).toBe(demo.mcp.url);
+      expect(url.searchParams.get('redirect_uri')).toBe(`${demo.stack.url}/demo/callback`);
+    }
+    expect(
+      (await call('POST', '/demo/connect', null, { userId: 'a', providerId: DEMO_PROVIDER_ID })).status,
+    ).toBe(401);
+    expect(
+      (await call('POST', '/demo/connect', demo.stack.apiKey, { userId: 'a', providerId: 'other' })).status,
+    ).toBe(400);
+    const cb = await fetch(`${demo.stack.url}/demo/callback?state=unknown&code=x`);
+    expect(cb.status).toBe(400);
+    expect(cb.headers.get('content-security-policy')).toContain("default-src 'none'");
+    expect((await call('GET', '/demo/nothing')).status).toBe(404);
+  });
+});
