@@ -25,11 +25,7 @@ async function main(): Promise<void> {
   out(
     `tokenkeeper demo: keeper ${demo.stack.url} (data in ${config.dataDir}), OAuth server ${demo.oauth.issuer}, MCP server ${demo.mcp.url}`,
   );
-  out(
-    demo.registration === 'mcpServerUrl'
-      ? `provider "demo" registered from the MCP server's URL (discovery + dynamic client registration)`
-      : `provider "demo" registered by issuer with a pre-registered client (this keeper has no mcpServerUrl discovery)`,
-  );
+  out(`provider "demo" registered from the MCP server's URL (discovery + dynamic client registration)`);
   out(
     `sweeping every ${config.refreshIntervalSeconds} s (window ${config.refreshWindowSeconds} s); access tokens live 60 s`,
   );

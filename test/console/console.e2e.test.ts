@@ -42,9 +42,14 @@ beforeAll(async () => {
     launchChromium(),
   ]);
   context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
-  connectFlow = demo.registration === 'mcpServerUrl';
+  connectFlow =
+    (await api('GET', `/v1/providers/${DEMO_PROVIDER_ID}`)).body !== undefined &&
+    ((await api('GET', `/v1/providers/${DEMO_PROVIDER_ID}`)).body as { registration?: string })
+      .registration === 'dynamic';
   const provider = await api('GET', `/v1/providers/${DEMO_PROVIDER_ID}`);
   circuit = typeof (provider.body as { health?: unknown }).health === 'object';
+  // Both are part of the product now (the connect flow, the provider circuit): the test requires them.
+  expect({ connectFlow, circuit }).toEqual({ connectFlow: true, circuit: true });
   await mkdir(ARTIFACTS, { recursive: true });
 }, 60_000);
 

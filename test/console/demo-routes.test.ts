@@ -65,28 +65,10 @@ describe('npm run demo', () => {
     expect(bad.status).toBe(401);
   });
 
-  it('/demo/connect starts a PKCE authorization for the demo provider only; the callback wants a known state', async () => {
-    const res = await call('POST', '/demo/connect', demo.stack.apiKey, {
-      userId: 'alice',
-      providerId: DEMO_PROVIDER_ID,
-    });
-    if (demo.registration === 'issuer') {
-      expect(res.status).toBe(201);
-      const url = new URL(((await res.json()) as { authorizationUrl: string }).authorizationUrl);
-      expect(url.origin).toBe(demo.oauth.issuer);
-      expect(url.searchParams.get('code_challenge_method')).toBe('S256');
-      expect(url.searchParams.get('resource')).toBe(demo.mcp.url);
-      expect(url.searchParams.get('redirect_uri')).toBe(`${demo.stack.url}/demo/callback`);
-    }
-    expect(
-      (await call('POST', '/demo/connect', null, { userId: 'a', providerId: DEMO_PROVIDER_ID })).status,
-    ).toBe(401);
-    expect(
-      (await call('POST', '/demo/connect', demo.stack.apiKey, { userId: 'a', providerId: 'other' })).status,
-    ).toBe(400);
-    const cb = await fetch(`${demo.stack.url}/demo/callback?state=unknown&code=x`);
-    expect(cb.status).toBe(400);
-    expect(cb.headers.get('content-security-policy')).toContain("default-src 'none'");
+  it('registers the demo provider by MCP server URL (dynamic registration); other /demo routes are 404', async () => {
+    const provider = await call('GET', `/v1/providers/${DEMO_PROVIDER_ID}`);
+    expect(await provider.json()).toMatchObject({ mcpServerUrl: demo.mcp.url, registration: 'dynamic' });
     expect((await call('GET', '/demo/nothing')).status).toBe(404);
+    expect((await call('POST', '/demo/connect', demo.stack.apiKey, {})).status).toBe(404);
   });
 });

@@ -470,18 +470,7 @@ function showConnectLink(url: string, label: string): void {
  */
 async function startAuthorize(userId: string, providerId: string): Promise<void> {
   const path = `/v1/sessions/${segment(userId)}/${segment(providerId)}/authorize`;
-  let url: string;
-  try {
-    url = (await api<{ authorizationUrl: string }>('POST', path, {})).authorizationUrl;
-  } catch (err) {
-    const missing =
-      err instanceof ApiFailure && err.detail.status === 404 && err.detail.error === 'not_found';
-    if (!missing) throw err;
-    if (!demo)
-      throw new Error('this keeper has no connect flow (POST …/authorize); hand sessions over with PUT');
-    url = (await api<{ authorizationUrl: string }>('POST', '/demo/connect', { userId, providerId }))
-      .authorizationUrl;
-  }
+  const url = (await api<{ authorizationUrl: string }>('POST', path, {})).authorizationUrl;
   openInNewTab(url);
   showConnectLink(url, `open the consent page for ${userId}`);
   say(`Opened the consent page for ${userId} / ${providerId} in a new tab.`);
