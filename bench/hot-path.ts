@@ -3,7 +3,7 @@ import { performance } from 'node:perf_hooks';
 import { GetCommand } from '@aws-sdk/lib-dynamodb';
 import type { APIGatewayProxyEventV2 } from 'aws-lambda';
 import type { SessionKey } from '../functions/core/model.js';
-import { TABLE } from '../functions/core/table.js';
+import { TABLE } from '../functions/core/store/table.js';
 import type { BenchEnv } from './env.js';
 import type { WorkClass, WorkCounter } from './meter.js';
 import { type Summary, summarize } from './stats.js';

@@ -1,5 +1,5 @@
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { TABLE } from '../functions/core/table.js';
+import { TABLE } from '../functions/core/store/table.js';
 import { ITEM_OVERHEAD_BYTES, itemSize, writeUnits } from './item-size.js';
 
 /**

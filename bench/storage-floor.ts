@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import { UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import type { SessionKey } from '../functions/core/model.js';
-import { TABLE } from '../functions/core/table.js';
+import { TABLE } from '../functions/core/store/table.js';
 import { processCpuMs, selfCpuMs } from './children.js';
 import { type BenchEnv, pool } from './env.js';
 

@@ -3,7 +3,7 @@ import { performance } from 'node:perf_hooks';
 import { GetCommand } from '@aws-sdk/lib-dynamodb';
 import type { SessionKey } from '../functions/core/model.js';
 import type { SweepSummary } from '../functions/core/services.js';
-import { TABLE } from '../functions/core/table.js';
+import { TABLE } from '../functions/core/store/table.js';
 import { processCpuMs, selfCpuMs } from './children.js';
 import type { BenchEnv } from './env.js';
 import { ITEM_OVERHEAD_BYTES, itemSize } from './item-size.js';

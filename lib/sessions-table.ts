@@ -1,7 +1,7 @@
 import { RemovalPolicy } from 'aws-cdk-lib';
 import { AttributeType, BillingMode, ProjectionType, Table, TableEncryption } from 'aws-cdk-lib/aws-dynamodb';
 import { Construct } from 'constructs';
-import { TABLE } from '../functions/core/table.js';
+import { TABLE } from '../functions/core/store/table.js';
 
 export interface SessionsTableProps {
   /** RETAIN keeps the table (and turns on deletion protection); DESTROY is for throw-away stacks. */
@@ -9,7 +9,7 @@ export interface SessionsTableProps {
 }
 
 /**
- * The sessions table: sessions and provider configurations, keyed as functions/core/table.ts says, with
+ * The sessions table: sessions and provider configurations, keyed as functions/core/store/table.ts says, with
  * the sparse `byExpiry` index (KEYS_ONLY) the sweep queries.
  */
 export class SessionsTable extends Construct {

@@ -25,7 +25,7 @@ import { RefreshSchedule } from './refresh-schedule.js';
 import { SessionsTable } from './sessions-table.js';
 import { TokenApi } from './token-api.js';
 
-/** DynamoDB actions each function's code path uses (see functions/core/store.ts); nothing else. */
+/** DynamoDB actions each function's code path uses (see functions/core/store/store.ts); nothing else. */
 export const REFRESH_TABLE_ACTIONS = [
   'dynamodb:GetItem',
   'dynamodb:Query',
@@ -35,7 +35,7 @@ export const REFRESH_TABLE_ACTIONS = [
 export const API_TABLE_ACTIONS = [
   'dynamodb:GetItem',
   'dynamodb:Query',
-  // GET /v1/sessions and GET /v1/providers: bounded, paginated Scans (functions/core/store.ts)
+  // GET /v1/sessions and GET /v1/providers: bounded, paginated Scans (functions/core/store/store.ts)
   'dynamodb:Scan',
   'dynamodb:PutItem',
   'dynamodb:UpdateItem',

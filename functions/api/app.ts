@@ -11,7 +11,7 @@ import {
   SessionNotFoundError,
 } from '../core/errors.js';
 import type { SessionKey } from '../core/model.js';
-import { scrubDescription } from '../core/oauth.js';
+import { scrubDescription } from '../core/oauth/client.js';
 import type { Clock, Logger, Metrics } from '../core/ports.js';
 import type {
   CallbackOutcome,

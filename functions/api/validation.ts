@@ -2,7 +2,7 @@
 import * as z from 'zod/mini';
 import { InvalidRequestError } from '../core/errors.js';
 import { type ClientAuthMethod, MAX_EPOCH_SECONDS, MAX_TOKEN_BYTES } from '../core/model.js';
-import { checkProviderUrl } from '../core/net-guard.js';
+import { checkProviderUrl } from '../core/oauth/net-guard.js';
 import type {
   AuthorizeInput,
   McpProviderInput,

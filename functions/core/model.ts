@@ -39,7 +39,7 @@ export interface ProviderConfig {
   scopesSupported?: string[];
   /** The authorization server sends `iss` in its authorization responses (RFC 9207). */
   issParameterSupported?: boolean;
-  /** The provider's circuit as stored on its item (functions/core/circuit.ts); absent: closed, no failures. */
+  /** The provider's circuit as stored on its item (functions/core/refresh/circuit.ts); absent: closed, no failures. */
   circuit?: CircuitRecord;
 }
 

@@ -1,10 +1,10 @@
-import { type ProviderCircuit, providerHealth } from './circuit.js';
+import { clientSecretArnProblem, type SecretRules } from './crypto/secret-arn.js';
 import { InvalidRequestError, ProviderNotFoundError, SessionNotFoundError } from './errors.js';
 import { PROVIDER_OPTIONAL_FIELDS, type ProviderConfig, type SessionKey } from './model.js';
-import type { OAuthClient } from './oauth.js';
+import type { OAuthClient } from './oauth/client.js';
 import type { Clock, Logger } from './ports.js';
-import type { ProviderLookup } from './refresher.js';
-import { clientSecretArnProblem, type SecretRules } from './secret-arn.js';
+import { type ProviderCircuit, providerHealth } from './refresh/circuit.js';
+import type { ProviderLookup } from './refresh/refresher.js';
 import type {
   CallOptions,
   PageRequest,
@@ -16,7 +16,7 @@ import type {
   SessionService,
   TokenResponseInput,
 } from './services.js';
-import type { ProviderListing, SessionRecord, SessionStore } from './store.js';
+import type { ProviderListing, SessionRecord, SessionStore } from './store/store.js';
 
 /**
  * Provider configurations and session records: the CRUD side of the API. Tokens go in sealed and

@@ -2,16 +2,16 @@ import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { EventBridgeClient } from '@aws-sdk/client-eventbridge';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
-import { ProviderCircuit } from './circuit.js';
 import type { Config } from './config.js';
 import { DefaultConnectService } from './connect/service.js';
 import { DynamoStateStore } from './connect/state.js';
-import { cachedKeyring, createFieldCipher, type Keyring } from './crypto.js';
+import { cachedKeyring, createFieldCipher, type Keyring } from './crypto/crypto.js';
+import { readOrCreateLocalKeyring, readSecretString, SECRET_NOT_A_STRING } from './crypto/keyring.js';
+import { clientSecretArnProblem } from './crypto/secret-arn.js';
 import { EventBridgePublisher, LogEventPublisher } from './events.js';
-import { readOrCreateLocalKeyring, readSecretString, SECRET_NOT_A_STRING } from './keyring.js';
 import type { ProviderConfig } from './model.js';
-import { createGuardedFetch } from './net-guard.js';
-import { ClientConfigurationError, type FetchLike, OAuthClient } from './oauth.js';
+import { ClientConfigurationError, type FetchLike, OAuthClient } from './oauth/client.js';
+import { createGuardedFetch } from './oauth/net-guard.js';
 import {
   type Clock,
   type EventPublisher,
@@ -24,9 +24,11 @@ import {
   silentLogger,
   systemClock,
 } from './ports.js';
-import { type BackoffPolicy, Refresher } from './refresher.js';
+import { ProviderCircuit } from './refresh/circuit.js';
+import { type BackoffPolicy, Refresher } from './refresh/refresher.js';
+import { Sweeper } from './refresh/sweep.js';
+import { DefaultTokenService } from './refresh/token-service.js';
 import { CachedProviders, DefaultProviderService, DefaultSessionService } from './registry.js';
-import { clientSecretArnProblem } from './secret-arn.js';
 import type {
   ConnectService,
   ProviderService,
@@ -34,9 +36,7 @@ import type {
   SweepService,
   TokenService,
 } from './services.js';
-import { DynamoSessionStore, type SessionStore } from './store.js';
-import { Sweeper } from './sweep.js';
-import { DefaultTokenService } from './token-service.js';
+import { DynamoSessionStore, type SessionStore } from './store/store.js';
 
 /**
  * Composition root: builds the core from configuration and injected clients. Lambda handlers, the

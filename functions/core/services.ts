@@ -1,5 +1,5 @@
-import type { ProviderHealth } from './circuit.js';
 import type { ClientAuthMethod, ClientRegistration, SessionKey, SessionStatus } from './model.js';
+import type { ProviderHealth } from './refresh/circuit.js';
 
 /**
  * The contracts the API layer calls. Inputs arrive already validated by functions/api/validation.ts;
@@ -34,7 +34,7 @@ export interface ProviderView {
   createdAt: number;
   updatedAt: number;
   clientRejectedAt?: number;
-  /** The provider's circuit (functions/core/circuit.ts). */
+  /** The provider's circuit (functions/core/refresh/circuit.ts). */
   health: ProviderHealth;
   /** Providers registered by MCP server URL: what discovery found and how the client was obtained. */
   mcpServerUrl?: string;

@@ -4,7 +4,7 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApiHandler } from '../../functions/api/adapter.js';
 import { loadConfig } from '../../functions/core/config.js';
-import { generateKeyringJson, parseKeyring } from '../../functions/core/crypto.js';
+import { generateKeyringJson, parseKeyring } from '../../functions/core/crypto/crypto.js';
 import { createRuntime } from '../../functions/core/runtime.js';
 import { type DynaliteHandle, startDynalite } from '../support/dynalite.js';
 

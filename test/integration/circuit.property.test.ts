@@ -1,9 +1,9 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Admission } from '../../functions/core/circuit.js';
-import type { FetchLike } from '../../functions/core/oauth.js';
-import type { LeaseCondition } from '../../functions/core/store.js';
-import { ensureTable } from '../../functions/core/table.js';
+import type { FetchLike } from '../../functions/core/oauth/client.js';
+import type { Admission } from '../../functions/core/refresh/circuit.js';
+import type { LeaseCondition } from '../../functions/core/store/store.js';
+import { ensureTable } from '../../functions/core/store/table.js';
 import {
   addProvider,
   addSession,

@@ -1,5 +1,5 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import type { SessionRecord } from '../../functions/core/store.js';
+import type { SessionRecord } from '../../functions/core/store/store.js';
 import {
   type Connected,
   connect,

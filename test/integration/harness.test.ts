@@ -2,7 +2,7 @@ import { DescribeTableCommand } from '@aws-sdk/client-dynamodb';
 import { GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
 import * as oauth from 'oauth4webapi';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { TABLE } from '../../functions/core/table.js';
+import { TABLE } from '../../functions/core/store/table.js';
 import { type DynaliteHandle, startDynalite } from '../support/dynalite.js';
 import { MCP_RESOURCE, type OAuthServer, startOAuthServer } from '../support/oauth-server.js';
 import type { TokenFault } from '../support/token-proxy.js';

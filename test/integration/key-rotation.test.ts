@@ -2,7 +2,7 @@ import { GetCommand } from '@aws-sdk/lib-dynamodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApiHandler } from '../../functions/api/adapter.js';
 import { loadConfig } from '../../functions/core/config.js';
-import { type Keyring, parseKeyring } from '../../functions/core/crypto.js';
+import { type Keyring, parseKeyring } from '../../functions/core/crypto/crypto.js';
 import { createRuntime, type Runtime } from '../../functions/core/runtime.js';
 import { type DynaliteHandle, startDynalite } from '../support/dynalite.js';
 import { MCP_RESOURCE, type OAuthServer, startOAuthServer } from '../support/oauth-server.js';

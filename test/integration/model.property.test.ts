@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ReauthorizationRequiredError, RefreshUnavailableError } from '../../functions/core/errors.js';
 import type { CircuitRecord } from '../../functions/core/model.js';
 import type { Runtime } from '../../functions/core/runtime.js';
-import type { SessionRecord } from '../../functions/core/store.js';
+import type { SessionRecord } from '../../functions/core/store/store.js';
 import {
   type Connected,
   connect,

@@ -1,7 +1,7 @@
 import { DynamoDBDocumentClient, GetCommand } from '@aws-sdk/lib-dynamodb';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, onTestFinished } from 'vitest';
 import type { SessionKey } from '../../functions/core/model.js';
-import { TABLE } from '../../functions/core/table.js';
+import { TABLE } from '../../functions/core/store/table.js';
 import { localDynamoClient } from '../../functions/local/embedded.js';
 import {
   getToken,

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Runtime } from '../../functions/core/runtime.js';
-import type { SessionRecord } from '../../functions/core/store.js';
+import type { SessionRecord } from '../../functions/core/store/store.js';
 import {
   type Connected,
   connect,

@@ -3,7 +3,7 @@ import { App, type CfnElement, Stack } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import type { IConstruct } from 'constructs';
 import { describe, expect, it } from 'vitest';
-import { createTableInput } from '../../functions/core/table.js';
+import { createTableInput } from '../../functions/core/store/table.js';
 import { loadConfig } from '../../lib/config.js';
 import { API_ROUTES } from '../../lib/token-api.js';
 import { API_TABLE_ACTIONS, REFRESH_TABLE_ACTIONS, TokenKeeperStack } from '../../lib/tokenkeeper-stack.js';
@@ -131,7 +131,7 @@ describe('sessions table', () => {
     });
   });
 
-  it('matches functions/core/table.ts exactly, so the local stack and AWS cannot drift', () => {
+  it('matches functions/core/store/table.ts exactly, so the local stack and AWS cannot drift', () => {
     // Prepare
     const expected = createTableInput('ignored');
     const [, table] = only(template, 'AWS::DynamoDB::Table');
@@ -359,11 +359,11 @@ describe('least privilege', () => {
     }
   });
 
-  it('grants every DynamoDB call the store makes on each function path (functions/core/store.ts)', () => {
+  it('grants every DynamoDB call the store makes on each function path (functions/core/store/store.ts)', () => {
     // Prepare: which store methods issue which commands, and which methods the refresh path calls
     const read = (file: string) =>
       readFileSync(new URL(`../../functions/core/${file}`, import.meta.url), 'utf8');
-    const store = read('store.ts');
+    const store = read('store/store.ts');
     const starts = [...store.matchAll(/^ {2}(?:private |public )?(?:async )?(\w+)\(/gm)];
     const commandsOf = new Map<string, Set<string>>();
     starts.forEach((m, i) => {
@@ -377,8 +377,9 @@ describe('least privilege', () => {
     const registry = read('registry.ts');
     const cachedProviders = registry.slice(registry.indexOf('class CachedProviders'));
     const refreshSources = [
-      read('sweep.ts'),
-      read('refresher.ts'),
+      read('refresh/sweep.ts'),
+      read('refresh/refresher.ts'),
+      read('refresh/circuit.ts'),
       cachedProviders.slice(0, cachedProviders.indexOf('export class', 1)),
     ];
     const refreshMethods = new Set(

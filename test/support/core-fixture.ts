@@ -2,12 +2,12 @@ import { randomUUID } from 'node:crypto';
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { GetCommand } from '@aws-sdk/lib-dynamodb';
 import { type Config, loadConfig } from '../../functions/core/config.js';
-import { generateKeyringJson, parseKeyring } from '../../functions/core/crypto.js';
+import { generateKeyringJson, parseKeyring } from '../../functions/core/crypto/crypto.js';
 import type { SessionKey } from '../../functions/core/model.js';
-import type { FetchLike } from '../../functions/core/oauth.js';
+import type { FetchLike } from '../../functions/core/oauth/client.js';
 import type { Clock, DomainEvent, MetricUnit } from '../../functions/core/ports.js';
 import { createRuntime, type Runtime } from '../../functions/core/runtime.js';
-import { TABLE } from '../../functions/core/table.js';
+import { TABLE } from '../../functions/core/store/table.js';
 import type { DynaliteHandle } from './dynalite.js';
 
 /**

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
-import { ensureTable } from '../../functions/core/table.js';
+import { ensureTable } from '../../functions/core/store/table.js';
 import { localDynamoClient, startEmbeddedDynamoDB } from '../../functions/local/embedded.js';
 
 export interface DynaliteHandle {

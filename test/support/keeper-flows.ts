@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { SessionKey } from '../../functions/core/model.js';
 import type { Clock } from '../../functions/core/ports.js';
-import type { SessionRecord } from '../../functions/core/store.js';
+import type { SessionRecord } from '../../functions/core/store/store.js';
 import { MCP_RESOURCE, MCP_SCOPES, type OAuthServer, type TokenSet } from './oauth-server.js';
 import type { CallResult, LogLine, TestStack } from './stack.js';
 

@@ -1,9 +1,9 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { circuitState, probeDelayMs, providerHealth } from '../../functions/core/circuit.js';
 import { RefreshUnavailableError } from '../../functions/core/errors.js';
 import type { CircuitRecord } from '../../functions/core/model.js';
-import type { LeaseCondition } from '../../functions/core/store.js';
-import { ensureTable } from '../../functions/core/table.js';
+import { circuitState, probeDelayMs, providerHealth } from '../../functions/core/refresh/circuit.js';
+import type { LeaseCondition } from '../../functions/core/store/store.js';
+import { ensureTable } from '../../functions/core/store/table.js';
 import {
   addProvider,
   addSession,
@@ -17,7 +17,7 @@ import {
 import { type DynaliteHandle, startDynalite } from '../support/dynalite.js';
 
 /**
- * The per-provider circuit (functions/core/circuit.ts) through the real refresher, sweep and token
+ * The per-provider circuit (functions/core/refresh/circuit.ts) through the real refresher, sweep and token
  * service on dynalite, with a scripted token endpoint and a clock the test drives. random() = 0.5, so
  * every jittered delay is ¾ of its ceiling: the probe delays are 1.5 s, 3 s, 6 s, then 7.5 s (cap 10 s).
  */

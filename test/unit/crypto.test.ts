@@ -6,7 +6,7 @@ import {
   generateKeyringJson,
   type Keyring,
   parseKeyring,
-} from '../../functions/core/crypto.js';
+} from '../../functions/core/crypto/crypto.js';
 import { KeyUnavailableError } from '../../functions/core/errors.js';
 
 const SECRET_1 = `${'a'.repeat(16)}first-secret-0123456789`;

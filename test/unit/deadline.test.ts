@@ -2,10 +2,10 @@ import type { APIGatewayProxyEventV2 } from 'aws-lambda';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApiHandler, DEADLINE_MARGIN_MS } from '../../functions/api/adapter.js';
 import { loadConfig } from '../../functions/core/config.js';
-import { generateKeyringJson, parseKeyring } from '../../functions/core/crypto.js';
-import type { FetchLike } from '../../functions/core/oauth.js';
+import { generateKeyringJson, parseKeyring } from '../../functions/core/crypto/crypto.js';
+import type { FetchLike } from '../../functions/core/oauth/client.js';
 import { createRuntime, type Runtime } from '../../functions/core/runtime.js';
-import { ensureTable } from '../../functions/core/table.js';
+import { ensureTable } from '../../functions/core/store/table.js';
 import { uniqueId } from '../support/core-fixture.js';
 import { type DynaliteHandle, startDynalite } from '../support/dynalite.js';
 

@@ -10,7 +10,7 @@ import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from '
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { loadConfig } from '../../functions/core/config.js';
-import { generateKeyringJson } from '../../functions/core/crypto.js';
+import { generateKeyringJson } from '../../functions/core/crypto/crypto.js';
 import { EventBridgePublisher } from '../../functions/core/events.js';
 import { createRuntime } from '../../functions/core/runtime.js';
 import { type DynaliteHandle, startDynalite } from '../support/dynalite.js';

@@ -9,14 +9,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { ProviderConfig } from '../../functions/core/model.js';
+import { OAuthClient } from '../../functions/core/oauth/client.js';
 import {
   checkProviderUrl,
   createGuardedFetch,
   ForbiddenDestinationError,
   forbiddenAddressReason,
   isForbiddenAddress,
-} from '../../functions/core/net-guard.js';
-import { OAuthClient } from '../../functions/core/oauth.js';
+} from '../../functions/core/oauth/net-guard.js';
 import { silentLogger } from '../../functions/core/ports.js';
 
 // --- helpers -------------------------------------------------------------------------------------

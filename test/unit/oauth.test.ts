@@ -8,7 +8,7 @@ import {
   type OAuthClientOptions,
   parseRetryAfter,
   scrubDescription,
-} from '../../functions/core/oauth.js';
+} from '../../functions/core/oauth/client.js';
 import type { Logger } from '../../functions/core/ports.js';
 
 const ISSUER = 'https://as.example.com';

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEFAULT_SCHEDULE, refreshSchedule } from '../../functions/core/store.js';
-import { ensureTable } from '../../functions/core/table.js';
+import { DEFAULT_SCHEDULE, refreshSchedule } from '../../functions/core/store/store.js';
+import { ensureTable } from '../../functions/core/store/table.js';
 import {
   addProvider,
   addSession,

@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { generateKeyringJson } from '../../functions/core/crypto.js';
+import { generateKeyringJson } from '../../functions/core/crypto/crypto.js';
 import type { SessionKey } from '../../functions/core/model.js';
-import type { LeaseCondition } from '../../functions/core/store.js';
-import { TABLE } from '../../functions/core/table.js';
+import type { LeaseCondition } from '../../functions/core/store/store.js';
+import { TABLE } from '../../functions/core/store/table.js';
 import {
   addProvider,
   addSession,

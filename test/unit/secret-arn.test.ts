@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { clientSecretArnProblem, secretNameOf } from '../../functions/core/secret-arn.js';
+import { clientSecretArnProblem, secretNameOf } from '../../functions/core/crypto/secret-arn.js';
 
 /** Threat: a caller who may register providers makes the keeper send the keyring as a client secret. */
 

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { SessionKey } from '../../functions/core/model.js';
-import { type CommittedTokens, shardOf } from '../../functions/core/store.js';
-import { TABLE } from '../../functions/core/table.js';
+import { type CommittedTokens, shardOf } from '../../functions/core/store/store.js';
+import { TABLE } from '../../functions/core/store/table.js';
 import {
   addProvider,
   addSession,

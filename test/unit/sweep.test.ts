@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { shardOf } from '../../functions/core/store.js';
-import { semaphore } from '../../functions/core/sweep.js';
-import { ensureTable } from '../../functions/core/table.js';
+import { semaphore } from '../../functions/core/refresh/sweep.js';
+import { shardOf } from '../../functions/core/store/store.js';
+import { ensureTable } from '../../functions/core/store/table.js';
 import {
   addProvider,
   addSession,

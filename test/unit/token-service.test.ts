@@ -5,8 +5,8 @@ import {
   SessionNotFoundError,
 } from '../../functions/core/errors.js';
 import type { SessionKey } from '../../functions/core/model.js';
+import { tokenFingerprint } from '../../functions/core/refresh/token-service.js';
 import type { TokenRequest } from '../../functions/core/services.js';
-import { tokenFingerprint } from '../../functions/core/token-service.js';
 import {
   addProvider,
   addSession,

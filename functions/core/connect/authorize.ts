@@ -1,7 +1,7 @@
 import * as oauth from 'oauth4webapi';
 import { DiscoveryFailedError, InvalidRequestError } from '../errors.js';
 import type { ProviderConfig } from '../model.js';
-import type { OAuthClient } from '../oauth.js';
+import type { OAuthClient } from '../oauth/client.js';
 
 /**
  * The authorization request: which authorization server a provider uses, whether a redirect target

@@ -1,5 +1,5 @@
 import { DiscoveryFailedError } from '../errors.js';
-import { checkProviderUrl } from '../net-guard.js';
+import { checkProviderUrl } from '../oauth/net-guard.js';
 import { jsonObject, type OutboundDeps, request } from './http.js';
 
 /**

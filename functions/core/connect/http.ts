@@ -1,6 +1,6 @@
 import { DiscoveryFailedError } from '../errors.js';
-import { ForbiddenDestinationError } from '../net-guard.js';
-import type { FetchLike } from '../oauth.js';
+import type { FetchLike } from '../oauth/client.js';
+import { ForbiddenDestinationError } from '../oauth/net-guard.js';
 import type { Clock } from '../ports.js';
 
 /**

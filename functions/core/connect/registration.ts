@@ -1,6 +1,6 @@
 import { ClientRegistrationUnavailableError, DiscoveryFailedError } from '../errors.js';
 import type { ClientAuthMethod, ClientRegistration } from '../model.js';
-import { errorCode, scrubDescription } from '../oauth.js';
+import { errorCode, scrubDescription } from '../oauth/client.js';
 import type { AuthorizationServerMetadata } from './discovery.js';
 import { jsonObject, type OutboundDeps, request } from './http.js';
 

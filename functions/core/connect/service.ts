@@ -1,7 +1,7 @@
 import * as oauth from 'oauth4webapi';
 import { InvalidRequestError, ProviderNotFoundError } from '../errors.js';
 import type { ProviderConfig, SessionKey } from '../model.js';
-import type { FetchLike, OAuthClient } from '../oauth.js';
+import type { FetchLike, OAuthClient } from '../oauth/client.js';
 import type { Clock, EventPublisher, Logger, Metrics } from '../ports.js';
 import { providerView } from '../registry.js';
 import type {
@@ -14,7 +14,7 @@ import type {
   ProviderView,
   SessionService,
 } from '../services.js';
-import type { SessionStore } from '../store.js';
+import type { SessionStore } from '../store/store.js';
 import { authorizationServerFor, authorizationUrl, redirectAllowed } from './authorize.js';
 import { discoverAuthorizationServer, discoverProtectedResource } from './discovery.js';
 import { callbackUrl, clientMetadataDocument, type KeeperUrls, registerClient } from './registration.js';

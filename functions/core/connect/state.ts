@@ -1,8 +1,8 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { ConditionalCheckFailedException } from '@aws-sdk/client-dynamodb';
 import { DeleteCommand, type DynamoDBDocumentClient, PutCommand } from '@aws-sdk/lib-dynamodb';
-import type { FieldCipher } from '../crypto.js';
-import { TABLE } from '../table.js';
+import type { FieldCipher } from '../crypto/crypto.js';
+import { TABLE } from '../store/table.js';
 
 /**
  * Pending authorizations: what the callback needs to finish a connection, keyed by the SHA-256 of the

@@ -1,11 +1,11 @@
 import { randomUUID } from 'node:crypto';
+import { KeyUnavailableError } from '../errors.js';
+import { publishOrLog } from '../events.js';
+import type { CircuitRecord, ProviderConfig, SessionKey } from '../model.js';
+import type { GrantFailure, OAuthClient } from '../oauth/client.js';
+import type { Clock, EventPublisher, Logger, Metrics, Random } from '../ports.js';
+import type { LeaseCondition, SessionRecord, SessionStore } from '../store/store.js';
 import type { Admission, ProviderCircuit } from './circuit.js';
-import { KeyUnavailableError } from './errors.js';
-import { publishOrLog } from './events.js';
-import type { CircuitRecord, ProviderConfig, SessionKey } from './model.js';
-import type { GrantFailure, OAuthClient } from './oauth.js';
-import type { Clock, EventPublisher, Logger, Metrics, Random } from './ports.js';
-import type { LeaseCondition, SessionRecord, SessionStore } from './store.js';
 
 /**
  * The refresh protocol every path uses: lease → grant → commit, and the classification of failures.

@@ -1,7 +1,7 @@
 import * as oauth from 'oauth4webapi';
-import { MAX_EPOCH_SECONDS, MAX_TOKEN_BYTES, type ProviderConfig } from './model.js';
+import { MAX_EPOCH_SECONDS, MAX_TOKEN_BYTES, type ProviderConfig } from '../model.js';
+import type { Clock, Logger } from '../ports.js';
 import { ForbiddenDestinationError } from './net-guard.js';
-import type { Clock, Logger } from './ports.js';
 
 /**
  * The OAuth client: refresh-token grants and revocation on oauth4webapi, with the provider's

@@ -9,7 +9,7 @@ import {
   UpdateCommand,
   type UpdateCommandInput,
 } from '@aws-sdk/lib-dynamodb';
-import type { FieldCipher } from './crypto.js';
+import type { FieldCipher } from '../crypto/crypto.js';
 import {
   type CircuitRecord,
   type ClientAuthMethod,
@@ -19,7 +19,7 @@ import {
   type ProviderConfig,
   type SessionKey,
   type SessionStatus,
-} from './model.js';
+} from '../model.js';
 import { TABLE } from './table.js';
 
 /**
@@ -218,7 +218,7 @@ export interface SessionStore {
   /** Clears the flag once a grant with the provider succeeds again. */
   clearProviderRejected(providerId: string): Promise<void>;
 
-  // The provider's circuit (functions/core/circuit.ts): single conditional writes on the provider item.
+  // The provider's circuit (functions/core/refresh/circuit.ts): single conditional writes on the provider item.
   /** Consistent read of the circuit; undefined when the provider is not registered. */
   getCircuit(providerId: string): Promise<CircuitRecord | undefined>;
   /** Counts one more failure in the run (and starts the run); returns the circuit as written. */
@@ -324,7 +324,7 @@ function toRecord(item: Item): SessionRecord {
   };
 }
 
-/** The provider item's circuit attributes (functions/core/circuit.ts); none of them is a reserved word. */
+/** The provider item's circuit attributes (functions/core/refresh/circuit.ts); none of them is a reserved word. */
 const CIRCUIT_ATTRIBUTES = [
   'circuitState',
   'circuitSince',

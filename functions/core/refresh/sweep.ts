@@ -1,8 +1,8 @@
+import type { Clock, Logger } from '../ports.js';
+import type { LatestSweep, SweepService, SweepSummary } from '../services.js';
+import type { DueKey, SessionStore } from '../store/store.js';
 import type { ProviderCircuit } from './circuit.js';
-import type { Clock, Logger } from './ports.js';
 import type { Refresher } from './refresher.js';
-import type { LatestSweep, SweepService, SweepSummary } from './services.js';
-import type { DueKey, SessionStore } from './store.js';
 
 /**
  * The scheduled sweep: query every shard's due range of the sparse `byExpiry` index, then refresh

@@ -4,12 +4,12 @@ import {
   ReauthorizationRequiredError,
   RefreshUnavailableError,
   SessionNotFoundError,
-} from './errors.js';
-import { type SessionKey, secondsLeft, sessionKeyString } from './model.js';
-import type { Clock, Logger, Metrics, Sleep } from './ports.js';
+} from '../errors.js';
+import { type SessionKey, secondsLeft, sessionKeyString } from '../model.js';
+import type { Clock, Logger, Metrics, Sleep } from '../ports.js';
+import type { CallOptions, TokenRequest, TokenResult, TokenService } from '../services.js';
+import type { LeaseCondition, SessionRecord, SessionStore } from '../store/store.js';
 import type { Refresher, RefreshOutcome } from './refresher.js';
-import type { CallOptions, TokenRequest, TokenResult, TokenService } from './services.js';
-import type { LeaseCondition, SessionRecord, SessionStore } from './store.js';
 
 /**
  * Serves a valid access token: from the item when it is valid for the caller's `minValidity`,

@@ -1,5 +1,5 @@
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
-import { KeyUnavailableError } from './errors.js';
+import { KeyUnavailableError } from '../errors.js';
 
 /**
  * Field-level encryption for tokens and client secrets: AES-256-GCM, a fresh 96-bit nonce per value,

@@ -1,8 +1,8 @@
-import { publishOrLog } from './events.js';
-import type { CircuitRecord, CircuitState, LastError } from './model.js';
-import type { GrantFailure } from './oauth.js';
-import type { Clock, EventPublisher, Logger, Metrics, Random } from './ports.js';
-import type { SessionStore } from './store.js';
+import { publishOrLog } from '../events.js';
+import type { CircuitRecord, CircuitState, LastError } from '../model.js';
+import type { GrantFailure } from '../oauth/client.js';
+import type { Clock, EventPublisher, Logger, Metrics, Random } from '../ports.js';
+import type { SessionStore } from '../store/store.js';
 import { semaphore } from './sweep.js';
 
 /**
