@@ -63,29 +63,10 @@ const emptyCounter = (): WorkCounter => ({
   gsiUnknown: 0,
 });
 
-/**
- * A value as the document client writes it, whether the request came through one or (as the store's
- * lease and commit do) as plain AttributeValues: `{S: 'x'}` → 'x', `{N: '3'}` → 3.
- */
-function plain(value: unknown): unknown {
-  if (value !== null && typeof value === 'object') {
-    const v = value as { S?: string; N?: string };
-    if (v.S !== undefined) return v.S;
-    if (v.N !== undefined) return Number(v.N);
-  }
-  return value;
-}
-
-function plainItem(item: unknown): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries((item ?? {}) as Record<string, unknown>)) out[k] = plain(v);
-  return out;
-}
-
 export function classify(command: string, input: Input): WorkClass {
   const update = String(input.UpdateExpression ?? '');
   const condition = String(input.ConditionExpression ?? '');
-  const key = plainItem(input.Key);
+  const key = (input.Key ?? {}) as Record<string, unknown>;
   switch (command) {
     case 'QueryCommand':
       return input.IndexName === TABLE.expiryIndex ? 'query' : 'other';
@@ -177,15 +158,15 @@ export class DynamoMeter {
   }
 
   private trackIndex(counter: WorkCounter, counting: boolean, command: string, input: Input, output: Input) {
-    const key = plainItem(input.Key ?? input.Item);
+    const key = (input.Key ?? input.Item ?? {}) as Record<string, unknown>;
     const id = `${String(input.TableName)}\u0000${String(key[TABLE.partitionKey])}\u0000${String(key[TABLE.sortKey])}`;
     const before = this.shadow.get(id);
     let after: IndexKeys | undefined;
     let known = true;
     if (command === 'DeleteItemCommand') after = {};
-    else if (command === 'PutItemCommand') after = indexKeys(plainItem(input.Item));
+    else if (command === 'PutItemCommand') after = indexKeys(input.Item as Input);
     else if (output.Attributes && input.ReturnValues === 'ALL_NEW')
-      after = indexKeys(plainItem(output.Attributes));
+      after = indexKeys(output.Attributes as Input);
     else known = false;
     if (!known || after === undefined) {
       if (counting) counter.gsiUnknown++;

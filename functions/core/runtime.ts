@@ -117,28 +117,19 @@ export function createRuntime(deps: RuntimeDeps): Runtime {
   const metrics = deps.metrics ?? noMetrics;
   const secretTtlMs = deps.secretTtlMs ?? SECRET_TTL_MS;
 
-  const clientConfig = {
-    region: config.region,
-    endpoint: config.dynamodbEndpoint,
-    maxAttempts: 5,
-    ...(config.dynamodbEndpoint && !config.inLambda
-      ? { credentials: { accessKeyId: 'local', secretAccessKey: 'local' } }
-      : {}),
-  };
-  const dynamodb = deps.dynamodb ?? new DynamoDBClient(clientConfig);
+  const dynamodb =
+    deps.dynamodb ??
+    new DynamoDBClient({
+      region: config.region,
+      endpoint: config.dynamodbEndpoint,
+      maxAttempts: 5,
+      ...(config.dynamodbEndpoint && !config.inLambda
+        ? { credentials: { accessKeyId: 'local', secretAccessKey: 'local' } }
+        : {}),
+    });
   const doc = DynamoDBDocumentClient.from(dynamodb, {
     marshallOptions: { removeUndefinedValues: true },
   });
-  // The lease and the commit of every refresh go through a plain client that resolves its middleware
-  // stack once per command type (`cacheMiddleware`; the document client's base client cannot), on
-  // the same connection pool. An injected client (tests, bench meter) serves both.
-  const hot =
-    deps.dynamodb ??
-    new DynamoDBClient({
-      ...clientConfig,
-      cacheMiddleware: true,
-      requestHandler: dynamodb.config.requestHandler,
-    });
 
   let secrets = deps.secrets;
   const secretsClient = () => {
@@ -158,7 +149,6 @@ export function createRuntime(deps: RuntimeDeps): Runtime {
   const cipher = createFieldCipher(keyring);
   const store = new DynamoSessionStore({
     doc,
-    hot,
     tableName: config.tableName,
     cipher,
     shardCount: config.shardCount,

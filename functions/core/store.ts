@@ -1,11 +1,5 @@
 import { createHash } from 'node:crypto';
-import {
-  type AttributeValue,
-  ConditionalCheckFailedException,
-  type DynamoDBClient,
-  UpdateItemCommand,
-  type UpdateItemCommandInput,
-} from '@aws-sdk/client-dynamodb';
+import { ConditionalCheckFailedException } from '@aws-sdk/client-dynamodb';
 import {
   DeleteCommand,
   type DynamoDBDocumentClient,
@@ -270,38 +264,6 @@ function keyOf(key: SessionKey) {
   return { [TABLE.partitionKey]: sessionPk(key.userId), [TABLE.sortKey]: sessionSk(key.providerId) };
 }
 
-// The two writes of every refresh (lease and commit) are built as AttributeValues and sent on a plain
-// DynamoDBClient: the document client's marshalling is skipped, and so (with `cacheMiddleware`, which
-// the document client cannot use) is resolving the SDK's middleware stack on every call.
-type Values = Record<string, AttributeValue>;
-const S = (value: string): AttributeValue => ({ S: value });
-const N = (value: number): AttributeValue => ({ N: String(value) });
-
-function rawKeyOf(key: SessionKey): Values {
-  return { [TABLE.partitionKey]: S(sessionPk(key.userId)), [TABLE.sortKey]: S(sessionSk(key.providerId)) };
-}
-
-/** An item as DynamoDB returns it, in plain values (numbers as numbers, as the document client reads them). */
-export function fromAttributes(item: Values): Item {
-  const out: Item = {};
-  for (const name in item) out[name] = fromAttribute(item[name] as AttributeValue);
-  return out;
-}
-
-function fromAttribute(v: AttributeValue): unknown {
-  if (v.S !== undefined) return v.S;
-  if (v.N !== undefined) return Number(v.N);
-  if (v.BOOL !== undefined) return v.BOOL;
-  if (v.NULL !== undefined) return null;
-  if (v.M !== undefined) return fromAttributes(v.M);
-  if (v.L !== undefined) return v.L.map(fromAttribute);
-  if (v.SS !== undefined) return new Set(v.SS);
-  if (v.NS !== undefined) return new Set(v.NS.map(Number));
-  if (v.B !== undefined) return v.B;
-  if (v.BS !== undefined) return new Set(v.BS);
-  return undefined;
-}
-
 /** Additional authenticated data: the item's key and the attribute, so a sealed value cannot move. */
 export function aadFor(pk: string, sk: string, attribute: string): string {
   return `${pk}\u0000${sk}\u0000${attribute}`;
@@ -391,11 +353,6 @@ function circuitOf(item: Item): CircuitRecord {
 
 export interface DynamoSessionStoreOptions {
   doc: DynamoDBDocumentClient;
-  /**
-   * The client for the lease and the commit (plain AttributeValues). Ideally one built with
-   * `cacheMiddleware: true`, which a document client's base client cannot have.
-   */
-  hot: DynamoDBClient;
   tableName: string;
   cipher: FieldCipher;
   shardCount: number;
@@ -404,7 +361,6 @@ export interface DynamoSessionStoreOptions {
 
 export class DynamoSessionStore implements SessionStore {
   private readonly doc: DynamoDBDocumentClient;
-  private readonly hot: DynamoDBClient;
   private readonly tableName: string;
   private readonly cipher: FieldCipher;
   private readonly shardCount: number;
@@ -412,7 +368,6 @@ export class DynamoSessionStore implements SessionStore {
 
   constructor(options: DynamoSessionStoreOptions) {
     this.doc = options.doc;
-    this.hot = options.hot;
     this.tableName = options.tableName;
     this.cipher = options.cipher;
     this.shardCount = options.shardCount;
@@ -427,19 +382,6 @@ export class DynamoSessionStore implements SessionStore {
     try {
       const { Attributes } = await this.doc.send(new UpdateCommand({ TableName: this.tableName, ...input }));
       return Attributes ?? {};
-    } catch (err) {
-      if (isConditionFailure(err)) return undefined;
-      throw err;
-    }
-  }
-
-  /** `conditionalUpdate` for the hot writes, on the plain client. */
-  private async hotUpdate(input: Omit<UpdateItemCommandInput, 'TableName'>): Promise<Item | undefined> {
-    try {
-      const { Attributes } = await this.hot.send(
-        new UpdateItemCommand({ TableName: this.tableName, ...input }),
-      );
-      return Attributes ? fromAttributes(Attributes) : {};
     } catch (err) {
       if (isConditionFailure(err)) return undefined;
       throw err;
@@ -551,14 +493,7 @@ export class DynamoSessionStore implements SessionStore {
     // A handed-over token's remaining life says nothing of the lifetime the provider issues (it may
     // be an hour-long token handed over late): the first grant decides the mode.
     const plan = refreshSchedule(session, Math.floor(now / 1000), DEFAULT_SCHEDULE);
-    this.schedule(
-      session,
-      session.refreshToken !== undefined ? plan.dueAt : undefined,
-      set,
-      remove,
-      values,
-      (n): unknown => n,
-    );
+    this.schedule(session, session.refreshToken !== undefined ? plan.dueAt : undefined, set, remove, values);
     set.push('refreshMode = :mode');
     values[':mode'] = plan.mode;
     const { Attributes } = await this.doc.send(
@@ -579,21 +514,20 @@ export class DynamoSessionStore implements SessionStore {
    * The index entry: a refreshable session with a due time is in the sparse `byExpiry` index (shard +
    * due time); any other session is out of it, and costs the sweep nothing.
    */
-  private schedule<V>(
+  private schedule(
     key: SessionKey,
     dueAt: number | undefined,
     set: string[],
     remove: string[],
-    values: Record<string, V>,
-    wrap: (n: number) => V,
+    values: Record<string, unknown>,
   ): void {
     if (dueAt === undefined) {
       remove.push(TABLE.shardAttribute, TABLE.dueAttribute);
       return;
     }
     set.push(`${TABLE.shardAttribute} = :shard`, `${TABLE.dueAttribute} = :due`);
-    values[':shard'] = wrap(shardOf(key, this.shardCount));
-    values[':due'] = wrap(dueAt);
+    values[':shard'] = shardOf(key, this.shardCount);
+    values[':due'] = dueAt;
   }
 
   async deleteSession(key: SessionKey): Promise<SessionRecord | undefined> {
@@ -617,37 +551,37 @@ export class DynamoSessionStore implements SessionStore {
       lifted = ' OR lastError.#at BETWEEN :liftFrom AND :liftTo';
       names['#at'] = 'at';
     }
-    const values: Values = {
-      ':active': S('active'),
-      ':now': N(now),
-      ':owner': S(owner),
-      ':until': N(leaseUntil),
+    const values: Record<string, unknown> = {
+      ':active': 'active',
+      ':now': now,
+      ':owner': owner,
+      ':until': leaseUntil,
     };
     if (liftBackoff) {
-      values[':liftFrom'] = N(liftBackoff.from);
-      values[':liftTo'] = N(liftBackoff.to);
+      values[':liftFrom'] = liftBackoff.from;
+      values[':liftTo'] = liftBackoff.to;
     }
     let extra: string;
     switch (condition.kind) {
       case 'sweep':
         extra = `${TABLE.dueAttribute} <= :bound`;
-        values[':bound'] = N(condition.dueBy);
+        values[':bound'] = condition.dueBy;
         if (condition.seenDueAt !== undefined) {
           extra += ` AND ${TABLE.dueAttribute} = :seen`;
-          values[':seen'] = N(condition.seenDueAt);
+          values[':seen'] = condition.seenDueAt;
         }
         break;
       case 'onDemand':
         extra = 'expiresAt < :bound';
-        values[':bound'] = N(condition.minValidUntil);
+        values[':bound'] = condition.minValidUntil;
         break;
       case 'forced':
         extra = 'version = :version';
-        values[':version'] = N(condition.version);
+        values[':version'] = condition.version;
         break;
     }
-    const item = await this.hotUpdate({
-      Key: rawKeyOf(key),
+    const item = await this.conditionalUpdate({
+      Key: keyOf(key),
       UpdateExpression: 'SET leaseOwner = :owner, leaseUntil = :until',
       ConditionExpression:
         '#status = :active AND attribute_exists(refreshToken)' +
@@ -668,12 +602,12 @@ export class DynamoSessionStore implements SessionStore {
     now: number,
   ): Promise<SessionRecord | undefined> {
     // Seal before the write so nothing can fail between the grant's answer and the commit.
-    const values: Values = {
-      ':owner': S(owner),
-      ':rt': S(await this.seal(key, 'refreshToken', tokens.refreshToken)),
-      ':one': N(1),
-      ':zero': N(0),
-      ':now': N(now),
+    const values: Record<string, unknown> = {
+      ':owner': owner,
+      ':rt': await this.seal(key, 'refreshToken', tokens.refreshToken),
+      ':one': 1,
+      ':zero': 0,
+      ':now': now,
     };
     const set = [
       'refreshToken = :rt',
@@ -684,34 +618,34 @@ export class DynamoSessionStore implements SessionStore {
     const remove = ['leaseOwner', 'leaseUntil', 'nextAttemptAt', 'lastError'];
     if (tokens.accessToken !== undefined) {
       set.push('accessToken = :at', 'tokenType = :tt', 'issuedAt = :now');
-      values[':at'] = S(await this.seal(key, 'accessToken', tokens.accessToken));
-      values[':tt'] = S(tokens.tokenType);
+      values[':at'] = await this.seal(key, 'accessToken', tokens.accessToken);
+      values[':tt'] = tokens.tokenType;
     }
     if (tokens.scope !== undefined) {
       set.push('#scope = :scope');
-      values[':scope'] = S(tokens.scope);
+      values[':scope'] = tokens.scope;
     }
     if (tokens.expiresAt !== undefined) {
       set.push('expiresAt = :exp');
-      values[':exp'] = N(tokens.expiresAt);
+      values[':exp'] = tokens.expiresAt;
     } else {
       // No lifetime given: no invented expiry (swept only for a known refresh-token expiry).
       remove.push('expiresAt');
     }
     if (tokens.refreshExpiresAt !== undefined) {
       set.push('refreshExpiresAt = :rexp');
-      values[':rexp'] = N(tokens.refreshExpiresAt);
+      values[':rexp'] = tokens.refreshExpiresAt;
     } else {
       remove.push('refreshExpiresAt');
     }
     const plan = refreshSchedule(tokens, Math.floor(now / 1000), this.policy);
-    this.schedule(key, tokens.dueAt ?? plan.dueAt, set, remove, values, N);
+    this.schedule(key, tokens.dueAt ?? plan.dueAt, set, remove, values);
     if (tokens.accessToken !== undefined) {
       set.push('refreshMode = :mode');
-      values[':mode'] = S(plan.mode);
+      values[':mode'] = plan.mode;
     }
-    const item = await this.hotUpdate({
-      Key: rawKeyOf(key),
+    const item = await this.conditionalUpdate({
+      Key: keyOf(key),
       UpdateExpression: `SET ${set.join(', ')} REMOVE ${remove.join(', ')}`,
       ConditionExpression: 'leaseOwner = :owner',
       ExpressionAttributeNames: tokens.scope !== undefined ? { '#scope': 'scope' } : undefined,
