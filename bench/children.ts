@@ -4,7 +4,7 @@ import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
-/** Child processes of the bench (dynalite, the token endpoint) and their CPU time. */
+/** Child processes of the bench (dynalite, the token endpoint, the OAuth server) and their CPU time. */
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 
@@ -12,29 +12,32 @@ export interface Child {
   pid: number;
   port: number;
   url: string;
+  /** The whole line the child printed when it listened (its port and anything else it reports). */
+  info: Record<string, unknown>;
   stop(): void;
 }
 
-export async function startChild(mode: 'dynalite' | 'token', options?: unknown): Promise<Child> {
+export async function startChild(mode: 'dynalite' | 'token' | 'oidc', options?: unknown): Promise<Child> {
   const args = ['--import', 'tsx', join(HERE, 'server-main.ts'), mode];
   if (options !== undefined) args.push(JSON.stringify(options));
   const child: ChildProcess = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
-  const port = await new Promise<number>((resolve, reject) => {
+  const info = await new Promise<Record<string, unknown>>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${mode} did not start within 30 s`)), 30_000);
     child.once('error', reject);
     child.once('exit', (code) => reject(new Error(`${mode} exited early with code ${code}`)));
     const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
     lines.once('line', (line) => {
       clearTimeout(timer);
-      resolve((JSON.parse(line) as { port: number }).port);
+      resolve(JSON.parse(line) as Record<string, unknown>);
     });
   });
   child.removeAllListeners('exit');
+  const port = info.port as number;
   const stop = () => {
     if (child.exitCode === null) child.kill('SIGTERM');
   };
   process.once('exit', stop);
-  return { pid: child.pid as number, port, url: `http://127.0.0.1:${port}`, stop };
+  return { pid: child.pid as number, port, url: `http://127.0.0.1:${port}`, info, stop };
 }
 
 const TICKS_PER_SECOND = 100;

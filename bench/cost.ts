@@ -111,6 +111,8 @@ interface Results {
     reach: {
       inputs: { latencyOverheadMs: number; throughputMsPerRefresh: number };
       keeperCpuMsPerRefresh: number;
+      /** Where the figure comes from (the real-OAuth-server phase, or the fake endpoint's sweep). */
+      keeperCpuSource?: string;
       lambda512Mb?: { rows: ReachRow[] };
     };
     coldStart: Record<string, { bytes: number; initMedianMs: number }>;
@@ -371,7 +373,11 @@ const inputsRows: Row[] = [
     `${fmt(f.reach.inputs.latencyOverheadMs, 1)} ms`,
     'measured (uncontended sweep)',
   ],
-  ['keeper CPU per refresh', `${fmt(f.reach.keeperCpuMsPerRefresh, 2)} ms on one core`, 'measured'],
+  [
+    'keeper CPU per refresh',
+    `${fmt(f.reach.keeperCpuMsPerRefresh, 2)} ms on one core`,
+    f.reach.keeperCpuSource ? `measured (${f.reach.keeperCpuSource})` : 'measured',
+  ],
   [
     'function memory, vCPU share',
     `${A.functionMemoryMb} MB, ${fmt(vcpuShare, 3)} vCPU`,

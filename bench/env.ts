@@ -49,6 +49,11 @@ export interface KeeperOptions {
    * (offset k × (lifetime − window)), so their tokens are due again without seeding them anew.
    */
   clockOffsetMs?: number;
+  /**
+   * Let the keeper build its own DynamoDB client from the configuration, as the Lambda handlers do
+   * (default: the bench's shared client, which carries the meter).
+   */
+  ownClients?: boolean;
 }
 
 export interface BenchEnv {
@@ -145,7 +150,7 @@ export async function startBenchEnv(params: BenchParams): Promise<BenchEnv> {
         tableName: options.table,
         refreshConcurrency: options.concurrency ?? config.refreshConcurrency,
       },
-      dynamodb: client,
+      ...(options.ownClients ? {} : { dynamodb: client }),
       keyring: async () => ring,
       logger: telemetry.logger,
       metrics: telemetry.metrics,

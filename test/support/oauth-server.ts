@@ -238,6 +238,9 @@ export async function startOAuthServer(options: OAuthServerOptions = {}): Promis
     }
     callback(req, res);
   });
+  // The token proxy pools its connections to this listener: an idle one closed here (Node's default is
+  // after 5 s) can be picked for a request at the moment it closes, and that request fails with a 502.
+  server.keepAliveTimeout = 60_000;
   const upstreamUrl = `http://127.0.0.1:${await listenOnLoopback(server)}`;
   proxy.setUpstream(upstreamUrl);
 
