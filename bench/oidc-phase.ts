@@ -5,7 +5,7 @@ import { performance } from 'node:perf_hooks';
 import { DeleteTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { SessionKey } from '../functions/core/model.js';
 import type { SweepSummary } from '../functions/core/services.js';
-import { ensureTable } from '../functions/core/table.js';
+import { ensureTable } from '../functions/core/store/table.js';
 import { type Child, processCpuMs, selfCpuMs, startChild } from './children.js';
 import { type BenchEnv, pool } from './env.js';
 import type { OidcServerInfo, OidcStats } from './oidc-server.js';
