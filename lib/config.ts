@@ -30,6 +30,10 @@ export interface TokenKeeperConfig {
   readonly refreshReservedConcurrency: number;
   /** Timeout of one call to a provider's token endpoint. */
   readonly httpTimeoutMs: number;
+  /** How often the sweep renews an on-demand session's grant when its refresh-token expiry is unknown. */
+  readonly keepAliveSeconds: number;
+  /** Transient failures in a row, across a provider's sessions, that open its circuit. */
+  readonly circuitFailureThreshold: number;
   /** Optional e-mail address subscribed to the alarm topic. */
   readonly alarmEmail?: string;
   /** What happens to the table, keyring and logs when the stack is deleted. */
@@ -70,6 +74,8 @@ export const DEFAULT_CONFIG: TokenKeeperConfig = {
   refreshConcurrency: 16,
   refreshReservedConcurrency: 2,
   httpTimeoutMs: 10_000,
+  keepAliveSeconds: 86_400,
+  circuitFailureThreshold: 3,
   removalPolicy: 'retain',
   logRetentionDays: 30,
   logLevel: 'INFO',
@@ -90,6 +96,8 @@ export const CONTEXT_KEYS = [
   'refreshConcurrency',
   'refreshReservedConcurrency',
   'httpTimeoutMs',
+  'keepAliveSeconds',
+  'circuitFailureThreshold',
   'alarmEmail',
   'removalPolicy',
   'logRetentionDays',
@@ -196,6 +204,8 @@ export function parseConfig(raw: Raw): TokenKeeperConfig {
     raw.sweepBudgetSeconds === undefined || raw.sweepBudgetSeconds === null || raw.sweepBudgetSeconds === ''
       ? defaultSweepBudgetSeconds(refreshIntervalSeconds, httpTimeoutMs)
       : int('sweepBudgetSeconds', 1, 840);
+  const keepAliveSeconds = int('keepAliveSeconds', 60, 30 * 86_400);
+  const circuitFailureThreshold = int('circuitFailureThreshold', 1, 1_000);
   const removalPolicy = oneOf('removalPolicy', ['retain', 'destroy'] as const, (s) => s.toLowerCase());
   const logLevel = oneOf('logLevel', LOG_LEVELS, (s) => s.toUpperCase());
   const logRetentionDays = int('logRetentionDays', 1, 3_653);
@@ -267,6 +277,8 @@ export function parseConfig(raw: Raw): TokenKeeperConfig {
     refreshConcurrency,
     refreshReservedConcurrency,
     httpTimeoutMs,
+    keepAliveSeconds,
+    circuitFailureThreshold,
     alarmEmail,
     removalPolicy,
     logRetentionDays,
@@ -333,6 +345,8 @@ export function functionEnvironment(
     TOKENKEEPER_HTTP_TIMEOUT_MS: String(c.httpTimeoutMs),
     TOKENKEEPER_SHARD_COUNT: String(c.shardCount),
     TOKENKEEPER_SWEEP_BUDGET_SECONDS: String(c.sweepBudgetSeconds),
+    TOKENKEEPER_KEEPALIVE_SECONDS: String(c.keepAliveSeconds),
+    TOKENKEEPER_CIRCUIT_FAILURE_THRESHOLD: String(c.circuitFailureThreshold),
     TOKENKEEPER_CLIENT_SECRET_PREFIX: c.clientSecretPrefix,
     POWERTOOLS_LOG_LEVEL: c.logLevel,
     ...(c.allowedRedirects === '' ? {} : { TOKENKEEPER_ALLOWED_REDIRECTS: c.allowedRedirects }),

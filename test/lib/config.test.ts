@@ -95,6 +95,25 @@ describe('parseConfig', () => {
     expect(message).toContain('plus the longest sweep sweepBudgetSeconds (120)');
   });
 
+  it('keepAliveSeconds and circuitFailureThreshold reach the functions as the core reads them', () => {
+    const config = parseConfig({ keepAliveSeconds: '7200', circuitFailureThreshold: 5 });
+    const env = functionEnvironment(config, {
+      tableName: 't',
+      keyringSecretArn: 'k',
+      eventBusName: 'b',
+      accountId: '123456789012',
+    });
+    expect(env).toMatchObject({
+      TOKENKEEPER_KEEPALIVE_SECONDS: '7200',
+      TOKENKEEPER_CIRCUIT_FAILURE_THRESHOLD: '5',
+    });
+    expect(loadCoreConfig({ ...env, AWS_LAMBDA_FUNCTION_NAME: 'f' })).toMatchObject({
+      keepAliveSeconds: 7200,
+      circuitFailureThreshold: 5,
+    });
+    expect(parseConfig({}).keepAliveSeconds).toBe(86_400);
+  });
+
   it('derives the sweep budget from the interval when none is given, as the core does', () => {
     expect(parseConfig({ refreshIntervalSeconds: 600, refreshWindowSeconds: 1200 }).sweepBudgetSeconds).toBe(
       240,
