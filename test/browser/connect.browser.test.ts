@@ -1,8 +1,7 @@
-import { mkdir, mkdtemp, rm, stat } from 'node:fs/promises';
-import { createRequire } from 'node:module';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { mkdir, stat } from 'node:fs/promises';
+import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CHROMIUM, launchChromium } from '../support/browser.js';
 import { type McpServer, startMcpServer } from '../support/mcp-server.js';
 import { type OAuthServer, startOAuthServer } from '../support/oauth-server.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
@@ -13,40 +12,12 @@ import { startTestStack, type TestStack } from '../support/stack.js';
  * ending on the "connected" page, which is saved as a screenshot under test/artifacts/.
  */
 
-const CHROMIUM = '/usr/bin/chromium';
 const ARTIFACTS = new URL('../artifacts/', import.meta.url);
-
-/** The few Playwright calls this test makes. */
-interface Page {
-  goto(url: string): Promise<unknown>;
-  waitForURL(url: (url: URL) => boolean, options?: { timeout?: number }): Promise<void>;
-  textContent(selector: string): Promise<string | null>;
-  screenshot(options: { path: string; fullPage?: boolean }): Promise<unknown>;
-  url(): string;
-}
-interface BrowserContext {
-  newPage(): Promise<Page>;
-  close(): Promise<void>;
-}
-interface Playwright {
-  chromium: {
-    launchPersistentContext(
-      userDataDir: string,
-      options: { executablePath: string; headless: boolean; args: string[] },
-    ): Promise<BrowserContext>;
-  };
-}
-
-/** playwright-core is CommonJS; require() also honours NODE_PATH for a copy outside the repository. */
-function loadPlaywright(): Playwright {
-  return createRequire(import.meta.url)('playwright-core') as Playwright;
-}
 
 let mcp: McpServer;
 let oauth: OAuthServer;
 let keeper: TestStack;
-let context: BrowserContext | undefined;
-let userDataDir: string;
+let browser: Browser | undefined;
 
 beforeAll(async () => {
   await stat(CHROMIUM).catch(() => {
@@ -56,15 +27,13 @@ beforeAll(async () => {
   oauth = await startOAuthServer({ registration: true, resources: [mcp.url] });
   mcp.protect({ issuer: oauth.issuer, introspect: (token) => oauth.introspect(token) });
   keeper = await startTestStack();
-  userDataDir = await mkdtemp(join(tmpdir(), 'tokenkeeper-chromium-'));
 }, 60_000);
 
 afterAll(async () => {
-  await context?.close();
+  await browser?.close();
   await keeper?.stop();
   await oauth?.stop();
   await mcp?.stop();
-  if (userDataDir) await rm(userDataDir, { recursive: true, force: true });
 });
 
 describe('connecting in a real browser (Chromium)', () => {
@@ -77,22 +46,8 @@ describe('connecting in a real browser (Chromium)', () => {
     const authorizationUrl = new URL((started.body as { authorizationUrl: string }).authorizationUrl);
     authorizationUrl.searchParams.set('login_hint', userId);
 
-    const { chromium } = loadPlaywright();
-    context = await chromium.launchPersistentContext(userDataDir, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-    });
-    const page = await context.newPage();
+    browser = await launchChromium();
+    const page = await browser.newPage();
     await page.goto(authorizationUrl.href);
     await page.waitForURL((url) => url.href.startsWith(`${keeper.url}/oauth/callback`), { timeout: 20_000 });
     expect(await page.textContent('h1')).toBe('Account connected');
