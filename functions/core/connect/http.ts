@@ -1,4 +1,5 @@
 import { DiscoveryFailedError } from '../errors.js';
+import { readBodyCapped } from '../oauth/body.js';
 import type { FetchLike } from '../oauth/client.js';
 import { ForbiddenDestinationError } from '../oauth/net-guard.js';
 import type { Clock } from '../ports.js';
@@ -64,32 +65,18 @@ export async function request(
     await response.body?.cancel().catch(() => {});
     return { status: response.status, headers: response.headers, text: '' };
   }
-  const declared = Number(response.headers.get('content-length'));
-  if (Number.isFinite(declared) && declared > MAX_DOCUMENT_BYTES) {
-    await response.body?.cancel().catch(() => {});
-    throw new DiscoveryFailedError(`${what} is larger than ${MAX_DOCUMENT_BYTES / 1024} KiB`);
+  let body: Buffer;
+  try {
+    body = await readBodyCapped(
+      response,
+      MAX_DOCUMENT_BYTES,
+      () => new DiscoveryFailedError(`${what} is larger than ${MAX_DOCUMENT_BYTES / 1024} KiB`),
+    );
+  } catch (err) {
+    if (err instanceof DiscoveryFailedError) throw err;
+    throw new DiscoveryFailedError(`${what}: ${describeFailure(err, url, left)}`);
   }
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  if (response.body) {
-    const reader = response.body.getReader();
-    try {
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (done) break;
-        size += value.byteLength;
-        if (size > MAX_DOCUMENT_BYTES) {
-          await reader.cancel().catch(() => {});
-          throw new DiscoveryFailedError(`${what} is larger than ${MAX_DOCUMENT_BYTES / 1024} KiB`);
-        }
-        chunks.push(value);
-      }
-    } catch (err) {
-      if (err instanceof DiscoveryFailedError) throw err;
-      throw new DiscoveryFailedError(`${what}: ${describeFailure(err, url, left)}`);
-    }
-  }
-  return { status: response.status, headers: response.headers, text: Buffer.concat(chunks).toString('utf8') };
+  return { status: response.status, headers: response.headers, text: body.toString('utf8') };
 }
 
 /** The answer's body as a JSON object, or DiscoveryFailedError naming the document. */

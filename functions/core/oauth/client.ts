@@ -1,6 +1,7 @@
 import * as oauth from 'oauth4webapi';
 import { MAX_EPOCH_SECONDS, MAX_TOKEN_BYTES, type ProviderConfig } from '../model.js';
 import type { Clock, Logger } from '../ports.js';
+import { readBodyCapped } from './body.js';
 import { ForbiddenDestinationError } from './net-guard.js';
 
 /**
@@ -154,27 +155,12 @@ export class OAuthClient {
       const response = await this.options.fetch(url, init);
       last.status = response.status;
       last.retryAfter = response.headers.get('retry-after');
-      const declared = Number(response.headers.get('content-length'));
-      if (Number.isFinite(declared) && declared > max) {
-        await response.body?.cancel().catch(() => {});
-        throw new ResponseTooLargeError(`response body of ${declared} bytes exceeds ${max}`);
-      }
-      const chunks: Uint8Array[] = [];
-      let size = 0;
-      if (response.body) {
-        const reader = response.body.getReader();
-        for (;;) {
-          const { done, value } = await reader.read();
-          if (done) break;
-          size += value.byteLength;
-          if (size > max) {
-            await reader.cancel().catch(() => {});
-            throw new ResponseTooLargeError(`response body exceeds ${max} bytes`);
-          }
-          chunks.push(value);
-        }
-      }
-      return new Response(size === 0 && chunks.length === 0 ? null : Buffer.concat(chunks), {
+      const body = await readBodyCapped(response, max, (declared) =>
+        declared === undefined
+          ? new ResponseTooLargeError(`response body exceeds ${max} bytes`)
+          : new ResponseTooLargeError(`response body of ${declared} bytes exceeds ${max}`),
+      );
+      return new Response(body.length === 0 ? null : body, {
         status: response.status,
         statusText: response.statusText,
         headers: response.headers,
