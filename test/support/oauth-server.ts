@@ -8,6 +8,7 @@ import type {
   default as ProviderClass,
   ResourceServer,
 } from 'oidc-provider';
+import { loadOidcProvider } from '../../functions/local/demo/oauth-server.js';
 import { listenOnLoopback } from '../../functions/local/embedded.js';
 import { followRedirects } from './connect-flow.js';
 import { startTokenProxy, type TokenProxy } from './token-proxy.js';
@@ -98,27 +99,7 @@ export interface OAuthServer {
   stop(): Promise<void>;
 }
 
-type OidcModule = typeof import('oidc-provider');
-
-let oidcModule: Promise<OidcModule> | undefined;
 let signingKey: Promise<JsonWebKey> | undefined;
-
-/** Imports oidc-provider once, muting its import-time "unsupported runtime" warning on Node 20. */
-function loadOidcProvider(): Promise<OidcModule> {
-  oidcModule ??= (async () => {
-    const warn = console.warn;
-    console.warn = (...args: unknown[]) => {
-      if (typeof args[0] === 'string' && args[0].includes('Unsupported runtime')) return;
-      warn(...args);
-    };
-    try {
-      return await import('oidc-provider');
-    } finally {
-      console.warn = warn;
-    }
-  })();
-  return oidcModule;
-}
 
 /** One RSA signing key per test process (RS256 is what clients expect for ID tokens by default). */
 function loadSigningKey(): Promise<JsonWebKey> {

@@ -39,18 +39,27 @@ export interface DemoOAuthOptions {
 
 type OidcModule = typeof import('oidc-provider');
 
-/** Imports oidc-provider, muting its import-time "unsupported runtime" warning on Node 20. */
-async function loadOidcProvider(): Promise<OidcModule> {
-  const warn = console.warn;
-  console.warn = (...args: unknown[]) => {
-    if (typeof args[0] === 'string' && args[0].includes('Unsupported runtime')) return;
-    warn(...args);
-  };
-  try {
-    return await import('oidc-provider');
-  } finally {
-    console.warn = warn;
-  }
+let oidcModule: Promise<OidcModule> | undefined;
+
+/**
+ * Imports oidc-provider once, muting its import-time "unsupported runtime" warning on Node 20. One
+ * shared import, so concurrent first calls cannot leave the muted console.warn in place. The tests'
+ * OAuth server uses it too.
+ */
+export function loadOidcProvider(): Promise<OidcModule> {
+  oidcModule ??= (async () => {
+    const warn = console.warn;
+    console.warn = (...args: unknown[]) => {
+      if (typeof args[0] === 'string' && args[0].includes('Unsupported runtime')) return;
+      warn(...args);
+    };
+    try {
+      return await import('oidc-provider');
+    } finally {
+      console.warn = warn;
+    }
+  })();
+  return oidcModule;
 }
 
 export async function startDemoOAuthServer(options: DemoOAuthOptions): Promise<DemoOAuthServer> {
