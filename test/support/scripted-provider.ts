@@ -1,6 +1,7 @@
 import { createHmac, randomBytes, randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { listenOnLoopback } from '../../functions/local/embedded.js';
+import { readBody } from './token-proxy.js';
 
 /**
  * A token endpoint on 127.0.0.1 with a real refresh-token state machine, answering in the "dialect"
@@ -631,15 +632,6 @@ export async function startScriptedProvider(options: ScriptedProviderOptions): P
       return stopped;
     },
   };
-}
-
-function readBody(req: IncomingMessage): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (chunk: Buffer) => chunks.push(chunk));
-    req.once('end', () => resolve(Buffer.concat(chunks)));
-    req.once('error', reject);
-  });
 }
 
 function send(res: ServerResponse, reply: ScriptedAnswer): void {

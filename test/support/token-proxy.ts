@@ -312,7 +312,8 @@ function countRedemptions(requests: readonly TokenRequestRecord[]): Map<string, 
   return counts;
 }
 
-function readBody(req: IncomingMessage): Promise<Buffer> {
+/** A request's whole body (the test servers' token endpoints read small forms). */
+export function readBody(req: IncomingMessage): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
