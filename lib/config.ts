@@ -25,9 +25,13 @@ export interface TokenKeeperConfig {
   readonly refreshConcurrency: number;
   /**
    * Concurrency reserved for the refresh function, so API traffic can never take the account's
-   * concurrency and throttle a scheduled sweep into the dead-letter queue.
+   * concurrency and starve the sweep's workers; at least `sweepMaxConcurrency`.
    */
   readonly refreshReservedConcurrency: number;
+  /** The most due sessions the dispatcher puts in one slice (one SQS message, one worker invocation). */
+  readonly sweepSliceSize: number;
+  /** Slices swept at once: the event source mapping's maximum concurrency (2–1000). */
+  readonly sweepMaxConcurrency: number;
   /** Timeout of one call to a provider's token endpoint. */
   readonly httpTimeoutMs: number;
   /** How often the sweep renews an on-demand session's grant when its refresh-token expiry is unknown. */
@@ -72,7 +76,9 @@ export const DEFAULT_CONFIG: TokenKeeperConfig = {
   sweepBudgetSeconds: 120,
   shardCount: 4,
   refreshConcurrency: 16,
-  refreshReservedConcurrency: 2,
+  refreshReservedConcurrency: 10,
+  sweepSliceSize: 1_000,
+  sweepMaxConcurrency: 10,
   httpTimeoutMs: 10_000,
   keepAliveSeconds: 86_400,
   circuitFailureThreshold: 3,
@@ -95,6 +101,8 @@ export const CONTEXT_KEYS = [
   'shardCount',
   'refreshConcurrency',
   'refreshReservedConcurrency',
+  'sweepSliceSize',
+  'sweepMaxConcurrency',
   'httpTimeoutMs',
   'keepAliveSeconds',
   'circuitFailureThreshold',
@@ -192,8 +200,16 @@ export function parseConfig(raw: Raw): TokenKeeperConfig {
   const refreshWindowSeconds = int('refreshWindowSeconds', 1, 86_400);
   const shardCount = int('shardCount', 1, 1_000);
   const refreshConcurrency = int('refreshConcurrency', 1, 1_000);
-  // Overlapping sweeps are harmless (the lease), but more than a few never help.
-  const refreshReservedConcurrency = int('refreshReservedConcurrency', 1, 10);
+  const sweepSliceSize = int('sweepSliceSize', 1, 100_000);
+  // Lambda's event source mappings take a maximum concurrency from 2 to 1000.
+  const sweepMaxConcurrency = int('sweepMaxConcurrency', 2, 1_000);
+  const refreshReservedConcurrency = int('refreshReservedConcurrency', 2, 1_000);
+  if (refreshReservedConcurrency < sweepMaxConcurrency) {
+    problems.push(
+      `refreshReservedConcurrency (${refreshReservedConcurrency}) must be at least sweepMaxConcurrency ` +
+        `(${sweepMaxConcurrency}), or the sweep's workers are throttled`,
+    );
+  }
   const httpTimeoutMs = int(
     'httpTimeoutMs',
     100,
@@ -276,6 +292,8 @@ export function parseConfig(raw: Raw): TokenKeeperConfig {
     shardCount,
     refreshConcurrency,
     refreshReservedConcurrency,
+    sweepSliceSize,
+    sweepMaxConcurrency,
     httpTimeoutMs,
     keepAliveSeconds,
     circuitFailureThreshold,
@@ -345,6 +363,7 @@ export function functionEnvironment(
     TOKENKEEPER_HTTP_TIMEOUT_MS: String(c.httpTimeoutMs),
     TOKENKEEPER_SHARD_COUNT: String(c.shardCount),
     TOKENKEEPER_SWEEP_BUDGET_SECONDS: String(c.sweepBudgetSeconds),
+    TOKENKEEPER_SWEEP_SLICE_SIZE: String(c.sweepSliceSize),
     TOKENKEEPER_KEEPALIVE_SECONDS: String(c.keepAliveSeconds),
     TOKENKEEPER_CIRCUIT_FAILURE_THRESHOLD: String(c.circuitFailureThreshold),
     TOKENKEEPER_CLIENT_SECRET_PREFIX: c.clientSecretPrefix,

@@ -160,7 +160,7 @@ describe('parseConfig', () => {
     expect(message).toContain('refreshIntervalSeconds must be a whole number of minutes');
     expect(message).toContain('shardCount must be between 1 and 1000, got 0');
     expect(message).toContain('refreshConcurrency must be a whole number, got "many"');
-    expect(message).toContain('refreshReservedConcurrency must be between 1 and 10, got 0');
+    expect(message).toContain('refreshReservedConcurrency must be between 2 and 1000, got 0');
     expect(message).toContain('httpTimeoutMs must be between 100 and 20000');
     expect(message).toContain('README, section Deploy');
   });

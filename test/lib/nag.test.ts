@@ -86,6 +86,8 @@ describe('cdk-nag AwsSolutions', () => {
       [
         'TokenKeeper/Keyring/Secret AwsSolutions-SMG4',
         'TokenKeeper/Schedule/DeadLetterQueue AwsSolutions-SQS3',
+        'TokenKeeper/FanOut/DeadLetterQueue AwsSolutions-SQS3',
+        'TokenKeeper/Dispatch AwsSolutions-IAM5[Resource::<table>/index/*]',
         'TokenKeeper/TokenApi/Api/GET--v1--health AwsSolutions-APIG4',
         'TokenKeeper/TokenApi/Api/GET--oauth--callback AwsSolutions-APIG4',
         'TokenKeeper/TokenApi/Api/GET--oauth--client-metadata AwsSolutions-APIG4',
