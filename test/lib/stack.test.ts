@@ -317,6 +317,22 @@ describe('functions', () => {
     }
   });
 
+  it("log JSON and leave out Lambda's per-invocation START/END/REPORT lines, keeping INFO for the EMF metrics", () => {
+    const levels = (t: Template) =>
+      resources(t, 'AWS::Lambda::Function').map(([, fn]) => fn.Properties.LoggingConfig);
+    const expected = (ApplicationLogLevel: string) => ({
+      LogFormat: 'JSON',
+      SystemLogLevel: 'WARN',
+      ApplicationLogLevel,
+      LogGroup: expect.anything(),
+    });
+
+    expect(levels(template)).toEqual([expected('INFO'), expected('INFO')]);
+    expect(levels(synth({ logLevel: 'DEBUG' }).template)).toEqual([expected('DEBUG'), expected('DEBUG')]);
+    // Lambda counts an EMF document (no level) as INFO: WARN there would drop every metric.
+    expect(levels(synth({ logLevel: 'WARN' }).template)).toEqual([expected('INFO'), expected('INFO')]);
+  });
+
   it('stops the refresh function before the next scheduled sweep, after the sweep budget', () => {
     // Prepare
     const timeout = template.toJSON().Resources[refreshFn].Properties.Timeout as number;
