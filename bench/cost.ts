@@ -867,8 +867,8 @@ repeated until steady. Target tracking scales out after ${AUTO_SCALING_DEFAULTS.
 effect ${AUTO_SCALING_DEFAULTS.scaleOutDelayMinutes} minutes later; it scales in after ${AUTO_SCALING_DEFAULTS.scaleInAfterMinutes} minutes below ${fmt(AUTO_SCALING_DEFAULTS.lowFraction * 100)} % of the target, to the
 quiet stretch's peak, and DynamoDB allows ${AUTO_SCALING_DEFAULTS.freeDecreasesPerDay} decreases a day plus one in each hour without one — a daily
 curve needs a handful. Demand above the capacity first spends the burst bank (up to 300 s of unused
-capacity); what remains is throttled (the SDK retries it; refreshes are late, not lost, and the
-missed-refresh alarm watches). Eager writes are flat over the day; keepAlive's follow the working day, with
+capacity); what remains is throttled and retried by the SDK: a sweep's refresh is late (the
+missed-refresh alarm watches), an on-demand refresh keeps its caller waiting longer. Eager writes are flat over the day; keepAlive's follow the working day, with
 the morning's first requests refreshing almost every session.
 
 ${markdownTable(['policy', 'peak WCU table / index', 'utilisation (table writes)', 'decreases a day', 'throttled', 'writes on-demand', 'writes provisioned'], scalingRows, ['l', 'r', 'r', 'r', 'r', 'r', 'r'])}
