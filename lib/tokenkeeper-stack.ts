@@ -67,7 +67,10 @@ export class TokenKeeperStack extends Stack {
     const { config } = props;
     const removalPolicy = config.removalPolicy === 'destroy' ? RemovalPolicy.DESTROY : RemovalPolicy.RETAIN;
 
-    const { table } = new SessionsTable(this, 'Sessions', { removalPolicy });
+    const { table } = new SessionsTable(this, 'Sessions', {
+      removalPolicy,
+      provisioned: config.billingMode === 'provisioned' ? config : undefined,
+    });
     const keyring = new KeyringSecret(this, 'Keyring', { removalPolicy });
     const bus = EventBus.fromEventBusName(this, 'Bus', EVENT_BUS_NAME);
 

@@ -34,6 +34,7 @@ describe('cdk-nag AwsSolutions', () => {
         refreshWindowSeconds: 1800,
       },
     ],
+    ['a provisioned table with auto scaling', { billingMode: 'provisioned', maxWriteCapacity: 2000 }],
   ])('passes with %s', (_name, context) => {
     // Prepare
     const { app } = build(context);
