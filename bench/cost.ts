@@ -110,12 +110,12 @@ export const ASSUMPTIONS = {
   dispatcherMs: 300,
   /** idle long-poll receives of the event source mapping's pollers (5 pollers × 3 a minute) */
   sqsIdleReceivesPerMinute: 15,
-  /** alarms (8 today + dead-letter and queue-age alarms of the fan-out), dashboards, secrets */
-  alarms: 10,
+  /** alarms (lib/monitoring.ts: 9 before the fan-out, + slice dead letters, slice age, dispatcher errors), dashboards, secrets */
+  alarms: 12,
   dashboards: 1,
   secrets: 1,
-  /** EMF metrics: the sweep summary (8) and token metrics (2) every period; 4 more only when events happen */
-  alwaysOnMetrics: 10,
+  /** EMF metrics: the sweep summary (8), the dispatch (2) and token metrics (2) every period; 4 more only when events happen */
+  alwaysOnMetrics: 12,
   occasionalMetrics: 4,
   /** warm containers reading the keyring secret once per 5-minute cache period */
   keyringReaders: 6,
@@ -811,7 +811,7 @@ bench/cost-model.ts); to recompute with other prices or inputs, edit \`PRICES\` 
 
 Issue 14 starts from **$${fmt(A.issueBaselineUsd)} per million sessions a month** and asks for a third of it. Each row adds
 one change to the row above; the ratio is against $${fmt(A.issueBaselineUsd)}. The model's own baseline is ${usd(perMillion(total(baseline.lines)))}: the
-same configuration with the fan-out's dispatcher, SQS requests and two more alarms, and this bench's
+same configuration with the fan-out's dispatcher, SQS requests, three more alarms and two more metrics, and this bench's
 measurements.
 
 ${markdownTable(['step', 'change', 'per million sessions a month', 'change in $', 'ratio', 'where it lives'], stepRows, ['l', 'l', 'r', 'r', 'r', 'l'])}
