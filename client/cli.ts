@@ -58,6 +58,8 @@ Commands:
   sessions delete <userId> <providerId>
   providers put <providerId> --mcp-server-url <url> [--client-id …] [--scope …]
                by MCP server URL: the keeper discovers the authorization server and registers itself
+               either form: [--refresh-policy eager|keepAlive] [--refresh-token-idle-seconds <s>]
+               [--max-concurrent-refreshes <n>]
   authorize <userId> <providerId> [--scope …] [--redirect-uri <url>]
                prints the URL to open in the user's browser; the keeper's callback stores the session
   token get <userId> <providerId> [--min-validity <s>] [--force]
@@ -92,7 +94,17 @@ const PROVIDER_FIELDS = {
   resource: 'resource',
   scope: 'scope',
   'mcp-server-url': 'mcpServerUrl',
+  'refresh-policy': 'refreshPolicy',
+  'refresh-token-idle-seconds': 'refreshTokenIdleSeconds',
+  'max-concurrent-refreshes': 'maxConcurrentRefreshes',
 } as const;
+/** Fields sent as JSON numbers when given as digits on the command line. */
+const NUMERIC_FIELDS = new Set([
+  'expires_in',
+  'expires_at',
+  'refreshTokenIdleSeconds',
+  'maxConcurrentRefreshes',
+]);
 const SESSION_FIELDS = {
   'access-token': 'access_token',
   'refresh-token': 'refresh_token',
@@ -350,8 +362,7 @@ async function bodyFrom(ctx: Context, fieldFlags: Record<string, string>): Promi
     const value = ctx.values[flag] as string;
     const field = fieldFlags[flag] as string;
     // Numbers stay numbers; the keeper validates every field and names the one it refuses.
-    body[field] =
-      (field === 'expires_in' || field === 'expires_at') && /^\d+$/u.test(value) ? Number(value) : value;
+    body[field] = NUMERIC_FIELDS.has(field) && /^\d+$/u.test(value) ? Number(value) : value;
   }
   return body;
 }

@@ -160,6 +160,20 @@ export function renderSession(s: Session, nowSec: number, paint: Paint): string 
   ]);
 }
 
+/** The provider's refresh policy in a line; absent fields are left out. */
+function refreshLine(p: Provider): string {
+  const policy = p.refreshPolicy ?? 'eager';
+  const parts = [
+    policy === 'keepAlive'
+      ? 'keepAlive (on demand; the sweep keeps grants alive)'
+      : 'eager (before every expiry)',
+  ];
+  if (p.refreshTokenIdleSeconds !== undefined)
+    parts.push(`refresh tokens idle ${p.refreshTokenIdleSeconds} s`);
+  if (p.maxConcurrentRefreshes !== undefined) parts.push(`at most ${p.maxConcurrentRefreshes} at once`);
+  return parts.join(', ');
+}
+
 export function renderProvider(p: Provider, nowSec: number): string {
   const secret = p.clientSecretArn
     ? `from ${p.clientSecretArn}`
@@ -180,6 +194,7 @@ export function renderProvider(p: Provider, nowSec: number): string {
     ['client secret', secret],
     ['resource', p.resource],
     ['scope', p.scope],
+    ['refresh', refreshLine(p)],
     ['updated', `${isoSeconds(p.updatedAt)} (${formatAgo(p.updatedAt, nowSec)})`],
     [
       'client rejected',

@@ -5,8 +5,24 @@
 
 export type ClientAuthMethod = 'client_secret_basic' | 'client_secret_post' | 'none';
 
+/**
+ * `eager` (the default): every session is refreshed before its access token expires. `keepAlive`:
+ * sessions are refreshed when a token is asked for, and the sweep only renews a grant before it would
+ * die. A changed policy reaches each session at its next grant.
+ */
+export type RefreshPolicy = 'eager' | 'keepAlive';
+
+/** How the keeper refreshes a provider's sessions; both provider forms take these. */
+export interface ProviderRefreshSettings {
+  refreshPolicy?: RefreshPolicy;
+  /** Seconds a refresh token survives unused (600 to 34,560,000); only with `keepAlive`. */
+  refreshTokenIdleSeconds?: number;
+  /** The most grants one sweep worker sends to the provider at once (1 to 1000). */
+  maxConcurrentRefreshes?: number;
+}
+
 /** PUT /v1/providers/{providerId} body. At least one of `issuer` / `tokenEndpoint`. */
-export interface ProviderInput {
+export interface ProviderInput extends ProviderRefreshSettings {
   issuer?: string;
   tokenEndpoint?: string;
   revocationEndpoint?: string;
@@ -22,7 +38,7 @@ export interface ProviderInput {
  * PUT /v1/providers/{providerId} by MCP server URL: the keeper discovers the authorization server
  * and registers itself (client metadata document or dynamic registration) unless `clientId` is given.
  */
-export interface McpProviderInput {
+export interface McpProviderInput extends ProviderRefreshSettings {
   mcpServerUrl: string;
   clientId?: string;
   clientSecret?: string;
@@ -65,6 +81,9 @@ export interface Provider {
   authorizationEndpoint?: string;
   scopesSupported?: string[];
   registration?: 'preregistered' | 'metadata_document' | 'dynamic';
+  refreshPolicy: RefreshPolicy;
+  refreshTokenIdleSeconds?: number;
+  maxConcurrentRefreshes?: number;
   /** The provider's circuit: `open` while an outage (or a rejected client) holds its grants back. */
   health: ProviderHealth;
 }

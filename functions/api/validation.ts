@@ -1,7 +1,14 @@
 // A namespace import keeps the bundle tree-shaken; the package's `z` export drags in all of zod (~430 KB).
 import * as z from 'zod/mini';
 import { InvalidRequestError } from '../core/errors.js';
-import { type ClientAuthMethod, MAX_EPOCH_SECONDS, MAX_TOKEN_BYTES } from '../core/model.js';
+import {
+  type ClientAuthMethod,
+  MAX_CONCURRENT_REFRESHES,
+  MAX_EPOCH_SECONDS,
+  MAX_TOKEN_BYTES,
+  REFRESH_POLICIES,
+  REFRESH_TOKEN_IDLE_SECONDS,
+} from '../core/model.js';
 import { checkProviderUrl } from '../core/oauth/net-guard.js';
 import type {
   AuthorizeInput,
@@ -196,6 +203,35 @@ export function parseJsonBody(text: string | undefined): Record<string, unknown>
 
 // --- provider ----------------------------------------------------------------------------------
 
+/** A JSON integer within bounds (no numeric string: a provider body is written by hand or by code). */
+function integerIn(bounds: { min: number; max: number }, unit = '') {
+  const error = `must be an integer from ${bounds.min} to ${bounds.max}${unit}`;
+  return z.optional(
+    z
+      .number({ error })
+      .check(z.refine((n) => Number.isInteger(n) && n >= bounds.min && n <= bounds.max, { error })),
+  );
+}
+
+/** How the keeper refreshes the provider's sessions: both provider forms take these. */
+const refreshFields = {
+  refreshPolicy: z.optional(z.enum(REFRESH_POLICIES, { error: `must be ${REFRESH_POLICIES.join(' or ')}` })),
+  refreshTokenIdleSeconds: integerIn(REFRESH_TOKEN_IDLE_SECONDS, ' (seconds)'),
+  maxConcurrentRefreshes: integerIn(MAX_CONCURRENT_REFRESHES),
+};
+
+/**
+ * The idle lifetime is what a keepAlive schedule is computed from; an eager provider's sessions are
+ * refreshed before every expiry and would silently ignore it, so it is refused there.
+ */
+function checkRefreshFields(body: { refreshPolicy?: string; refreshTokenIdleSeconds?: number }): void {
+  if (body.refreshTokenIdleSeconds !== undefined && body.refreshPolicy !== 'keepAlive') {
+    throw new InvalidRequestError(
+      'refreshTokenIdleSeconds: applies only with refreshPolicy keepAlive (eager sessions are refreshed before every expiry)',
+    );
+  }
+}
+
 const providerSchema = z.strictObject(
   {
     issuer: httpUrl,
@@ -216,6 +252,7 @@ const providerSchema = z.strictObject(
     ),
     resource: resourceUri,
     scope: z.optional(str('a string').check(maxChars(1024))),
+    ...refreshFields,
   },
   OBJECT_ERROR,
 );
@@ -246,6 +283,7 @@ export function parseProviderBody(
   if (body.issuer === undefined && body.tokenEndpoint === undefined) {
     throw new InvalidRequestError('issuer, tokenEndpoint: at least one is required');
   }
+  checkRefreshFields(body);
   if (body.clientSecret !== undefined && body.clientSecretArn !== undefined) {
     throw new InvalidRequestError('clientSecretArn: must not be given together with clientSecret');
   }
@@ -278,6 +316,7 @@ const mcpProviderSchema = z.strictObject(
       z.enum(CLIENT_AUTH_METHODS, { error: `must be one of ${CLIENT_AUTH_METHODS.join(', ')}` }),
     ),
     scope: z.optional(str('a string').check(maxChars(1024))),
+    ...refreshFields,
   },
   OBJECT_ERROR,
 );
@@ -311,6 +350,7 @@ export function parseMcpProviderBody(
       checkProviderUrl(body.mcpServerUrl, { allowInsecureHttp: true }) === undefined;
     throw new InvalidRequestError(`mcpServerUrl: ${problem}${liftable ? ` (${INSECURE_HTTP_HINT})` : ''}`);
   }
+  checkRefreshFields(body);
   if (
     body.clientId === undefined &&
     (body.clientSecret !== undefined || body.clientAuthMethod !== undefined)

@@ -39,11 +39,39 @@ export interface ProviderConfig {
   scopesSupported?: string[];
   /** The authorization server sends `iss` in its authorization responses (RFC 9207). */
   issParameterSupported?: boolean;
-  /** The most grants one sweep worker sends to this provider at once (functions/core/refresh/sweep.ts). */
-  maxConcurrentRefreshes?: number;
   /** The provider's circuit as stored on its item (functions/core/refresh/circuit.ts); absent: closed, no failures. */
   circuit?: CircuitRecord;
+  /** How the sweep keeps this provider's sessions; absent: `eager`. Applied to a session at its next grant. */
+  refreshPolicy?: RefreshPolicy;
+  /**
+   * How long (seconds) the provider's refresh tokens survive unused, as the operator declares it:
+   * a `keepAlive` session is renewed before that when the provider states no `refresh_expires_in`.
+   */
+  refreshTokenIdleSeconds?: number;
+  /** The most grants one sweep worker sends to this provider at once (functions/core/refresh/sweep.ts). */
+  maxConcurrentRefreshes?: number;
 }
+
+/**
+ * `eager`: the sweep refreshes every session before its access token expires (lowest latency for
+ * callers). `keepAlive`: sessions are refreshed on demand, and the sweep only renews a grant before
+ * its refresh token would die (its stated expiry, the declared idle lifetime, or the keep-alive period).
+ */
+export const REFRESH_POLICIES = ['eager', 'keepAlive'] as const;
+export type RefreshPolicy = (typeof REFRESH_POLICIES)[number];
+
+/** The provider settings a session's refresh schedule follows. */
+export type ProviderRefreshSettings = Pick<ProviderConfig, 'refreshPolicy' | 'refreshTokenIdleSeconds'>;
+
+/** The refresh settings of a provider, alone (what a session's schedule is computed from). */
+export function refreshSettings(p: ProviderConfig): ProviderRefreshSettings {
+  return { refreshPolicy: p.refreshPolicy, refreshTokenIdleSeconds: p.refreshTokenIdleSeconds };
+}
+
+/** Bounds of `refreshTokenIdleSeconds`: ten minutes (below that, keep-alive saves little) to 400 days. */
+export const REFRESH_TOKEN_IDLE_SECONDS = { min: 600, max: 400 * 86_400 } as const;
+/** Bounds of `maxConcurrentRefreshes`. */
+export const MAX_CONCURRENT_REFRESHES = { min: 1, max: 1000 } as const;
 
 export type CircuitState = 'closed' | 'open' | 'half_open';
 
@@ -97,6 +125,9 @@ export const PROVIDER_OPTIONAL_FIELDS = [
   'mcpServerUrl',
   'authorizationEndpoint',
   'registration',
+  'refreshPolicy',
+  'refreshTokenIdleSeconds',
+  'maxConcurrentRefreshes',
 ] as const;
 
 export type SessionStatus = 'active' | 'reauthorization_required';

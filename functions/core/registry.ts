@@ -1,6 +1,6 @@
 import { clientSecretArnProblem, type SecretRules } from './crypto/secret-arn.js';
 import { InvalidRequestError, ProviderNotFoundError, SessionNotFoundError } from './errors.js';
-import { PROVIDER_OPTIONAL_FIELDS, type ProviderConfig, type SessionKey } from './model.js';
+import { PROVIDER_OPTIONAL_FIELDS, type ProviderConfig, refreshSettings, type SessionKey } from './model.js';
 import type { OAuthClient } from './oauth/client.js';
 import type { Clock, Logger } from './ports.js';
 import { type ProviderCircuit, providerHealth } from './refresh/circuit.js';
@@ -59,6 +59,7 @@ export function providerView(p: ProviderConfig | ProviderListing, now: number): 
         : p.clientSecret !== undefined || p.clientSecretArn !== undefined,
     createdAt: Math.floor(p.createdAt / 1000),
     updatedAt: Math.floor(p.updatedAt / 1000),
+    refreshPolicy: 'eager',
   };
   for (const field of PROVIDER_OPTIONAL_FIELDS) {
     if (p[field] !== undefined) (view as unknown as Record<string, unknown>)[field] = p[field];
@@ -147,6 +148,9 @@ export class DefaultProviderService implements ProviderService {
       clientAuthMethod: input.clientAuthMethod ?? (hasSecret ? 'client_secret_basic' : 'none'),
       resource: input.resource,
       scope: input.scope,
+      refreshPolicy: input.refreshPolicy,
+      refreshTokenIdleSeconds: input.refreshTokenIdleSeconds,
+      maxConcurrentRefreshes: input.maxConcurrentRefreshes,
       createdAt: now,
       updatedAt: now,
     };
@@ -187,7 +191,8 @@ export class DefaultSessionService implements SessionService {
     key: SessionKey,
     token: TokenResponseInput,
   ): Promise<{ created: boolean; session: SessionMetadata }> {
-    if (!(await this.providers.get(key.providerId))) throw new ProviderNotFoundError(key.providerId);
+    const provider = await this.providers.get(key.providerId);
+    if (!provider) throw new ProviderNotFoundError(key.providerId);
     const now = this.clock.now();
     let expiresAt: number | undefined;
     if (token.expires_at !== undefined) expiresAt = Math.floor(token.expires_at);
@@ -207,6 +212,7 @@ export class DefaultSessionService implements SessionService {
         scope: token.scope,
         expiresAt,
         refreshExpiresAt,
+        provider: refreshSettings(provider),
       },
       now,
     );

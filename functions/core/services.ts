@@ -1,4 +1,10 @@
-import type { ClientAuthMethod, ClientRegistration, SessionKey, SessionStatus } from './model.js';
+import type {
+  ClientAuthMethod,
+  ClientRegistration,
+  RefreshPolicy,
+  SessionKey,
+  SessionStatus,
+} from './model.js';
 import type { ProviderHealth } from './refresh/circuit.js';
 
 /**
@@ -7,7 +13,14 @@ import type { ProviderHealth } from './refresh/circuit.js';
  * All instants in views are epoch seconds.
  */
 
-export interface ProviderInput {
+/** How the keeper refreshes a provider's sessions; both forms of `PUT /v1/providers/{providerId}` take them. */
+export interface ProviderRefreshInput {
+  refreshPolicy?: RefreshPolicy;
+  refreshTokenIdleSeconds?: number;
+  maxConcurrentRefreshes?: number;
+}
+
+export interface ProviderInput extends ProviderRefreshInput {
   issuer?: string;
   tokenEndpoint?: string;
   revocationEndpoint?: string;
@@ -41,10 +54,14 @@ export interface ProviderView {
   authorizationEndpoint?: string;
   scopesSupported?: string[];
   registration?: ClientRegistration;
+  /** `eager` unless the provider was registered with `keepAlive`. */
+  refreshPolicy: RefreshPolicy;
+  refreshTokenIdleSeconds?: number;
+  maxConcurrentRefreshes?: number;
 }
 
 /** `PUT /v1/providers/{providerId}` by MCP server URL: the keeper discovers everything else. */
-export interface McpProviderInput {
+export interface McpProviderInput extends ProviderRefreshInput {
   mcpServerUrl: string;
   clientId?: string;
   clientSecret?: string;

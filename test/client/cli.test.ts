@@ -115,6 +115,32 @@ afterAll(async () => {
 });
 
 describe('providers', () => {
+  it('put with the refresh settings as options: numbers sent as numbers, shown in a line', async () => {
+    const base = ['providers', 'put', 'keep-alive', '--token-endpoint', oauth.tokenEndpoint];
+    const idle = ['--client-id', 'tk-public', '--refresh-token-idle-seconds', '86400'];
+    const put = await cli([
+      ...base,
+      ...idle,
+      '--refresh-policy',
+      'keepAlive',
+      '--max-concurrent-refreshes',
+      '20',
+    ]);
+    expect(put).toMatchObject({ code: 0, stderr: '' });
+    expect(put.stdout).toMatch(
+      /\nrefresh +keepAlive \(on demand; the sweep keeps grants alive\), refresh tokens idle 86400 s, at most 20 at once\n/u,
+    );
+    const shown = await cli(['providers', 'get', 'keep-alive', '--json']);
+    expect(JSON.parse(shown.stdout)).toMatchObject({
+      refreshPolicy: 'keepAlive',
+      refreshTokenIdleSeconds: 86_400,
+      maxConcurrentRefreshes: 20,
+    });
+    const refused = await cli([...base, ...idle]);
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toContain('refreshTokenIdleSeconds: applies only with refreshPolicy keepAlive');
+  });
+
   it('put from options, then replaced from a file; get, as text and --json', async () => {
     const secretFile = join(scratch, 'client-secret');
     await writeFile(secretFile, `${oauth.clients.basic.clientSecret}\n`, { mode: 0o600 });
@@ -136,6 +162,7 @@ describe('providers', () => {
       /^provider mcp created\nprovider +mcp\nissuer +http:\/\/127\.0\.0\.1:\d+\n/u,
     );
     expect(created.stdout).toMatch(/\nclient secret +stored \(encrypted\)\n/u);
+    expect(created.stdout).toMatch(/\nrefresh +eager \(before every expiry\)\n/u);
     expect(created.stdout).not.toContain(oauth.clients.basic.clientSecret);
 
     const file = join(scratch, 'provider.json');

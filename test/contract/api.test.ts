@@ -312,6 +312,7 @@ describe('PUT/GET /v1/providers/{providerId}', () => {
       ...visible,
       providerId: 'contract',
       hasClientSecret: true,
+      refreshPolicy: 'eager',
       createdAt: expect.any(Number),
       updatedAt: expect.any(Number),
       health: { state: 'closed', since: null, nextProbeAt: null, consecutiveFailures: 0, lastError: null },
@@ -336,6 +337,7 @@ describe('PUT/GET /v1/providers/{providerId}', () => {
       // a secret without a method defaults to client_secret_basic
       clientAuthMethod: 'client_secret_basic',
       hasClientSecret: true,
+      refreshPolicy: 'eager',
       createdAt: created.body.createdAt,
       updatedAt: expect.any(Number),
       health: { state: 'closed', since: null, nextProbeAt: null, consecutiveFailures: 0, lastError: null },
@@ -393,6 +395,50 @@ describe('PUT/GET /v1/providers/{providerId}', () => {
     });
   });
 
+  it('refresh settings: stored, returned, listed, and dropped by a replacement that leaves them out', async () => {
+    const keepAlive = {
+      tokenEndpoint: base.tokenEndpoint,
+      clientId: 'c',
+      refreshPolicy: 'keepAlive',
+      refreshTokenIdleSeconds: 86_400,
+      maxConcurrentRefreshes: 25,
+    };
+    const put = await send('PUT', '/v1/providers/contract-policy', { body: keepAlive });
+    expect(put.status, put.text).toBe(201);
+    expect(put.body).toMatchObject({
+      refreshPolicy: 'keepAlive',
+      refreshTokenIdleSeconds: 86_400,
+      maxConcurrentRefreshes: 25,
+    });
+    expect((await send('GET', '/v1/providers/contract-policy')).body).toEqual(put.body);
+    const listed = await send('GET', '/v1/providers?limit=100');
+    expect((listed.body.providers as Json[]).find((p) => p.providerId === 'contract-policy')).toEqual(
+      put.body,
+    );
+    // The bounds themselves are accepted; eager takes maxConcurrentRefreshes too.
+    const bounds = await send('PUT', '/v1/providers/contract-policy', {
+      body: { ...keepAlive, refreshTokenIdleSeconds: 600, maxConcurrentRefreshes: 1000 },
+    });
+    expect(bounds.body).toMatchObject({ refreshTokenIdleSeconds: 600, maxConcurrentRefreshes: 1000 });
+    const eager = await send('PUT', '/v1/providers/contract-policy', {
+      body: {
+        tokenEndpoint: base.tokenEndpoint,
+        clientId: 'c',
+        refreshPolicy: 'eager',
+        maxConcurrentRefreshes: 1,
+      },
+    });
+    expect(eager.status, eager.text).toBe(200);
+    expect(eager.body).toMatchObject({ refreshPolicy: 'eager', maxConcurrentRefreshes: 1 });
+    expect(eager.body).not.toHaveProperty('refreshTokenIdleSeconds');
+    const plain = await send('PUT', '/v1/providers/contract-policy', {
+      body: { tokenEndpoint: base.tokenEndpoint, clientId: 'c' },
+    });
+    expect(plain.body).toMatchObject({ refreshPolicy: 'eager' });
+    expect(plain.body).not.toHaveProperty('maxConcurrentRefreshes');
+    expect((await send('GET', '/v1/providers/contract-policy')).body).toEqual(plain.body);
+  });
+
   it('GET of an unknown provider is 404 provider_not_found', async () => {
     expectError(await send('GET', '/v1/providers/nobody'), 404, 'provider_not_found');
     expectError(await send('GET', '/v1/providers/no%20body'), 404, 'provider_not_found');
@@ -436,6 +482,23 @@ describe('PUT/GET /v1/providers/{providerId}', () => {
       [{ ...ok, clientSecret: true }, 'clientSecret'],
       [{ ...ok, scope: ['read'] }, 'scope'],
       [{ ...ok, clientAuthMethod: 1 }, 'clientAuthMethod'],
+      [{ ...ok, refreshPolicy: 'lazy' }, 'refreshPolicy: must be eager or keepAlive'],
+      [{ ...ok, refreshPolicy: 'keepalive' }, 'refreshPolicy'],
+      [{ ...ok, refreshPolicy: null }, 'refreshPolicy'],
+      [{ ...ok, refreshPolicy: 'keepAlive', refreshTokenIdleSeconds: 599 }, 'refreshTokenIdleSeconds'],
+      [{ ...ok, refreshPolicy: 'keepAlive', refreshTokenIdleSeconds: 34_560_001 }, 'refreshTokenIdleSeconds'],
+      [{ ...ok, refreshPolicy: 'keepAlive', refreshTokenIdleSeconds: 3600.5 }, 'refreshTokenIdleSeconds'],
+      [{ ...ok, refreshPolicy: 'keepAlive', refreshTokenIdleSeconds: '3600' }, 'refreshTokenIdleSeconds'],
+      [
+        { ...ok, refreshTokenIdleSeconds: 3600 },
+        'refreshTokenIdleSeconds: applies only with refreshPolicy keepAlive',
+      ],
+      [{ ...ok, refreshPolicy: 'eager', refreshTokenIdleSeconds: 3600 }, 'refreshTokenIdleSeconds'],
+      [{ ...ok, maxConcurrentRefreshes: 0 }, 'maxConcurrentRefreshes: must be an integer from 1 to 1000'],
+      [{ ...ok, maxConcurrentRefreshes: 1001 }, 'maxConcurrentRefreshes'],
+      [{ ...ok, maxConcurrentRefreshes: -5 }, 'maxConcurrentRefreshes'],
+      [{ ...ok, maxConcurrentRefreshes: 2.5 }, 'maxConcurrentRefreshes'],
+      [{ ...ok, maxConcurrentRefreshes: '10' }, 'maxConcurrentRefreshes'],
       ['{"issuer":"https://auth.example.test","clientId":', 'malformed JSON'],
       ["{'clientId':'c'}", 'malformed JSON'],
       ['', 'request body is required'],

@@ -313,9 +313,16 @@ describe('every route against the document', () => {
         clientId: oauth.clients.public.clientId,
         clientAuthMethod: 'none',
         scope: 'mcp:read',
+        refreshPolicy: 'keepAlive',
+        refreshTokenIdleSeconds: 86_400,
+        maxConcurrentRefreshes: 50,
       },
     });
     await expectStatus(400, 'PUT', PROVIDER, { params: { providerId: 'bad' }, body: { clientId: 'c' } });
+    await expectStatus(400, 'PUT', PROVIDER, {
+      params: { providerId: 'bad' },
+      body: { clientId: 'c', issuer: oauth.issuer, refreshTokenIdleSeconds: 86_400 },
+    });
     await expectStatus(400, 'PUT', PROVIDER, { params: { providerId: 'bad' }, body: '{not json' });
     await expectStatus(413, 'PUT', PROVIDER, {
       params: { providerId: 'big' },

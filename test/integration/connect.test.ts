@@ -101,13 +101,21 @@ describe('registering a provider by MCP server URL', () => {
       const res = await keeper.call('PUT', '/v1/providers/mcp-wellknown', {
         mcpServerUrl: mcp.url,
         clientId: oauth.clients.public.clientId,
+        refreshPolicy: 'keepAlive',
+        refreshTokenIdleSeconds: 7200,
+        maxConcurrentRefreshes: 5,
       });
       expect(res.status, res.text).toBe(201);
       expect(res.body).toMatchObject({
         resource: mcp.url,
         registration: 'preregistered',
         clientId: 'tk-public',
+        // The refresh settings are the operator's, kept beside what discovery found.
+        refreshPolicy: 'keepAlive',
+        refreshTokenIdleSeconds: 7200,
+        maxConcurrentRefreshes: 5,
       });
+      expect((await keeper.call('GET', '/v1/providers/mcp-wellknown')).body).toEqual(res.body);
     } finally {
       mcp.misbehave({});
     }

@@ -342,6 +342,15 @@ describe('request validation', () => {
       clientId: 'c',
       clientAuthMethod: 'none',
     });
+    const settings = {
+      refreshPolicy: 'keepAlive',
+      refreshTokenIdleSeconds: 600,
+      maxConcurrentRefreshes: 1000,
+    };
+    expect(parseMcpProviderBody({ mcpServerUrl: 'https://mcp.example.com/mcp', ...settings })).toEqual({
+      mcpServerUrl: 'https://mcp.example.com/mcp',
+      ...settings,
+    });
   });
 
   it.each([
@@ -354,6 +363,15 @@ describe('request validation', () => {
     [{ mcpServerUrl: 'https://127.0.0.1/mcp' }, /mcpServerUrl: must not point to a non-public destination/u],
     [{ mcpServerUrl: 'https://m.example/mcp#x' }, /must not contain a fragment/u],
     [{ mcpServerUrl: 'https://m.example/mcp', extra: 1 }, /unknown field "extra"/u],
+    [
+      { mcpServerUrl: 'https://m.example/mcp', refreshPolicy: 'idle' },
+      /refreshPolicy: must be eager or keepAlive/u,
+    ],
+    [
+      { mcpServerUrl: 'https://m.example/mcp', refreshTokenIdleSeconds: 3600 },
+      /refreshTokenIdleSeconds: applies only with refreshPolicy keepAlive/u,
+    ],
+    [{ mcpServerUrl: 'https://m.example/mcp', maxConcurrentRefreshes: 0 }, /maxConcurrentRefreshes/u],
   ])('refuses %j', (body, message) => {
     expect(() => parseMcpProviderBody(body as Record<string, unknown>)).toThrow(message);
   });

@@ -101,6 +101,117 @@ describe('refresh modes: scheduled and on demand', () => {
     expect((await readSession(fx, s.key)).record.refreshDueAt).toBe(fx.clock.seconds() + 600);
   });
 
+  it('a keepAlive provider: hour-long tokens served on demand, the sweep keeps only the grant alive', async () => {
+    const { fx, providerId } = await setup({ TOKENKEEPER_KEEPALIVE_SECONDS: '7200' });
+    await fx.runtime.providers.put(providerId, {
+      tokenEndpoint: fx.endpoint.url,
+      clientId: 'tk-client',
+      refreshPolicy: 'keepAlive',
+      refreshTokenIdleSeconds: 86_400,
+    });
+    const key = { userId: uniqueId('user'), providerId };
+    const put = await fx.runtime.sessions.put(key, {
+      access_token: 'at-login',
+      refresh_token: 'rt-login',
+      expires_in: 3600,
+    });
+    // On demand from the login on, due when the grant would die: the declared idle lifetime.
+    expect(put.session.refreshMode).toBe('on_demand');
+    expect((await readSession(fx, key)).record.refreshDueAt).toBe(fx.clock.seconds() + 86_400);
+
+    // The access token expires; the sweeps around it send nothing and count nothing missed.
+    for (const step of [3500, 200, 3600]) {
+      fx.clock.advance(step * 1000);
+      expect(await fx.runtime.sweeper.sweep()).toMatchObject({ due: 0, refreshed: 0, missed: 0 });
+    }
+    expect(fx.endpoint.requests).toHaveLength(0);
+
+    // A caller gets a fresh token on demand; the grant restarts the idle clock.
+    const served = await fx.runtime.tokens.getToken(key, { minValidity: 60, force: false });
+    expect(served).toMatchObject({ access_token: fx.endpoint.issued[0]?.accessToken, expires_in: 3600 });
+    const after = await readSession(fx, key);
+    expect(after.record).toMatchObject({
+      refreshMode: 'on_demand',
+      refreshDueAt: fx.clock.seconds() + 86_400,
+    });
+
+    // The operator drops the idle lifetime: the next grant falls back to the keep-alive period.
+    await fx.runtime.providers.put(providerId, {
+      tokenEndpoint: fx.endpoint.url,
+      clientId: 'tk-client',
+      refreshPolicy: 'keepAlive',
+    });
+    fx.clock.advance((86_400 - 100) * 1000);
+    expect(await fx.runtime.sweeper.sweep()).toMatchObject({ due: 1, refreshed: 1, missed: 0 });
+    expect(fx.endpoint.presented()).toEqual(['rt-login', fx.endpoint.issued[0]?.refreshToken]);
+    expect((await readSession(fx, key)).record.refreshDueAt).toBe(fx.clock.seconds() + 7200);
+  });
+
+  it('a policy change reaches each session at its next grant, both ways', async () => {
+    const { fx, providerId } = await setup();
+    const registration = { tokenEndpoint: fx.endpoint.url, clientId: 'tk-client' };
+    const key = { userId: uniqueId('user'), providerId };
+    await fx.runtime.sessions.put(key, { access_token: 'a0', refresh_token: 'r0', expires_in: 3600 });
+    expect((await readSession(fx, key)).record).toMatchObject({
+      refreshMode: 'scheduled',
+      refreshDueAt: fx.clock.seconds() + 3600,
+    });
+
+    // eager → keepAlive: the session keeps its schedule until the sweep's grant, which applies the policy.
+    await fx.runtime.providers.put(providerId, { ...registration, refreshPolicy: 'keepAlive' });
+    expect((await readSession(fx, key)).record.refreshMode).toBe('scheduled');
+    fx.clock.advance((3600 - 90) * 1000);
+    expect(await fx.runtime.sweeper.sweep()).toMatchObject({ due: 1, refreshed: 1 });
+    expect((await readSession(fx, key)).record).toMatchObject({
+      refreshMode: 'on_demand',
+      refreshDueAt: fx.clock.seconds() + 86_400,
+    });
+
+    // keepAlive → eager: the next grant (here on demand) puts the session back on the sweep's schedule.
+    await fx.runtime.providers.put(providerId, registration);
+    fx.clock.advance(3600 * 1000);
+    expect(await fx.runtime.sweeper.sweep()).toMatchObject({ due: 0 });
+    await fx.runtime.tokens.getToken(key, { minValidity: 60, force: false });
+    expect((await readSession(fx, key)).record).toMatchObject({
+      refreshMode: 'scheduled',
+      refreshDueAt: fx.clock.seconds() + 3600,
+    });
+    expect(fx.endpoint.requests).toHaveLength(2);
+  });
+
+  it('refreshSchedule with the keepAlive policy: due when the grant would die, whatever the access token', () => {
+    const policy = { onDemandBelowSeconds: 80, keepAliveSeconds: 500 };
+    const keepAlive = { refreshPolicy: 'keepAlive' } as const;
+    // Hour-long tokens (scheduled under eager) are on demand; due one keep-alive period on.
+    expect(refreshSchedule({ expiresAt: 4600 }, 1000, policy, keepAlive)).toEqual({
+      mode: 'on_demand',
+      dueAt: 1500,
+    });
+    // The declared idle lifetime replaces the keep-alive period.
+    const idle = { ...keepAlive, refreshTokenIdleSeconds: 7200 };
+    expect(refreshSchedule({ expiresAt: 4600 }, 1000, policy, idle)).toEqual({
+      mode: 'on_demand',
+      dueAt: 8200,
+    });
+    // The provider's stated expiry wins over the keep-alive period; with both, the earlier.
+    expect(refreshSchedule({ expiresAt: 4600, refreshExpiresAt: 9000 }, 1000, policy, keepAlive)).toEqual({
+      mode: 'on_demand',
+      dueAt: 9000,
+    });
+    expect(refreshSchedule({ expiresAt: 4600, refreshExpiresAt: 9000 }, 1000, policy, idle).dueAt).toBe(8200);
+    expect(refreshSchedule({ expiresAt: 4600, refreshExpiresAt: 2800 }, 1000, policy, idle).dueAt).toBe(2800);
+    // No access-token expiry: still kept alive (eager leaves such a session out of the index).
+    expect(refreshSchedule({}, 1000, policy, keepAlive)).toEqual({ mode: 'on_demand', dueAt: 1500 });
+    // eager, given or not, is today's schedule.
+    for (const eager of [{ refreshPolicy: 'eager' as const }, {}]) {
+      expect(refreshSchedule({ expiresAt: 4600 }, 1000, policy, eager)).toEqual({
+        mode: 'scheduled',
+        dueAt: 4600,
+      });
+      expect(refreshSchedule({}, 1000, policy, eager)).toEqual({ mode: 'on_demand', dueAt: undefined });
+    }
+  });
+
   it('refreshSchedule: the threshold, the keep-alive and the refresh-token expiry', () => {
     const policy = { onDemandBelowSeconds: 80, keepAliveSeconds: 500 };
     expect(refreshSchedule({ expiresAt: 1079 }, 1000, policy)).toEqual({ mode: 'on_demand', dueAt: 1500 });

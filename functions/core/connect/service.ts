@@ -88,6 +88,9 @@ export class DefaultConnectService implements ConnectService {
       scopesSupported: resource.scopesSupported,
       registration: client.registration,
       issParameterSupported: as.issParameterSupported || undefined,
+      refreshPolicy: input.refreshPolicy,
+      refreshTokenIdleSeconds: input.refreshTokenIdleSeconds,
+      maxConcurrentRefreshes: input.maxConcurrentRefreshes,
       createdAt: now,
       updatedAt: now,
     };

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { KeyUnavailableError } from '../errors.js';
 import { publishOrLog } from '../events.js';
-import type { CircuitRecord, ProviderConfig, SessionKey } from '../model.js';
+import { type CircuitRecord, type ProviderConfig, refreshSettings, type SessionKey } from '../model.js';
 import type { GrantFailure, OAuthClient } from '../oauth/client.js';
 import type { Clock, EventPublisher, Logger, Metrics, Random } from '../ports.js';
 import type { LeaseCondition, SessionRecord, SessionStore } from '../store/store.js';
@@ -227,6 +227,8 @@ export class Refresher {
               : rotated
                 ? undefined
                 : leased.refreshExpiresAt,
+          // The provider's policy as this grant found it: a changed policy reaches each session here.
+          provider: refreshSettings(provider),
         },
         leasedAt + this.o.leaseMs,
       );

@@ -17,6 +17,8 @@ import {
   type LastError,
   PROVIDER_OPTIONAL_FIELDS,
   type ProviderConfig,
+  type ProviderRefreshSettings,
+  type RefreshPolicy,
   type SessionKey,
   type SessionStatus,
 } from '../model.js';
@@ -75,6 +77,8 @@ export interface NewSession extends SessionKey {
   scope?: string;
   expiresAt?: number;
   refreshExpiresAt?: number;
+  /** The provider's refresh policy, which decides the session's schedule; absent: eager. */
+  provider?: ProviderRefreshSettings;
 }
 
 export interface CommittedTokens {
@@ -88,6 +92,8 @@ export interface CommittedTokens {
   refreshExpiresAt?: number;
   /** Overrides the schedule: the session is due then (a grant that issued no usable access token). */
   dueAt?: number;
+  /** The provider's refresh policy as the grant found it, which decides the schedule; absent: eager. */
+  provider?: ProviderRefreshSettings;
 }
 
 export type FailureKind = 'transient' | 'reauthorization_required' | 'client_rejected';
@@ -118,12 +124,24 @@ export const DEFAULT_SCHEDULE: SchedulePolicy = { onDemandBelowSeconds: 0, keepA
  * the access token's expiry and the refresh token's. On demand: only to keep the grant alive — before
  * the refresh token's known expiry, else one keep-alive period on. Without either expiry the session
  * is out of the index (no invented lifetime) and refreshed only when asked.
+ *
+ * A provider whose `refreshPolicy` is `keepAlive` makes every session on demand, due when its grant
+ * would die: the refresh token's stated expiry, or `refreshTokenIdleSeconds` after this grant when the
+ * operator declared it (the earlier of the two when both are known), else one keep-alive period on.
  */
 export function refreshSchedule(
   s: { expiresAt?: number; refreshExpiresAt?: number },
   nowSeconds: number,
   policy: SchedulePolicy,
+  provider: ProviderRefreshSettings = {},
 ): { mode: RefreshMode; dueAt?: number } {
+  if (provider.refreshPolicy === 'keepAlive') {
+    const idle = provider.refreshTokenIdleSeconds;
+    const idleDue = idle === undefined ? undefined : nowSeconds + idle;
+    const known = [s.refreshExpiresAt, idleDue].filter((t): t is number => t !== undefined);
+    const dueAt = known.length > 0 ? Math.min(...known) : nowSeconds + policy.keepAliveSeconds;
+    return { mode: 'on_demand', dueAt };
+  }
   if (s.expiresAt === undefined) return { mode: 'on_demand', dueAt: s.refreshExpiresAt };
   if (policy.onDemandBelowSeconds > 0 && s.expiresAt - nowSeconds < policy.onDemandBelowSeconds) {
     return { mode: 'on_demand', dueAt: s.refreshExpiresAt ?? nowSeconds + policy.keepAliveSeconds };
@@ -388,6 +406,7 @@ function circuitOf(item: Item): CircuitRecord {
 /** A provider item without its client secret (sealed; only getProvider opens it). */
 function toProviderListing(item: Item): ProviderListing {
   const str = (v: unknown) => (typeof v === 'string' ? v : undefined);
+  const num = (v: unknown) => (typeof v === 'number' ? v : undefined);
   return {
     providerId: item.providerId as string,
     issuer: str(item.issuer),
@@ -410,6 +429,12 @@ function toProviderListing(item: Item): ProviderListing {
       ? item.scopesSupported.filter((s): s is string => typeof s === 'string')
       : undefined,
     issParameterSupported: item.issParameterSupported === true ? true : undefined,
+    refreshPolicy:
+      item.refreshPolicy === 'keepAlive' || item.refreshPolicy === 'eager'
+        ? (item.refreshPolicy as RefreshPolicy)
+        : undefined,
+    refreshTokenIdleSeconds: num(item.refreshTokenIdleSeconds),
+    maxConcurrentRefreshes: num(item.maxConcurrentRefreshes),
   };
 }
 
@@ -553,8 +578,14 @@ export class DynamoSessionStore implements SessionStore {
       remove.push('refreshExpiresAt');
     }
     // A handed-over token's remaining life says nothing of the lifetime the provider issues (it may
-    // be an hour-long token handed over late): the first grant decides the mode.
-    const plan = refreshSchedule(session, Math.floor(now / 1000), DEFAULT_SCHEDULE);
+    // be an hour-long token handed over late): the first grant decides the mode. A keepAlive
+    // provider's session is on demand from the start, due when its grant would die.
+    const plan = refreshSchedule(
+      session,
+      Math.floor(now / 1000),
+      { ...DEFAULT_SCHEDULE, keepAliveSeconds: this.policy.keepAliveSeconds },
+      session.provider,
+    );
     this.schedule(session, session.refreshToken !== undefined ? plan.dueAt : undefined, set, remove, values);
     set.push('refreshMode = :mode');
     values[':mode'] = plan.mode;
@@ -700,7 +731,7 @@ export class DynamoSessionStore implements SessionStore {
     } else {
       remove.push('refreshExpiresAt');
     }
-    const plan = refreshSchedule(tokens, Math.floor(now / 1000), this.policy);
+    const plan = refreshSchedule(tokens, Math.floor(now / 1000), this.policy, tokens.provider);
     this.schedule(key, tokens.dueAt ?? plan.dueAt, set, remove, values);
     if (tokens.accessToken !== undefined) {
       set.push('refreshMode = :mode');

@@ -20,7 +20,8 @@ export const TABLE = {
   /**
    * The index's sort key: when the sweep must act, in epoch seconds. The earlier of the access
    * token's expiry and the refresh token's (`refreshExpiresAt`), so a short-lived refresh token is
-   * renewed before it lapses even while the access token is far from expiry.
+   * renewed before it lapses even while the access token is far from expiry. An on-demand session
+   * (short-lived tokens, or a `keepAlive` provider's) is due only when its grant needs keeping alive.
    */
   dueAttribute: 'refreshDueAt',
   /**
