@@ -337,6 +337,32 @@ describe('maxConcurrentRefreshes', () => {
   });
   afterAll(() => handle?.stop());
 
+  it("reads the cap from the provider's stored configuration (PUT /v1/providers/{id} maxConcurrentRefreshes)", async () => {
+    const tableName = uniqueId('limit');
+    await ensureTable(handle.client, tableName);
+    const fx = createCoreFixture(handle, {
+      tableName,
+      env: { TOKENKEEPER_SHARD_COUNT: '1', TOKENKEEPER_REFRESH_CONCURRENCY: '8' },
+    });
+    const providerId = await addProvider(fx);
+    const stored = await fx.runtime.providers.get(providerId);
+    await fx.runtime.providers.put(providerId, {
+      tokenEndpoint: fx.endpoint.url,
+      clientId: 'tk-client',
+      clientSecret: 'client-secret-for-unit-tests',
+      clientAuthMethod: 'client_secret_basic',
+      resource: stored?.resource,
+      maxConcurrentRefreshes: 3,
+    });
+    await Promise.all(
+      Array.from({ length: 12 }, (_, i) => addSession(fx, { providerId, expiresIn: 30 + i })),
+    );
+    fx.endpoint.latencyMs = 25;
+    const summary = await fx.runtime.sweeper.sweep();
+    expect(summary).toMatchObject({ due: 12, refreshed: 12 });
+    expect(fx.endpoint.maxInFlight).toBe(3);
+  });
+
   it("caps one provider's grants per worker while other providers use the remaining slots", async () => {
     const tableName = uniqueId('limit');
     await ensureTable(handle.client, tableName);
