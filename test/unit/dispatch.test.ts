@@ -267,6 +267,29 @@ describe('fan-out against DynamoDB (dynalite)', () => {
     expect(new Set(after.map((item) => item?.refreshShard)).size).toBeGreaterThan(2);
   });
 
+  it('a session refreshed by an earlier slice is not refreshed again by a later one whose range its new due time reaches', async () => {
+    // 500 s tokens with a 600 s window: a refreshed session is due again within the window.
+    const { fx, dispatcher, sent, providerId } = await setup({ TOKENKEEPER_SHARD_COUNT: '1' });
+    const sessions = await addMany(
+      fx,
+      providerId,
+      Array.from({ length: 12 }, (_, i) => 20 + 10 * i),
+    );
+    fx.endpoint.reply(...Array.from({ length: 12 }, () => ({ kind: 'rotate' as const, expiresIn: 500 })));
+    await dispatcher.dispatch();
+    expect(sent.length).toBe(3);
+    const summaries = [];
+    for (const slice of sent) {
+      fx.clock.advance(1_000);
+      summaries.push(await fx.runtime.sweeper.sweepSlice(slice));
+    }
+    expect(fx.endpoint.requests).toHaveLength(12);
+    expect(new Set(fx.endpoint.presented())).toEqual(new Set(sessions.map((s) => s.refreshToken)));
+    // The last slice's range (up to now + window) holds every refreshed session again: refused leases.
+    expect(summaries.at(-1)?.skipped).toBeGreaterThan(0);
+    expect(summaries.reduce((n, s) => n + s.refreshed, 0)).toBe(12);
+  });
+
   it('a slice delivered twice, or two overlapping slices, grant nothing twice (the lease)', async () => {
     const { fx, dispatcher, sent, providerId } = await setup();
     await addMany(fx, providerId, [30, 40, 50]);

@@ -24,6 +24,8 @@ export interface SweepSlice {
   /** Inclusive range of `refreshDueAt`, epoch seconds; no `from`: everything overdue. */
   from?: number;
   to: number;
+  /** When the dispatch began (epoch ms): a session refreshed since is not refreshed again by this sweep. */
+  startedAt?: number;
 }
 
 /** Where slices go: SQS in AWS, an in-process queue locally. */
@@ -79,8 +81,9 @@ export class Dispatcher {
     let due = 0;
     for (const { shard, dueAts } of perShard) {
       due += dueAts.length;
-      for (const range of sliceRanges(dueAts, this.o.sliceSize, dueBy))
-        slices.push({ sweepId, shard, ...range });
+      for (const range of sliceRanges(dueAts, this.o.sliceSize, dueBy)) {
+        slices.push({ sweepId, shard, ...range, startedAt });
+      }
     }
     // The record first, so the slices' counts have somewhere to go.
     try {
@@ -141,10 +144,12 @@ export function parseSlice(body: string): SweepSlice | undefined {
   if (typeof r.sweepId !== 'string' || r.sweepId.length === 0 || r.sweepId.length > 100) return undefined;
   if (!int(r.shard) || (r.shard as number) < 0 || !int(r.to)) return undefined;
   if (r.from !== undefined && (!int(r.from) || (r.from as number) > (r.to as number))) return undefined;
+  if (r.startedAt !== undefined && !int(r.startedAt)) return undefined;
   return {
     sweepId: r.sweepId,
     shard: r.shard as number,
     ...(r.from === undefined ? {} : { from: r.from as number }),
     to: r.to as number,
+    ...(r.startedAt === undefined ? {} : { startedAt: r.startedAt as number }),
   };
 }

@@ -61,7 +61,7 @@ export class Sweeper implements SweepService {
     await this.record(() =>
       this.o.store.startSweep({ sweepId, startedAt, summary: { ...emptySummary(), due: due.length } }),
     );
-    return this.run(due, dueBy, sweepId, startedAt, options.remainingTimeMs);
+    return this.run(due, dueBy, sweepId, startedAt, startedAt, options.remainingTimeMs);
   }
 
   /**
@@ -75,7 +75,14 @@ export class Sweeper implements SweepService {
   ): Promise<SweepSummary> {
     const startedAt = this.o.clock.now();
     const due = await this.dueKeys(slice.shard, slice.to, slice.from);
-    return this.run(due, slice.to, slice.sweepId, startedAt, options.remainingTimeMs);
+    return this.run(
+      due,
+      slice.to,
+      slice.sweepId,
+      startedAt,
+      slice.startedAt ?? startedAt,
+      options.remainingTimeMs,
+    );
   }
 
   private async dueKeys(shard: number, dueBy: number, from?: number): Promise<DueKey[]> {
@@ -122,6 +129,7 @@ export class Sweeper implements SweepService {
     dueBy: number,
     sweepId: string,
     startedAt: number,
+    sweepStartedAt: number,
     remainingTimeMs: (() => number) | undefined,
   ): Promise<SweepSummary> {
     const { clock } = this.o;
@@ -182,7 +190,7 @@ export class Sweeper implements SweepService {
         try {
           const outcome = await this.o.refresher.refresh(
             { userId: key.userId, providerId: key.providerId },
-            { kind: 'sweep', dueBy, seenDueAt: key.dueAt },
+            { kind: 'sweep', dueBy, seenDueAt: key.dueAt, sweepStartedAt },
             // The sweep's (or the Lambda's) end: discovery and the grant are cut to fit before it.
             { grantDone, deadline: clock.now() + remaining() },
           );

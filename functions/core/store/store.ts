@@ -65,8 +65,12 @@ export interface RevealedTokens {
 
 /** What a lease asks for beyond "active, refreshable, not leased, not backing off". */
 export type LeaseCondition =
-  /** `seenDueAt`: the due time the index showed; a session refreshed since then is not leased again. */
-  | { kind: 'sweep'; dueBy: number; seenDueAt?: number }
+  /**
+   * `seenDueAt`: the due time the index showed; a session refreshed since then is not leased again.
+   * `sweepStartedAt` (epoch ms): neither is one refreshed after the sweep began — a slice queried later
+   * may see a session an earlier slice already refreshed when its new due time is still in the window.
+   */
+  | { kind: 'sweep'; dueBy: number; seenDueAt?: number; sweepStartedAt?: number }
   | { kind: 'onDemand'; minValidUntil: number }
   | { kind: 'forced'; version: number };
 
@@ -662,6 +666,10 @@ export class DynamoSessionStore implements SessionStore {
         if (condition.seenDueAt !== undefined) {
           extra += ` AND ${TABLE.dueAttribute} = :seen`;
           values[':seen'] = condition.seenDueAt;
+        }
+        if (condition.sweepStartedAt !== undefined) {
+          extra += ' AND (attribute_not_exists(refreshedAt) OR refreshedAt < :sweepStart)';
+          values[':sweepStart'] = condition.sweepStartedAt;
         }
         break;
       case 'onDemand':
