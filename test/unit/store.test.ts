@@ -504,7 +504,7 @@ describe('DynamoSessionStore on dynalite', () => {
       expect((await listed())?.hasClientSecret).toBe(true);
     });
 
-    it('a lease on an item with a 600-byte access token costs 1 write unit; the same item in the text form cost 2', async () => {
+    it('a lease on an item with a 500-byte access token costs 1 write unit; the same item in the text form cost 2', async () => {
       const capacity: number[] = [];
       const client = makeDynamoClient(handle.endpoint);
       client.middlewareStack.add(
@@ -529,7 +529,7 @@ describe('DynamoSessionStore on dynalite', () => {
       await metered.runtime.store.putSession(
         {
           ...key,
-          accessToken: 'a'.repeat(600),
+          accessToken: 'a'.repeat(500),
           refreshToken: 'r'.repeat(64),
           tokenType: 'Bearer',
           expiresAt: 1,
