@@ -453,6 +453,7 @@ const results = {
       total: roundAll(total, 4),
       raw: rawWork,
       sessionItemBytes: round(sweep.sessionItemBytes, 0),
+      sealedForm: sweep.sealedForm,
       indexEntryBytes: round(sweep.indexEntryBytes, 0),
       sessionItemBySize: {
         description:
