@@ -5,8 +5,9 @@ import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { type BundleRun, bundlingDrift, runColdStart } from './cold-start.js';
-import { ACCESS_TOKEN_LIFETIME_SECONDS, type BenchParams, startBenchEnv } from './env.js';
+import { ACCESS_TOKEN_LIFETIME_SECONDS, type BenchParams, PROVIDER_ID, startBenchEnv } from './env.js';
 import { type HotPathRun, runHotPath } from './hot-path.js';
+import { type ItemSizeRow, itemSizeTable, measureSessionItems } from './item-size-phase.js';
 import { WORK_CLASSES, type WorkClass, type WorkCounter } from './meter.js';
 import {
   DEPLOYMENT_DEFAULTS,
@@ -149,6 +150,7 @@ const storages: StorageFloorRun[] = [];
 const probes: SweepRun[] = [];
 let hot: HotPathRun;
 let oidc: OidcFigure[] = [];
+let itemSizes: ItemSizeRow[] = [];
 try {
   const sweepTable = await env.createTable('sweep');
   const probeTable = await env.createTable('probe');
@@ -203,6 +205,16 @@ try {
       }),
     );
   }
+  progress('item sizes: one session per access-token size, sealed tokens as Binary and as text…');
+  const sizeTable = await env.createTable('item-size');
+  itemSizes = await measureSessionItems({
+    store: env.keeper({ table: sizeTable }).runtime.store,
+    doc: env.doc,
+    tableName: sizeTable,
+    providerId: PROVIDER_ID,
+    meter: env.meter,
+    refreshTokenBytes: params.refreshTokenBytes,
+  });
   progress(`hot path: ${params.hotRequests} token requests and as many bare GetItems…`);
   hot = await runHotPath(env, { requests: params.hotRequests, sessions: params.hotSessions });
   if (oidcSessions.length > 0) {
@@ -441,7 +453,15 @@ const results = {
       total: roundAll(total, 4),
       raw: rawWork,
       sessionItemBytes: round(sweep.sessionItemBytes, 0),
+      sealedForm: sweep.sealedForm,
       indexEntryBytes: round(sweep.indexEntryBytes, 0),
+      sessionItemBySize: {
+        description:
+          'one session per access-token size through the real store (bench/item-size-phase.ts): the item ' +
+          'with its sealed tokens as Binary (as written) and as the tk1. text of the release before; ' +
+          'wru = lease + commit + byExpiry index writes of one refresh, measured = dynalite for the Binary form',
+        rows: itemSizes,
+      },
       measuredVsComputed:
         'requests: counted; rcu and table wcu: ConsumedCapacity as dynalite reports it (DynamoDB sizing rules); ' +
         'gsiWcu: computed from the index keys before and after each write (dynalite does not report index writes)',
@@ -637,6 +657,11 @@ const reachTitle =
   `How far one sweep goes: overhead ${ms(reachInputs.latencyOverheadMs)} per refresh beyond L, ` +
   `throughput floor ${ms(reachInputs.throughputMsPerRefresh, 2)} per refresh, one-hour tokens, ` +
   `window ${DEPLOYMENT_DEFAULTS.refreshWindowSeconds} s, every ${DEPLOYMENT_DEFAULTS.refreshIntervalSeconds} s`;
+const itemSizeView = itemSizeTable(itemSizes);
+const itemSizeAlign = itemSizeView.header.map((): 'r' => 'r');
+const itemSizeTitle =
+  `Session item by access-token size (refresh token ${params.refreshTokenBytes} B; sealed tokens as Binary, ` +
+  'and as the tk1. text before) and write units of one refresh: lease + commit + byExpiry index';
 const missed = Object.entries(targets)
   .filter(([, t]) => !t.met)
   .map(([k]) => k);
@@ -665,6 +690,9 @@ process.stdout.write(
     '',
     `${lambdaTitle}:`,
     table(reachHeader, reachTable(shownLambdaReach)),
+    '',
+    `${itemSizeTitle}:`,
+    table(itemSizeView.header, itemSizeView.rows, itemSizeAlign),
     '',
     `token endpoint: ${results.figures.sweep.grants} grants per sweep, ` +
       `${results.figures.sweep.refreshTokenReuse} refresh-token reuses in all runs`,
@@ -721,6 +749,10 @@ if (flags['update-docs']) {
     `${lambdaTitle}:`,
     '',
     markdownTable(reachHeader, reachTable(shownLambdaReach)),
+    '',
+    `${itemSizeTitle}:`,
+    '',
+    markdownTable(itemSizeView.header, itemSizeView.rows, itemSizeAlign),
     '',
     end,
   ].join('\n');

@@ -35,6 +35,8 @@ export interface SweepRun {
   logs: { bytes: number; lines: number; emfBytes: number; emfDocuments: number };
   /** mean size of a refreshed session item (DynamoDB rules), bytes, without the 100-byte overhead */
   sessionItemBytes: number;
+  /** how the sampled items hold their sealed tokens (bench/cost.ts sizes the other form from it) */
+  sealedForm: 'text' | 'binary';
   indexEntryBytes: number;
   loadAverage: number;
 }
@@ -91,6 +93,7 @@ export async function runSweep(env: BenchEnv, options: SweepOptions): Promise<Sw
 
   // Size of the items as they stand after a refresh (a sample; uncounted reads).
   let bytes = 0;
+  let binary = 0;
   const sample = options.keys.slice(0, 20);
   for (const key of sample) {
     const { Item } = await env.doc.send(
@@ -100,6 +103,7 @@ export async function runSweep(env: BenchEnv, options: SweepOptions): Promise<Sw
       }),
     );
     bytes += itemSize(Item ?? {});
+    if (Item?.accessToken instanceof Uint8Array) binary++;
   }
 
   const rounds = Math.ceil(sessions / concurrency);
@@ -130,6 +134,7 @@ export async function runSweep(env: BenchEnv, options: SweepOptions): Promise<Sw
       emfDocuments: env.capture.emfDocuments,
     },
     sessionItemBytes: bytes / sample.length,
+    sealedForm: binary === sample.length ? 'binary' : 'text',
     indexEntryBytes: env.meter.meanIndexEntryBytes() || ITEM_OVERHEAD_BYTES,
     loadAverage,
   };

@@ -40,7 +40,11 @@ async function rawItem(userId: string, providerId: string): Promise<Record<strin
   return Item as Record<string, unknown>;
 }
 
-const keyIdOf = (sealed: unknown) => String(sealed).split('.')[1];
+/** The key id of a binary envelope (0x01 | key-id length | key id | …); undefined for anything else. */
+const keyIdOf = (sealed: unknown) =>
+  sealed instanceof Uint8Array && sealed[0] === 0x01
+    ? Buffer.from(sealed.subarray(2, 2 + (sealed[1] as number))).toString('latin1')
+    : undefined;
 
 beforeAll(async () => {
   db = await startDynalite();

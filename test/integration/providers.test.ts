@@ -644,8 +644,9 @@ async function rawItemBytes(key: SessionKey): Promise<number> {
     let bytes = 0;
     for (const [name, value] of Object.entries(out.Item ?? {})) {
       bytes += Buffer.byteLength(name);
-      bytes +=
-        typeof value === 'string' ? Buffer.byteLength(value) : Buffer.byteLength(JSON.stringify(value));
+      if (typeof value === 'string') bytes += Buffer.byteLength(value);
+      else if (value instanceof Uint8Array) bytes += value.byteLength;
+      else bytes += Buffer.byteLength(JSON.stringify(value));
     }
     return bytes;
   } finally {

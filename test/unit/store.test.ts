@@ -1,19 +1,75 @@
+import { type AttributeValue, GetItemCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
+import { UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { textEnvelope } from '../../functions/core/crypto/crypto.js';
 import type { SessionKey } from '../../functions/core/model.js';
-import { type CommittedTokens, shardOf } from '../../functions/core/store/store.js';
+import { type CommittedTokens, type SessionRecord, shardOf } from '../../functions/core/store/store.js';
 import { TABLE } from '../../functions/core/store/table.js';
 import {
   addProvider,
   addSession,
+  CLIENT_SECRET,
   type CoreFixture,
   createCoreFixture,
   rawItem,
   readSession,
   uniqueId,
 } from '../support/core-fixture.js';
-import { type DynaliteHandle, startDynalite } from '../support/dynalite.js';
+import { type DynaliteHandle, makeDynamoClient, startDynalite } from '../support/dynalite.js';
 
 const LEASE_MS = 30_000;
+
+const itemKey = (key: SessionKey) => ({
+  [TABLE.partitionKey]: `USER#${key.userId}`,
+  [TABLE.sortKey]: `SESSION#${key.providerId}`,
+});
+
+/** The item as the low-level client returns it: each attribute with its DynamoDB type. */
+async function rawAttributes(
+  handle: DynaliteHandle,
+  fx: CoreFixture,
+  key: SessionKey,
+): Promise<Record<string, AttributeValue>> {
+  const { Item } = await handle.client.send(
+    new GetItemCommand({
+      TableName: fx.config.tableName,
+      Key: {
+        [TABLE.partitionKey]: { S: itemKey(key).pk as string },
+        [TABLE.sortKey]: { S: itemKey(key).sk as string },
+      },
+      ConsistentRead: true,
+    }),
+  );
+  if (!Item) throw new Error('no item');
+  return Item;
+}
+
+/** Whether any attribute's bytes contain one of the values in plaintext. */
+function holdsPlaintext(item: Record<string, AttributeValue>, values: string[]): boolean {
+  const bytes = Buffer.concat(
+    Object.values(item).map((v) => (v.B ? Buffer.from(v.B) : Buffer.from(JSON.stringify(v)))),
+  );
+  return values.some((value) => bytes.includes(Buffer.from(value)));
+}
+
+/** Rewrites the item's sealed tokens in the text form, as the release before the binary form wrote them. */
+async function toTextForm(handle: DynaliteHandle, fx: CoreFixture, key: SessionKey): Promise<void> {
+  const item = await rawItem(fx, key);
+  const set = ['accessToken = :at'];
+  const values: Record<string, string> = { ':at': textEnvelope(item?.accessToken as Uint8Array) };
+  if (item?.refreshToken !== undefined) {
+    set.push('refreshToken = :rt');
+    values[':rt'] = textEnvelope(item.refreshToken as Uint8Array);
+  }
+  await handle.doc.send(
+    new UpdateCommand({
+      TableName: fx.config.tableName,
+      Key: itemKey(key),
+      UpdateExpression: `SET ${set.join(', ')}`,
+      ExpressionAttributeValues: values,
+    }),
+  );
+}
 
 describe('DynamoSessionStore on dynalite', () => {
   let handle: DynaliteHandle;
@@ -317,40 +373,187 @@ describe('DynamoSessionStore on dynalite', () => {
     });
   });
 
-  it('stores tokens sealed: the raw item holds no plaintext token', async () => {
-    const s = await addSession(fx, { providerId });
-    const item = await rawItem(fx, s.key);
-    const text = JSON.stringify(item);
-    expect(text).not.toContain(s.accessToken);
-    expect(text).not.toContain(s.refreshToken);
-    expect(item?.accessToken).toMatch(/^tk1\.k1\./);
-    expect(item?.refreshToken).toMatch(/^tk1\.k1\./);
+  describe('sealed tokens', () => {
+    it('stores them as Binary attributes holding no plaintext, at login and at every commit', async () => {
+      const s = await addSession(fx, { providerId });
+      const login = await rawAttributes(handle, fx, s.key);
+      for (const name of ['accessToken', 'refreshToken']) {
+        expect(Object.keys(login[name] ?? {}), name).toEqual(['B']);
+        expect(Buffer.from(login[name]?.B as Uint8Array)[0], `${name} version byte`).toBe(0x01);
+      }
+      expect(holdsPlaintext(login, [s.accessToken, s.refreshToken as string])).toBe(false);
 
-    await sweepLease(s.key, 'a');
-    await store().commitRefresh(
-      s.key,
-      'a',
-      tokens({ accessToken: 'at-plain-1', refreshToken: 'rt-plain-1' }),
-      now(),
-    );
-    const after = JSON.stringify(await rawItem(fx, s.key));
-    expect(after).not.toContain('at-plain-1');
-    expect(after).not.toContain('rt-plain-1');
+      await sweepLease(s.key, 'a');
+      await store().commitRefresh(
+        s.key,
+        'a',
+        tokens({ accessToken: 'at-plain-1', refreshToken: 'rt-plain-1' }),
+        now(),
+      );
+      const committed = await rawAttributes(handle, fx, s.key);
+      expect(Object.keys(committed.accessToken ?? {})).toEqual(['B']);
+      expect(Object.keys(committed.refreshToken ?? {})).toEqual(['B']);
+      expect(holdsPlaintext(committed, ['at-plain-1', 'rt-plain-1'])).toBe(false);
 
-    const opened = await readSession(fx, s.key);
-    expect([opened.accessToken, opened.refreshToken]).toEqual(['at-plain-1', 'rt-plain-1']);
-    // 'access' leaves the refresh token sealed
-    expect(await store().reveal(opened.record, 'access')).toEqual({ accessToken: 'at-plain-1' });
-  });
+      const opened = await readSession(fx, s.key);
+      expect([opened.accessToken, opened.refreshToken]).toEqual(['at-plain-1', 'rt-plain-1']);
+      // 'access' leaves the refresh token sealed
+      expect(await store().reveal(opened.record, 'access')).toEqual({ accessToken: 'at-plain-1' });
+    });
 
-  it('binds a sealed token to its item: copied onto another session it does not open', async () => {
-    const a = await addSession(fx, { providerId });
-    const b = await addSession(fx, { providerId });
-    const recordA = (await readSession(fx, a.key)).record;
-    const recordB = (await readSession(fx, b.key)).record;
-    await expect(
-      store().reveal({ ...recordB, accessTokenSealed: recordA.accessTokenSealed }, 'access'),
-    ).rejects.toMatchObject({ code: 'key_unavailable' });
+    it('reads, leases and refreshes an item an earlier release wrote in the text form, binary after the commit', async () => {
+      const s = await addSession(fx, { providerId, expiresIn: 30 });
+      await toTextForm(handle, fx, s.key);
+      const before = await rawAttributes(handle, fx, s.key);
+      expect(before.accessToken?.S).toMatch(/^tk1\.k1\./);
+      expect(before.refreshToken?.S).toMatch(/^tk1\.k1\./);
+
+      // served as it is (no grant), then refreshed with the text-form refresh token
+      const served = await fx.runtime.tokens.getToken(s.key, { minValidity: 10, force: false });
+      expect(served.access_token).toBe(s.accessToken);
+      const refreshed = await fx.runtime.tokens.getToken(s.key, { minValidity: 60, force: false });
+      expect(fx.endpoint.presented()).toEqual([s.refreshToken]);
+      expect(refreshed.access_token).toBe(fx.endpoint.issued[0]?.accessToken);
+
+      const after = await rawAttributes(handle, fx, s.key);
+      expect(Object.keys(after.accessToken ?? {})).toEqual(['B']);
+      expect(Object.keys(after.refreshToken ?? {})).toEqual(['B']);
+      const opened = await readSession(fx, s.key);
+      expect([opened.accessToken, opened.refreshToken]).toEqual([
+        fx.endpoint.issued[0]?.accessToken,
+        fx.endpoint.issued[0]?.refreshToken,
+      ]);
+    });
+
+    it('keeps an old text-form access token readable when a commit carries only a new refresh token', async () => {
+      const s = await addSession(fx, { providerId });
+      await toTextForm(handle, fx, s.key);
+      await sweepLease(s.key, 'a');
+      await store().commitRefresh(
+        s.key,
+        'a',
+        { refreshToken: 'rt-only', tokenType: 'Bearer', expiresAt: s.expiresAt, dueAt: fx.clock.seconds() },
+        now(),
+      );
+      const item = await rawAttributes(handle, fx, s.key);
+      expect(item.accessToken?.S).toMatch(/^tk1\.k1\./);
+      expect(Object.keys(item.refreshToken ?? {})).toEqual(['B']);
+      const opened = await readSession(fx, s.key);
+      expect([opened.accessToken, opened.refreshToken]).toEqual([s.accessToken, 'rt-only']);
+    });
+
+    it('binds a binary token to its item: copied onto another session it does not open', async () => {
+      const a = await addSession(fx, { providerId });
+      const b = await addSession(fx, { providerId });
+      const recordA = (await readSession(fx, a.key)).record;
+      const recordB = (await readSession(fx, b.key)).record;
+      expect(recordA.accessTokenSealed).toBeInstanceOf(Uint8Array);
+      await expect(
+        store().reveal({ ...recordB, accessTokenSealed: recordA.accessTokenSealed }, 'access'),
+      ).rejects.toMatchObject({ code: 'key_unavailable' });
+      // and the same in the text form
+      await toTextForm(handle, fx, a.key);
+      const textA = (await store().getSession(a.key, { consistent: true }))?.accessTokenSealed;
+      expect(typeof textA).toBe('string');
+      await expect(
+        store().reveal({ ...recordB, accessTokenSealed: textA as string }, 'access'),
+      ).rejects.toMatchObject({ code: 'key_unavailable' });
+    });
+
+    it('binds a binary token to its attribute: a refresh token moved to accessToken does not open', async () => {
+      const s = await addSession(fx, { providerId });
+      const item = await rawAttributes(handle, fx, s.key);
+      await fx.handle.client.send(
+        new UpdateItemCommand({
+          TableName: fx.config.tableName,
+          Key: { pk: item.pk as AttributeValue, sk: item.sk as AttributeValue },
+          UpdateExpression: 'SET accessToken = :rt',
+          ExpressionAttributeValues: { ':rt': item.refreshToken as AttributeValue },
+        }),
+      );
+      const record = await store().getSession(s.key, { consistent: true });
+      await expect(store().reveal(record as SessionRecord, 'access')).rejects.toMatchObject({
+        code: 'key_unavailable',
+      });
+    });
+
+    it("seals a provider's client secret as Binary, and still opens one an earlier release sealed as text", async () => {
+      const providerKey = { [TABLE.partitionKey]: `PROVIDER#${providerId}`, [TABLE.sortKey]: 'PROVIDER' };
+      const { Item } = await handle.client.send(
+        new GetItemCommand({
+          TableName: fx.config.tableName,
+          Key: { pk: { S: providerKey.pk as string }, sk: { S: 'PROVIDER' } },
+        }),
+      );
+      expect(Object.keys(Item?.clientSecret ?? {})).toEqual(['B']);
+      expect(holdsPlaintext(Item ?? {}, [CLIENT_SECRET])).toBe(false);
+      const listed = async () =>
+        (await store().listProviders({ limit: 1000 })).providers.find((p) => p.providerId === providerId);
+      expect((await store().getProvider(providerId))?.clientSecret).toBe(CLIENT_SECRET);
+      expect((await listed())?.hasClientSecret).toBe(true);
+
+      await handle.doc.send(
+        new UpdateCommand({
+          TableName: fx.config.tableName,
+          Key: providerKey,
+          UpdateExpression: 'SET clientSecret = :s',
+          ExpressionAttributeValues: { ':s': textEnvelope(Item?.clientSecret?.B as Uint8Array) },
+        }),
+      );
+      expect((await store().getProvider(providerId))?.clientSecret).toBe(CLIENT_SECRET);
+      expect((await listed())?.hasClientSecret).toBe(true);
+    });
+
+    it('a lease on an item with a 500-byte access token costs 1 write unit; the same item in the text form cost 2', async () => {
+      const capacity: number[] = [];
+      const client = makeDynamoClient(handle.endpoint);
+      client.middlewareStack.add(
+        (next) => async (args) => {
+          const input = args.input as { ReturnConsumedCapacity?: string };
+          input.ReturnConsumedCapacity = 'TOTAL';
+          const result = await next(args);
+          const consumed = (result.output as { ConsumedCapacity?: { CapacityUnits?: number } })
+            .ConsumedCapacity;
+          if (consumed?.CapacityUnits !== undefined) capacity.push(consumed.CapacityUnits);
+          return result;
+        },
+        { step: 'initialize', name: 'countCapacity' },
+      );
+      const metered = createCoreFixture(handle, {
+        dynamodb: client,
+        clock: fx.clock,
+        endpoint: fx.endpoint,
+        keyringJson: fx.keyringJson,
+      });
+      const key = { userId: uniqueId('user'), providerId };
+      await metered.runtime.store.putSession(
+        {
+          ...key,
+          accessToken: 'a'.repeat(500),
+          refreshToken: 'r'.repeat(64),
+          tokenType: 'Bearer',
+          expiresAt: 1,
+        },
+        now(),
+      );
+      const leaseCost = async (owner: string) => {
+        capacity.length = 0;
+        const leased = await metered.runtime.store.acquireLease(
+          key,
+          owner,
+          { kind: 'forced', version: 1 },
+          now(),
+          now() + LEASE_MS,
+        );
+        expect(leased).toBeDefined();
+        await metered.runtime.store.releaseLease(key, owner);
+        return capacity[0];
+      };
+      expect(await leaseCost('binary')).toBe(1);
+      await toTextForm(handle, fx, key);
+      expect(await leaseCost('text')).toBe(2);
+      client.destroy();
+    });
   });
 
   it('shardOf is stable and within range', () => {

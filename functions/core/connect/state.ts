@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { ConditionalCheckFailedException } from '@aws-sdk/client-dynamodb';
 import { DeleteCommand, type DynamoDBDocumentClient, PutCommand } from '@aws-sdk/lib-dynamodb';
-import type { FieldCipher } from '../crypto/crypto.js';
+import { type FieldCipher, isSealed } from '../crypto/crypto.js';
 import { TABLE } from '../store/table.js';
 
 /**
@@ -99,7 +99,7 @@ export class DynamoStateStore implements StateStore {
       if (isConditionFailure(err)) return undefined;
       throw err;
     }
-    if (!item || typeof item.pending !== 'string') return undefined;
+    if (!item || !isSealed(item.pending)) return undefined;
     return JSON.parse(await this.cipher.decrypt(item.pending, aad(pk))) as PendingAuthorization;
   }
 }

@@ -9,7 +9,7 @@ import {
   UpdateCommand,
   type UpdateCommandInput,
 } from '@aws-sdk/lib-dynamodb';
-import type { FieldCipher } from '../crypto/crypto.js';
+import { type FieldCipher, isSealed, type Sealed } from '../crypto/crypto.js';
 import {
   type CircuitRecord,
   type ClientAuthMethod,
@@ -32,8 +32,9 @@ import { TABLE } from './table.js';
 
 /** A session as stored: metadata in clear, tokens still sealed. `reveal` opens them. */
 export interface SessionRecord extends SessionKey {
-  accessTokenSealed: string;
-  refreshTokenSealed?: string;
+  /** Binary envelopes, or `tk1.` text ones in items not written since the binary form came in. */
+  accessTokenSealed: Sealed;
+  refreshTokenSealed?: Sealed;
   tokenType: string;
   scope?: string;
   expiresAt?: number;
@@ -342,8 +343,8 @@ function toRecord(item: Item): SessionRecord {
   return {
     userId: item.userId as string,
     providerId: item.providerId as string,
-    accessTokenSealed: item.accessToken as string,
-    refreshTokenSealed: str(item.refreshToken),
+    accessTokenSealed: item.accessToken as Sealed,
+    refreshTokenSealed: isSealed(item.refreshToken) ? item.refreshToken : undefined,
     tokenType: (str(item.tokenType) ?? 'Bearer') as string,
     scope: str(item.scope),
     expiresAt: num(item.expiresAt),
@@ -417,7 +418,7 @@ function toProviderListing(item: Item): ProviderListing {
     tokenEndpoint: str(item.tokenEndpoint),
     revocationEndpoint: str(item.revocationEndpoint),
     clientId: item.clientId as string,
-    hasClientSecret: typeof item.clientSecret === 'string' || typeof item.clientSecretArn === 'string',
+    hasClientSecret: isSealed(item.clientSecret) || typeof item.clientSecretArn === 'string',
     clientSecretArn: str(item.clientSecretArn),
     clientAuthMethod: item.clientAuthMethod as ClientAuthMethod,
     resource: str(item.resource),
@@ -512,7 +513,8 @@ export class DynamoSessionStore implements SessionStore {
     return records;
   }
 
-  private async seal(key: SessionKey, attribute: string, value: string): Promise<string> {
+  /** Sealed as a Binary attribute; `reveal` opens the text form older items hold as well. */
+  private async seal(key: SessionKey, attribute: string, value: string): Promise<Uint8Array> {
     return this.cipher.encrypt(value, aadFor(sessionPk(key.userId), sessionSk(key.providerId), attribute));
   }
 
@@ -845,13 +847,12 @@ export class DynamoSessionStore implements SessionStore {
       }),
     );
     if (!Item) return undefined;
-    const clientSecret =
-      typeof Item.clientSecret === 'string'
-        ? await this.cipher.decrypt(
-            Item.clientSecret,
-            aadFor(providerPk(providerId), PROVIDER_SK, 'clientSecret'),
-          )
-        : undefined;
+    const clientSecret = isSealed(Item.clientSecret)
+      ? await this.cipher.decrypt(
+          Item.clientSecret,
+          aadFor(providerPk(providerId), PROVIDER_SK, 'clientSecret'),
+        )
+      : undefined;
     return { ...toProviderListing(Item), clientSecret };
   }
 
