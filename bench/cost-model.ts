@@ -1,3 +1,4 @@
+import { sealedBytes } from '../functions/core/crypto/crypto.js';
 /**
  * The parts of the cost model (bench/cost.ts) that are more than arithmetic, kept pure so that they
  * can be tested: how often a keepAlive session is refreshed given when its callers ask, the load a
@@ -244,6 +245,6 @@ export function breakEvenUtilisation(unitHourPrice: number, requestUnitPrice: nu
 export function sealedTokenBytes(plaintextBytes: number, form: 'text' | 'binary', keyIdLength = 2): number {
   const b64 = (n: number) => Math.ceil((n * 4) / 3);
   return form === 'binary'
-    ? 2 + keyIdLength + 12 + plaintextBytes + 16
+    ? sealedBytes(plaintextBytes, keyIdLength)
     : 'tk1.'.length + keyIdLength + 1 + b64(12) + 1 + b64(plaintextBytes + 16);
 }
