@@ -14,6 +14,14 @@ export interface SessionKey {
   providerId: string;
 }
 
+/**
+ * Exactly the key's two fields. The core logs and publishes keys; a caller's object may carry more
+ * (a login's tokens beside its key, say), which must never reach a log line or an event.
+ */
+export function keyOnly(key: SessionKey): SessionKey {
+  return { userId: key.userId, providerId: key.providerId };
+}
+
 export interface ProviderConfig {
   providerId: string;
   issuer?: string;

@@ -1,6 +1,12 @@
 import { clientSecretArnProblem, type SecretRules } from './crypto/secret-arn.js';
 import { InvalidRequestError, ProviderNotFoundError, SessionNotFoundError } from './errors.js';
-import { PROVIDER_OPTIONAL_FIELDS, type ProviderConfig, refreshSettings, type SessionKey } from './model.js';
+import {
+  keyOnly,
+  PROVIDER_OPTIONAL_FIELDS,
+  type ProviderConfig,
+  refreshSettings,
+  type SessionKey,
+} from './model.js';
 import type { OAuthClient } from './oauth/client.js';
 import type { Clock, Logger } from './ports.js';
 import { type ProviderCircuit, providerHealth } from './refresh/circuit.js';
@@ -188,9 +194,10 @@ export class DefaultSessionService implements SessionService {
   ) {}
 
   async put(
-    key: SessionKey,
+    caller: SessionKey,
     token: TokenResponseInput,
   ): Promise<{ created: boolean; session: SessionMetadata }> {
+    const key = keyOnly(caller);
     const provider = await this.providers.get(key.providerId);
     if (!provider) throw new ProviderNotFoundError(key.providerId);
     const now = this.clock.now();
@@ -224,7 +231,8 @@ export class DefaultSessionService implements SessionService {
     return { created, session: sessionMetadata(record) };
   }
 
-  async get(key: SessionKey): Promise<SessionMetadata> {
+  async get(caller: SessionKey): Promise<SessionMetadata> {
+    const key = keyOnly(caller);
     const record = await this.store.getSession(key, { consistent: true });
     if (!record) throw new SessionNotFoundError();
     return sessionMetadata(record);
@@ -251,7 +259,8 @@ export class DefaultSessionService implements SessionService {
    * Deletes the item, then revokes at the provider best-effort, inside the call's deadline. Once the
    * item is deleted nothing turns the call into an error: the revocation is only logged.
    */
-  async delete(key: SessionKey, options: CallOptions = {}): Promise<void> {
+  async delete(caller: SessionKey, options: CallOptions = {}): Promise<void> {
+    const key = keyOnly(caller);
     const record = await this.store.getSession(key, { consistent: true });
     if (!record) throw new SessionNotFoundError();
     let tokens: { accessToken: string; refreshToken?: string } | undefined;

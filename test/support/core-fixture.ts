@@ -5,7 +5,7 @@ import { type Config, loadConfig } from '../../functions/core/config.js';
 import { generateKeyringJson, parseKeyring } from '../../functions/core/crypto/crypto.js';
 import type { SessionKey } from '../../functions/core/model.js';
 import type { FetchLike } from '../../functions/core/oauth/client.js';
-import type { Clock, DomainEvent, MetricUnit } from '../../functions/core/ports.js';
+import type { Clock, DomainEvent, Logger, MetricUnit } from '../../functions/core/ports.js';
 import { createRuntime, type Runtime } from '../../functions/core/runtime.js';
 import { TABLE } from '../../functions/core/store/table.js';
 import type { DynaliteHandle } from './dynalite.js';
@@ -218,6 +218,8 @@ export interface CoreFixtureOptions {
   keyringJson?: string;
   /** A DynamoDB client of the test's own (for example with failure-injecting middleware). */
   dynamodb?: DynamoDBClient;
+  /** Where the core's log lines go (silent by default). */
+  logger?: Logger;
 }
 
 export function createCoreFixture(handle: DynaliteHandle, options: CoreFixtureOptions = {}): CoreFixture {
@@ -237,6 +239,7 @@ export function createCoreFixture(handle: DynaliteHandle, options: CoreFixtureOp
   const runtime = createRuntime({
     config,
     dynamodb: options.dynamodb ?? handle.client,
+    logger: options.logger,
     clock,
     sleep: async (ms) => {
       sleeps.push(ms);

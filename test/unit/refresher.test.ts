@@ -78,6 +78,45 @@ describe('Refresher: lease → grant → commit', () => {
     expect((await readSession(fx, s.key)).record.version).toBe(3);
   });
 
+  it("logs and publishes only the key's two fields, whatever else the caller's key object carries", async () => {
+    const s = await addSession(fx, { providerId, expiresIn: 60 });
+    // A caller that keeps the login's tokens beside the key (as a backend's session object might).
+    const keyWithTokens = {
+      ...s.key,
+      tokens: { refresh_token: s.refreshToken, access_token: s.accessToken },
+    };
+    const logged: unknown[] = [];
+    const logging = createCoreFixture(handle, {
+      tableName: fx.config.tableName,
+      clock: fx.clock,
+      endpoint: fx.endpoint,
+      keyringJson: fx.keyringJson,
+      logger: {
+        debug: (...args) => logged.push(args),
+        info: (...args) => logged.push(args),
+        warn: (...args) => logged.push(args),
+        error: (...args) => logged.push(args),
+      },
+    });
+    fx.endpoint.reply({ kind: 'status', status: 503 });
+    expect(await logging.runtime.refresher.refresh(keyWithTokens, sweep())).toMatchObject({
+      kind: 'transient',
+    });
+    fx.clock.advance(600_000);
+    expect(
+      await logging.runtime.tokens.getToken(keyWithTokens, { minValidity: 120, force: true }),
+    ).toMatchObject({
+      token_type: 'Bearer',
+    });
+    const recovered = logging.events.find((e) => e.detailType === 'SessionRecovered');
+    expect(recovered?.detail).toMatchObject({ userId: s.key.userId, providerId });
+    expect(logged.length).toBeGreaterThan(0);
+    const seen = JSON.stringify([logged, logging.events]);
+    expect(seen).not.toContain(s.refreshToken);
+    expect(seen).not.toContain(s.accessToken);
+    expect(seen).not.toContain('"tokens"');
+  });
+
   it('keeps the old refresh token when the provider returns none', async () => {
     const s = await addSession(fx, { providerId, expiresIn: 60 });
     fx.endpoint.reply({ kind: 'rotate', rotate: false });

@@ -131,27 +131,32 @@ export class ProviderCircuit {
   }
 
   /**
-   * The provider's circuit, from this process's cache when it is fresh enough. `fresh` (a sweep or
-   * slice starting) reads the store even then, unless this process itself saw the circuit open within
-   * the cache's lifetime: slices sweeping side by side in one process must not trade the opening
-   * they counted locally for a store that has not heard of it yet.
+   * The provider's circuit, from this process's cache when it is fresh enough; `fresh` (a sweep or a
+   * slice starting) reads the store regardless. For the cache's lifetime, a read that says closed does
+   * not replace an opening this process counted after the store's last closing: slices sweeping side
+   * by side in one process must not trade the opening they counted for a store that has not heard of
+   * it yet.
    */
   view(providerId: string, options: { fresh?: boolean } = {}): Promise<CircuitRecord> {
     const now = this.o.clock.now();
     const hit = this.cache.get(providerId);
-    const known = this.latest.get(providerId);
-    if (
-      hit &&
-      now - hit.at < this.policy.cacheTtlMs &&
-      (!options.fresh || (known && known.state !== 'closed'))
-    ) {
-      return hit.circuit;
-    }
+    if (!options.fresh && hit && now - hit.at < this.policy.cacheTtlMs) return hit.circuit;
     const entry = {
       circuit: this.o.store.getCircuit(providerId).then((c) => {
         const read = c ?? CLOSED;
+        const known = this.latest.get(providerId);
         // A view this process wrote while the read was under way is newer than what the read saw.
-        if (this.cache.get(providerId) !== entry) return this.latest.get(providerId) ?? read;
+        if (this.cache.get(providerId) !== entry && known) return known;
+        // A young opening of ours that the store does not show yet: ours, for the cache's lifetime.
+        if (
+          known &&
+          known.state !== 'closed' &&
+          read.state === 'closed' &&
+          (read.since ?? 0) < (known.since ?? 0) &&
+          this.o.clock.now() - (known.since ?? 0) < this.policy.cacheTtlMs
+        ) {
+          return known;
+        }
         this.latest.set(providerId, read);
         return read;
       }),

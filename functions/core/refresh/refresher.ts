@@ -1,7 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import { KeyUnavailableError } from '../errors.js';
 import { publishOrLog } from '../events.js';
-import { type CircuitRecord, type ProviderConfig, refreshSettings, type SessionKey } from '../model.js';
+import {
+  type CircuitRecord,
+  keyOnly,
+  type ProviderConfig,
+  refreshSettings,
+  type SessionKey,
+} from '../model.js';
 import type { GrantFailure, OAuthClient } from '../oauth/client.js';
 import type { Clock, EventPublisher, Logger, Metrics, Random } from '../ports.js';
 import type { LeaseCondition, SessionRecord, SessionStore } from '../store/store.js';
@@ -100,10 +106,11 @@ export class Refresher {
    * overlaps the next grant.
    */
   async refresh(
-    key: SessionKey,
+    caller: SessionKey,
     condition: LeaseCondition,
     options: { grantDone?: () => void; deadline?: number } = {},
   ): Promise<RefreshOutcome> {
+    const key = keyOnly(caller);
     // A grant is started only when its full timeout and the commit fit before the deadline: a grant
     // cut off after the provider rotated would lose the session.
     if (options.deadline !== undefined && options.deadline - this.o.clock.now() < this.o.grantReserveMs) {

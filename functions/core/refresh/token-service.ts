@@ -5,7 +5,7 @@ import {
   RefreshUnavailableError,
   SessionNotFoundError,
 } from '../errors.js';
-import { type SessionKey, secondsLeft, sessionKeyString } from '../model.js';
+import { keyOnly, type SessionKey, secondsLeft, sessionKeyString } from '../model.js';
 import type { Clock, Logger, Metrics, Sleep } from '../ports.js';
 import type { CallOptions, TokenRequest, TokenResult, TokenService } from '../services.js';
 import type { LeaseCondition, SessionRecord, SessionStore } from '../store/store.js';
@@ -65,7 +65,8 @@ export class DefaultTokenService implements TokenService {
     this.o = options;
   }
 
-  async getToken(key: SessionKey, request: TokenRequest, options: CallOptions = {}): Promise<TokenResult> {
+  async getToken(caller: SessionKey, request: TokenRequest, options: CallOptions = {}): Promise<TokenResult> {
+    const key = keyOnly(caller);
     const { store, clock } = this.o;
     // Waiting for a refresh held elsewhere is bounded by maxWaitMs and by the call's own deadline.
     const deadline = Math.min(clock.now() + this.o.maxWaitMs, options.deadline ?? Number.POSITIVE_INFINITY);
