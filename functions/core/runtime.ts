@@ -193,7 +193,8 @@ export function createRuntime(deps: RuntimeDeps): Runtime {
   };
 
   // https only, and never to loopback/private/metadata addresses, checked at resolution time.
-  const fetch = deps.fetch ?? createGuardedFetch({ allowInsecureHttp: config.allowInsecureHttp });
+  const fetch =
+    deps.fetch ?? createGuardedFetch({ allowInsecureHttp: config.allowInsecureHttp, now: () => clock.now() });
   const oauth = new OAuthClient({
     fetch,
     clock,

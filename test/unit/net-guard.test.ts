@@ -875,6 +875,90 @@ describe('createGuardedFetch with TOKENKEEPER_ALLOW_INSECURE_HTTP talks to a loc
   });
 });
 
+describe('createGuardedFetch reuses a vetted DNS answer', () => {
+  it('resolves a name once for the requests within 30 s by default, concurrent ones included', async () => {
+    // Prepare
+    const server = await httpServer((_req, res) => res.end('ok'));
+    const dns = always('127.0.0.1');
+    let now = 1_000_000;
+    const guarded = createGuardedFetch({
+      allowInsecureHttp: true,
+      lookup: dns.lookup,
+      now: () => now,
+    });
+    const get = async () => (await guarded(`http://provider.test:${server.port}/token`)).text();
+
+    // Act
+    const concurrent = await Promise.all([get(), get(), get()]);
+    now += 29_999;
+    const withinTtl = await get();
+    const callsWithinTtl = dns.calls.length;
+    now += 1;
+    const afterTtl = await get();
+
+    // Assess
+    expect([...concurrent, withinTtl, afterTtl]).toEqual(['ok', 'ok', 'ok', 'ok', 'ok']);
+    expect(callsWithinTtl).toBe(1);
+    expect(dns.calls).toHaveLength(2);
+  });
+
+  it('resolves for every request with resolvedTtlMs 0', async () => {
+    const server = await httpServer((_req, res) => res.end('ok'));
+    const dns = always('127.0.0.1');
+    const guarded = createGuardedFetch({ allowInsecureHttp: true, lookup: dns.lookup, resolvedTtlMs: 0 });
+    await (await guarded(`http://provider.test:${server.port}/`)).text();
+    await (await guarded(`http://provider.test:${server.port}/`)).text();
+    expect(dns.calls).toHaveLength(2);
+  });
+
+  it('asks DNS again after a failed connection', async () => {
+    // Prepare: the first request goes to a port nothing listens on, the second to the server.
+    const port = await closedPort();
+    const server = await httpServer((_req, res) => res.end('ok'));
+    const dns = always('127.0.0.1');
+    const guarded = createGuardedFetch({ allowInsecureHttp: true, lookup: dns.lookup });
+
+    // Act
+    const error = await rejection(guarded(`http://provider.test:${port}/`));
+    const response = await guarded(`http://provider.test:${server.port}/`);
+
+    // Assess
+    expect(error).toBeInstanceOf(TypeError);
+    expect(await response.text()).toBe('ok');
+    expect(dns.calls).toHaveLength(2);
+  });
+
+  it('keeps no answer it refused: the next request asks DNS again, and is refused again', async () => {
+    // Prepare
+    const dns = always('93.184.216.34', '10.0.0.7');
+    const guarded = createGuardedFetch({ allowInsecureHttp: false, lookup: dns.lookup });
+
+    // Act
+    const sockets = await countSockets(async () => {
+      const first = await rejection(guarded('https://as.example.com/token'));
+      const second = await rejection(guarded('https://as.example.com:8443/token'));
+      expect(first).toBeInstanceOf(ForbiddenDestinationError);
+      expect((second as ForbiddenDestinationError).host).toBe('as.example.com:8443');
+      expect(second.message).toContain('it resolves to 10.0.0.7');
+    });
+
+    // Assess
+    expect(sockets).toBe(0);
+    expect(dns.calls).toHaveLength(2);
+  });
+
+  it('keeps no failed lookup', async () => {
+    const dns = fakeLookup((_host, call) =>
+      call === 0 ? new Error('getaddrinfo EAI_AGAIN') : ['127.0.0.1'],
+    );
+    const server = await httpServer((_req, res) => res.end('ok'));
+    const guarded = createGuardedFetch({ allowInsecureHttp: true, lookup: dns.lookup });
+    expect(await rejection(guarded(`http://provider.test:${server.port}/`))).toBeInstanceOf(TypeError);
+    expect(await (await guarded(`http://provider.test:${server.port}/`)).text()).toBe('ok');
+    expect(dns.calls).toHaveLength(2);
+  });
+});
+
 describe('createGuardedFetch over TLS', () => {
   it('connects to the vetted address but sends the hostname as SNI and Host', async () => {
     // Prepare

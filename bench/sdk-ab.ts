@@ -1,0 +1,131 @@
+import * as http from 'node:http';
+import { parseArgs } from 'node:util';
+import { DynamoDBClient, type DynamoDBClientConfig } from '@aws-sdk/client-dynamodb';
+import { DynamoDBDocumentClient, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { FetchHttpHandler } from '@smithy/fetch-http-handler';
+import { ensureTable } from '../functions/core/store/table.js';
+import { runAb } from './ab.js';
+import { startChild } from './children.js';
+import { pool } from './env.js';
+
+/**
+ * `npm run bench:sdk`: an in-process A/B of DynamoDB client configurations on the keeper's hot
+ * write (issue 15). dynalite runs in a child process; this process sends lease-shaped conditional
+ * UpdateItems (ReturnValues ALL_NEW, an item of about 1.7 kB) through a document client, C at a time,
+ * interleaved round by round (bench/ab.ts). `fetch` is the SDK's own FetchHttpHandler (a dependency
+ * of @aws-sdk/client-dynamodb), over Node's fetch.
+ *
+ *   npm run bench:sdk -- --calls 2000 --rounds 7 --concurrency 32 [--variants default,fetch]
+ */
+
+const { values: flags } = parseArgs({
+  options: {
+    calls: { type: 'string', default: '2000' },
+    rounds: { type: 'string', default: '7' },
+    concurrency: { type: 'string', default: '32' },
+    items: { type: 'string', default: '2000' },
+    variants: { type: 'string' },
+  },
+});
+const calls = Number(flags.calls);
+const rounds = Number(flags.rounds);
+const concurrency = Number(flags.concurrency);
+const items = Number(flags.items);
+
+const dynalite = await startChild('dynalite');
+const base: DynamoDBClientConfig = {
+  region: 'us-east-1',
+  endpoint: dynalite.url,
+  maxAttempts: 5,
+  credentials: { accessKeyId: 'local', secretAccessKey: 'local' },
+};
+
+/** Each variant: the client options it adds to createRuntime's (as of the base commit). */
+const VARIANTS: Record<string, () => DynamoDBClientConfig> = {
+  default: () => ({}),
+  /** The default again: how far two identical clients differ here (the noise). */
+  control: () => ({}),
+  fetch: () => ({ requestHandler: new FetchHttpHandler({ keepAlive: true }) }),
+  agent: () => ({
+    requestHandler: { httpAgent: new http.Agent({ keepAlive: true, maxSockets: 2 * concurrency }) },
+  }),
+  'no-socket-timeout': () => ({ requestHandler: { socketTimeout: 0 } }),
+  'timeouts-set': () => ({
+    requestHandler: {
+      connectionTimeout: 1000,
+      requestTimeout: 5000,
+      socketAcquisitionWarningTimeout: 60_000,
+    },
+  }),
+  'account-id-off': () => ({ accountIdEndpointMode: 'disabled' }),
+  'host-prefix-off': () => ({ disableHostPrefix: true }),
+  combined: () => ({
+    requestHandler: {
+      httpAgent: new http.Agent({ keepAlive: true, maxSockets: 2 * concurrency }),
+      socketTimeout: 0,
+    },
+    accountIdEndpointMode: 'disabled',
+    disableHostPrefix: true,
+  }),
+};
+const names = flags.variants ? flags.variants.split(',') : Object.keys(VARIANTS);
+for (const name of names) if (!VARIANTS[name]) throw new Error(`unknown variant ${name}`);
+
+const admin = new DynamoDBClient(base);
+const table = `tk-sdk-ab-${process.pid}`;
+await ensureTable(admin, table);
+const adminDoc = DynamoDBDocumentClient.from(admin);
+const blob = 'x'.repeat(1400);
+await pool(items, 32, async (i) => {
+  await adminDoc.send(
+    new UpdateCommand({
+      TableName: table,
+      Key: { pk: `USER#u${i}`, sk: 'SESSION#p' },
+      UpdateExpression: 'SET accessToken = :a, refreshToken = :r, #status = :active, version = :one',
+      ExpressionAttributeNames: { '#status': 'status' },
+      ExpressionAttributeValues: { ':a': blob, ':r': blob.slice(0, 200), ':active': 'active', ':one': 1 },
+    }),
+  );
+});
+
+const clients = names.map((name) => {
+  const extra = VARIANTS[name]?.() ?? {};
+  const client = new DynamoDBClient({ ...base, ...extra });
+  const doc = DynamoDBDocumentClient.from(client, { marshallOptions: { removeUndefinedValues: true } });
+  return { name, client, doc };
+});
+
+let seq = 0;
+const lease = (doc: DynamoDBDocumentClient, i: number) => {
+  const now = Date.now();
+  return doc.send(
+    new UpdateCommand({
+      TableName: table,
+      Key: { pk: `USER#u${i % items}`, sk: 'SESSION#p' },
+      UpdateExpression: 'SET leaseOwner = :owner, leaseUntil = :until',
+      ConditionExpression:
+        '#status = :active AND attribute_exists(refreshToken) AND (attribute_not_exists(leaseUntil) OR leaseUntil < :until)',
+      ExpressionAttributeNames: { '#status': 'status' },
+      ExpressionAttributeValues: { ':active': 'active', ':owner': `bench-${seq++}`, ':until': now + 60_000 },
+      ReturnValues: 'ALL_NEW',
+    }),
+  );
+};
+
+// Warm every client's connections and code paths.
+for (const c of clients) await pool(Math.min(calls, 500), concurrency, (i) => lease(c.doc, i));
+
+process.stdout.write(
+  `\n${calls} lease-shaped UpdateItems per variant and round, C = ${concurrency}; ` +
+    (await runAb(
+      clients.map((c) => ({
+        name: c.name,
+        run: (n) => pool(n, concurrency, (i) => lease(c.doc, i)).then(() => {}),
+      })),
+      rounds,
+      calls,
+    )),
+);
+for (const c of clients) c.client.destroy();
+admin.destroy();
+dynalite.stop();
