@@ -3,7 +3,15 @@ import { KeyUnavailableError } from '../errors.js';
 import { publishOrLog } from '../events.js';
 import type { CircuitRecord, ProviderConfig, SessionKey } from '../model.js';
 import type { GrantFailure, OAuthClient } from '../oauth/client.js';
-import type { Clock, EventPublisher, Logger, Metrics, Random } from '../ports.js';
+import {
+  type Clock,
+  type EventPublisher,
+  type Logger,
+  type Metrics,
+  type Random,
+  realSleep,
+  type Sleep,
+} from '../ports.js';
 import type { LeaseCondition, SessionRecord, SessionStore } from '../store/store.js';
 import type { Admission, ProviderCircuit } from './circuit.js';
 
@@ -82,6 +90,8 @@ export interface RefresherOptions {
   circuit?: ProviderCircuit;
   /** Identifies this process in lease owners (for diagnosis only). */
   instanceId?: string;
+  /** Waits between commit retries; injected so a simulated or fake clock drives it. */
+  sleep?: Sleep;
 }
 
 export class Refresher {
@@ -334,7 +344,7 @@ export class Refresher {
           attempt,
           error: (err as Error).name,
         });
-        await new Promise((resolve) => setTimeout(resolve, 100 * 2 ** attempt));
+        await (this.o.sleep ?? realSleep)(100 * 2 ** attempt);
       }
     }
   }
