@@ -340,7 +340,7 @@ const CIRCUIT_ATTRIBUTES = [
   'circuitHeldBack',
 ] as const;
 
-function circuitOf(item: Item): CircuitRecord {
+export function circuitOf(item: Item): CircuitRecord {
   const num = (v: unknown) => (typeof v === 'number' ? v : undefined);
   const state =
     item.circuitState === 'open' || item.circuitState === 'half_open' ? item.circuitState : 'closed';
