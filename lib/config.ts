@@ -25,9 +25,13 @@ export interface TokenKeeperConfig {
   readonly refreshConcurrency: number;
   /**
    * Concurrency reserved for the refresh function, so API traffic can never take the account's
-   * concurrency and throttle a scheduled sweep into the dead-letter queue.
+   * concurrency and starve the sweep's workers; at least `sweepMaxConcurrency`.
    */
   readonly refreshReservedConcurrency: number;
+  /** The most due sessions the dispatcher puts in one slice (one SQS message, one worker invocation). */
+  readonly sweepSliceSize: number;
+  /** Slices swept at once: the event source mapping's maximum concurrency (2–1000). */
+  readonly sweepMaxConcurrency: number;
   /** Timeout of one call to a provider's token endpoint. */
   readonly httpTimeoutMs: number;
   /** How often the sweep renews an on-demand session's grant when its refresh-token expiry is unknown. */
@@ -56,7 +60,28 @@ export interface TokenKeeperConfig {
   readonly publicUrl?: string;
   /** Where the callback may send browsers afterwards: comma-separated https origins or URL prefixes. */
   readonly allowedRedirects: string;
+  /**
+   * How the sessions table is billed: `onDemand` (per request) or `provisioned` with auto scaling of
+   * the table and its byExpiry index between the min and max capacities, at the target utilisation.
+   */
+  readonly billingMode: BillingModeName;
+  readonly minReadCapacity: number;
+  readonly maxReadCapacity: number;
+  readonly minWriteCapacity: number;
+  readonly maxWriteCapacity: number;
+  readonly targetUtilizationPercent: number;
 }
+
+export const BILLING_MODES = ['onDemand', 'provisioned'] as const;
+export type BillingModeName = (typeof BILLING_MODES)[number];
+/** The context keys that only mean something with billingMode=provisioned. */
+export const CAPACITY_KEYS = [
+  'minReadCapacity',
+  'maxReadCapacity',
+  'minWriteCapacity',
+  'maxWriteCapacity',
+  'targetUtilizationPercent',
+] as const satisfies readonly (keyof TokenKeeperConfig)[];
 
 export const LOG_LEVELS = ['DEBUG', 'INFO', 'WARN', 'ERROR'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -72,7 +97,9 @@ export const DEFAULT_CONFIG: TokenKeeperConfig = {
   sweepBudgetSeconds: 120,
   shardCount: 4,
   refreshConcurrency: 16,
-  refreshReservedConcurrency: 2,
+  refreshReservedConcurrency: 10,
+  sweepSliceSize: 1_000,
+  sweepMaxConcurrency: 10,
   httpTimeoutMs: 10_000,
   keepAliveSeconds: 86_400,
   circuitFailureThreshold: 3,
@@ -85,6 +112,12 @@ export const DEFAULT_CONFIG: TokenKeeperConfig = {
   api5xxAlarmThreshold: 5,
   clientSecretPrefix: 'tokenkeeper/',
   allowedRedirects: '',
+  billingMode: 'onDemand',
+  minReadCapacity: 5,
+  maxReadCapacity: 4_000,
+  minWriteCapacity: 5,
+  maxWriteCapacity: 4_000,
+  targetUtilizationPercent: 70,
 };
 
 /** The context keys this app reads; `-c <key>=<value>` on the command line or cdk.json "context". */
@@ -95,6 +128,8 @@ export const CONTEXT_KEYS = [
   'shardCount',
   'refreshConcurrency',
   'refreshReservedConcurrency',
+  'sweepSliceSize',
+  'sweepMaxConcurrency',
   'httpTimeoutMs',
   'keepAliveSeconds',
   'circuitFailureThreshold',
@@ -109,6 +144,8 @@ export const CONTEXT_KEYS = [
   'clientSecretPrefix',
   'publicUrl',
   'allowedRedirects',
+  'billingMode',
+  ...CAPACITY_KEYS,
 ] as const satisfies readonly (keyof TokenKeeperConfig)[];
 
 /** API Gateway gives up on an integration after 30 s; the API function must answer before that. */
@@ -192,8 +229,16 @@ export function parseConfig(raw: Raw): TokenKeeperConfig {
   const refreshWindowSeconds = int('refreshWindowSeconds', 1, 86_400);
   const shardCount = int('shardCount', 1, 1_000);
   const refreshConcurrency = int('refreshConcurrency', 1, 1_000);
-  // Overlapping sweeps are harmless (the lease), but more than a few never help.
-  const refreshReservedConcurrency = int('refreshReservedConcurrency', 1, 10);
+  const sweepSliceSize = int('sweepSliceSize', 1, 100_000);
+  // Lambda's event source mappings take a maximum concurrency from 2 to 1000.
+  const sweepMaxConcurrency = int('sweepMaxConcurrency', 2, 1_000);
+  const refreshReservedConcurrency = int('refreshReservedConcurrency', 2, 1_000);
+  if (refreshReservedConcurrency < sweepMaxConcurrency) {
+    problems.push(
+      `refreshReservedConcurrency (${refreshReservedConcurrency}) must be at least sweepMaxConcurrency ` +
+        `(${sweepMaxConcurrency}), or the sweep's workers are throttled`,
+    );
+  }
   const httpTimeoutMs = int(
     'httpTimeoutMs',
     100,
@@ -256,6 +301,8 @@ export function parseConfig(raw: Raw): TokenKeeperConfig {
     if (issue) problems.push(`allowedRedirects: ${JSON.stringify(entry)} ${issue}`);
   }
 
+  const table = tableBilling(raw, int, oneOf, problems);
+
   // The same rules functions/core/config.ts enforces at start-up, with the context keys' names.
   if (refreshWindowSeconds <= refreshIntervalSeconds) {
     problems.push(
@@ -276,6 +323,8 @@ export function parseConfig(raw: Raw): TokenKeeperConfig {
     shardCount,
     refreshConcurrency,
     refreshReservedConcurrency,
+    sweepSliceSize,
+    sweepMaxConcurrency,
     httpTimeoutMs,
     keepAliveSeconds,
     circuitFailureThreshold,
@@ -290,6 +339,7 @@ export function parseConfig(raw: Raw): TokenKeeperConfig {
     clientSecretPrefix,
     publicUrl,
     allowedRedirects,
+    ...table,
   };
 
   if (sweepBudgetSeconds * 1000 <= httpTimeoutMs + 2_000) {
@@ -329,6 +379,50 @@ export function parseConfig(raw: Raw): TokenKeeperConfig {
   return config;
 }
 
+/**
+ * The sessions table's billing: on-demand, or provisioned capacity that auto scaling keeps at the target
+ * utilisation between the bounds. Capacity keys without billingMode=provisioned are refused rather than
+ * ignored, so a cdk.json that sets them cannot deploy an on-demand table by mistake.
+ */
+function tableBilling(
+  raw: Raw,
+  int: (key: keyof TokenKeeperConfig, min: number, max: number) => number,
+  oneOf: (
+    key: keyof TokenKeeperConfig,
+    allowed: readonly BillingModeName[],
+    normalize: (s: string) => string,
+  ) => BillingModeName,
+  problems: string[],
+): Pick<TokenKeeperConfig, 'billingMode' | (typeof CAPACITY_KEYS)[number]> {
+  const billingMode = oneOf('billingMode', BILLING_MODES, (s) =>
+    s.toLowerCase() === 'ondemand' ? 'onDemand' : s.toLowerCase(),
+  );
+  // DynamoDB's default per-table quota is 40,000 read and 40,000 write capacity units.
+  const capacity = {
+    minReadCapacity: int('minReadCapacity', 1, 40_000),
+    maxReadCapacity: int('maxReadCapacity', 1, 40_000),
+    minWriteCapacity: int('minWriteCapacity', 1, 40_000),
+    maxWriteCapacity: int('maxWriteCapacity', 1, 40_000),
+    // Application Auto Scaling accepts target values from 20 to 90 percent for DynamoDB.
+    targetUtilizationPercent: int('targetUtilizationPercent', 20, 90),
+  };
+  if (billingMode === 'onDemand') {
+    const given = CAPACITY_KEYS.filter((k) => raw[k] !== undefined && raw[k] !== null && raw[k] !== '');
+    if (given.length > 0) {
+      problems.push(
+        `${given.join(', ')} ${given.length === 1 ? 'applies' : 'apply'} only with billingMode=provisioned ` +
+          '(the table is on-demand); set billingMode=provisioned or remove them',
+      );
+    }
+  }
+  for (const kind of ['Read', 'Write'] as const) {
+    const min = capacity[`min${kind}Capacity`];
+    const max = capacity[`max${kind}Capacity`];
+    if (min > max) problems.push(`min${kind}Capacity (${min}) must not exceed max${kind}Capacity (${max})`);
+  }
+  return { billingMode, ...capacity };
+}
+
 /** The environment the functions read through functions/core/config.ts. */
 export function functionEnvironment(
   c: TokenKeeperConfig,
@@ -345,6 +439,7 @@ export function functionEnvironment(
     TOKENKEEPER_HTTP_TIMEOUT_MS: String(c.httpTimeoutMs),
     TOKENKEEPER_SHARD_COUNT: String(c.shardCount),
     TOKENKEEPER_SWEEP_BUDGET_SECONDS: String(c.sweepBudgetSeconds),
+    TOKENKEEPER_SWEEP_SLICE_SIZE: String(c.sweepSliceSize),
     TOKENKEEPER_KEEPALIVE_SECONDS: String(c.keepAliveSeconds),
     TOKENKEEPER_CIRCUIT_FAILURE_THRESHOLD: String(c.circuitFailureThreshold),
     TOKENKEEPER_CLIENT_SECRET_PREFIX: c.clientSecretPrefix,

@@ -33,6 +33,8 @@ export const SWEEP_METRICS = [
   'Missed',
   'Backlog',
   'SweepDuration',
+  'SweepSlices',
+  'DispatchDuration',
 ] as const;
 export const OTHER_METRICS = [
   'ProviderClientRejected',
@@ -46,10 +48,17 @@ export const OTHER_METRICS = [
 export type KeeperMetricName = (typeof SWEEP_METRICS)[number] | (typeof OTHER_METRICS)[number];
 
 export interface MonitoringProps {
+  /** The sweep's workers (one slice per invocation). */
   readonly refreshFunction: IFunction;
+  /** The sweep's dispatcher, invoked by the schedule. */
+  readonly dispatchFunction: IFunction;
   readonly apiFunction: IFunction;
   readonly schedule: IRule;
+  /** The schedule's dead-letter queue (dispatches EventBridge could not deliver). */
   readonly deadLetterQueue: IQueue;
+  /** The fan-out's queue of slices, and its dead-letter queue. */
+  readonly sliceQueue: IQueue;
+  readonly sliceDeadLetterQueue: IQueue;
   readonly api: IHttpApi;
   readonly refreshPeriod: Duration;
   readonly sweepBudget: Duration;
@@ -69,8 +78,11 @@ export class Monitoring extends Construct {
   readonly alarms: Record<
     | 'missedRefresh'
     | 'refreshErrors'
+    | 'dispatchErrors'
     | 'scheduleStopped'
     | 'deadLetters'
+    | 'sliceDeadLetters'
+    | 'sliceBacklog'
     | 'reauthorizationSpike'
     | 'providerClientRejected'
     | 'providerCircuitOpen'
@@ -135,22 +147,45 @@ export class Monitoring extends Construct {
       ),
       refreshErrors: alarm(
         'RefreshErrorsAlarm',
-        'The refresh function failed (crash or timeout); its sweep did not finish.',
+        'The refresh function failed (crash or timeout); its slice of the sweep did not finish and is delivered again.',
         props.refreshFunction.metricErrors({ period, statistic: 'Sum' }),
+        1,
+      ),
+      dispatchErrors: alarm(
+        'DispatchErrorsAlarm',
+        "The sweep's dispatcher failed: that sweep's slices were not (all) queued; the next sweep covers them.",
+        props.dispatchFunction.metricErrors({ period, statistic: 'Sum' }),
         1,
       ),
       scheduleStopped: alarm(
         'ScheduleStoppedAlarm',
-        'No refresh sweep ran for three schedule periods: sessions are not being refreshed.',
-        props.refreshFunction.metricInvocations({ period, statistic: 'Sum' }),
+        'No sweep was dispatched for three schedule periods: sessions are not being refreshed.',
+        props.dispatchFunction.metricInvocations({ period, statistic: 'Sum' }),
         1,
         { evaluationPeriods: 3, below: true, missing: TreatMissingData.BREACHING },
       ),
       deadLetters: alarm(
         'DeadLettersAlarm',
-        'Scheduled sweeps could not be delivered to the refresh function and are in the dead-letter queue.',
+        'Scheduled sweeps could not be delivered to the dispatcher and are in the dead-letter queue.',
         dlqMessages,
         1,
+      ),
+      sliceDeadLetters: alarm(
+        'SliceDeadLettersAlarm',
+        'Sweep slices failed every delivery to the refresh function and are in their dead-letter queue ' +
+          '(the refresh function logs why: "sweep slice failed" or "malformed").',
+        props.sliceDeadLetterQueue.metricApproximateNumberOfMessagesVisible({
+          statistic: 'Maximum',
+          period: fiveMinutes,
+        }),
+        1,
+      ),
+      sliceBacklog: alarm(
+        'SliceBacklogAlarm',
+        'Sweep slices waited in the queue longer than one schedule period: the workers cannot keep up; ' +
+          'raise sweepMaxConcurrency (and refreshReservedConcurrency).',
+        props.sliceQueue.metricApproximateAgeOfOldestMessage({ statistic: 'Maximum', period: fiveMinutes }),
+        period.toSeconds(),
       ),
       reauthorizationSpike: alarm(
         'ReauthorizationSpikeAlarm',
@@ -192,6 +227,7 @@ export class Monitoring extends Construct {
       duration: f.metricDuration({ period, statistic: 'Maximum', label: `${label} duration (max)` }),
     });
     const refresh = fn(props.refreshFunction, 'Refresh');
+    const dispatch = fn(props.dispatchFunction, 'Dispatch');
     const apiFn = fn(props.apiFunction, 'API function');
     const rule = (metricName: string, label: string) =>
       new Metric({
@@ -251,6 +287,31 @@ export class Monitoring extends Construct {
         left: [refresh.invocations, refresh.errors, refresh.throttles],
         right: [refresh.duration],
         rightAnnotations: [{ value: props.refreshTimeout.toMilliseconds(), label: 'Timeout' }],
+        ...third,
+      }),
+      new GraphWidget({
+        title: 'Fan-out: dispatches and slice queue',
+        left: [
+          dispatch.invocations,
+          dispatch.errors,
+          keeper('SweepSlices', { label: 'Slices queued' }),
+          props.sliceQueue.metricApproximateNumberOfMessagesVisible({
+            period,
+            label: 'Slices waiting (max)',
+            statistic: 'Maximum',
+          }),
+        ],
+        right: [
+          props.sliceQueue.metricApproximateAgeOfOldestMessage({
+            period,
+            label: 'Oldest slice age (s)',
+            statistic: 'Maximum',
+          }),
+          props.sliceDeadLetterQueue.metricApproximateNumberOfMessagesVisible({
+            period,
+            label: 'Slice DLQ messages',
+          }),
+        ],
         ...third,
       }),
       new GraphWidget({

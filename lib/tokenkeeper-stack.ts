@@ -21,6 +21,7 @@ import {
 import { KeeperFunction } from './keeper-function.js';
 import { KeyringSecret } from './keyring-secret.js';
 import { Monitoring } from './monitoring.js';
+import { RefreshFanOut } from './refresh-fanout.js';
 import { RefreshSchedule } from './refresh-schedule.js';
 import { SessionsTable } from './sessions-table.js';
 import { TokenApi } from './token-api.js';
@@ -32,6 +33,8 @@ export const REFRESH_TABLE_ACTIONS = [
   // (the latest sweep's summary is an UpdateItem too)
   'dynamodb:UpdateItem',
 ] as const;
+/** The dispatcher reads the due index and starts the sweep's record (an UpdateItem). */
+export const DISPATCH_TABLE_ACTIONS = ['dynamodb:Query', 'dynamodb:UpdateItem'] as const;
 export const API_TABLE_ACTIONS = [
   'dynamodb:GetItem',
   'dynamodb:Query',
@@ -55,14 +58,19 @@ export interface TokenKeeperStackProps extends StackProps {
  */
 export class TokenKeeperStack extends Stack {
   readonly refreshFunction: KeeperFunction;
+  readonly dispatchFunction: KeeperFunction;
   readonly apiFunction: KeeperFunction;
+  readonly fanOut: RefreshFanOut;
 
   constructor(scope: Construct, id: string, props: TokenKeeperStackProps) {
     super(scope, id, props);
     const { config } = props;
     const removalPolicy = config.removalPolicy === 'destroy' ? RemovalPolicy.DESTROY : RemovalPolicy.RETAIN;
 
-    const { table } = new SessionsTable(this, 'Sessions', { removalPolicy });
+    const { table } = new SessionsTable(this, 'Sessions', {
+      removalPolicy,
+      provisioned: config.billingMode === 'provisioned' ? config : undefined,
+    });
     const keyring = new KeyringSecret(this, 'Keyring', { removalPolicy });
     const bus = EventBus.fromEventBusName(this, 'Bus', EVENT_BUS_NAME);
 
@@ -77,15 +85,31 @@ export class TokenKeeperStack extends Stack {
 
     this.refreshFunction = new KeeperFunction(this, 'Refresh', {
       entry: 'functions/refresh/handler.ts',
-      description: 'tokenkeeper: refreshes every session due within the window (scheduled sweep)',
+      description: 'tokenkeeper: refreshes the due sessions of one sweep slice (from the slice queue)',
       memorySize: 512,
       timeout: refreshTimeout,
-      // API traffic must never throttle a scheduled sweep (it would land in the dead-letter queue).
+      // API traffic must never take the concurrency the sweep's workers need.
       reservedConcurrentExecutions: config.refreshReservedConcurrency,
       environment,
       logRetention: config.logRetentionDays,
       removalPolicy,
     });
+    this.dispatchFunction = new KeeperFunction(this, 'Dispatch', {
+      entry: 'functions/dispatch/handler.ts',
+      description: 'tokenkeeper: cuts each scheduled sweep into slices and queues them',
+      memorySize: 256,
+      timeout: Duration.seconds(60),
+      environment,
+      logRetention: config.logRetentionDays,
+      removalPolicy,
+    });
+    this.fanOut = new RefreshFanOut(this, 'FanOut', {
+      dispatcher: this.dispatchFunction.function,
+      worker: this.refreshFunction.function,
+      workerTimeout: refreshTimeout,
+      maxConcurrency: config.sweepMaxConcurrency,
+    });
+    this.dispatchFunction.function.addEnvironment('TOKENKEEPER_SWEEP_QUEUE_URL', this.fanOut.queue.queueUrl);
     this.apiFunction = new KeeperFunction(this, 'ApiHandler', {
       entry: 'functions/api/handler.ts',
       description: 'tokenkeeper: providers, sessions and access tokens (HTTP API, IAM auth)',
@@ -95,10 +119,15 @@ export class TokenKeeperStack extends Stack {
       logRetention: config.logRetentionDays,
       removalPolicy,
     });
-    // The schedule is the retry: a failed sweep is followed by the next one, and leases make overlap harmless.
-    this.refreshFunction.function.configureAsyncInvoke({ retryAttempts: 0 });
+    // The schedule is the retry: a failed dispatch is followed by the next one, and leases make overlap harmless.
+    this.dispatchFunction.function.configureAsyncInvoke({ retryAttempts: 0 });
 
     table.grant(this.refreshFunction.function, ...REFRESH_TABLE_ACTIONS);
+    table.grant(this.dispatchFunction.function, ...DISPATCH_TABLE_ACTIONS);
+    Validations.of(this.dispatchFunction).acknowledge({
+      id: `AwsSolutions-IAM5[Resource::<${this.getLogicalId(table.node.defaultChild as CfnTable)}.Arn>/index/*]`,
+      reason: "CDK's table grant always adds the table's indexes; the dispatcher queries byExpiry.",
+    });
     table.grant(this.apiFunction.function, ...API_TABLE_ACTIONS);
     const clientSecrets = this.formatArn({
       service: 'secretsmanager',
@@ -122,7 +151,7 @@ export class TokenKeeperStack extends Stack {
     }
 
     const schedule = new RefreshSchedule(this, 'Schedule', {
-      target: this.refreshFunction.function,
+      target: this.dispatchFunction.function,
       period: Duration.seconds(config.refreshIntervalSeconds),
     });
 
@@ -144,9 +173,12 @@ export class TokenKeeperStack extends Stack {
 
     const monitoring = new Monitoring(this, 'Monitoring', {
       refreshFunction: this.refreshFunction.function,
+      dispatchFunction: this.dispatchFunction.function,
       apiFunction: this.apiFunction.function,
       schedule: schedule.rule,
       deadLetterQueue: schedule.deadLetterQueue,
+      sliceQueue: this.fanOut.queue,
+      sliceDeadLetterQueue: this.fanOut.deadLetterQueue,
       api: api.api,
       refreshPeriod: Duration.seconds(config.refreshIntervalSeconds),
       sweepBudget: Duration.seconds(config.sweepBudgetSeconds),

@@ -26,6 +26,15 @@ export interface Config {
   /** Upper bound of one sweep's duration; also the Lambda's budget below its timeout. */
   sweepBudgetSeconds: number;
   /**
+   * The fan-out's queue (SQS URL, set by the stack): the dispatcher sends each sweep's slices there and
+   * the refresh function consumes them. Locally the slices go through an in-process queue instead.
+   */
+  sweepQueueUrl?: string;
+  /** The most due sessions the dispatcher puts in one slice (one queue message, one worker). */
+  sweepSliceSize: number;
+  /** Slices swept at once by the local stack's in-process queue (the event source's maximum concurrency in AWS). */
+  sweepWorkers: number;
+  /**
    * How often the sweep renews the grant of an on-demand session (tokens shorter-lived than the
    * sweep period) whose refresh token's expiry is unknown.
    */
@@ -121,6 +130,9 @@ export function loadConfig(env: Env = process.env): Config {
       3_600,
     ),
     shardCount: int(env, 'TOKENKEEPER_SHARD_COUNT', 4, 1, 1_000),
+    sweepQueueUrl: env.TOKENKEEPER_SWEEP_QUEUE_URL || undefined,
+    sweepSliceSize: int(env, 'TOKENKEEPER_SWEEP_SLICE_SIZE', 1_000, 1, 100_000),
+    sweepWorkers: int(env, 'TOKENKEEPER_SWEEP_WORKERS', 4, 1, 1_000),
     sweepBudgetSeconds: int(
       env,
       'TOKENKEEPER_SWEEP_BUDGET_SECONDS',

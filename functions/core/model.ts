@@ -39,6 +39,8 @@ export interface ProviderConfig {
   scopesSupported?: string[];
   /** The authorization server sends `iss` in its authorization responses (RFC 9207). */
   issParameterSupported?: boolean;
+  /** The most grants one sweep worker sends to this provider at once (functions/core/refresh/sweep.ts). */
+  maxConcurrentRefreshes?: number;
   /** The provider's circuit as stored on its item (functions/core/refresh/circuit.ts); absent: closed, no failures. */
   circuit?: CircuitRecord;
 }

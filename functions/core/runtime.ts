@@ -1,6 +1,7 @@
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { EventBridgeClient } from '@aws-sdk/client-eventbridge';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import { SQSClient } from '@aws-sdk/client-sqs';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import type { Config } from './config.js';
 import { DefaultConnectService } from './connect/service.js';
@@ -25,17 +26,13 @@ import {
   systemClock,
 } from './ports.js';
 import { ProviderCircuit } from './refresh/circuit.js';
+import { Dispatcher, type SliceQueue } from './refresh/dispatch.js';
 import { type BackoffPolicy, Refresher } from './refresh/refresher.js';
+import { SqsSliceQueue } from './refresh/sqs-queue.js';
 import { Sweeper } from './refresh/sweep.js';
 import { DefaultTokenService } from './refresh/token-service.js';
 import { CachedProviders, DefaultProviderService, DefaultSessionService } from './registry.js';
-import type {
-  ConnectService,
-  ProviderService,
-  SessionService,
-  SweepService,
-  TokenService,
-} from './services.js';
+import type { ConnectService, ProviderService, SessionService, TokenService } from './services.js';
 import { DynamoSessionStore, type SessionStore } from './store/store.js';
 
 /**
@@ -52,6 +49,9 @@ export interface RuntimeDeps {
   dynamodb?: DynamoDBClient;
   secrets?: SecretsManagerClient;
   eventBridge?: EventBridgeClient;
+  sqs?: SQSClient;
+  /** Where the dispatcher sends sweep slices (the local stack's in-process queue); else SQS when configured. */
+  sliceQueue?: SliceQueue;
   /** Overrides where the keyring comes from (tests). */
   keyring?: () => Promise<Keyring>;
   logger?: Logger;
@@ -76,7 +76,9 @@ export interface Runtime {
   providers: ProviderService;
   sessions: SessionService;
   tokens: TokenService;
-  sweeper: SweepService;
+  sweeper: Sweeper;
+  /** The fan-out's dispatcher; absent without a slice queue (no `sliceQueue`, no `sweepQueueUrl`). */
+  dispatcher?: Dispatcher;
   connect: ConnectService;
 }
 
@@ -245,6 +247,11 @@ export function createRuntime(deps: RuntimeDeps): Runtime {
   });
   const reserveMs = config.httpTimeoutMs + 2_000;
   const sessions = new DefaultSessionService(store, providerCache, oauth, clock, logger);
+  const sliceQueue =
+    deps.sliceQueue ??
+    (config.sweepQueueUrl
+      ? new SqsSliceQueue(deps.sqs ?? new SQSClient({ region: config.region }), config.sweepQueueUrl)
+      : undefined);
 
   return {
     config,
@@ -280,7 +287,19 @@ export function createRuntime(deps: RuntimeDeps): Runtime {
       budgetMs: config.sweepBudgetSeconds * 1000,
       grantReserveMs: reserveMs,
       circuit,
+      providers: providerCache,
     }),
+    dispatcher: sliceQueue
+      ? new Dispatcher({
+          store,
+          queue: sliceQueue,
+          clock,
+          logger,
+          shardCount: config.shardCount,
+          windowSeconds: config.refreshWindowSeconds,
+          sliceSize: config.sweepSliceSize,
+        })
+      : undefined,
     connect: new DefaultConnectService({
       store,
       invalidateProvider: (providerId) => {

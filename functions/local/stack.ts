@@ -8,6 +8,8 @@ import type { Config } from '../core/config.js';
 import { readOrCreatePrivateFile } from '../core/crypto/private-file.js';
 import type { FetchLike } from '../core/oauth/client.js';
 import type { Clock, Logger } from '../core/ports.js';
+import type { Dispatcher } from '../core/refresh/dispatch.js';
+import { addSummaries } from '../core/refresh/sweep.js';
 import { createRuntime, type Runtime } from '../core/runtime.js';
 import type { SweepSummary } from '../core/services.js';
 import { ensureTable } from '../core/store/table.js';
@@ -20,6 +22,7 @@ import {
   localDynamoClient,
   startEmbeddedDynamoDB,
 } from './embedded.js';
+import { InProcessSliceQueue } from './fanout.js';
 
 /**
  * The local stack: the same API and refresh handlers as in Lambda, on an embedded DynamoDB
@@ -147,10 +150,28 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
   let refresh: ReturnType<typeof createRefreshHandler> | undefined;
   const consoleAssets = options.console === false ? undefined : await loadConsoleAssets();
 
+  // The fan-out as in AWS: the dispatcher queues the sweep's slices, and the refresh handler consumes
+  // them as SQS events, through an in-process queue in place of SQS and the event source mapping.
+  const slices = new InProcessSliceQueue({
+    consume: (event) => (refresh as NonNullable<typeof refresh>)(event),
+    maxConcurrency: config.sweepWorkers,
+    maxReceiveCount: 3,
+    logger,
+  });
+  const sliceSummaries = new Map<string, SweepSummary[]>();
+  const dispatchAndWait = async (): Promise<SweepSummary> => {
+    const startedAt = Date.now();
+    const dispatcher = runtime?.dispatcher as Dispatcher;
+    const dispatched = await dispatcher.dispatch();
+    await slices.idle();
+    const done = sliceSummaries.get(dispatched.sweepId) ?? [];
+    sliceSummaries.delete(dispatched.sweepId);
+    return addSummaries(done, Date.now() - startedAt);
+  };
   let sweeping: Promise<SweepSummary> | undefined;
   const sweep = () => {
     // One sweep at a time in this process; overlapping sweeps elsewhere are made safe by the lease.
-    sweeping ??= (refresh as NonNullable<typeof refresh>)({ source: 'local.timer' }).finally(() => {
+    sweeping ??= dispatchAndWait().finally(() => {
       sweeping = undefined;
     });
     return sweeping.then((summary) => {
@@ -257,6 +278,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     logger,
     clock: options.clock,
     fetch: options.fetch,
+    sliceQueue: slices,
   });
   try {
     await runtime.ready();
@@ -268,7 +290,13 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     throw err;
   }
   api = createApiHandler(runtime, { apiKey });
-  refresh = createRefreshHandler(runtime);
+  refresh = createRefreshHandler(runtime, {
+    onSlice: (slice, summary) => {
+      const list = sliceSummaries.get(slice.sweepId) ?? [];
+      list.push(summary);
+      sliceSummaries.set(slice.sweepId, list);
+    },
+  });
 
   const timer =
     options.timer === false

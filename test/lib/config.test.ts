@@ -160,7 +160,7 @@ describe('parseConfig', () => {
     expect(message).toContain('refreshIntervalSeconds must be a whole number of minutes');
     expect(message).toContain('shardCount must be between 1 and 1000, got 0');
     expect(message).toContain('refreshConcurrency must be a whole number, got "many"');
-    expect(message).toContain('refreshReservedConcurrency must be between 1 and 10, got 0');
+    expect(message).toContain('refreshReservedConcurrency must be between 2 and 1000, got 0');
     expect(message).toContain('httpTimeoutMs must be between 100 and 20000');
     expect(message).toContain('README, section Deploy');
   });
@@ -303,5 +303,66 @@ describe('agreement with functions/core/config.ts', () => {
         }
       }
     }
+  });
+});
+
+describe('table billing (billingMode and capacity keys)', () => {
+  it('is on-demand unless told otherwise', () => {
+    expect(parseConfig({}).billingMode).toBe('onDemand');
+  });
+
+  it('accepts provisioned capacity with its bounds and target, from -c strings', () => {
+    // Act
+    const config = parseConfig({
+      billingMode: 'provisioned',
+      minReadCapacity: '10',
+      maxReadCapacity: '500',
+      minWriteCapacity: 20,
+      maxWriteCapacity: 3000,
+      targetUtilizationPercent: '60',
+    });
+
+    // Assess
+    expect(config).toMatchObject({
+      billingMode: 'provisioned',
+      minReadCapacity: 10,
+      maxReadCapacity: 500,
+      minWriteCapacity: 20,
+      maxWriteCapacity: 3000,
+      targetUtilizationPercent: 60,
+    });
+    expect(parseConfig({ billingMode: 'ONDEMAND' }).billingMode).toBe('onDemand');
+  });
+
+  it('refuses an unknown billing mode', () => {
+    expect(refused({ billingMode: 'reserved' })).toContain(
+      'billingMode must be one of onDemand, provisioned, got "reserved"',
+    );
+  });
+
+  it('refuses capacity keys on an on-demand table instead of ignoring them', () => {
+    // Act
+    const message = refused({ maxWriteCapacity: 100, targetUtilizationPercent: 50 });
+
+    // Assess
+    expect(message).toContain(
+      'maxWriteCapacity, targetUtilizationPercent apply only with billingMode=provisioned',
+    );
+  });
+
+  it('refuses a minimum above the maximum, a target outside 20–90 % and capacity beyond the table quota', () => {
+    // Act
+    const message = refused({
+      billingMode: 'provisioned',
+      minWriteCapacity: 500,
+      maxWriteCapacity: 100,
+      targetUtilizationPercent: 95,
+      maxReadCapacity: 50_000,
+    });
+
+    // Assess
+    expect(message).toContain('minWriteCapacity (500) must not exceed maxWriteCapacity (100)');
+    expect(message).toContain('targetUtilizationPercent must be between 20 and 90, got 95');
+    expect(message).toContain('maxReadCapacity must be between 1 and 40000, got 50000');
   });
 });

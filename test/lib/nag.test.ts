@@ -34,6 +34,7 @@ describe('cdk-nag AwsSolutions', () => {
         refreshWindowSeconds: 1800,
       },
     ],
+    ['a provisioned table with auto scaling', { billingMode: 'provisioned', maxWriteCapacity: 2000 }],
   ])('passes with %s', (_name, context) => {
     // Prepare
     const { app } = build(context);
@@ -86,6 +87,8 @@ describe('cdk-nag AwsSolutions', () => {
       [
         'TokenKeeper/Keyring/Secret AwsSolutions-SMG4',
         'TokenKeeper/Schedule/DeadLetterQueue AwsSolutions-SQS3',
+        'TokenKeeper/FanOut/DeadLetterQueue AwsSolutions-SQS3',
+        'TokenKeeper/Dispatch AwsSolutions-IAM5[Resource::<table>/index/*]',
         'TokenKeeper/TokenApi/Api/GET--v1--health AwsSolutions-APIG4',
         'TokenKeeper/TokenApi/Api/GET--oauth--callback AwsSolutions-APIG4',
         'TokenKeeper/TokenApi/Api/GET--oauth--client-metadata AwsSolutions-APIG4',

@@ -6,7 +6,12 @@ import { describe, expect, it } from 'vitest';
 import { createTableInput } from '../../functions/core/store/table.js';
 import { loadConfig } from '../../lib/config.js';
 import { API_ROUTES } from '../../lib/token-api.js';
-import { API_TABLE_ACTIONS, REFRESH_TABLE_ACTIONS, TokenKeeperStack } from '../../lib/tokenkeeper-stack.js';
+import {
+  API_TABLE_ACTIONS,
+  DISPATCH_TABLE_ACTIONS,
+  REFRESH_TABLE_ACTIONS,
+  TokenKeeperStack,
+} from '../../lib/tokenkeeper-stack.js';
 
 type Json = Record<string, unknown>;
 type Resource = { Type: string; Properties: Json; DeletionPolicy?: string; UpdateReplacePolicy?: string };
@@ -65,6 +70,11 @@ const refreshRole = id(stack.refreshFunction.role);
 const apiRole = id(stack.apiFunction.role);
 const refreshFn = id(stack.refreshFunction.function);
 const apiFn = id(stack.apiFunction.function);
+const dispatchRole = id(stack.dispatchFunction.role);
+const dispatchFn = id(stack.dispatchFunction.function);
+const scheduleDlq = id(stack.node.findChild('Schedule').node.findChild('DeadLetterQueue'));
+const sliceQueue = id(stack.fanOut.queue);
+const sliceDlq = id(stack.fanOut.deadLetterQueue);
 
 /** A dependency cycle among the template's resources (Ref, Fn::GetAtt, DependsOn), if any. */
 function findCycle(all: Record<string, { DependsOn?: string | string[] } & Json>): string[] | undefined {
@@ -173,6 +183,106 @@ describe('sessions table', () => {
   });
 });
 
+describe('sessions table with billingMode=provisioned', () => {
+  const { template: provisioned, stack: pStack } = synth({
+    billingMode: 'provisioned',
+    minReadCapacity: 5,
+    maxReadCapacity: 800,
+    minWriteCapacity: 10,
+    maxWriteCapacity: 3000,
+    targetUtilizationPercent: 70,
+  });
+  const tableId = pStack.getLogicalId(
+    pStack.node.findAll().find((c) => c.node.path.endsWith('Sessions/Table/Resource')) as CfnElement,
+  );
+  const targets = resources(provisioned, 'AWS::ApplicationAutoScaling::ScalableTarget');
+  const policies = resources(provisioned, 'AWS::ApplicationAutoScaling::ScalingPolicy');
+  const resourceIdOf = (t: Resource) => JSON.stringify(t.Properties.ResourceId);
+
+  it('starts the table and the byExpiry index at the minimum capacity', () => {
+    const [, table] = only(provisioned, 'AWS::DynamoDB::Table');
+    // CloudFormation's default BillingMode is PROVISIONED; CDK leaves it out.
+    expect(table.Properties.BillingMode ?? 'PROVISIONED').toBe('PROVISIONED');
+    const units = { ReadCapacityUnits: 5, WriteCapacityUnits: 10 };
+    expect(table.Properties.ProvisionedThroughput).toEqual(units);
+    const [index] = table.Properties.GlobalSecondaryIndexes as Json[];
+    expect(index).toMatchObject({ IndexName: 'byExpiry', ProvisionedThroughput: units });
+  });
+
+  it('scales reads and writes of the table and of the byExpiry index between the bounds', () => {
+    // Assess: four targets, two on the table and two on the index, each with its own bounds
+    const seen = targets.map(([, t]) => ({
+      dimension: t.Properties.ScalableDimension,
+      onIndex: resourceIdOf(t).includes('/index/byExpiry'),
+      onThisTable: resourceIdOf(t).includes(`"Ref":"${tableId}"`),
+      min: t.Properties.MinCapacity,
+      max: t.Properties.MaxCapacity,
+    }));
+    expect(seen).toHaveLength(4);
+    expect(seen.every((t) => t.onThisTable)).toBe(true);
+    expect(seen).toEqual(
+      expect.arrayContaining([
+        {
+          dimension: 'dynamodb:table:ReadCapacityUnits',
+          onIndex: false,
+          onThisTable: true,
+          min: 5,
+          max: 800,
+        },
+        {
+          dimension: 'dynamodb:table:WriteCapacityUnits',
+          onIndex: false,
+          onThisTable: true,
+          min: 10,
+          max: 3000,
+        },
+        { dimension: 'dynamodb:index:ReadCapacityUnits', onIndex: true, onThisTable: true, min: 5, max: 800 },
+        {
+          dimension: 'dynamodb:index:WriteCapacityUnits',
+          onIndex: true,
+          onThisTable: true,
+          min: 10,
+          max: 3000,
+        },
+      ]),
+    );
+  });
+
+  it('tracks the target utilisation on every scalable target, reads on reads and writes on writes', () => {
+    expect(policies).toHaveLength(4);
+    const byTarget = new Map(targets.map(([logicalId, t]) => [logicalId, t.Properties.ScalableDimension]));
+    for (const [, policy] of policies) {
+      const config = policy.Properties.TargetTrackingScalingPolicyConfiguration as {
+        TargetValue: number;
+        PredefinedMetricSpecification: { PredefinedMetricType: string };
+      };
+      const target = (policy.Properties.ScalingTargetId as { Ref: string }).Ref;
+      const dimension = byTarget.get(target) as string;
+      expect(policy.Properties.PolicyType).toBe('TargetTrackingScaling');
+      expect(config.TargetValue).toBe(70);
+      expect(config.PredefinedMetricSpecification.PredefinedMetricType).toBe(
+        dimension.endsWith('WriteCapacityUnits')
+          ? 'DynamoDBWriteCapacityUtilization'
+          : 'DynamoDBReadCapacityUtilization',
+      );
+    }
+    expect(new Set(policies.map(([, p]) => (p.Properties.ScalingTargetId as { Ref: string }).Ref))).toEqual(
+      new Set(byTarget.keys()),
+    );
+  });
+
+  it('has no scaling at all on the default on-demand table', () => {
+    expect(resources(template, 'AWS::ApplicationAutoScaling::ScalableTarget')).toEqual([]);
+    expect(resources(template, 'AWS::ApplicationAutoScaling::ScalingPolicy')).toEqual([]);
+  });
+
+  it('stops synth with the key names when the capacity bounds are wrong', () => {
+    expect(() => synth({ billingMode: 'provisioned', minWriteCapacity: 50, maxWriteCapacity: 10 })).toThrow(
+      /minWriteCapacity \(50\) must not exceed maxWriteCapacity \(10\)/,
+    );
+  });
+});
+
 describe('keyring secret', () => {
   it('is generated by Secrets Manager at deploy time: no key material in the template', () => {
     // Assess
@@ -203,8 +313,8 @@ describe('keyring secret', () => {
 });
 
 describe('functions', () => {
-  it('are exactly the two keeper functions (no helper Lambdas)', () => {
-    template.resourceCountIs('AWS::Lambda::Function', 2);
+  it('are exactly the three keeper functions: dispatcher, refresh worker, API (no helper Lambdas)', () => {
+    template.resourceCountIs('AWS::Lambda::Function', 3);
   });
 
   it('run on arm64 with Node.js 22 or newer, explicit memory and timeouts', () => {
@@ -215,6 +325,22 @@ describe('functions', () => {
       expect(fn.Properties.Timeout).toBeGreaterThan(0);
       expect(fn.Properties.Handler).toBe('index.handler');
     }
+  });
+
+  it("log JSON and leave out Lambda's per-invocation START/END/REPORT lines, keeping INFO for the EMF metrics", () => {
+    const levels = (t: Template) =>
+      resources(t, 'AWS::Lambda::Function').map(([, fn]) => fn.Properties.LoggingConfig);
+    const expected = (ApplicationLogLevel: string) => ({
+      LogFormat: 'JSON',
+      SystemLogLevel: 'WARN',
+      ApplicationLogLevel,
+      LogGroup: expect.anything(),
+    });
+
+    expect(levels(template)).toEqual([expected('INFO'), expected('INFO')]);
+    expect(levels(synth({ logLevel: 'DEBUG' }).template)).toEqual([expected('DEBUG'), expected('DEBUG')]);
+    // Lambda counts an EMF document (no level) as INFO: WARN there would drop every metric.
+    expect(levels(synth({ logLevel: 'WARN' }).template)).toEqual([expected('INFO'), expected('INFO')]);
   });
 
   it('stops the refresh function before the next scheduled sweep, after the sweep budget', () => {
@@ -228,18 +354,19 @@ describe('functions', () => {
     expect(template.toJSON().Resources[apiFn].Properties.Timeout).toBeLessThan(30);
   });
 
-  it('reserve concurrency for the refresh function only (context refreshReservedConcurrency, default 2)', () => {
+  it('reserve concurrency for the refresh workers only (context refreshReservedConcurrency, default 10)', () => {
     const fns = template.toJSON().Resources;
-    expect(fns[refreshFn].Properties.ReservedConcurrentExecutions).toBe(2);
+    expect(fns[refreshFn].Properties.ReservedConcurrentExecutions).toBe(10);
     expect(fns[apiFn].Properties.ReservedConcurrentExecutions).toBeUndefined();
-    const more = synth({ refreshReservedConcurrency: 5 });
+    expect(fns[dispatchFn].Properties.ReservedConcurrentExecutions).toBeUndefined();
+    const more = synth({ refreshReservedConcurrency: 25 });
     const moreFn = more.id(more.stack.refreshFunction.function);
-    expect(more.template.toJSON().Resources[moreFn].Properties.ReservedConcurrentExecutions).toBe(5);
+    expect(more.template.toJSON().Resources[moreFn].Properties.ReservedConcurrentExecutions).toBe(25);
   });
 
-  it('give the refresh function no asynchronous retries: the next sweep is the retry', () => {
+  it('give the dispatcher no asynchronous retries: the next sweep is the retry', () => {
     template.hasResourceProperties('AWS::Lambda::EventInvokeConfig', {
-      FunctionName: { Ref: refreshFn },
+      FunctionName: { Ref: dispatchFn },
       MaximumRetryAttempts: 0,
     });
   });
@@ -277,7 +404,7 @@ describe('functions', () => {
     const logGroups = resources(template, 'AWS::Logs::LogGroup');
 
     // Assess
-    expect(logGroups).toHaveLength(3); // two functions + API access logs
+    expect(logGroups).toHaveLength(4); // three functions + API access logs
     for (const [, group] of logGroups) expect(group.Properties.RetentionInDays).toBe(30);
     for (const [, fn] of resources(template, 'AWS::Lambda::Function')) {
       const ref = (fn.Properties.LoggingConfig as { LogGroup: { Ref: string } }).LogGroup.Ref;
@@ -312,15 +439,30 @@ describe('least privilege', () => {
     const roles = resources(template, 'AWS::IAM::Role');
 
     // Assess
-    expect(roles.map(([logicalId]) => logicalId).sort()).toEqual([apiRole, refreshRole].sort());
+    expect(roles.map(([logicalId]) => logicalId).sort()).toEqual([apiRole, dispatchRole, refreshRole].sort());
     for (const [, role] of roles) {
       expect(role.Properties.ManagedPolicyArns).toBeUndefined();
       expect(JSON.stringify(role.Properties.AssumeRolePolicyDocument)).toContain('lambda.amazonaws.com');
     }
     const byRole = (roleId: string) => statements(template, roleId).flatMap(actionsOf).sort();
+    expect(byRole(dispatchRole)).toEqual(
+      [
+        ...DISPATCH_TABLE_ACTIONS,
+        'logs:CreateLogStream',
+        'logs:PutLogEvents',
+        'sqs:GetQueueAttributes',
+        'sqs:GetQueueUrl',
+        'sqs:SendMessage',
+      ].sort(),
+    );
     expect(byRole(refreshRole)).toEqual(
       [
         ...REFRESH_TABLE_ACTIONS,
+        'sqs:ChangeMessageVisibility',
+        'sqs:DeleteMessage',
+        'sqs:GetQueueAttributes',
+        'sqs:GetQueueUrl',
+        'sqs:ReceiveMessage',
         'events:PutEvents',
         'logs:CreateLogStream',
         'logs:PutLogEvents',
@@ -398,27 +540,23 @@ describe('least privilege', () => {
 });
 
 describe('refresh schedule', () => {
-  it('runs the refresh function every 5 minutes, with retries and a dead-letter queue', () => {
-    // Prepare
-    const [queueId] = only(template, 'AWS::SQS::Queue');
-
-    // Assess
+  it('runs the dispatcher every 5 minutes, with retries and a dead-letter queue', () => {
     template.hasResourceProperties('AWS::Events::Rule', {
       ScheduleExpression: 'rate(5 minutes)',
       State: 'ENABLED',
       Targets: [
         {
-          Arn: { 'Fn::GetAtt': [refreshFn, 'Arn'] },
+          Arn: { 'Fn::GetAtt': [dispatchFn, 'Arn'] },
           Id: Match.anyValue(),
           RetryPolicy: { MaximumRetryAttempts: 2, MaximumEventAgeInSeconds: 300 },
-          DeadLetterConfig: { Arn: { 'Fn::GetAtt': [queueId, 'Arn'] } },
+          DeadLetterConfig: { Arn: { 'Fn::GetAtt': [scheduleDlq, 'Arn'] } },
         },
       ],
     });
     template.hasResourceProperties('AWS::Lambda::Permission', {
       Action: 'lambda:InvokeFunction',
       Principal: 'events.amazonaws.com',
-      FunctionName: { 'Fn::GetAtt': [refreshFn, 'Arn'] },
+      FunctionName: { 'Fn::GetAtt': [dispatchFn, 'Arn'] },
     });
   });
 
@@ -469,6 +607,83 @@ describe('refresh schedule', () => {
     const env = slower.toJSON().Resources[idOf(s.refreshFunction.function)].Properties.Environment.Variables;
     expect(env.TOKENKEEPER_REFRESH_INTERVAL_SECONDS).toBe('600');
     expect(env.TOKENKEEPER_REFRESH_WINDOW_SECONDS).toBe('1200');
+  });
+});
+
+describe('sweep fan-out', () => {
+  const props = (logicalId: string) => template.toJSON().Resources[logicalId].Properties as Json;
+
+  it('queues slices in an encrypted, TLS-only queue whose dead-letter queue takes a slice after 3 deliveries', () => {
+    expect(props(sliceQueue)).toMatchObject({
+      SqsManagedSseEnabled: true,
+      // six times the worker's 150 s timeout (Lambda's guidance for SQS event sources)
+      VisibilityTimeout: 900,
+      MessageRetentionPeriod: 3600,
+      RedrivePolicy: { deadLetterTargetArn: { 'Fn::GetAtt': [sliceDlq, 'Arn'] }, maxReceiveCount: 3 },
+    });
+    expect(props(sliceDlq)).toMatchObject({
+      SqsManagedSseEnabled: true,
+      MessageRetentionPeriod: 14 * 24 * 3600,
+    });
+    for (const queueId of [sliceQueue, sliceDlq]) {
+      template.hasResourceProperties('AWS::SQS::QueuePolicy', {
+        Queues: [{ Ref: queueId }],
+        PolicyDocument: {
+          Statement: Match.arrayWith([
+            Match.objectLike({ Effect: 'Deny', Condition: { Bool: { 'aws:SecureTransport': 'false' } } }),
+          ]),
+        },
+      });
+    }
+  });
+
+  it('feeds the refresh function one slice per invocation, at most sweepMaxConcurrency at once, with partial batch responses', () => {
+    const [, mapping] = only(template, 'AWS::Lambda::EventSourceMapping');
+    expect(mapping.Properties).toMatchObject({
+      FunctionName: { Ref: refreshFn },
+      EventSourceArn: { 'Fn::GetAtt': [sliceQueue, 'Arn'] },
+      BatchSize: 1,
+      ScalingConfig: { MaximumConcurrency: 10 },
+      FunctionResponseTypes: ['ReportBatchItemFailures'],
+    });
+    const wider = synth({ sweepMaxConcurrency: 40, refreshReservedConcurrency: 40, sweepSliceSize: 500 });
+    const [, wide] = only(wider.template, 'AWS::Lambda::EventSourceMapping');
+    expect(wide.Properties).toMatchObject({ ScalingConfig: { MaximumConcurrency: 40 } });
+    const env =
+      wider.template.toJSON().Resources[wider.id(wider.stack.dispatchFunction.function)].Properties
+        .Environment.Variables;
+    expect(env.TOKENKEEPER_SWEEP_SLICE_SIZE).toBe('500');
+  });
+
+  it('tells the dispatcher where the queue is; only the dispatcher may send to it', () => {
+    const env = (props(dispatchFn).Environment as { Variables: Json }).Variables;
+    expect(env.TOKENKEEPER_SWEEP_QUEUE_URL).toEqual({ Ref: sliceQueue });
+    expect(env.TOKENKEEPER_SWEEP_SLICE_SIZE).toBe('1000');
+    expect(
+      (props(refreshFn).Environment as { Variables: Json }).Variables.TOKENKEEPER_SWEEP_QUEUE_URL,
+    ).toBeUndefined();
+    const senders = [apiRole, dispatchRole, refreshRole].filter((role) =>
+      statements(template, role).some((st) => actionsOf(st).includes('sqs:SendMessage')),
+    );
+    expect(senders).toEqual([dispatchRole]);
+    const send = statements(template, dispatchRole).find((st) => actionsOf(st).includes('sqs:SendMessage'));
+    expect(send?.Resource).toEqual({ 'Fn::GetAtt': [sliceQueue, 'Arn'] });
+  });
+
+  it('refuses fewer reserved workers than the event source may run, and a concurrency Lambda does not offer', () => {
+    expect(() => synth({ sweepMaxConcurrency: 20 })).toThrow(
+      /refreshReservedConcurrency \(10\) must be at least sweepMaxConcurrency \(20\)/,
+    );
+    expect(() => synth({ sweepMaxConcurrency: 1 })).toThrow(/sweepMaxConcurrency must be between 2 and 1000/);
+    expect(() => synth({ sweepSliceSize: 0 })).toThrow(/sweepSliceSize must be between 1 and 100000/);
+  });
+
+  it('grants the dispatcher what its code path calls (functions/core/refresh/dispatch.ts)', () => {
+    const source = readFileSync(new URL('../../functions/core/refresh/dispatch.ts', import.meta.url), 'utf8');
+    const calls = new Set([...source.matchAll(/store\.(\w+)\(/g)].map((m) => m[1]));
+    expect(calls).toEqual(new Set(['queryDue', 'startSweep']));
+    // queryDue is a Query, startSweep an UpdateItem
+    expect([...DISPATCH_TABLE_ACTIONS].sort()).toEqual(['dynamodb:Query', 'dynamodb:UpdateItem']);
   });
 });
 
@@ -611,7 +826,7 @@ describe('alarms', () => {
     const [topicId] = only(template, 'AWS::SNS::Topic');
 
     // Assess
-    expect(alarms).toHaveLength(9);
+    expect(alarms).toHaveLength(12);
     for (const [, a] of alarms) {
       expect(a.Properties.AlarmActions).toEqual([{ Ref: topicId }]);
       expect(a.Properties.OKActions).toEqual([{ Ref: topicId }]);
@@ -631,19 +846,27 @@ describe('alarms', () => {
     });
   });
 
-  it('fire on refresh function errors', () => {
-    expect(byMetric('Errors')).toMatchObject({
-      Namespace: 'AWS/Lambda',
-      Dimensions: [{ Name: 'FunctionName', Value: { Ref: refreshFn } }],
-      Threshold: 1,
-      ComparisonOperator: 'GreaterThanOrEqualToThreshold',
-    });
+  it('fire on refresh worker errors and on dispatcher errors', () => {
+    const errors = alarms
+      .filter(([, a]) => a.Properties.MetricName === 'Errors')
+      .map(([, a]) => a.Properties);
+    expect(errors).toHaveLength(2);
+    for (const fn of [refreshFn, dispatchFn]) {
+      expect(errors).toContainEqual(
+        expect.objectContaining({
+          Namespace: 'AWS/Lambda',
+          Dimensions: [{ Name: 'FunctionName', Value: { Ref: fn } }],
+          Threshold: 1,
+          ComparisonOperator: 'GreaterThanOrEqualToThreshold',
+        }),
+      );
+    }
   });
 
-  it('fire when the schedule stopped: no invocation for three periods, missing data breaching', () => {
+  it('fire when the schedule stopped: no dispatch for three periods, missing data breaching', () => {
     expect(byMetric('Invocations')).toMatchObject({
       Namespace: 'AWS/Lambda',
-      Dimensions: [{ Name: 'FunctionName', Value: { Ref: refreshFn } }],
+      Dimensions: [{ Name: 'FunctionName', Value: { Ref: dispatchFn } }],
       Statistic: 'Sum',
       Period: 300,
       EvaluationPeriods: 3,
@@ -654,12 +877,29 @@ describe('alarms', () => {
     });
   });
 
-  it('fire on messages in the dead-letter queue', () => {
-    const [queueId] = only(template, 'AWS::SQS::Queue');
-    expect(byMetric('ApproximateNumberOfMessagesVisible')).toMatchObject({
+  it("fire on messages in either dead-letter queue (the schedule's and the slices')", () => {
+    const visible = alarms
+      .filter(([, a]) => a.Properties.MetricName === 'ApproximateNumberOfMessagesVisible')
+      .map(([, a]) => a.Properties);
+    expect(visible).toHaveLength(2);
+    for (const queueId of [scheduleDlq, sliceDlq]) {
+      expect(visible).toContainEqual(
+        expect.objectContaining({
+          Namespace: 'AWS/SQS',
+          Dimensions: [{ Name: 'QueueName', Value: { 'Fn::GetAtt': [queueId, 'QueueName'] } }],
+          Threshold: 1,
+          ComparisonOperator: 'GreaterThanOrEqualToThreshold',
+        }),
+      );
+    }
+  });
+
+  it('fire when slices wait in the queue longer than one period (too few workers)', () => {
+    expect(byMetric('ApproximateAgeOfOldestMessage')).toMatchObject({
       Namespace: 'AWS/SQS',
-      Dimensions: [{ Name: 'QueueName', Value: { 'Fn::GetAtt': [queueId, 'QueueName'] } }],
-      Threshold: 1,
+      Dimensions: [{ Name: 'QueueName', Value: { 'Fn::GetAtt': [sliceQueue, 'QueueName'] } }],
+      Statistic: 'Maximum',
+      Threshold: 300,
       ComparisonOperator: 'GreaterThanOrEqualToThreshold',
     });
   });
@@ -766,7 +1006,7 @@ describe('dashboard', () => {
 
   it('shows the state of every alarm', () => {
     const status = (widgets as unknown as Widget[]).find((w) => w.type === 'alarm') as Widget;
-    expect(status.properties.alarms).toHaveLength(9);
+    expect(status.properties.alarms).toHaveLength(12);
   });
 });
 

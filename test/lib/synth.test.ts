@@ -43,10 +43,11 @@ describe('cdk synth (offline, with bundling)', () => {
 
   afterAll(() => rmSync(outdir, { recursive: true, force: true }));
 
-  it('writes the template with both functions and passes validation and cdk-nag', () => {
+  it('writes the template with the three functions and passes validation and cdk-nag', () => {
     // Assess
     expect(Object.keys(bundles).sort()).toEqual([
       expect.stringMatching(/^ApiHandlerFunction/),
+      expect.stringMatching(/^DispatchFunction/),
       expect.stringMatching(/^RefreshFunction/),
     ]);
     const report = JSON.parse(readFileSync(join(outdir, 'validation-report.json'), 'utf8')) as {
@@ -75,16 +76,24 @@ describe('cdk synth (offline, with bundling)', () => {
     // Prepare
     const api = Object.entries(bundles).find(([id]) => id.startsWith('ApiHandler'))?.[1] as string;
     const refresh = Object.entries(bundles).find(([id]) => id.startsWith('Refresh'))?.[1] as string;
+    const dispatch = Object.entries(bundles).find(([id]) => id.startsWith('Dispatch'))?.[1] as string;
     const script = `
       const api = await import(${JSON.stringify(join(api, 'index.mjs'))});
       const refresh = await import(${JSON.stringify(join(refresh, 'index.mjs'))});
+      const dispatch = await import(${JSON.stringify(join(dispatch, 'index.mjs'))});
       const http = { method: 'GET', path: '/v1/health', sourceIp: '127.0.0.1' };
       const res = await api.handler({ version: '2.0', routeKey: 'GET /v1/health', rawPath: '/v1/health',
         rawQueryString: '', headers: {}, isBase64Encoded: false,
         requestContext: { http, requestId: 'r1', routeKey: 'GET /v1/health', stage: '$default' } }, {});
-      console.log('RESULT ' + JSON.stringify({ status: res.statusCode, refresh: typeof refresh.handler }));
+      console.log('RESULT ' + JSON.stringify({ status: res.statusCode, refresh: typeof refresh.handler,
+        dispatch: typeof dispatch.handler }));
     `;
-    const childEnv: Record<string, string> = { PATH: process.env.PATH ?? '', AWS_REGION: 'eu-west-1' };
+    const childEnv: Record<string, string> = {
+      PATH: process.env.PATH ?? '',
+      AWS_REGION: 'eu-west-1',
+      // The stack gives the dispatcher its queue's URL; without one it refuses to start.
+      TOKENKEEPER_SWEEP_QUEUE_URL: 'https://sqs.eu-west-1.amazonaws.com/123456789012/slices',
+    };
 
     // Act
     const { stdout } = await run(process.execPath, ['--no-warnings', '--input-type=module', '-e', script], {
@@ -94,7 +103,11 @@ describe('cdk synth (offline, with bundling)', () => {
 
     // Assess
     const line = stdout.split('\n').find((l) => l.startsWith('RESULT ')) as string;
-    expect(JSON.parse(line.slice('RESULT '.length))).toEqual({ status: 200, refresh: 'function' });
+    expect(JSON.parse(line.slice('RESULT '.length))).toEqual({
+      status: 200,
+      refresh: 'function',
+      dispatch: 'function',
+    });
   });
 
   it('refuses an invalid configuration with a clear error before bundling', async () => {

@@ -278,6 +278,30 @@ describe('ProviderCircuit with the refresher, sweep and token service', () => {
     expect(await circuit()).toMatchObject({ heldBack: 6 });
   });
 
+  it('held-back counts of one fanned-out sweep add up across its slices; the largest sweep is kept', async () => {
+    fx.endpoint.reply(fail503, fail503, fail503);
+    for (const s of await sessions(3)) await refresh(s);
+    const store = fx.runtime.store;
+    // Two slices of sweep A, then three of sweep B (two of them at once), then a small sweep C.
+    await store.noteCircuitHeldBack(providerId, 4, 'sweep-a');
+    await store.noteCircuitHeldBack(providerId, 5, 'sweep-a');
+    expect((await circuit()).heldBack).toBe(9);
+    await store.noteCircuitHeldBack(providerId, 3, 'sweep-b');
+    await Promise.all([
+      store.noteCircuitHeldBack(providerId, 4, 'sweep-b'),
+      store.noteCircuitHeldBack(providerId, 6, 'sweep-b'),
+    ]);
+    expect((await circuit()).heldBack).toBe(13);
+    await store.noteCircuitHeldBack(providerId, 2, 'sweep-c');
+    expect((await circuit()).heldBack).toBe(13);
+    // ProviderRecovered reports it once a probe succeeds.
+    fx.clock.advance(20_000);
+    await fx.runtime.sweeper.sweep();
+    expect((await circuit()).state).toBe('closed');
+    const recovered = fx.events.find((e) => e.detailType === 'ProviderRecovered');
+    expect(recovered?.detail).toMatchObject({ sessionsAffected: 13 });
+  });
+
   it('the sweep probes with one session, waits for the answer, then refreshes the rest', async () => {
     const ss = await sessions(6);
     fx.endpoint.reply(fail503, fail503, fail503);

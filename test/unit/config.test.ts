@@ -43,6 +43,8 @@ describe('loadConfig defaults', () => {
       httpTimeoutMs: 10_000,
       leaseSeconds: 30,
       shardCount: 4,
+      sweepSliceSize: 1_000,
+      sweepWorkers: 4,
       sweepBudgetSeconds: 120,
       keepAliveSeconds: 86_400,
       circuitFailureThreshold: 3,

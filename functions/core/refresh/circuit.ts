@@ -130,15 +130,30 @@ export class ProviderCircuit {
     this.policy = { ...DEFAULT_CIRCUIT_POLICY, ...options.policy };
   }
 
-  /** The provider's circuit, from this process's cache when it is fresh enough. */
+  /**
+   * The provider's circuit, from this process's cache when it is fresh enough. `fresh` (a sweep or
+   * slice starting) reads the store even then, unless this process itself saw the circuit open within
+   * the cache's lifetime: slices sweeping side by side in one process must not trade the opening
+   * they counted locally for a store that has not heard of it yet.
+   */
   view(providerId: string, options: { fresh?: boolean } = {}): Promise<CircuitRecord> {
     const now = this.o.clock.now();
     const hit = this.cache.get(providerId);
-    if (!options.fresh && hit && now - hit.at < this.policy.cacheTtlMs) return hit.circuit;
+    const known = this.latest.get(providerId);
+    if (
+      hit &&
+      now - hit.at < this.policy.cacheTtlMs &&
+      (!options.fresh || (known && known.state !== 'closed'))
+    ) {
+      return hit.circuit;
+    }
     const entry = {
       circuit: this.o.store.getCircuit(providerId).then((c) => {
-        this.latest.set(providerId, c ?? CLOSED);
-        return c ?? CLOSED;
+        const read = c ?? CLOSED;
+        // A view this process wrote while the read was under way is newer than what the read saw.
+        if (this.cache.get(providerId) !== entry) return this.latest.get(providerId) ?? read;
+        this.latest.set(providerId, read);
+        return read;
       }),
       at: now,
     };
@@ -418,9 +433,12 @@ export class ProviderCircuit {
     }
   }
 
-  /** The sweep held back this many due sessions of an open provider (kept for ProviderRecovered). */
-  async heldBack(providerId: string, sessions: number): Promise<void> {
-    if (sessions > 0) await this.o.store.noteCircuitHeldBack(providerId, sessions);
+  /**
+   * A sweep (or one slice of it) held back this many due sessions of an open provider; the slices of
+   * one sweep add up (kept for ProviderRecovered's `sessionsAffected`).
+   */
+  async heldBack(providerId: string, sessions: number, sweepId: string): Promise<void> {
+    if (sessions > 0) await this.o.store.noteCircuitHeldBack(providerId, sessions, sweepId);
   }
 
   private async announceRecovery(providerId: string, before: CircuitRecord, now: number): Promise<void> {

@@ -1,7 +1,9 @@
+import { randomUUID } from 'node:crypto';
 import type { Clock, Logger } from '../ports.js';
 import type { LatestSweep, SweepService, SweepSummary } from '../services.js';
 import type { DueKey, SessionStore } from '../store/store.js';
 import type { ProviderCircuit } from './circuit.js';
+import type { SweepSlice } from './dispatch.js';
 import type { Refresher } from './refresher.js';
 
 /**
@@ -25,7 +27,21 @@ export interface SweeperOptions {
   grantReserveMs: number;
   /** The providers' circuits: sessions of a provider whose circuit is open are not even leased. */
   circuit?: Pick<ProviderCircuit, 'view' | 'mayTry' | 'heldBack'>;
+  /** Provider configurations (cached), for each provider's `maxConcurrentRefreshes`. */
+  providers?: { get(providerId: string): Promise<{ maxConcurrentRefreshes?: number } | undefined> };
+  /** A unique id per sweep (tests inject a sequence). */
+  newId?: () => string;
 }
+
+/** The counts one sweep or slice adds to the latest sweep's record. */
+const COUNTED = [
+  'refreshed',
+  'skipped',
+  'failedTransient',
+  'reauthorizationRequired',
+  'missed',
+  'backlog',
+] as const;
 
 export class Sweeper implements SweepService {
   private readonly o: SweeperOptions;
@@ -34,84 +50,141 @@ export class Sweeper implements SweepService {
     this.o = options;
   }
 
+  /** One whole sweep in this process: every shard's due range, one pool (the local stack's fallback and the tests'). */
   async sweep(options: { remainingTimeMs?: () => number } = {}): Promise<SweepSummary> {
-    const { clock, store } = this.o;
-    const startedAt = clock.now();
+    const startedAt = this.o.clock.now();
     const dueBy = Math.floor(startedAt / 1000) + this.o.windowSeconds;
-    const remaining = () =>
-      Math.min(
-        options.remainingTimeMs?.() ?? Number.POSITIVE_INFINITY,
-        this.o.budgetMs - (clock.now() - startedAt),
-      );
-
     const shards = Array.from({ length: this.o.shardCount }, (_, i) => i);
-    const perShard = await Promise.all(
-      shards.map(async (shard) => {
-        const keys: DueKey[] = [];
-        let cursor: Record<string, unknown> | undefined;
-        do {
-          const page = await store.queryDue(shard, dueBy, cursor);
-          keys.push(...page.keys);
-          cursor = page.cursor;
-        } while (cursor);
-        return keys;
-      }),
-    );
+    const perShard = await Promise.all(shards.map((shard) => this.dueKeys(shard, dueBy)));
     const due = perShard.flat().sort((a, b) => a.dueAt - b.dueAt);
+    const sweepId = this.newId();
+    await this.record(() =>
+      this.o.store.startSweep({ sweepId, startedAt, summary: { ...emptySummary(), due: due.length } }),
+    );
+    return this.run(due, dueBy, sweepId, startedAt, options.remainingTimeMs);
+  }
+
+  /**
+   * One slice of a fanned-out sweep (functions/core/refresh/dispatch.ts): one shard's due range, with
+   * this invocation's own budget. Sessions that moved since the dispatch are simply not found, or found
+   * not due by the lease; a session left over is due again at the next sweep.
+   */
+  async sweepSlice(
+    slice: SweepSlice,
+    options: { remainingTimeMs?: () => number } = {},
+  ): Promise<SweepSummary> {
+    const startedAt = this.o.clock.now();
+    const due = await this.dueKeys(slice.shard, slice.to, slice.from);
+    return this.run(due, slice.to, slice.sweepId, startedAt, options.remainingTimeMs);
+  }
+
+  private async dueKeys(shard: number, dueBy: number, from?: number): Promise<DueKey[]> {
+    const keys: DueKey[] = [];
+    let cursor: Record<string, unknown> | undefined;
+    do {
+      const page = await this.o.store.queryDue(shard, dueBy, cursor, from);
+      keys.push(...page.keys);
+      cursor = page.cursor;
+    } while (cursor);
+    return keys;
+  }
+
+  /** Each due provider's limit, read once per sweep from the (cached) provider configurations. */
+  private async providerQueues(due: DueKey[], providerIds: string[]): Promise<ProviderQueues> {
+    const limits = new Map<string, number>();
+    const { providers } = this.o;
+    if (providers) {
+      await Promise.all(
+        providerIds.map(async (providerId) => {
+          const limit = (await providers.get(providerId).catch(() => undefined))?.maxConcurrentRefreshes;
+          if (limit !== undefined) limits.set(providerId, limit);
+        }),
+      );
+    }
+    return new ProviderQueues(due, limits);
+  }
+
+  /** Records best-effort: the record is for operators, and a failed write must not fail the sweep. */
+  private async record(write: () => Promise<void>): Promise<void> {
+    try {
+      await write();
+    } catch (err) {
+      this.o.logger.warn('sweep record not stored', { error: (err as Error).name });
+    }
+  }
+
+  private newId(): string {
+    return this.o.newId?.() ?? randomUUID();
+  }
+
+  private async run(
+    due: DueKey[],
+    dueBy: number,
+    sweepId: string,
+    startedAt: number,
+    remainingTimeMs: (() => number) | undefined,
+  ): Promise<SweepSummary> {
+    const { clock } = this.o;
+    const remaining = () =>
+      Math.min(remainingTimeMs?.() ?? Number.POSITIVE_INFINITY, this.o.budgetMs - (clock.now() - startedAt));
     const { circuit } = this.o;
     const heldBack = new Map<string, number>();
+    const providerIds = [...new Set(due.map((k) => k.providerId))];
     // One fresh read of each due provider's circuit per sweep; workers then use the cached view.
-    if (circuit) {
-      const providers = [...new Set(due.map((k) => k.providerId))];
-      await Promise.all(providers.map((p) => circuit.view(p, { fresh: true })));
-    }
+    if (circuit) await Promise.all(providerIds.map((p) => circuit.view(p, { fresh: true })));
+    const queue = await this.providerQueues(due, providerIds);
 
-    const summary: SweepSummary = {
-      due: due.length,
-      refreshed: 0,
-      skipped: 0,
-      failedTransient: 0,
-      reauthorizationRequired: 0,
-      missed: 0,
-      backlog: 0,
-      durationMs: 0,
-    };
-    let next = 0;
+    const summary: SweepSummary = { ...emptySummary(), due: due.length };
     let stopped = false;
     const grantSlot = semaphore(this.o.concurrency);
     const outOfTime = () => stopped || remaining() < this.o.grantReserveMs;
+    const holdBack = (providerId: string) => {
+      summary.skipped++;
+      heldBack.set(providerId, (heldBack.get(providerId) ?? 0) + 1);
+    };
     const worker = async () => {
       for (;;) {
-        if (next >= due.length) return;
+        if (queue.empty()) return;
         if (outOfTime()) {
           stopped = true;
           return;
         }
+        // The most urgent session whose provider is below its `maxConcurrentRefreshes`; when every
+        // provider with work left is at its limit, wait until one of their grants is answered.
+        const candidate = queue.peek();
+        if (!candidate) {
+          await queue.slotFreed();
+          continue;
+        }
         // An open circuit holds its provider's sessions back without a lease (a local probe is awaited).
-        const candidate = due[next] as DueKey;
         if (circuit && !(await circuit.mayTry(candidate.providerId))) {
-          if (due[next] === candidate) {
-            next++;
-            summary.skipped++;
-            heldBack.set(candidate.providerId, (heldBack.get(candidate.providerId) ?? 0) + 1);
-          }
+          if (queue.drop(candidate)) holdBack(candidate.providerId);
           continue;
         }
         // A grant slot first, then the session: a session is leased only when its grant can start.
         const release = await grantSlot();
-        if (next >= due.length || outOfTime()) {
-          stopped ||= next < due.length;
+        if (queue.empty() || outOfTime()) {
+          stopped ||= !queue.empty();
           release();
           return;
         }
-        const key = due[next++] as DueKey;
+        const taken = queue.take();
+        if (!taken) {
+          release();
+          continue;
+        }
+        const { key, done } = taken;
         if (key.dueAt <= Math.floor(clock.now() / 1000)) summary.missed++;
+        const grantDone = () => {
+          release();
+          done();
+        };
         try {
           const outcome = await this.o.refresher.refresh(
             { userId: key.userId, providerId: key.providerId },
             { kind: 'sweep', dueBy, seenDueAt: key.dueAt },
             // The sweep's (or the Lambda's) end: discovery and the grant are cut to fit before it.
-            { grantDone: release, deadline: clock.now() + remaining() },
+            { grantDone, deadline: clock.now() + remaining() },
           );
           switch (outcome.kind) {
             case 'refreshed':
@@ -122,8 +195,7 @@ export class Sweeper implements SweepService {
               summary.skipped++;
               break;
             case 'circuit_open':
-              summary.skipped++;
-              heldBack.set(key.providerId, (heldBack.get(key.providerId) ?? 0) + 1);
+              holdBack(key.providerId);
               break;
             case 'reauthorization_required':
               summary.reauthorizationRequired++;
@@ -139,6 +211,8 @@ export class Sweeper implements SweepService {
             providerId: key.providerId,
             error: (err as Error).name,
           });
+        } finally {
+          grantDone();
         }
       }
     };
@@ -147,28 +221,145 @@ export class Sweeper implements SweepService {
     const workers = Math.max(1, Math.min(2 * this.o.concurrency, due.length));
     await Promise.all(Array.from({ length: workers }, worker));
     for (const [providerId, count] of heldBack) {
-      await circuit?.heldBack(providerId, count).catch((err: unknown) => {
+      await circuit?.heldBack(providerId, count, sweepId).catch((err: unknown) => {
         this.o.logger.warn('held-back count not recorded', { providerId, error: (err as Error).name });
       });
     }
-    summary.backlog = due.length - next;
+    summary.backlog = queue.size();
     summary.durationMs = clock.now() - startedAt;
-    try {
-      await store.putLatestSweep({ summary: { ...summary }, startedAt, finishedAt: clock.now() });
-    } catch (err) {
-      this.o.logger.warn('latest sweep summary not stored', { error: (err as Error).name });
-    }
+    const counts = Object.fromEntries(COUNTED.map((field) => [field, summary[field]]));
+    await this.record(() => this.o.store.addToSweep(sweepId, counts, clock.now()));
     return summary;
   }
 
   async latest(): Promise<LatestSweep | undefined> {
     const stored = await this.o.store.getLatestSweep();
     if (!stored) return undefined;
-    return {
-      ...(stored.summary as unknown as SweepSummary),
+    const summary = { ...emptySummary(), ...stored.summary } as SweepSummary & Record<string, number>;
+    const finishedAt = stored.finishedAt ?? stored.startedAt;
+    const latest: LatestSweep = {
+      ...summary,
+      durationMs: Math.max(0, finishedAt - stored.startedAt),
       startedAt: Math.floor(stored.startedAt / 1000),
-      finishedAt: Math.floor(stored.finishedAt / 1000),
+      finishedAt: Math.floor(finishedAt / 1000),
     };
+    return latest;
+  }
+}
+
+/** A summary with every count at zero. */
+export function emptySummary(): SweepSummary {
+  return {
+    due: 0,
+    refreshed: 0,
+    skipped: 0,
+    failedTransient: 0,
+    reauthorizationRequired: 0,
+    missed: 0,
+    backlog: 0,
+    durationMs: 0,
+  };
+}
+
+/** One sweep's summary from its slices' summaries, with the sweep's own duration. */
+export function addSummaries(summaries: readonly SweepSummary[], durationMs: number): SweepSummary {
+  const total = { ...emptySummary(), durationMs };
+  for (const s of summaries) {
+    for (const field of COUNTED) total[field] += s[field];
+    total.due += s.due;
+  }
+  return total;
+}
+
+/**
+ * The due sessions of one sweep, one queue per provider (each in due order), with each provider's
+ * grants in flight counted against its `maxConcurrentRefreshes`. The next session is the most urgent
+ * head among the providers below their limit: a provider at its limit holds back only its own sessions.
+ */
+export class ProviderQueues {
+  private readonly queues: {
+    providerId: string;
+    keys: DueKey[];
+    next: number;
+    limit: number;
+    inFlight: number;
+  }[];
+  private left: number;
+  private waiting: (() => void)[] = [];
+
+  constructor(due: readonly DueKey[], limits: ReadonlyMap<string, number>) {
+    const byProvider = new Map<string, DueKey[]>();
+    for (const key of due) {
+      const keys = byProvider.get(key.providerId);
+      if (keys) keys.push(key);
+      else byProvider.set(key.providerId, [key]);
+    }
+    this.queues = [...byProvider].map(([providerId, keys]) => ({
+      providerId,
+      keys: keys.sort((a, b) => a.dueAt - b.dueAt),
+      next: 0,
+      limit: limits.get(providerId) ?? Number.POSITIVE_INFINITY,
+      inFlight: 0,
+    }));
+    this.left = due.length;
+  }
+
+  empty(): boolean {
+    return this.left === 0;
+  }
+
+  size(): number {
+    return this.left;
+  }
+
+  /** The most urgent session a grant may start for now; undefined when every provider left is at its limit. */
+  peek(): DueKey | undefined {
+    const q = this.head();
+    return q ? q.keys[q.next] : undefined;
+  }
+
+  /** Removes `key` without a grant (its provider's circuit is open); false when it was taken meanwhile. */
+  drop(key: DueKey): boolean {
+    const q = this.queues.find((q) => q.providerId === key.providerId);
+    if (!q || q.keys[q.next] !== key) return false;
+    q.next++;
+    this.left--;
+    return true;
+  }
+
+  /** Takes the most urgent session below its provider's limit; `done` gives the provider's slot back. */
+  take(): { key: DueKey; done: () => void } | undefined {
+    const q = this.head();
+    if (!q) return undefined;
+    const key = q.keys[q.next++] as DueKey;
+    this.left--;
+    q.inFlight++;
+    let done = false;
+    return {
+      key,
+      done: () => {
+        if (done) return;
+        done = true;
+        q.inFlight--;
+        const waiting = this.waiting;
+        this.waiting = [];
+        for (const wake of waiting) wake();
+      },
+    };
+  }
+
+  /** Resolves when some grant gives its provider's slot back. */
+  slotFreed(): Promise<void> {
+    return new Promise((resolve) => this.waiting.push(resolve));
+  }
+
+  private head() {
+    let best: (typeof this.queues)[number] | undefined;
+    for (const q of this.queues) {
+      if (q.next >= q.keys.length || q.inFlight >= q.limit) continue;
+      if (!best || (q.keys[q.next] as DueKey).dueAt < (best.keys[best.next] as DueKey).dueAt) best = q;
+    }
+    return best;
   }
 }
 

@@ -155,11 +155,13 @@ export interface ProviderPage {
   cursor?: Record<string, string>;
 }
 
-/** The latest sweep's summary, as the sweep stored it (epoch ms). */
+/** The latest sweep's summary, as its dispatch and slices stored it (epoch ms). */
 export interface StoredSweep {
+  sweepId?: string;
   summary: Record<string, number>;
   startedAt: number;
-  finishedAt: number;
+  /** When the last slice so far finished; absent while none has. */
+  finishedAt?: number;
 }
 
 export interface SessionStore {
@@ -198,11 +200,15 @@ export interface SessionStore {
     failure: { kind: FailureKind; error: LastError; nextAttemptAt?: number },
   ): Promise<boolean>;
   releaseLease(key: SessionKey, owner: string): Promise<void>;
-  /** One page of due keys in one shard, ascending by expiry. */
+  /**
+   * One page of due keys in one shard, ascending by due time: `refreshDueAt <= dueBy`, and
+   * `>= from` when given (a slice of the shard's due range).
+   */
   queryDue(
     shard: number,
     dueBy: number,
     cursor?: Record<string, unknown>,
+    from?: number,
   ): Promise<{ keys: DueKey[]; cursor?: Record<string, unknown> }>;
   getProvider(providerId: string): Promise<ProviderConfig | undefined>;
   /** Replaces the provider's configuration, keeping its first createdAt. */
@@ -212,8 +218,16 @@ export interface SessionStore {
   searchSessions(filter: SessionFilter): Promise<SessionPage>;
   /** Providers, one bounded page at a time (a paginated Scan), never decrypting a client secret. */
   listProviders(page: { limit: number; cursor?: Record<string, string> }): Promise<ProviderPage>;
-  /** Keeps the latest sweep's summary in one small item. */
-  putLatestSweep(sweep: StoredSweep): Promise<void>;
+  /**
+   * Starts the latest sweep's record: a fanned-out sweep is one dispatch and many slices, each of
+   * which adds its counts with `addToSweep`. A newer sweep replaces the record.
+   */
+  startSweep(sweep: { sweepId: string; startedAt: number; summary: Record<string, number> }): Promise<void>;
+  /**
+   * Adds one slice's counts to the sweep's record (atomic counters, so slices finishing together add
+   * up); ignored when a newer sweep has replaced the record.
+   */
+  addToSweep(sweepId: string, counts: Record<string, number>, finishedAt: number): Promise<void>;
   getLatestSweep(): Promise<StoredSweep | undefined>;
   /** Clears the flag once a grant with the provider succeeds again. */
   clearProviderRejected(providerId: string): Promise<void>;
@@ -253,8 +267,11 @@ export interface SessionStore {
   closeCircuit(providerId: string, now: number, sentAt: number): Promise<CircuitRecord | undefined>;
   /** A success while closed ends the run of failures. */
   resetCircuitFailures(providerId: string): Promise<void>;
-  /** Keeps the most due sessions one sweep held back while the circuit is open. */
-  noteCircuitHeldBack(providerId: string, sessions: number): Promise<void>;
+  /**
+   * Counts the due sessions one sweep held back while the circuit is open: the slices of one sweep
+   * add up, and the circuit keeps the largest sweep's total.
+   */
+  noteCircuitHeldBack(providerId: string, sessions: number, sweepId: string): Promise<void>;
 }
 
 export function shardOf(key: SessionKey, shardCount: number): number {
@@ -338,7 +355,13 @@ const CIRCUIT_ATTRIBUTES = [
   'circuitOutageFrom',
   'circuitOutageTo',
   'circuitHeldBack',
+  'circuitHeldBackRun',
+  'circuitHeldBackSweep',
 ] as const;
+
+function maxOf(a: number | undefined, b: number | undefined): number | undefined {
+  return a === undefined ? b : b === undefined ? a : Math.max(a, b);
+}
 
 export function circuitOf(item: Item): CircuitRecord {
   const num = (v: unknown) => (typeof v === 'number' ? v : undefined);
@@ -358,7 +381,7 @@ export function circuitOf(item: Item): CircuitRecord {
     probeUntil: num(item.circuitProbeUntil),
     lastError: lastError && typeof lastError.code === 'string' ? lastError : undefined,
     lastOutage: from !== undefined && to !== undefined ? { from, to } : undefined,
-    heldBack: num(item.circuitHeldBack),
+    heldBack: maxOf(num(item.circuitHeldBack), num(item.circuitHeldBackRun)),
   };
 }
 
@@ -740,14 +763,22 @@ export class DynamoSessionStore implements SessionStore {
     shard: number,
     dueBy: number,
     cursor?: Record<string, unknown>,
+    from?: number,
   ): Promise<{ keys: DueKey[]; cursor?: Record<string, unknown> }> {
     const page = await this.doc.send(
       new QueryCommand({
         TableName: this.tableName,
         IndexName: TABLE.expiryIndex,
-        KeyConditionExpression: '#shard = :shard AND #due <= :dueBy',
+        KeyConditionExpression:
+          from === undefined
+            ? '#shard = :shard AND #due <= :dueBy'
+            : '#shard = :shard AND #due BETWEEN :from AND :dueBy',
         ExpressionAttributeNames: { '#shard': TABLE.shardAttribute, '#due': TABLE.dueAttribute },
-        ExpressionAttributeValues: { ':shard': shard, ':dueBy': dueBy },
+        ExpressionAttributeValues: {
+          ':shard': shard,
+          ':dueBy': dueBy,
+          ...(from === undefined ? {} : { ':from': from }),
+        },
         ExclusiveStartKey: cursor,
       }),
     );
@@ -912,23 +943,52 @@ export class DynamoSessionStore implements SessionStore {
     return { items: found, cursor: cursor ? keyCursor(cursor) : undefined };
   }
 
-  async putLatestSweep(sweep: StoredSweep): Promise<void> {
-    // An UpdateItem, not a PutItem: the refresh function is granted GetItem, Query and UpdateItem only.
-    await this.doc.send(
-      new UpdateCommand({
-        TableName: this.tableName,
-        Key: { [TABLE.partitionKey]: SWEEP_KEY.pk, [TABLE.sortKey]: SWEEP_KEY.sk },
-        UpdateExpression:
-          'SET #type = :type, summary = :summary, startedAt = :startedAt, finishedAt = :finishedAt',
-        ExpressionAttributeNames: { '#type': 'type' },
-        ExpressionAttributeValues: {
-          ':type': 'sweep',
-          ':summary': sweep.summary,
-          ':startedAt': sweep.startedAt,
-          ':finishedAt': sweep.finishedAt,
-        },
-      }),
-    );
+  async startSweep(sweep: {
+    sweepId: string;
+    startedAt: number;
+    summary: Record<string, number>;
+  }): Promise<void> {
+    // UpdateItems, not a PutItem: the refresh functions are granted GetItem, Query and UpdateItem only.
+    await this.doc
+      .send(
+        new UpdateCommand({
+          TableName: this.tableName,
+          Key: { [TABLE.partitionKey]: SWEEP_KEY.pk, [TABLE.sortKey]: SWEEP_KEY.sk },
+          UpdateExpression:
+            'SET #type = :type, sweepId = :id, summary = :summary, startedAt = :startedAt REMOVE finishedAt',
+          // A late dispatch (a retry of an older one) never replaces a newer sweep's record.
+          ConditionExpression: 'attribute_not_exists(startedAt) OR startedAt <= :startedAt',
+          ExpressionAttributeNames: { '#type': 'type' },
+          ExpressionAttributeValues: {
+            ':type': 'sweep',
+            ':id': sweep.sweepId,
+            ':summary': sweep.summary,
+            ':startedAt': sweep.startedAt,
+          },
+        }),
+      )
+      .catch((err: unknown) => {
+        if ((err as { name?: string }).name !== 'ConditionalCheckFailedException') throw err;
+      });
+  }
+
+  async addToSweep(sweepId: string, counts: Record<string, number>, finishedAt: number): Promise<void> {
+    const names: Record<string, string> = {};
+    const values: Record<string, unknown> = { ':id': sweepId, ':finishedAt': finishedAt };
+    const add: string[] = [];
+    Object.entries(counts).forEach(([field, n], i) => {
+      names[`#c${i}`] = field;
+      values[`:c${i}`] = n;
+      add.push(`summary.#c${i} :c${i}`);
+    });
+    await this.conditionalUpdate({
+      Key: { [TABLE.partitionKey]: SWEEP_KEY.pk, [TABLE.sortKey]: SWEEP_KEY.sk },
+      UpdateExpression: `SET finishedAt = :finishedAt${add.length > 0 ? ` ADD ${add.join(', ')}` : ''}`,
+      ConditionExpression:
+        'sweepId = :id AND (attribute_not_exists(finishedAt) OR finishedAt <= :finishedAt)',
+      ExpressionAttributeNames: add.length > 0 ? names : undefined,
+      ExpressionAttributeValues: values,
+    });
   }
 
   async getLatestSweep(): Promise<StoredSweep | undefined> {
@@ -940,9 +1000,10 @@ export class DynamoSessionStore implements SessionStore {
     );
     if (!Item) return undefined;
     return {
+      sweepId: typeof Item.sweepId === 'string' ? Item.sweepId : undefined,
       summary: Item.summary as Record<string, number>,
       startedAt: Item.startedAt as number,
-      finishedAt: Item.finishedAt as number,
+      finishedAt: typeof Item.finishedAt === 'number' ? Item.finishedAt : undefined,
     };
   }
 
@@ -1001,7 +1062,7 @@ export class DynamoSessionStore implements SessionStore {
     return this.circuitUpdate(providerId, {
       UpdateExpression:
         'SET circuitState = :open, circuitSince = :now, circuitNextProbeAt = :next, circuitOpenings = :one' +
-        ' REMOVE circuitProbeOwner, circuitProbeUntil, circuitHeldBack',
+        ' REMOVE circuitProbeOwner, circuitProbeUntil, circuitHeldBack, circuitHeldBackRun, circuitHeldBackSweep',
       ConditionExpression:
         '(attribute_not_exists(circuitState) OR circuitState = :closed) AND circuitFailures >= :min',
       ExpressionAttributeValues: {
@@ -1077,7 +1138,7 @@ export class DynamoSessionStore implements SessionStore {
         'SET circuitSince = :now, circuitFailures = :zero, circuitOutageTo = :now,' +
         ' circuitOutageFrom = if_not_exists(circuitRunFrom, circuitSince)' +
         ' REMOVE circuitState, circuitNextProbeAt, circuitProbeOwner, circuitProbeUntil, circuitRunFrom,' +
-        ' circuitOpenings, circuitHeldBack',
+        ' circuitOpenings, circuitHeldBack, circuitHeldBackRun, circuitHeldBackSweep',
       ConditionExpression: 'circuitState IN (:open, :half) AND circuitSince <= :sentAt',
       ExpressionAttributeValues: {
         ':open': 'open',
@@ -1098,13 +1159,35 @@ export class DynamoSessionStore implements SessionStore {
     });
   }
 
-  async noteCircuitHeldBack(providerId: string, sessions: number): Promise<void> {
-    await this.circuitUpdate(providerId, {
-      UpdateExpression: 'SET circuitHeldBack = :n',
-      ConditionExpression:
-        'circuitState IN (:open, :half) AND (attribute_not_exists(circuitHeldBack) OR circuitHeldBack < :n)',
-      ExpressionAttributeValues: { ':open': 'open', ':half': 'half_open', ':n': sessions },
-    });
+  async noteCircuitHeldBack(providerId: string, sessions: number, sweepId: string): Promise<void> {
+    const open = { ':open': 'open', ':half': 'half_open' };
+    const isOpen = 'circuitState IN (:open, :half)';
+    // Three conditional writes, no read: add to this sweep's run; else fold the previous sweep's run
+    // into the largest so far and start this sweep's. Two slices starting the same run race safely:
+    // the loser's start fails its condition and it adds on the next turn.
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const added = await this.circuitUpdate(providerId, {
+        UpdateExpression: 'ADD circuitHeldBackRun :n',
+        ConditionExpression: `${isOpen} AND circuitHeldBackSweep = :sweep`,
+        ExpressionAttributeValues: { ...open, ':n': sessions, ':sweep': sweepId },
+      });
+      if (added) return;
+      await this.circuitUpdate(providerId, {
+        UpdateExpression: 'SET circuitHeldBack = circuitHeldBackRun',
+        ConditionExpression:
+          `${isOpen} AND attribute_exists(circuitHeldBackRun) AND ` +
+          '(attribute_not_exists(circuitHeldBack) OR circuitHeldBack < circuitHeldBackRun)',
+        ExpressionAttributeValues: open,
+      });
+      const started = await this.circuitUpdate(providerId, {
+        UpdateExpression: 'SET circuitHeldBackSweep = :sweep, circuitHeldBackRun = :n',
+        ConditionExpression: `${isOpen} AND (attribute_not_exists(circuitHeldBackSweep) OR circuitHeldBackSweep <> :sweep)`,
+        ExpressionAttributeValues: { ...open, ':n': sessions, ':sweep': sweepId },
+      });
+      if (started) return;
+      const now = await this.getCircuit(providerId);
+      if (!now || now.state === 'closed') return;
+    }
   }
 
   /** One conditional UpdateItem on an existing provider item; the circuit as returned, or undefined. */
