@@ -12,7 +12,10 @@ const HELP = `npm run simulate -- [options]
   --sessions N          sessions (default ${DEFAULT_SIM.sessions})
   --hours H             simulated hours (default ${DEFAULT_SIM.durationSeconds / 3600})
   --latency 100,1000    provider median latency in ms, one run each (default 100,1000)
+  --mode fanout|single  dispatcher → queue → workers, or one sweep per schedule tick (default ${DEFAULT_SIM.mode})
   --workers M           concurrent refresh invocations at most (default ${DEFAULT_SIM.maxWorkers})
+  --slice-size N        most due sessions per slice (default ${DEFAULT_SIM.sliceSize})
+  --max-per-provider N  each provider's maxConcurrentRefreshes (default: none, C)
   --concurrency C       grants in flight per worker (default ${DEFAULT_SIM.concurrency})
   --shards S            refresh shards (default ${DEFAULT_SIM.shards})
   --partitions P        table partitions (default ${DEFAULT_SIM.tablePartitions})
@@ -29,7 +32,10 @@ const { values } = parseArgs({
     sessions: { type: 'string' },
     hours: { type: 'string' },
     latency: { type: 'string', default: '100,1000' },
+    mode: { type: 'string' },
     workers: { type: 'string' },
+    'slice-size': { type: 'string' },
+    'max-per-provider': { type: 'string' },
     concurrency: { type: 'string' },
     shards: { type: 'string' },
     partitions: { type: 'string' },
@@ -65,7 +71,14 @@ const set = <K extends keyof SimConfig>(k: K, v: SimConfig[K] | undefined) => {
 };
 set('sessions', num(values.sessions));
 set('durationSeconds', values.hours === undefined ? undefined : (num(values.hours) as number) * 3600);
+if (values.mode !== undefined && values.mode !== 'fanout' && values.mode !== 'single') {
+  console.error(`--mode is fanout or single\n${HELP}`);
+  process.exit(2);
+}
+set('mode', values.mode as SimConfig['mode'] | undefined);
 set('maxWorkers', num(values.workers));
+set('sliceSize', num(values['slice-size']));
+set('maxConcurrentRefreshes', num(values['max-per-provider']));
 set('concurrency', num(values.concurrency));
 set('shards', num(values.shards));
 set('tablePartitions', num(values.partitions));
@@ -99,6 +112,10 @@ function table(reports: SimReport[]): string {
     row('peak concurrent workers', (r) => fmt(r.workers.peak)),
     row('invocations (cold starts)', (r) => `${fmt(r.workers.invocations)} (${fmt(r.workers.coldStarts)})`),
     row('invocations past the Lambda timeout', (r) => fmt(r.workers.overTimeout)),
+    row(
+      'slices sent (most waiting in the queue)',
+      (r) => `${fmt(r.queue.sent)} (${fmt(r.queue.peakWaiting)})`,
+    ),
     row('worker CPU busy', (r) => `${fmt(100 * r.workers.cpuBusyShare, 1)} %`),
     row('peak grants in flight', (r) => fmt(r.provider.peakInflight)),
     row('refresh-token reuses (must be 0)', (r) => `**${fmt(r.provider.reuses)}**`),
@@ -144,7 +161,7 @@ for (const latency of latencies) {
 const c = reports[0]?.config ?? DEFAULT_SIM;
 console.log(
   `${fmt(c.sessions)} sessions of ${c.tokenLifetimeSeconds / 60}-minute tokens over ${fmt(c.durationSeconds / 3600, 1)} simulated hours;` +
-    ` M=${c.maxWorkers} workers × C=${c.concurrency}, ${c.shards} shards, ${c.tablePartitions} table partitions,` +
+    ` ${c.mode === 'fanout' ? `fan-out in slices of ${fmt(c.sliceSize)}` : 'one sweep per tick'}, M=${c.maxWorkers} workers × C=${c.concurrency}, ${c.shards} shards, ${c.tablePartitions} table partitions,` +
     ` ${c.providers} providers at ${fmt(c.providerRate)} grants/s each, ${c.cpuMsPerRefresh} ms CPU per refresh,` +
     ` token requests ${c.tokenRequestsPerSessionDay}/session/day (${fmt(100 * c.tokenSample)} % simulated).\n`,
 );

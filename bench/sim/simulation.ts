@@ -1,6 +1,7 @@
 import { OAuthClient } from '../../functions/core/oauth/client.js';
 import type { DomainEvent, Logger, Metrics } from '../../functions/core/ports.js';
 import { ProviderCircuit } from '../../functions/core/refresh/circuit.js';
+import { Dispatcher, type SliceQueue, type SweepSlice } from '../../functions/core/refresh/dispatch.js';
 import { Refresher } from '../../functions/core/refresh/refresher.js';
 import { Sweeper } from '../../functions/core/refresh/sweep.js';
 import { DefaultTokenService } from '../../functions/core/refresh/token-service.js';
@@ -23,6 +24,12 @@ import { SessionTable } from './table-model.js';
  */
 
 export interface SimConfig {
+  /**
+   * `fanout`: the schedule invokes the dispatcher, which sends slices to a queue consumed by at most
+   * `maxWorkers` refresh invocations; `single`: the schedule invokes one refresh function that sweeps
+   * every shard (the shape before the fan-out).
+   */
+  mode: 'fanout' | 'single';
   sessions: number;
   /** Simulated duration (s). */
   durationSeconds: number;
@@ -45,6 +52,12 @@ export interface SimConfig {
   leaseSeconds: number;
   /** Concurrent refresh invocations at most (the event source mapping's maximumConcurrency, M). */
   maxWorkers: number;
+  /** The most due sessions in one slice (one message, one invocation). */
+  sliceSize: number;
+  /** From a message sent to the start of its invocation (SQS and the event source mapping's poll). */
+  deliveryMs: number;
+  /** Each provider's `maxConcurrentRefreshes` (grants one worker sends it at once); undefined: C. */
+  maxConcurrentRefreshes?: number;
   /** The keeper's CPU per refresh on one worker, as wall time (ms). */
   cpuMsPerRefresh: number;
   coldStartMs: number;
@@ -61,6 +74,7 @@ export interface SimConfig {
 }
 
 export const DEFAULT_SIM: SimConfig = {
+  mode: 'fanout',
   sessions: 1_000_000,
   durationSeconds: 7_200,
   tokenLifetimeSeconds: 3_600,
@@ -79,6 +93,8 @@ export const DEFAULT_SIM: SimConfig = {
   httpTimeoutMs: 10_000,
   leaseSeconds: 30,
   maxWorkers: 50,
+  sliceSize: 1_000,
+  deliveryMs: 50,
   cpuMsPerRefresh: 10,
   coldStartMs: 250,
   tokenRequestsPerSessionDay: 24,
@@ -129,6 +145,7 @@ export interface SimReport {
     overTimeout: number;
     cpuBusyShare: number;
   };
+  queue: { dispatches: number; sent: number; peakWaiting: number; maxDispatchMs: number };
   sweeps: Record<keyof SweepSummary, number>;
   provider: {
     grants: number;
@@ -238,6 +255,7 @@ export async function simulate(partial: Partial<SimConfig> = {}): Promise<SimRep
       tokenEndpoint: tokenEndpoint(i),
       clientId: 'tokenkeeper',
       clientAuthMethod: 'none',
+      maxConcurrentRefreshes: c.maxConcurrentRefreshes,
       createdAt: SIM_T0,
       updatedAt: SIM_T0,
     });
@@ -320,7 +338,7 @@ export async function simulate(partial: Partial<SimConfig> = {}): Promise<SimRep
       instanceId: id,
       sleep: clock.sleep,
     });
-    return { store, refresher, circuit };
+    return { store, refresher, circuit, providers };
   };
 
   // ---- the refresh fleet ----------------------------------------------------------------------
@@ -328,6 +346,7 @@ export async function simulate(partial: Partial<SimConfig> = {}): Promise<SimRep
   const fleet = { active: 0, peak: 0, invocations: 0, coldStarts: 0, overTimeout: 0 };
   const sweepTotals: Record<string, number> = {};
   const timeoutMs = c.budgetSeconds * 1000 + c.httpTimeoutMs + 20_000;
+  const queueStats = { dispatches: 0, sent: 0, peakWaiting: 0, maxDispatchMs: 0 };
 
   const acquireWorker = (): { worker: Worker; cold: boolean } => {
     const idle = workers.find((w) => !w.busy);
@@ -337,7 +356,7 @@ export async function simulate(partial: Partial<SimConfig> = {}): Promise<SimRep
     }
     const id = workers.length;
     const cpu = new Cpu(clock);
-    const { store, refresher, circuit } = runtime(`w${id}`, cpu);
+    const { store, refresher, circuit, providers } = runtime(`w${id}`, cpu);
     const sweeper = new Sweeper({
       store,
       refresher,
@@ -349,6 +368,7 @@ export async function simulate(partial: Partial<SimConfig> = {}): Promise<SimRep
       budgetMs: c.budgetSeconds * 1000,
       grantReserveMs: reserveMs,
       circuit,
+      providers,
     });
     const worker: Worker = { id, cpu, sweeper, busy: true };
     workers.push(worker);
@@ -377,15 +397,59 @@ export async function simulate(partial: Partial<SimConfig> = {}): Promise<SimRep
     }
   };
 
-  // Today's shape: the scheduled rule invokes the refresh function, which sweeps every shard.
-  const scheduleSweeps = () => {
+  if (c.mode === 'single') {
+    // The shape before the fan-out: the scheduled rule invokes the refresh function, which sweeps every shard.
     for (let at = SIM_T0; at < end; at += c.intervalSeconds * 1000) {
       clock.schedule(at, () => {
         void invoke((w, remainingTimeMs) => w.sweeper.sweep({ remainingTimeMs }));
       });
     }
-  };
-  scheduleSweeps();
+  } else {
+    // The fan-out: the scheduled rule invokes the dispatcher (a function of its own); its slices go to
+    // the queue, whose event source mapping runs at most M refresh invocations at once, one slice each.
+    const waiting: SweepSlice[] = [];
+    let starting = 0;
+    const pump = () => {
+      while (waiting.length > 0 && fleet.active + starting < c.maxWorkers) {
+        const slice = waiting.shift() as SweepSlice;
+        starting++;
+        clock.schedule(clock.now() + c.deliveryMs, () => {
+          starting--;
+          void invoke((w, remainingTimeMs) => w.sweeper.sweepSlice(slice, { remainingTimeMs })).then(
+            pump,
+            pump,
+          );
+        });
+      }
+    };
+    const queue: SliceQueue = {
+      send: async (slices) => {
+        await clock.sleep(c.dynamoLatencyMs * Math.ceil(slices.length / 10));
+        waiting.push(...slices);
+        queueStats.sent += slices.length;
+        queueStats.peakWaiting = Math.max(queueStats.peakWaiting, waiting.length);
+        pump();
+      },
+    };
+    const dispatcherRuntime = runtime('dispatcher', new Cpu(clock));
+    const dispatcher = new Dispatcher({
+      store: dispatcherRuntime.store,
+      queue,
+      clock,
+      logger,
+      shardCount: c.shards,
+      windowSeconds: c.windowSeconds,
+      sliceSize: c.sliceSize,
+    });
+    for (let at = SIM_T0; at < end; at += c.intervalSeconds * 1000) {
+      clock.schedule(at, () => {
+        void dispatcher.dispatch().then((d) => {
+          queueStats.dispatches++;
+          queueStats.maxDispatchMs = Math.max(queueStats.maxDispatchMs, d.durationMs);
+        });
+      });
+    }
+  }
 
   // ---- token requests through the API's token service -------------------------------------------
   const tokenStats = { requests: 0, served: 0, expiredServed: 0, errors: {} as Record<string, number> };
@@ -486,6 +550,7 @@ export async function simulate(partial: Partial<SimConfig> = {}): Promise<SimRep
       overTimeout: fleet.overTimeout,
       cpuBusyShare: workers.length > 0 ? busy / (workers.length * c.durationSeconds * 1000) : 0,
     },
+    queue: queueStats,
     sweeps: {
       due: sweepTotals.due ?? 0,
       refreshed: sweepTotals.refreshed ?? 0,

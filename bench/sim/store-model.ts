@@ -201,8 +201,16 @@ export class ModelStore implements SessionStore {
     throw new Error('listProviders is not modelled');
   }
 
-  async putLatestSweep(sweep: StoredSweep): Promise<void> {
-    await this.call('putLatestSweep', (now) => this.o.table.putLatestSweep(now, sweep));
+  async startSweep(sweep: {
+    sweepId: string;
+    startedAt: number;
+    summary: Record<string, number>;
+  }): Promise<void> {
+    await this.call('startSweep', (now) => this.o.table.startSweep(now, sweep));
+  }
+
+  async addToSweep(sweepId: string, counts: Record<string, number>, finishedAt: number): Promise<void> {
+    await this.call('addToSweep', (now) => this.o.table.addToSweep(now, sweepId, counts, finishedAt));
   }
 
   async getLatestSweep(): Promise<StoredSweep | undefined> {
@@ -263,6 +271,8 @@ export class ModelStore implements SessionStore {
         delete a.circuitProbeOwner;
         delete a.circuitProbeUntil;
         delete a.circuitHeldBack;
+        delete a.circuitHeldBackRun;
+        delete a.circuitHeldBackSweep;
       },
     );
   }
@@ -345,6 +355,8 @@ export class ModelStore implements SessionStore {
           'circuitRunFrom',
           'circuitOpenings',
           'circuitHeldBack',
+          'circuitHeldBackRun',
+          'circuitHeldBackSweep',
         ]) {
           delete a[name];
         }
@@ -365,17 +377,44 @@ export class ModelStore implements SessionStore {
     );
   }
 
-  async noteCircuitHeldBack(providerId: string, sessions: number): Promise<void> {
-    await this.circuitUpdate(
-      'noteCircuitHeldBack',
-      providerId,
-      (a) =>
-        (a.circuitState === 'open' || a.circuitState === 'half_open') &&
-        (a.circuitHeldBack === undefined || (a.circuitHeldBack as number) < sessions),
-      (a) => {
-        a.circuitHeldBack = sessions;
-      },
-    );
+  async noteCircuitHeldBack(providerId: string, sessions: number, sweepId: string): Promise<void> {
+    const isOpen = (a: Record<string, unknown>) =>
+      a.circuitState === 'open' || a.circuitState === 'half_open';
+    const op = 'noteCircuitHeldBack';
+    // As the store: add to this sweep's run; else fold the previous run into the largest and start this one.
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const added = await this.circuitUpdate(
+        op,
+        providerId,
+        (a) => isOpen(a) && a.circuitHeldBackSweep === sweepId,
+        (a) => {
+          a.circuitHeldBackRun = num(a.circuitHeldBackRun, 0) + sessions;
+        },
+      );
+      if (added) return;
+      await this.circuitUpdate(
+        op,
+        providerId,
+        (a) =>
+          isOpen(a) &&
+          a.circuitHeldBackRun !== undefined &&
+          (a.circuitHeldBack === undefined ||
+            (a.circuitHeldBack as number) < (a.circuitHeldBackRun as number)),
+        (a) => {
+          a.circuitHeldBack = a.circuitHeldBackRun;
+        },
+      );
+      const started = await this.circuitUpdate(
+        op,
+        providerId,
+        (a) => isOpen(a) && a.circuitHeldBackSweep !== sweepId,
+        (a) => {
+          a.circuitHeldBackSweep = sweepId;
+          a.circuitHeldBackRun = sessions;
+        },
+      );
+      if (started) return;
+    }
   }
 }
 

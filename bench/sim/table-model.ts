@@ -683,13 +683,40 @@ export class SessionTable {
     return old ? before : { ...item.attrs };
   }
 
-  putLatestSweep(now: number, sweep: StoredSweep): undefined | Throttled {
+  /** Starts the latest sweep's record (replacing the previous sweep's). */
+  startSweep(now: number, sweep: { sweepId: string; startedAt: number; summary: Record<string, number> }) {
+    if (!this.admitSweepWrite(now)) return THROTTLED;
+    // A late dispatch never replaces a newer sweep's record.
+    if (this.latestSweep && this.latestSweep.startedAt > sweep.startedAt) {
+      this.count('startSweep', true);
+      return undefined;
+    }
+    this.count('startSweep');
+    this.latestSweep = { sweepId: sweep.sweepId, startedAt: sweep.startedAt, summary: { ...sweep.summary } };
+    return undefined;
+  }
+
+  /** Adds a slice's counts to the sweep's record; ignored once a newer sweep replaced it. */
+  addToSweep(now: number, sweepId: string, counts: Record<string, number>, finishedAt: number) {
+    if (!this.admitSweepWrite(now)) return THROTTLED;
+    const sweep = this.latestSweep;
+    if (sweep?.sweepId !== sweepId || (sweep.finishedAt !== undefined && sweep.finishedAt > finishedAt)) {
+      this.count('addToSweep', true);
+      return undefined;
+    }
+    this.count('addToSweep');
+    for (const [k, v] of Object.entries(counts)) sweep.summary[k] = (sweep.summary[k] ?? 0) + v;
+    sweep.finishedAt = finishedAt;
+    return undefined;
+  }
+
+  /** The sweep record is one small item: every slice of every sweep writes it. */
+  private admitSweepWrite(now: number): boolean {
     if (this.o.throughput && !this.o.throughput.admit(now, { partition: this.o.rows + 0xffff, wcu: 1 })) {
-      return THROTTLED;
+      return false;
     }
     this.stats.wcu += 1;
-    this.count('putLatestSweep');
-    this.latestSweep = { ...sweep, summary: { ...sweep.summary } };
+    return true;
   }
 
   getLatestSweep(): StoredSweep | undefined {

@@ -158,8 +158,14 @@ async function scenario(store: SessionStore): Promise<unknown[]> {
   out.push(await store.claimCircuitProbe('p0', 'P1', T0 + 1000, T0 + 31_000));
   out.push(await store.claimCircuitProbe('p0', 'P1', T0 + 2000, T0 + 32_000));
   out.push(await store.claimCircuitProbe('p0', 'P2', T0 + 2001, T0 + 32_001));
-  await store.noteCircuitHeldBack('p0', 5);
-  await store.noteCircuitHeldBack('p0', 3);
+  // Held-back counts: the slices of one sweep add up, the circuit keeps the largest sweep's total.
+  await store.noteCircuitHeldBack('p0', 5, 'S1');
+  await store.noteCircuitHeldBack('p0', 3, 'S1');
+  out.push((await store.getCircuit('p0'))?.heldBack);
+  await store.noteCircuitHeldBack('p0', 2, 'S2');
+  out.push((await store.getCircuit('p0'))?.heldBack);
+  await store.noteCircuitHeldBack('p0', 9, 'S2');
+  out.push((await store.getCircuit('p0'))?.heldBack);
   out.push(await store.reopenCircuit('p0', 'P2', err(T0 + 2100), T0 + 6000));
   out.push(await store.reopenCircuit('p0', 'P1', err(T0 + 2100), T0 + 6000));
   out.push(await store.claimCircuitProbe('p0', 'P3', T0 + 6000, T0 + 36_000));
@@ -174,6 +180,37 @@ async function scenario(store: SessionStore): Promise<unknown[]> {
   out.push((await store.getProvider('p0'))?.clientRejectedAt);
   await store.clearProviderRejected('p0');
   out.push((await store.getProvider('p0'))?.clientRejectedAt);
+
+  // The sweep record: slices add their counts; a late slice or an older dispatch changes nothing.
+  await store.startSweep({ sweepId: 'W1', startedAt: T0 + 100, summary: { due: 10, refreshed: 0 } });
+  await store.addToSweep('W1', { refreshed: 4, missed: 1 }, T0 + 200);
+  await store.addToSweep('W1', { refreshed: 5 }, T0 + 300);
+  await store.addToSweep('W1', { refreshed: 100 }, T0 + 250);
+  await store.addToSweep('W0', { refreshed: 100 }, T0 + 400);
+  out.push(await store.getLatestSweep());
+  await store.startSweep({ sweepId: 'W0', startedAt: T0 + 50, summary: { due: 99 } });
+  out.push(await store.getLatestSweep());
+  await store.startSweep({ sweepId: 'W2', startedAt: T0 + 500, summary: { due: 3 } });
+  out.push(await store.getLatestSweep());
+
+  // Slices of the due range (`from`, inclusive) and its pages.
+  for (let i = 20; i < 26; i++) {
+    await store.putSession(
+      {
+        userId: `u${i}`,
+        providerId: 'p0',
+        accessToken: 'a',
+        refreshToken: 'r',
+        tokenType: 'Bearer',
+        expiresAt: s + i,
+      },
+      T0,
+    );
+  }
+  for (let sh = 0; sh < SHARDS; sh++) {
+    out.push((await store.queryDue(sh, s + 23, undefined, s + 21)).keys);
+    out.push((await store.queryDue(sh, s + 22)).keys.filter((k) => k.userId !== key.userId));
+  }
 
   out.push(
     await view(store, await store.deleteSession(key)),
