@@ -125,6 +125,10 @@ function table(reports: SimReport[]): string {
       (r) =>
         `${fmt(r.dynamo.wcuPerRefresh, 2)} (${fmt(r.dynamo.tableWcuPerRefresh, 2)} + ${fmt(r.dynamo.indexWcuPerRefresh, 2)})`,
     ),
+    row(
+      'write units a second, mean / busiest second',
+      (r) => `${fmt(r.dynamo.meanWcuPerSecond)} / ${fmt(r.dynamo.peakWcuPerSecond)}`,
+    ),
     row('read units per refresh (incl. token requests)', (r) => fmt(r.dynamo.rcuPerRefresh, 3)),
     row('throttled requests (write / index write / read)', (r) =>
       [

@@ -166,6 +166,9 @@ export interface SimReport {
     sdkRetries: number;
     failedAfterRetries: number;
     itemBytes: number;
+    /** Session writes (table + index units) a second: the busiest second, and the mean over the run. */
+    peakWcuPerSecond: number;
+    meanWcuPerSecond: number;
   };
   tokens: {
     requests: number;
@@ -580,6 +583,8 @@ export async function simulate(partial: Partial<SimConfig> = {}): Promise<SimRep
       sdkRetries: stores.reduce((s, x) => s + x.calls.retries, 0),
       failedAfterRetries: stores.reduce((s, x) => s + x.calls.failed, 0),
       itemBytes: sizes.idle,
+      peakWcuPerSecond: table.stats.wcuBySecond.reduce((m, x) => Math.max(m, x ?? 0), 0),
+      meanWcuPerSecond: (table.stats.wcu + table.stats.indexWcu) / c.durationSeconds,
     },
     tokens: { ...tokenStats, p99Ms: tokenLatency.quantile(0.99) },
     logs: logger.counts,

@@ -132,6 +132,8 @@ export interface SessionTableOptions {
 }
 
 export interface TableStats {
+  /** Write units (table and index) by second since the first write, for the peak rate. */
+  wcuBySecond: number[];
   wcu: number;
   indexWcu: number;
   rcu: number;
@@ -176,7 +178,15 @@ export class SessionTable {
   private readonly providers = new Map<string, ProviderItem>();
   private readonly providerIds: string[] = [];
   private latestSweep: StoredSweep | undefined;
-  readonly stats: TableStats = { wcu: 0, indexWcu: 0, rcu: 0, requests: {}, conditionFailures: {} };
+  readonly stats: TableStats = {
+    wcuBySecond: [],
+    wcu: 0,
+    indexWcu: 0,
+    rcu: 0,
+    requests: {},
+    conditionFailures: {},
+  };
+  private firstSecond: number | undefined;
 
   constructor(options: SessionTableOptions) {
     this.o = options;
@@ -274,7 +284,14 @@ export class SessionTable {
     const { throughput } = this.o;
     if (throughput && !throughput.admit(now, { partition: row, wcu, indexWcu: index })) return false;
     this.stats.wcu += wcu;
-    for (const i of index) this.stats.indexWcu += i.units;
+    let units = wcu;
+    for (const i of index) {
+      this.stats.indexWcu += i.units;
+      units += i.units;
+    }
+    this.firstSecond ??= Math.floor(now / 1000);
+    const second = Math.floor(now / 1000) - this.firstSecond;
+    this.stats.wcuBySecond[second] = (this.stats.wcuBySecond[second] ?? 0) + units;
     return true;
   }
 
