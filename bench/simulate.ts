@@ -119,6 +119,7 @@ function table(reports: SimReport[]): string {
     row('worker CPU busy', (r) => `${fmt(100 * r.workers.cpuBusyShare, 1)} %`),
     row('peak grants in flight', (r) => fmt(r.provider.peakInflight)),
     row('refresh-token reuses (must be 0)', (r) => `**${fmt(r.provider.reuses)}**`),
+    row('rotations lost (stored refresh token behind the provider’s)', (r) => fmt(r.provider.lostRotations)),
     row('provider 429s', (r) => fmt(r.provider.rateLimited)),
     row(
       'write units per refresh (table + index)',

@@ -52,17 +52,21 @@ export class ProviderModel {
     abortedSignals: 0,
   };
   private readonly generation: Int32Array;
-  private readonly revoked: Uint8Array;
+  private readonly revokedRows: Uint8Array;
   private readonly buckets = new Map<string, { tokens: number; last: number }>();
 
   constructor(private readonly o: ProviderModelOptions) {
     this.generation = new Int32Array(o.rows);
-    this.revoked = new Uint8Array(o.rows);
+    this.revokedRows = new Uint8Array(o.rows);
   }
 
-  /** The refresh token a session starts with. */
-  initialRefreshToken(row: number): string {
+  /** The session's current refresh token at the provider (the one a session starts with, at first). */
+  currentRefreshToken(row: number): string {
     return `rt.${row}.${this.generation[row]}`;
+  }
+
+  revoked(row: number): boolean {
+    return this.revokedRows[row] === 1;
   }
 
   private admit(host: string): boolean {
@@ -122,12 +126,12 @@ export class ProviderModel {
     const row = Number(match[1]);
     const n = Number(match[2]);
     if (row >= this.o.rows) return refused('unknown refresh token');
-    if (this.revoked[row]) return refused('grant revoked');
+    if (this.revokedRows[row]) return refused('grant revoked');
     const current = this.generation[row] as number;
     if (n < current) {
       // Reuse of a rotated refresh token: the whole grant is revoked.
       this.stats.reuses++;
-      this.revoked[row] = 1;
+      this.revokedRows[row] = 1;
       return refused('refresh token reused; grant revoked');
     }
     if (n !== current) return refused('unknown refresh token');

@@ -151,6 +151,8 @@ export interface SimReport {
     grants: number;
     peakInflight: number;
     reuses: number;
+    /** Sessions whose stored refresh token is not the provider's current one (a rotation lost). */
+    lostRotations: number;
     invalidGrants: number;
     rateLimited: number;
     abortedSignals: number;
@@ -273,7 +275,7 @@ export async function simulate(partial: Partial<SimConfig> = {}): Promise<SimRep
         userId: `u${row}`,
         providerId: providerIds[row % c.providers] as string,
         accessToken: `at.${row}.0`,
-        refreshToken: provider.initialRefreshToken(row),
+        refreshToken: provider.currentRefreshToken(row),
         tokenType: 'Bearer',
         expiresAt: firstDue + 1 + Math.floor((row * c.tokenLifetimeSeconds) / c.sessions),
       },
@@ -525,8 +527,18 @@ export async function simulate(partial: Partial<SimConfig> = {}): Promise<SimRep
 
   // Sessions the sweep keeps (scheduled) whose token had expired by the end without a refresh.
   let missedAtEnd = 0;
+  let lostRotations = 0;
   for (let row = 0; row < c.sessions; row++) {
     const s = table.peek(row);
+    // A rotation the store never recorded (and no lease left to commit it): the next grant would be a reuse.
+    if (
+      s.active &&
+      !s.leased &&
+      !provider.revoked(row) &&
+      s.refreshToken !== provider.currentRefreshToken(row)
+    ) {
+      lostRotations++;
+    }
     if (s.active && s.mode === 'scheduled' && s.expiresAt !== undefined && s.expiresAt * 1000 <= end) {
       missedAtEnd++;
     }
@@ -568,6 +580,7 @@ export async function simulate(partial: Partial<SimConfig> = {}): Promise<SimRep
       grants: provider.stats.grants,
       peakInflight: provider.stats.peakInflight,
       reuses: provider.stats.reuses,
+      lostRotations,
       invalidGrants: provider.stats.invalidGrants,
       rateLimited: provider.stats.rateLimited,
       abortedSignals: provider.stats.abortedSignals,

@@ -353,8 +353,17 @@ export class SessionTable {
   }
 
   /** Current expiry and index state of a row, for the simulation's end-of-run count. */
-  peek(row: number): { active: boolean; expiresAt?: number; dueAt?: number; mode: RefreshMode } {
+  peek(row: number): {
+    active: boolean;
+    expiresAt?: number;
+    dueAt?: number;
+    mode: RefreshMode;
+    refreshToken?: string;
+    leased: boolean;
+  } {
     return {
+      leased: this.leaseOwner.has(row),
+      refreshToken: this.decodeToken(row, 'rt', this.refreshN[row] as number),
       active: this.status[row] === 1,
       expiresAt: opt(this.expiresAt[row] as number),
       dueAt: opt(this.dueAt[row] as number),

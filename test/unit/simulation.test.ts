@@ -13,6 +13,7 @@ describe('simulation of the refresh fleet', () => {
     const r = await simulate({ sessions: 2_000, providerLatencyMs: 1_000, maxWorkers: 4, seed: 7 });
     expect(r.missed).toBe(0);
     expect(r.provider.reuses).toBe(0);
+    expect(r.provider.lostRotations).toBe(0);
     expect(r.provider.invalidGrants).toBe(0);
     // Every session refreshed about once an hour (each 55 minutes: window 600 s, interval 300 s).
     expect(r.refreshes.sweep).toBeGreaterThan(2 * 2_000);
