@@ -243,7 +243,6 @@ export function createRuntime(deps: RuntimeDeps): Runtime {
     grantReserveMs: config.httpTimeoutMs + 2_000,
     backoff: deps.backoff,
     circuit,
-    sleep: deps.sleep,
   });
   const reserveMs = config.httpTimeoutMs + 2_000;
   const sessions = new DefaultSessionService(store, providerCache, oauth, clock, logger);
