@@ -9,7 +9,15 @@ import {
   type SessionKey,
 } from '../model.js';
 import type { GrantFailure, OAuthClient } from '../oauth/client.js';
-import type { Clock, EventPublisher, Logger, Metrics, Random } from '../ports.js';
+import {
+  type Clock,
+  type EventPublisher,
+  type Logger,
+  type Metrics,
+  type Random,
+  realSleep,
+  type Sleep,
+} from '../ports.js';
 import type { LeaseCondition, SessionRecord, SessionStore } from '../store/store.js';
 import type { Admission, ProviderCircuit } from './circuit.js';
 
@@ -88,6 +96,8 @@ export interface RefresherOptions {
   circuit?: ProviderCircuit;
   /** Identifies this process in lease owners (for diagnosis only). */
   instanceId?: string;
+  /** Waits between commit retries; injected so a simulated or fake clock drives it. */
+  sleep?: Sleep;
 }
 
 export class Refresher {
@@ -343,7 +353,7 @@ export class Refresher {
           attempt,
           error: (err as Error).name,
         });
-        await new Promise((resolve) => setTimeout(resolve, 100 * 2 ** attempt));
+        await (this.o.sleep ?? realSleep)(100 * 2 ** attempt);
       }
     }
   }

@@ -386,7 +386,7 @@ function maxOf(a: number | undefined, b: number | undefined): number | undefined
   return a === undefined ? b : b === undefined ? a : Math.max(a, b);
 }
 
-function circuitOf(item: Item): CircuitRecord {
+export function circuitOf(item: Item): CircuitRecord {
   const num = (v: unknown) => (typeof v === 'number' ? v : undefined);
   const state =
     item.circuitState === 'open' || item.circuitState === 'half_open' ? item.circuitState : 'closed';
