@@ -231,9 +231,11 @@ export function createRuntime(deps: RuntimeDeps): Runtime {
       grantConcurrency: config.refreshConcurrency,
     },
   });
+  const sleep = deps.sleep ?? realSleep;
   const refresher = new Refresher({
     store,
     oauth,
+    sleep,
     providers: providerCache,
     clock,
     logger,
@@ -271,7 +273,7 @@ export function createRuntime(deps: RuntimeDeps): Runtime {
       store,
       refresher,
       clock,
-      sleep: deps.sleep ?? realSleep,
+      sleep,
       logger,
       metrics,
       maxWaitMs: reserveMs,

@@ -593,6 +593,57 @@ describe('Refresher: lease → grant → commit', () => {
     client.destroy();
   });
 
+  it('sustained throttling of the commit: retried past five attempts for as long as the lease lasts, never past it', async () => {
+    // The 1M-session simulation found rotated refresh tokens lost to a commit that gave up after five
+    // attempts with most of its lease left (index writes throttled on a hot shard).
+    const client = makeDynamoClient(handle.endpoint);
+    let failures = 9;
+    let attempts = 0;
+    client.middlewareStack.add(
+      (next, context) => async (args) => {
+        const input = args.input as { UpdateExpression?: string };
+        if (
+          context.commandName === 'UpdateItemCommand' &&
+          input.UpdateExpression?.includes('version = version + :one')
+        ) {
+          attempts++;
+          if (failures > 0) {
+            failures--;
+            throw Object.assign(new Error('throughput exceeded'), {
+              name: 'ProvisionedThroughputExceededException',
+            });
+          }
+        }
+        return next(args);
+      },
+      { step: 'initialize', name: 'throttleCommits' },
+    );
+    const flaky = createCoreFixture(handle, {
+      dynamodb: client,
+      endpoint: fx.endpoint,
+      clock: fx.clock,
+      keyringJson: fx.keyringJson,
+    });
+    const s = await addSession(fx, { providerId, expiresIn: 60 });
+    const leasedAt = fx.clock.now();
+    expect((await flaky.runtime.refresher.refresh(s.key, sweep())).kind).toBe('refreshed');
+    expect(attempts).toBe(10);
+    expect(fx.clock.now() - leasedAt).toBeLessThan(flaky.config.leaseSeconds * 1000);
+    const [issued] = fx.endpoint.issued.slice(-1);
+    expect((await readSession(fx, s.key)).refreshToken).toBe(issued?.refreshToken);
+
+    // Throttled for good: it stops before its lease ends, so no other refresher can have taken over.
+    failures = Number.POSITIVE_INFINITY;
+    fx.clock.advance(3_600_000);
+    const startedAt = fx.clock.now();
+    await expect(flaky.runtime.refresher.refresh(s.key, sweep())).rejects.toMatchObject({
+      name: 'ProvisionedThroughputExceededException',
+    });
+    expect(fx.clock.now() - startedAt).toBeLessThan(flaky.config.leaseSeconds * 1000);
+    expect(fx.clock.now() - startedAt).toBeGreaterThan(flaky.config.leaseSeconds * 1000 - 5_000);
+    client.destroy();
+  });
+
   it('a key missing from the keyring: key_unavailable, session kept active, metric, failure recorded', async () => {
     const s = await addSession(fx, { providerId, expiresIn: 60 });
     const other = createCoreFixture(handle, {

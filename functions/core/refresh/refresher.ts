@@ -26,6 +26,9 @@ import type { Admission, ProviderCircuit } from './circuit.js';
  * One call of `refresh` makes at most one grant request, and only while holding the lease.
  */
 
+/** The longest pause between two commit attempts, and the time one attempt may take (SDK retries included). */
+const COMMIT_RETRY_MAX_PAUSE_MS = 2_000;
+const COMMIT_ATTEMPT_MS = 1_000;
 export type RefreshOutcome =
   | { kind: 'refreshed'; record: SessionRecord; accessToken: string }
   /**
@@ -334,8 +337,10 @@ export class Refresher {
 
   /**
    * The provider has already rotated the refresh token: losing this write would make the next grant a
-   * reuse. Store faults (throttling, a dropped connection) are retried while our lease lasts; a refused
-   * condition (lease lost) is final and returns undefined.
+   * reuse. Store faults (throttling, a dropped connection) are retried for as long as our lease lasts,
+   * however many attempts that takes (each is itself retried by the SDK): under sustained throttling a
+   * fixed count gave up with half the lease left. A refused condition (lease lost) is final and returns
+   * undefined.
    */
   private async commitWithRetry(
     key: SessionKey,
@@ -347,13 +352,14 @@ export class Refresher {
       try {
         return await this.o.store.commitRefresh(key, owner, tokens, this.o.clock.now());
       } catch (err) {
-        if (attempt >= 5 || this.o.clock.now() + 250 * attempt >= leaseUntil) throw err;
+        const pause = Math.min(COMMIT_RETRY_MAX_PAUSE_MS, 100 * 2 ** attempt);
+        if (this.o.clock.now() + pause + COMMIT_ATTEMPT_MS >= leaseUntil) throw err;
         this.o.logger.warn('commit failed; retrying while the lease lasts', {
           ...key,
           attempt,
           error: (err as Error).name,
         });
-        await (this.o.sleep ?? realSleep)(100 * 2 ** attempt);
+        await (this.o.sleep ?? realSleep)(pause);
       }
     }
   }
