@@ -148,6 +148,19 @@ export const CONTEXT_KEYS = [
   ...CAPACITY_KEYS,
 ] as const satisfies readonly (keyof TokenKeeperConfig)[];
 
+/** Refreshes a second one refresh worker makes at most: its CPU bound at 512 MB (docs/performance.md). */
+export const WORKER_REFRESHES_PER_SECOND = 100;
+/** Write units a second DynamoDB gives one partition key value (here: one shard of the index). */
+export const INDEX_KEY_WRITES_PER_SECOND = 1_000;
+
+/**
+ * The fewest shards that keep the index's hot keys below their write limit when `workers` refresh
+ * workers run at full speed (two index writes per refresh): the rule `npm run simulate` showed.
+ */
+export function minShardCount(workers: number): number {
+  return Math.ceil((2 * workers * WORKER_REFRESHES_PER_SECOND) / INDEX_KEY_WRITES_PER_SECOND);
+}
+
 /** API Gateway gives up on an integration after 30 s; the API function must answer before that. */
 export const API_FUNCTION_TIMEOUT_SECONDS = 29;
 /** Time the API function keeps for itself around an on-demand grant (DynamoDB, decrypt, response). */
@@ -237,6 +250,17 @@ export function parseConfig(raw: Raw): TokenKeeperConfig {
     problems.push(
       `refreshReservedConcurrency (${refreshReservedConcurrency}) must be at least sweepMaxConcurrency ` +
         `(${sweepMaxConcurrency}), or the sweep's workers are throttled`,
+    );
+  }
+  // Each shard is one partition key of the byExpiry index, which DynamoDB limits to 1,000 write units
+  // a second; every refresh moves its entry (two index writes), and a 512 MB worker makes up to about
+  // 100 refreshes a second. Too few shards throttle the index, and the sweep with it.
+  const minShards = minShardCount(sweepMaxConcurrency);
+  if (shardCount < minShards) {
+    problems.push(
+      `shardCount (${shardCount}) is too low for sweepMaxConcurrency (${sweepMaxConcurrency}): ` +
+        `${sweepMaxConcurrency} workers move up to ${2 * sweepMaxConcurrency * WORKER_REFRESHES_PER_SECOND} index ` +
+        `entries a second, and one shard takes ${INDEX_KEY_WRITES_PER_SECOND}; set shardCount to at least ${minShards}`,
     );
   }
   const httpTimeoutMs = int(

@@ -647,7 +647,12 @@ describe('sweep fan-out', () => {
       ScalingConfig: { MaximumConcurrency: 10 },
       FunctionResponseTypes: ['ReportBatchItemFailures'],
     });
-    const wider = synth({ sweepMaxConcurrency: 40, refreshReservedConcurrency: 40, sweepSliceSize: 500 });
+    const wider = synth({
+      sweepMaxConcurrency: 40,
+      refreshReservedConcurrency: 40,
+      shardCount: 8,
+      sweepSliceSize: 500,
+    });
     const [, wide] = only(wider.template, 'AWS::Lambda::EventSourceMapping');
     expect(wide.Properties).toMatchObject({ ScalingConfig: { MaximumConcurrency: 40 } });
     const env =
@@ -677,6 +682,16 @@ describe('sweep fan-out', () => {
     );
     expect(() => synth({ sweepMaxConcurrency: 1 })).toThrow(/sweepMaxConcurrency must be between 2 and 1000/);
     expect(() => synth({ sweepSliceSize: 0 })).toThrow(/sweepSliceSize must be between 1 and 100000/);
+  });
+
+  it('refuses too few shards for the workers: each shard is one index partition key of 1,000 writes a second', () => {
+    // 50 workers at 100 refreshes a second move 10,000 index entries a second (npm run simulate).
+    expect(() => synth({ sweepMaxConcurrency: 50, refreshReservedConcurrency: 50 })).toThrow(
+      /shardCount \(4\) is too low for sweepMaxConcurrency \(50\).*set shardCount to at least 10/,
+    );
+    const fleet = synth({ sweepMaxConcurrency: 50, refreshReservedConcurrency: 50, shardCount: 16 });
+    const [, mapping] = only(fleet.template, 'AWS::Lambda::EventSourceMapping');
+    expect(mapping.Properties).toMatchObject({ ScalingConfig: { MaximumConcurrency: 50 } });
   });
 
   it('grants the dispatcher what its code path calls (functions/core/refresh/dispatch.ts)', () => {
