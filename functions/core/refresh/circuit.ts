@@ -121,6 +121,8 @@ export class ProviderCircuit {
   private readonly cache = new Map<string, { circuit: Promise<CircuitRecord>; at: number }>();
   /** The last circuit this process read or wrote, per provider (what `failed` counts on at once). */
   private readonly latest = new Map<string, CircuitRecord>();
+  /** How many times this process wrote its view of each provider's circuit (reads started earlier are older). */
+  private readonly writes = new Map<string, number>();
   private readonly slots = new Map<string, () => Promise<() => void>>();
   /** Probes in flight in this process, so its sweep workers wait for the answer instead of skipping. */
   private readonly localProbes = new Map<string, { settled: Promise<void>; settle: () => void }>();
@@ -141,12 +143,13 @@ export class ProviderCircuit {
     const now = this.o.clock.now();
     const hit = this.cache.get(providerId);
     if (!options.fresh && hit && now - hit.at < this.policy.cacheTtlMs) return hit.circuit;
+    const writesBefore = this.writes.get(providerId) ?? 0;
     const entry = {
       circuit: this.o.store.getCircuit(providerId).then((c) => {
         const read = c ?? CLOSED;
         const known = this.latest.get(providerId);
         // A view this process wrote while the read was under way is newer than what the read saw.
-        if (this.cache.get(providerId) !== entry && known) return known;
+        if ((this.writes.get(providerId) ?? 0) !== writesBefore && known) return known;
         // A young opening of ours that the store does not show yet: ours, for the cache's lifetime.
         if (
           known &&
@@ -185,11 +188,13 @@ export class ProviderCircuit {
 
   /** Drops this process's view (the provider was replaced: a new configuration starts closed). */
   forget(providerId: string): void {
+    this.writes.set(providerId, (this.writes.get(providerId) ?? 0) + 1);
     this.cache.delete(providerId);
     this.latest.delete(providerId);
   }
 
   private remember(providerId: string, circuit: CircuitRecord | undefined): void {
+    this.writes.set(providerId, (this.writes.get(providerId) ?? 0) + 1);
     if (circuit) {
       this.cache.set(providerId, { circuit: Promise.resolve(circuit), at: this.o.clock.now() });
       this.latest.set(providerId, circuit);
