@@ -23,18 +23,41 @@ export function createLogger(serviceName: string): Logger {
   };
 }
 
+/**
+ * Metrics a busy function may hold back and publish together: one EMF document carries up to 100
+ * values of a metric (Powertools publishes by itself when one reaches 100), so a token request costs a
+ * few bytes of log instead of a whole document. Anything else added flushes everything at once.
+ */
+export interface MetricBatching {
+  /** The metrics that may wait. */
+  names: readonly string[];
+  /** Held-back values are published by the first flush at least this long after the last publish. */
+  maxAgeMs: number;
+  now?: () => number;
+}
+
 /** Powertools Logger (structured JSON) and Metrics (Embedded Metric Format) behind the core's ports. */
-export function createTelemetry(config: Pick<Config, 'serviceName'>): Telemetry {
+export function createTelemetry(
+  config: Pick<Config, 'serviceName'>,
+  options: { batching?: MetricBatching } = {},
+): Telemetry {
   const logger = createLogger(config.serviceName);
   const emf = new PowertoolsMetrics({ namespace: METRICS_NAMESPACE, serviceName: config.serviceName });
+  const { batching } = options;
+  const now = batching?.now ?? Date.now;
+  const mayWait = new Set(batching?.names ?? []);
   // Powertools warns "No application metrics to publish" when asked to flush nothing, which most
   // API requests (all but the token route) would do: flush only what was added.
   let pending = false;
+  let urgent = false;
+  // The first flush of a container publishes; then at most one held-back document per maxAgeMs.
+  let publishedAt = Number.NEGATIVE_INFINITY;
   return {
     logger,
     metrics: {
       add: (name, unit, value, dimensions) => {
         pending = true;
+        if (!mayWait.has(name)) urgent = true;
         emf.addMetric(name, unit, value);
         if (!dimensions) return;
         // The same value again, per dimension (e.g. per provider), in a document of its own.
@@ -47,7 +70,10 @@ export function createTelemetry(config: Pick<Config, 'serviceName'>): Telemetry 
     },
     flush: () => {
       if (!pending) return;
+      if (batching && !urgent && now() - publishedAt < batching.maxAgeMs) return;
       pending = false;
+      urgent = false;
+      publishedAt = now();
       emf.publishStoredMetrics();
     },
   };
