@@ -1,12 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Clock, Logger } from '../ports.js';
 import type { SessionStore } from '../store/store.js';
-import { emptySummary } from './sweep.js';
-
-/** The summary's counts, without the duration (the record keeps start and finish instead). */
-function counts({ durationMs: _, ...rest }: ReturnType<typeof emptySummary>): Record<string, number> {
-  return rest;
-}
+import { startCounts } from './sweep.js';
 
 /**
  * The fan-out of a sweep. The schedule invokes the dispatcher, which reads each shard's due range of
@@ -90,7 +85,7 @@ export class Dispatcher {
       await store.startSweep({
         sweepId,
         startedAt,
-        summary: { ...counts(emptySummary()), due, slices: slices.length },
+        summary: { ...startCounts(due), slices: slices.length },
       });
     } catch (err) {
       this.o.logger.warn('sweep record not stored', { error: (err as Error).name });

@@ -59,7 +59,7 @@ export class Sweeper implements SweepService {
     const due = perShard.flat().sort((a, b) => a.dueAt - b.dueAt);
     const sweepId = this.newId();
     await this.record(() =>
-      this.o.store.startSweep({ sweepId, startedAt, summary: { ...emptySummary(), due: due.length } }),
+      this.o.store.startSweep({ sweepId, startedAt, summary: startCounts(due.length) }),
     );
     return this.run(due, dueBy, sweepId, startedAt, startedAt, options.remainingTimeMs);
   }
@@ -235,8 +235,7 @@ export class Sweeper implements SweepService {
     }
     summary.backlog = queue.size();
     summary.durationMs = clock.now() - startedAt;
-    const counts = Object.fromEntries(COUNTED.map((field) => [field, summary[field]]));
-    await this.record(() => this.o.store.addToSweep(sweepId, counts, clock.now()));
+    await this.record(() => this.o.store.addToSweep(sweepId, countsOf(summary), clock.now()));
     return summary;
   }
 
@@ -253,6 +252,16 @@ export class Sweeper implements SweepService {
     };
     return latest;
   }
+}
+
+/** The counts a sweep or slice adds to the latest sweep's record (`due` is the dispatch's). */
+function countsOf(summary: SweepSummary): Record<string, number> {
+  return Object.fromEntries(COUNTED.map((field) => [field, summary[field]]));
+}
+
+/** The latest sweep's record as a dispatch (or a whole sweep) starts it: what is due, nothing done yet. */
+export function startCounts(due: number): Record<string, number> {
+  return { due, ...countsOf(emptySummary()) };
 }
 
 /** A summary with every count at zero. */
