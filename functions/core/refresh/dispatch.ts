@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Clock, Logger } from '../ports.js';
 import type { SessionStore } from '../store/store.js';
-import { startCounts } from './sweep.js';
+import { readDueKeys, startCounts } from './sweep.js';
 
 /**
  * The fan-out of a sweep. The schedule invokes the dispatcher, which reads each shard's due range of
@@ -61,16 +61,10 @@ export class Dispatcher {
     const sweepId = this.o.newId?.() ?? randomUUID();
     const shards = Array.from({ length: this.o.shardCount }, (_, i) => i);
     const perShard = await Promise.all(
-      shards.map(async (shard) => {
-        const dueAts: number[] = [];
-        let cursor: Record<string, unknown> | undefined;
-        do {
-          const page = await store.queryDue(shard, dueBy, cursor);
-          for (const key of page.keys) dueAts.push(key.dueAt);
-          cursor = page.cursor;
-        } while (cursor);
-        return { shard, dueAts };
-      }),
+      shards.map(async (shard) => ({
+        shard,
+        dueAts: (await readDueKeys(store, shard, dueBy)).map((key) => key.dueAt),
+      })),
     );
     const slices: SweepSlice[] = [];
     let due = 0;

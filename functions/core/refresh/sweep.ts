@@ -85,15 +85,8 @@ export class Sweeper implements SweepService {
     );
   }
 
-  private async dueKeys(shard: number, dueBy: number, from?: number): Promise<DueKey[]> {
-    const keys: DueKey[] = [];
-    let cursor: Record<string, unknown> | undefined;
-    do {
-      const page = await this.o.store.queryDue(shard, dueBy, cursor, from);
-      keys.push(...page.keys);
-      cursor = page.cursor;
-    } while (cursor);
-    return keys;
+  private dueKeys(shard: number, dueBy: number, from?: number): Promise<DueKey[]> {
+    return readDueKeys(this.o.store, shard, dueBy, from);
   }
 
   /** Each due provider's limit, read once per sweep from the (cached) provider configurations. */
@@ -252,6 +245,23 @@ export class Sweeper implements SweepService {
     };
     return latest;
   }
+}
+
+/** Every page of one shard's due range of the index, ascending by due time (`from` bounds it below). */
+export async function readDueKeys(
+  store: Pick<SessionStore, 'queryDue'>,
+  shard: number,
+  dueBy: number,
+  from?: number,
+): Promise<DueKey[]> {
+  const keys: DueKey[] = [];
+  let cursor: Record<string, unknown> | undefined;
+  do {
+    const page = await store.queryDue(shard, dueBy, cursor, from);
+    keys.push(...page.keys);
+    cursor = page.cursor;
+  } while (cursor);
+  return keys;
 }
 
 /** The counts a sweep or slice adds to the latest sweep's record (`due` is the dispatch's). */
