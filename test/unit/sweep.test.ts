@@ -37,6 +37,20 @@ describe('Sweeper', () => {
     Promise.all(Array.from({ length: n }, (_, i) => addSession(fx, { providerId, expiresIn: expiresIn(i) })));
   const reserveMs = (fx: CoreFixture) => fx.config.httpTimeoutMs + 2_000;
   const versionOf = async (fx: CoreFixture, s: TestSession) => (await rawItem(fx, s.key))?.version;
+  /** Starts a sweep whose first grant is held at the endpoint, once a second session is leased too. */
+  const holdFirstGrant = async (fx: CoreFixture, sessions: TestSession[]) => {
+    const first = fx.endpoint.gate();
+    const sweeping = fx.runtime.sweeper.sweep();
+    await first.arrived;
+    await vi.waitFor(async () => expect(await leasedCount(fx, sessions)).toBe(2), {
+      timeout: 5_000,
+      interval: 10,
+    });
+    return { first, sweeping };
+  };
+  /** How many of `sessions` hold a lease now. */
+  const leasedCount = async (fx: CoreFixture, sessions: TestSession[]) =>
+    (await Promise.all(sessions.map((s) => rawItem(fx, s.key)))).filter((item) => item?.leaseOwner).length;
 
   it("frees a grant slot when the answer is in: one session's commit overlaps the next grant", async () => {
     // Guards sweep throughput: with the slot held through the commit, every grant would wait on a write.
@@ -75,6 +89,39 @@ describe('Sweeper', () => {
     releaseCommit();
     expect(await sweeping).toMatchObject({ due: 2, refreshed: 2, backlog: 0 });
     client.destroy();
+  });
+
+  it('leases the next session while a grant is in flight: no grant slot waits on a lease write', async () => {
+    // Guards sweep efficiency: with the lease inside the slot, every grant would start a write later.
+    const { fx, providerId } = await setup({ TOKENKEEPER_REFRESH_CONCURRENCY: '1' });
+    const sessions = await addMany(fx, providerId, 3, (i) => 60 + i);
+    // One slot, one grant held at the endpoint: the next session is already leased, waiting for the slot…
+    const { first, sweeping } = await holdFirstGrant(fx, sessions);
+    expect(fx.endpoint.requests).toHaveLength(1);
+    // …and goes out as soon as the slot is free; the slot never held two grants.
+    first.release();
+    expect(await sweeping).toMatchObject({ due: 3, refreshed: 3, skipped: 0, backlog: 0 });
+    expect(fx.endpoint.maxInFlight).toBe(1);
+    for (const s of sessions) expect(await versionOf(fx, s)).toBe(2);
+  });
+
+  it('a leased session waiting for its slot sends nothing when the circuit opened meanwhile', async () => {
+    const { fx, providerId } = await setup({ TOKENKEEPER_REFRESH_CONCURRENCY: '1' });
+    const sessions = await addMany(fx, providerId, 3, (i) => 60 + i);
+    // The first grant's answer opens the circuit at once (503 with Retry-After)…
+    fx.endpoint.reply({
+      kind: 'error',
+      status: 503,
+      error: 'temporarily_unavailable',
+      headers: { 'retry-after': '120' },
+    });
+    const { first, sweeping } = await holdFirstGrant(fx, sessions);
+    first.release();
+    // …so the session leased while it was in flight is given back unsent, and the last is not leased.
+    expect(await sweeping).toMatchObject({ due: 3, refreshed: 0, failedTransient: 1, skipped: 2 });
+    expect(fx.endpoint.requests).toHaveLength(1);
+    expect(await leasedCount(fx, sessions)).toBe(0);
+    for (const s of sessions) expect(await versionOf(fx, s)).toBe(1);
   });
 
   it('refreshes only due sessions (expiresAt <= now + window), across all shards', async () => {
@@ -198,14 +245,17 @@ describe('Sweeper', () => {
 
   it('stops within its own budget as measured on the clock', async () => {
     const { fx, providerId } = await setup({ TOKENKEEPER_REFRESH_CONCURRENCY: '1' });
-    fx.endpoint.clockAdvanceMs = 20_000;
+    fx.endpoint.clockAdvanceMs = 15_000;
     const sessions = await addMany(fx, providerId, 10, (i) => 200 + i);
 
-    // budget 120 s, reserve 12 s: after six 20-second grants nothing is left
+    // Budget 120 s, reserve 12 s, one slot: grant k is sent at 15k s, so grants 0–7 fit (the last at
+    // 105 s); session 8, leased at 105 s, is still waiting for the slot at 120 s and is given back
+    // unsent, and session 9 is never taken. Both are backlog, neither keeps a lease.
     expect(fx.config.sweepBudgetSeconds).toBe(120);
     const summary = await fx.runtime.sweeper.sweep();
-    expect(summary).toMatchObject({ due: 10, refreshed: 6, backlog: 4, durationMs: 120_000 });
-    for (const s of sessions.slice(6)) {
+    expect(summary).toMatchObject({ due: 10, refreshed: 8, skipped: 0, backlog: 2, durationMs: 120_000 });
+    expect(fx.endpoint.requests).toHaveLength(8);
+    for (const s of sessions.slice(8)) {
       const item = await rawItem(fx, s.key);
       expect(item?.version).toBe(1);
       expect(item).not.toHaveProperty('leaseOwner');

@@ -302,6 +302,19 @@ export class ProviderCircuit {
   }
 
   /**
+   * For a caller admitted while the circuit was closed, once its grant slot is free (it may have
+   * waited a grant's time): the circuit opened meanwhile, so no grant is sent. Undefined: still closed.
+   */
+  async openedMeanwhile(providerId: string): Promise<Extract<Admission, { kind: 'open' }> | undefined> {
+    const circuit = await this.view(providerId);
+    if (circuit.state === 'closed') return undefined;
+    const blocked = this.blocked(providerId, circuit, this.o.clock.now());
+    if (blocked?.kind === 'open') return blocked;
+    // Open with its probe due: the probe is someone's admission, not this caller's.
+    return { kind: 'open', providerId, retryAfterSeconds: 1, probeInFlight: false };
+  }
+
+  /**
    * Failures in this window belong to a provider outage, not to their session: the session's own
    * backoff does not hold it back. After the circuit closed, the last outage; for the probe of an
    * open circuit, the current run.

@@ -115,13 +115,14 @@ export class Refresher {
 
   /**
    * `grantDone`, when given, is called as soon as the grant's answer is in (before the commit), or
-   * when no grant will be made: the sweep frees its grant slot with it, so the commit of one session
-   * overlaps the next grant.
+   * when no grant will be made. `grantSlot`, when given, is acquired after the lease, right before the
+   * grant (with the provider's own slot), and released at `grantDone`: the sweep passes its pool's slot,
+   * so neither the lease nor the commit of one session holds a slot another session's grant could use.
    */
   async refresh(
     caller: SessionKey,
     condition: LeaseCondition,
-    options: { grantDone?: () => void; deadline?: number } = {},
+    options: { grantDone?: () => void; deadline?: number; grantSlot?: () => Promise<() => void> } = {},
   ): Promise<RefreshOutcome> {
     const key = keyOnly(caller);
     // A grant is started only when its full timeout and the commit fit before the deadline: a grant
@@ -132,11 +133,20 @@ export class Refresher {
     }
     const owner = `${this.instanceId}:${++this.counter}`;
     let admission: Admission = { kind: 'closed', providerId: key.providerId };
-    // A slot of the provider's, then the circuit's gate, then the lease: an open circuit costs no write.
-    const freeSlot = (await this.o.circuit?.slot(key.providerId)) ?? (() => {});
+    // The circuit's gate, then the lease (an open circuit costs no write), then the slots: the caller's
+    // (the sweep's pool) and the provider's, held from just before the grant until its answer is in.
+    const held: (() => void)[] = [];
+    let done = false;
     const grantDone = () => {
-      freeSlot();
-      options.grantDone?.();
+      for (const free of held.splice(0)) free();
+      if (!done) {
+        done = true;
+        options.grantDone?.();
+      }
+    };
+    const slots = async () => {
+      if (options.grantSlot) held.push(await options.grantSlot());
+      if (this.o.circuit) held.push(await this.o.circuit.slot(key.providerId));
     };
     try {
       if (this.o.circuit) admission = await this.o.circuit.admit(key.providerId, owner);
@@ -144,7 +154,11 @@ export class Refresher {
         const { retryAfterSeconds, probeInFlight } = admission;
         return { kind: 'circuit_open', retryAfterSeconds, probeInFlight };
       }
-      return await this.leaseGrantCommit(key, condition, owner, admission, grantDone, options.deadline);
+      return await this.leaseGrantCommit(key, condition, owner, admission, {
+        slots,
+        grantDone,
+        deadline: options.deadline,
+      });
     } finally {
       grantDone();
       // A probe that made no grant (lease refused, key unavailable, …) is given back.
@@ -162,9 +176,9 @@ export class Refresher {
     condition: LeaseCondition,
     owner: string,
     admission: Exclude<Admission, { kind: 'open' }>,
-    grantDone: (() => void) | undefined,
-    deadline: number | undefined,
+    grant: { slots: () => Promise<void>; grantDone: () => void; deadline: number | undefined },
   ): Promise<RefreshOutcome> {
+    const { grantDone, deadline } = grant;
     const { store, clock, logger, circuit } = this.o;
     const leasedAt = clock.now();
     const lift = circuit?.liftWindow(await circuit.view(key.providerId), admission.kind);
@@ -210,14 +224,28 @@ export class Refresher {
       });
     }
 
-    const sentAt = clock.now();
+    // The grant starts only with its whole timeout and the commit left before both the caller's deadline
+    // and the lease's end, however long the slots took (discovery, when due, is cut to fit before it).
+    const grantBy =
+      Math.min(deadline ?? Number.POSITIVE_INFINITY, leasedAt + this.o.leaseMs) - this.o.grantReserveMs;
     let result: Awaited<ReturnType<RefresherOptions['oauth']['refresh']>>;
+    let sentAt: number;
     try {
-      result = await this.o.oauth.refresh(provider, refreshToken, {
-        grantBy: deadline === undefined ? undefined : deadline - this.o.grantReserveMs,
-      });
+      await grant.slots();
+      // A closed circuit may have opened while this caller waited for its slot: no grant then.
+      const opened = admission.kind === 'closed' ? await circuit?.openedMeanwhile(key.providerId) : undefined;
+      if (opened) {
+        await store.releaseLease(key, owner);
+        return {
+          kind: 'circuit_open',
+          retryAfterSeconds: opened.retryAfterSeconds,
+          probeInFlight: opened.probeInFlight,
+        };
+      }
+      sentAt = clock.now();
+      result = await this.o.oauth.refresh(provider, refreshToken, { grantBy });
     } finally {
-      grantDone?.();
+      grantDone();
     }
     if (result.ok) {
       const t = result.tokens;

@@ -162,38 +162,30 @@ export class Sweeper implements SweepService {
           if (queue.drop(candidate)) holdBack(candidate.providerId);
           continue;
         }
-        // A grant slot first, then the session: a session is leased only when its grant can start.
-        const release = await grantSlot();
-        if (queue.empty() || outOfTime()) {
-          stopped ||= !queue.empty();
-          release();
-          return;
-        }
         const taken = queue.take();
-        if (!taken) {
-          release();
-          continue;
-        }
-        const { key, done } = taken;
+        if (!taken) continue;
+        const { key, done: grantDone } = taken;
         if (key.dueAt <= Math.floor(clock.now() / 1000)) summary.missed++;
-        const grantDone = () => {
-          release();
-          done();
-        };
         try {
+          // The session is leased at once and waits for a grant slot holding its lease (at most one
+          // grant's time, as every slot's holder is mid-grant); the grant starts only with its whole
+          // timeout and the commit left before the deadline and the lease's end, else nothing is sent.
           const outcome = await this.o.refresher.refresh(
             { userId: key.userId, providerId: key.providerId },
             { kind: 'sweep', dueBy, seenDueAt: key.dueAt, sweepStartedAt },
             // The sweep's (or the Lambda's) end: discovery and the grant are cut to fit before it.
-            { grantDone, deadline: clock.now() + remaining() },
+            { grantDone, grantSlot, deadline: clock.now() + remaining() },
           );
           switch (outcome.kind) {
             case 'refreshed':
               summary.refreshed++;
               break;
             case 'refused':
-            case 'no_time':
               summary.skipped++;
+              break;
+            case 'no_time':
+              // Leased, but the sweep's time ran out before a grant slot was free: nothing was sent.
+              summary.backlog++;
               break;
             case 'circuit_open':
               holdBack(key.providerId);
@@ -217,8 +209,9 @@ export class Sweeper implements SweepService {
         }
       }
     };
-    // Twice as many workers as grant slots: a slot is freed as soon as a grant's answer is in, so one
-    // session's commit overlaps the next session's lease and grant instead of holding the slot.
+    // Twice as many workers as grant slots: a slot is taken after the lease and freed as soon as the
+    // grant's answer is in, so the next session's lease and this one's commit overlap grants in flight
+    // instead of holding a slot; a slot's next grant is sent as soon as it is freed.
     const workers = Math.max(1, Math.min(2 * this.o.concurrency, due.length));
     await Promise.all(Array.from({ length: workers }, worker));
     for (const [providerId, count] of heldBack) {
@@ -226,7 +219,7 @@ export class Sweeper implements SweepService {
         this.o.logger.warn('held-back count not recorded', { providerId, error: (err as Error).name });
       });
     }
-    summary.backlog = queue.size();
+    summary.backlog += queue.size();
     summary.durationMs = clock.now() - startedAt;
     await this.record(() => this.o.store.addToSweep(sweepId, countsOf(summary), clock.now()));
     return summary;
