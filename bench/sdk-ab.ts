@@ -1,7 +1,8 @@
 import * as http from 'node:http';
 import { parseArgs } from 'node:util';
-import { DynamoDBClient, type DynamoDBClientConfig } from '@aws-sdk/client-dynamodb';
+import { DynamoDBClient, type DynamoDBClientConfig, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
 import { FetchHttpHandler } from '@smithy/fetch-http-handler';
 import { ensureTable } from '../functions/core/store/table.js';
 import { runAb } from './ab.js';
@@ -59,6 +60,10 @@ const VARIANTS: Record<string, () => DynamoDBClientConfig> = {
   }),
   'account-id-off': () => ({ accountIdEndpointMode: 'disabled' }),
   'host-prefix-off': () => ({ disableHostPrefix: true }),
+  /** Plain UpdateItems (see PLAIN), the middleware stack resolved on every call. */
+  plain: () => ({}),
+  /** Plain UpdateItems on a client that resolves its middleware stack once per command type. */
+  'plain-cached': () => ({ cacheMiddleware: true }),
   combined: () => ({
     requestHandler: {
       httpAgent: new http.Agent({ keepAlive: true, maxSockets: 2 * concurrency }),
@@ -88,39 +93,59 @@ await pool(items, 32, async (i) => {
   );
 });
 
+/**
+ * Variants sent as plain UpdateItems (marshalled with util-dynamodb, as the store's conditional
+ * writes are since issue 15) instead of through a document client.
+ */
+const PLAIN = new Set(['plain', 'plain-cached']);
+
 const clients = names.map((name) => {
   const extra = VARIANTS[name]?.() ?? {};
   const client = new DynamoDBClient({ ...base, ...extra });
-  const doc = DynamoDBDocumentClient.from(client, { marshallOptions: { removeUndefinedValues: true } });
+  // lib-dynamodb refuses a base client with cacheMiddleware: plain variants have no document client.
+  const doc = PLAIN.has(name)
+    ? undefined
+    : DynamoDBDocumentClient.from(client, { marshallOptions: { removeUndefinedValues: true } });
   return { name, client, doc };
 });
 
 let seq = 0;
-const lease = (doc: DynamoDBDocumentClient, i: number) => {
-  const now = Date.now();
-  return doc.send(
-    new UpdateCommand({
-      TableName: table,
-      Key: { pk: `USER#u${i % items}`, sk: 'SESSION#p' },
-      UpdateExpression: 'SET leaseOwner = :owner, leaseUntil = :until',
-      ConditionExpression:
-        '#status = :active AND attribute_exists(refreshToken) AND (attribute_not_exists(leaseUntil) OR leaseUntil < :until)',
-      ExpressionAttributeNames: { '#status': 'status' },
-      ExpressionAttributeValues: { ':active': 'active', ':owner': `bench-${seq++}`, ':until': now + 60_000 },
-      ReturnValues: 'ALL_NEW',
+const leaseInput = (i: number) => ({
+  TableName: table,
+  Key: { pk: `USER#u${i % items}`, sk: 'SESSION#p' },
+  UpdateExpression: 'SET leaseOwner = :owner, leaseUntil = :until',
+  ConditionExpression:
+    '#status = :active AND attribute_exists(refreshToken) AND (attribute_not_exists(leaseUntil) OR leaseUntil < :until)',
+  ExpressionAttributeNames: { '#status': 'status' },
+  ExpressionAttributeValues: {
+    ':active': 'active',
+    ':owner': `bench-${seq++}`,
+    ':until': Date.now() + 60_000,
+  },
+  ReturnValues: 'ALL_NEW' as const,
+});
+const lease = async (c: (typeof clients)[number], i: number) => {
+  const input = leaseInput(i);
+  if (c.doc) return c.doc.send(new UpdateCommand(input));
+  const { Attributes } = await c.client.send(
+    new UpdateItemCommand({
+      ...input,
+      Key: marshall(input.Key),
+      ExpressionAttributeValues: marshall(input.ExpressionAttributeValues),
     }),
   );
+  return Attributes ? unmarshall(Attributes) : {};
 };
 
 // Warm every client's connections and code paths.
-for (const c of clients) await pool(Math.min(calls, 500), concurrency, (i) => lease(c.doc, i));
+for (const c of clients) await pool(Math.min(calls, 500), concurrency, (i) => lease(c, i));
 
 process.stdout.write(
   `\n${calls} lease-shaped UpdateItems per variant and round, C = ${concurrency}; ` +
     (await runAb(
       clients.map((c) => ({
         name: c.name,
-        run: (n) => pool(n, concurrency, (i) => lease(c.doc, i)).then(() => {}),
+        run: (n) => pool(n, concurrency, (i) => lease(c, i)).then(() => {}),
       })),
       rounds,
       calls,

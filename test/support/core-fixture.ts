@@ -218,6 +218,8 @@ export interface CoreFixtureOptions {
   keyringJson?: string;
   /** A DynamoDB client of the test's own (for example with failure-injecting middleware). */
   dynamodb?: DynamoDBClient;
+  /** Let the runtime build its own DynamoDB clients from the configuration, as the handlers do. */
+  ownClients?: boolean;
   /** Where the core's log lines go (silent by default). */
   logger?: Logger;
 }
@@ -226,6 +228,7 @@ export function createCoreFixture(handle: DynaliteHandle, options: CoreFixtureOp
   const config = loadConfig({
     TOKENKEEPER_TABLE_NAME: options.tableName ?? handle.tableName,
     TOKENKEEPER_ALLOW_INSECURE_HTTP: '1',
+    ...(options.ownClients ? { TOKENKEEPER_DYNAMODB_ENDPOINT: handle.endpoint } : {}),
     ...options.env,
   });
   const clock = options.clock ?? new FakeClock();
@@ -238,7 +241,7 @@ export function createCoreFixture(handle: DynaliteHandle, options: CoreFixtureOp
   const fixture = {} as CoreFixture;
   const runtime = createRuntime({
     config,
-    dynamodb: options.dynamodb ?? handle.client,
+    dynamodb: options.ownClients ? undefined : (options.dynamodb ?? handle.client),
     logger: options.logger,
     clock,
     sleep: async (ms) => {

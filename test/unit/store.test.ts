@@ -1,6 +1,6 @@
 import { type AttributeValue, GetItemCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { UpdateCommand } from '@aws-sdk/lib-dynamodb';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { textEnvelope } from '../../functions/core/crypto/crypto.js';
 import type { SessionKey } from '../../functions/core/model.js';
 import { type CommittedTokens, type SessionRecord, shardOf } from '../../functions/core/store/store.js';
@@ -554,6 +554,52 @@ describe('DynamoSessionStore on dynalite', () => {
       expect(await leaseCost('text')).toBe(2);
       client.destroy();
     });
+  });
+
+  it("a runtime's own clients: the conditional writes resolve the SDK's middleware once, not per call", async () => {
+    // Guards the CPU of every refresh (issue 15): the lease and the commit go through a plain client
+    // built with cacheMiddleware, on the document client's connection pool.
+    const own = createCoreFixture(handle, { ownClients: true });
+    const pid = await addProvider(own);
+    const sessions = await Promise.all(
+      Array.from({ length: 4 }, () => addSession(own, { providerId: pid, expiresIn: 60 })),
+    );
+    const resolved = vi.spyOn(UpdateItemCommand.prototype, 'resolveMiddleware');
+    try {
+      const at = own.clock.now();
+      for (const [i, s] of sessions.entries()) {
+        const condition = { kind: 'forced', version: 1 } as const;
+        const leased = await own.runtime.store.acquireLease(
+          s.key,
+          `owner-${i}`,
+          condition,
+          at,
+          at + LEASE_MS,
+        );
+        expect(leased).toMatchObject({ leaseOwner: `owner-${i}`, version: 1 });
+        // A refused condition is still an answer, not an error.
+        expect(
+          await own.runtime.store.acquireLease(s.key, 'other', condition, at, at + LEASE_MS),
+        ).toBeUndefined();
+        expect(await own.runtime.store.commitRefresh(s.key, 'other', tokens(), at)).toBeUndefined();
+        const committed = await own.runtime.store.commitRefresh(
+          s.key,
+          `owner-${i}`,
+          tokens({ accessToken: `at-${i}`, refreshToken: `rt-${i}` }),
+          at,
+        );
+        expect(committed).toMatchObject({ version: 2 });
+        expect(committed?.leaseOwner).toBeUndefined();
+        expect(await readSession(own, s.key)).toMatchObject({
+          accessToken: `at-${i}`,
+          refreshToken: `rt-${i}`,
+        });
+      }
+      // 16 conditional writes; one resolution of the middleware stack (none if an earlier write did it).
+      expect(resolved.mock.calls.length).toBeLessThanOrEqual(1);
+    } finally {
+      resolved.mockRestore();
+    }
   });
 
   it('shardOf is stable and within range', () => {

@@ -1,5 +1,9 @@
 import { createHash } from 'node:crypto';
-import { ConditionalCheckFailedException } from '@aws-sdk/client-dynamodb';
+import {
+  ConditionalCheckFailedException,
+  type DynamoDBClient,
+  UpdateItemCommand,
+} from '@aws-sdk/client-dynamodb';
 import {
   DeleteCommand,
   type DynamoDBDocumentClient,
@@ -9,6 +13,7 @@ import {
   UpdateCommand,
   type UpdateCommandInput,
 } from '@aws-sdk/lib-dynamodb';
+import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
 import { type FieldCipher, isSealed, type Sealed } from '../crypto/crypto.js';
 import {
   type CircuitRecord,
@@ -443,8 +448,18 @@ function toProviderListing(item: Item): ProviderListing {
   };
 }
 
+/** The document client's marshalling options (functions/core/runtime.ts), for the plain writes. */
+const MARSHALL = { removeUndefinedValues: true } as const;
+
 export interface DynamoSessionStoreOptions {
   doc: DynamoDBDocumentClient;
+  /**
+   * The client for the conditional writes (the lease and the commit of every refresh among them):
+   * a plain client, ideally built with `cacheMiddleware: true`, which resolves the SDK's middleware
+   * stack once per command type instead of on every call (lib-dynamodb refuses the option on a
+   * document client's base client). It may be that base client itself (an injected client).
+   */
+  writes: DynamoDBClient;
   tableName: string;
   cipher: FieldCipher;
   shardCount: number;
@@ -453,6 +468,7 @@ export interface DynamoSessionStoreOptions {
 
 export class DynamoSessionStore implements SessionStore {
   private readonly doc: DynamoDBDocumentClient;
+  private readonly writes: DynamoDBClient;
   private readonly tableName: string;
   private readonly cipher: FieldCipher;
   private readonly shardCount: number;
@@ -460,6 +476,7 @@ export class DynamoSessionStore implements SessionStore {
 
   constructor(options: DynamoSessionStoreOptions) {
     this.doc = options.doc;
+    this.writes = options.writes;
     this.tableName = options.tableName;
     this.cipher = options.cipher;
     this.shardCount = options.shardCount;
@@ -472,8 +489,19 @@ export class DynamoSessionStore implements SessionStore {
    */
   private async conditionalUpdate(input: Omit<UpdateCommandInput, 'TableName'>): Promise<Item | undefined> {
     try {
-      const { Attributes } = await this.doc.send(new UpdateCommand({ TableName: this.tableName, ...input }));
-      return Attributes ?? {};
+      // Marshalled here as the document client would (util-dynamodb, undefined values dropped), and
+      // sent as a plain UpdateItem on the writes client.
+      const { Attributes } = await this.writes.send(
+        new UpdateItemCommand({
+          ...input,
+          TableName: this.tableName,
+          Key: marshall(input.Key, MARSHALL),
+          ExpressionAttributeValues: input.ExpressionAttributeValues
+            ? marshall(input.ExpressionAttributeValues, MARSHALL)
+            : undefined,
+        }),
+      );
+      return Attributes ? unmarshall(Attributes) : {};
     } catch (err) {
       if (isConditionFailure(err)) return undefined;
       throw err;
