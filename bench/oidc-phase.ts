@@ -59,6 +59,11 @@ export interface OidcPhaseOptions {
   concurrency: number;
   /** Writes a CPU profile (.cpuprofile) of one extra sweep of the largest N here. */
   profile?: string;
+  /**
+   * `cold` (default): a fresh keeper for every run, as a new container's first sweep; `warm`: one
+   * keeper sweeps every run, as a container does from one scheduled invocation to the next.
+   */
+  container?: 'warm' | 'cold';
   progress?: (message: string) => void;
 }
 
@@ -135,19 +140,29 @@ export async function runOidcPhase(env: BenchEnv, options: OidcPhaseOptions): Pr
       return performance.now() - t0;
     };
 
+    const cold = options.container !== 'warm';
     let tableSeq = 0;
-    /** A fresh table holding the provider and `n` due sessions with the current tokens. */
+    let shared: string | undefined;
+    const made = new Set<string>();
+    /**
+     * A table holding the provider and `n` due sessions with the current tokens: a fresh one per run
+     * for cold containers, the same one (its sessions stored anew) for the warm one.
+     */
     const prepare = async (n: number): Promise<string> => {
-      const table = `tk-bench-oidc-${process.pid}-${tableSeq++}`;
-      await ensureTable(dynamodb, table);
+      const table = (!cold && shared) || `tk-bench-oidc-${process.pid}-${tableSeq++}`;
+      if (!cold) shared = table;
       const { runtime } = env.keeper({ table, ownClients: true });
-      await runtime.providers.put(PROVIDER_ID, {
-        issuer: info.issuer,
-        clientId: info.clientId,
-        clientSecret: info.clientSecret,
-        clientAuthMethod: 'client_secret_basic',
-        resource: info.resource,
-      });
+      if (!made.has(table)) {
+        made.add(table);
+        await ensureTable(dynamodb, table);
+        await runtime.providers.put(PROVIDER_ID, {
+          issuer: info.issuer,
+          clientId: info.clientId,
+          clientSecret: info.clientSecret,
+          clientAuthMethod: 'client_secret_basic',
+          resource: info.resource,
+        });
+      }
       const now = Date.now();
       await pool(n, 32, async (i) => {
         const t = tokens[i] as Tokens;
@@ -166,11 +181,15 @@ export async function runOidcPhase(env: BenchEnv, options: OidcPhaseOptions): Pr
       return table;
     };
 
-    /** One sweep of a fresh keeper (a cold container) over `table`; reads back the committed tokens. */
+    let warmKeeper: ReturnType<BenchEnv['keeper']> | undefined;
+    /** One sweep over `table` (by the warm keeper, or a fresh one); reads back the committed tokens. */
     const sweep = async (table: string, n: number, latencyMs: number, profile?: string) => {
       await control('/latency', { ms: latencyMs });
       await control('/reset', {});
-      const keeper = env.keeper({ table, ownClients: true, concurrency: options.concurrency });
+      const keeper =
+        (cold ? undefined : warmKeeper) ??
+        env.keeper({ table, ownClients: true, concurrency: options.concurrency });
+      if (!cold) warmKeeper = keeper;
       const loadAverage1m = loadavg()[0] as number;
       let inspector: Session | undefined;
       if (profile) {
@@ -217,7 +236,7 @@ export async function runOidcPhase(env: BenchEnv, options: OidcPhaseOptions): Pr
           scope: record.scope,
         };
       });
-      await dynamodb.send(new DeleteTableCommand({ TableName: table }));
+      if (cold) await dynamodb.send(new DeleteTableCommand({ TableName: table }));
       const per = (a?: number, b?: number) => (a === undefined || b === undefined ? undefined : (b - a) / n);
       return {
         sweepMs,
@@ -276,6 +295,7 @@ export async function runOidcPhase(env: BenchEnv, options: OidcPhaseOptions): Pr
       await control('/latency', { ms: options.latencyMs });
       await sweep(await prepare(most), most, options.latencyMs, options.profile);
     }
+    if (shared) await dynamodb.send(new DeleteTableCommand({ TableName: shared }));
     return figures;
   } finally {
     dynamodb.destroy();
@@ -291,10 +311,11 @@ export function oidcCommand(o: {
   latencyMs: number;
   concurrency: number;
   repeats: number;
+  warm?: boolean;
 }) {
   return (
     `npm run bench:oidc -- --sessions ${o.sessions.join(',')} --latency ${o.latencyMs} ` +
-    `--concurrency ${o.concurrency} --repeats ${o.repeats}`
+    `--concurrency ${o.concurrency} --repeats ${o.repeats}${o.warm ? ' --warm' : ''}`
   );
 }
 

@@ -9,7 +9,8 @@ import { round } from './stats.js';
 /**
  * `npm run bench:oidc`: only the real-OAuth-server phase of `npm run bench` (bench/oidc-phase.ts),
  * for quick measurements and profiles. `--profile out.cpuprofile` adds one profiled sweep of the
- * largest N; `npx tsx bench/profile-summary.ts out.cpuprofile` turns it into the table in
+ * largest N; `--warm` sweeps every run with one keeper (a warm container) instead of a fresh one
+ * per run (a new container's first sweep); `npx tsx bench/profile-summary.ts out.cpuprofile` turns it into the table in
  * docs/performance.md.
  */
 
@@ -20,6 +21,8 @@ const { values: flags } = parseArgs({
     concurrency: { type: 'string', default: '32' },
     repeats: { type: 'string', default: '3' },
     profile: { type: 'string' },
+    /** One keeper for every run (a warm container) instead of a fresh one per run. */
+    warm: { type: 'boolean', default: false },
     markdown: { type: 'boolean', default: false },
   },
 });
@@ -56,6 +59,7 @@ try {
     latencyMs,
     concurrency,
     profile: flags.profile,
+    container: flags.warm ? 'warm' : 'cold',
     progress,
   });
 } finally {
@@ -67,7 +71,7 @@ process.stdout.write(
     '',
     `load average ${loadAtStart.join(' / ')} at start, ${load().join(' / ')} at end; ${os.cpus().length} CPUs, Node ${process.version}`,
     flags.markdown ? markdownTable(header, rows, align) : table(header, rows, align),
-    `reproduce: ${oidcCommand({ sessions, latencyMs, concurrency, repeats })}`,
+    `reproduce: ${oidcCommand({ sessions, latencyMs, concurrency, repeats, warm: flags.warm })}`,
     '',
   ].join('\n'),
 );
