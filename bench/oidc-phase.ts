@@ -64,6 +64,8 @@ export interface OidcPhaseOptions {
    * keeper sweeps every run, as a container does from one scheduled invocation to the next.
    */
   container?: 'warm' | 'cold';
+  /** Refreshes swept at L = 0 before the measured runs (default 2,000). */
+  warmupRefreshes?: number;
   progress?: (message: string) => void;
 }
 
@@ -250,10 +252,15 @@ export async function runOidcPhase(env: BenchEnv, options: OidcPhaseOptions): Pr
       };
     };
 
-    const warm = Math.min(most, 320);
-    progress(`oidc: warm-up sweep of ${warm} at L=0 (not measured)…`);
-    await direct(warm, options.concurrency);
-    await sweep(await prepare(warm), warm, 0);
+    // Warm-up at L = 0 (not measured) until the JIT has settled: the process's first refreshes cost
+    // twice the later ones, most of it V8 compiling the hot paths on its background threads.
+    const warm = Math.min(most, 1000);
+    const warmSweeps = Math.ceil((options.warmupRefreshes ?? 2000) / warm);
+    for (let w = 1; w <= warmSweeps; w++) {
+      progress(`oidc: warm-up sweep ${w}/${warmSweeps} of ${warm} at L=0 (not measured)…`);
+      await direct(warm, options.concurrency);
+      await sweep(await prepare(warm), warm, 0);
+    }
 
     const figures: OidcFigure[] = [];
     for (const n of options.sessions) {
