@@ -1,4 +1,5 @@
-import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import type { AttributeValue, DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { unmarshall } from '@aws-sdk/util-dynamodb';
 import { TABLE } from '../functions/core/store/table.js';
 import { ITEM_OVERHEAD_BYTES, itemSize, writeUnits } from './item-size.js';
 
@@ -158,15 +159,15 @@ export class DynamoMeter {
   }
 
   private trackIndex(counter: WorkCounter, counting: boolean, command: string, input: Input, output: Input) {
-    const key = (input.Key ?? input.Item ?? {}) as Record<string, unknown>;
+    const key = plainItem((input.Key ?? input.Item ?? {}) as Input);
     const id = `${String(input.TableName)}\u0000${String(key[TABLE.partitionKey])}\u0000${String(key[TABLE.sortKey])}`;
     const before = this.shadow.get(id);
     let after: IndexKeys | undefined;
     let known = true;
     if (command === 'DeleteItemCommand') after = {};
-    else if (command === 'PutItemCommand') after = indexKeys(input.Item as Input);
+    else if (command === 'PutItemCommand') after = indexKeys(plainItem(input.Item as Input));
     else if (output.Attributes && input.ReturnValues === 'ALL_NEW')
-      after = indexKeys(output.Attributes as Input);
+      after = indexKeys(plainItem(output.Attributes as Input));
     else known = false;
     if (!known || after === undefined) {
       if (counting) counter.gsiUnknown++;
@@ -192,6 +193,21 @@ export class DynamoMeter {
     this.indexEntries++;
     counter.gsiWcu += writes * writeUnits(entry);
   }
+}
+
+const ATTRIBUTE_TYPES = new Set(['S', 'N', 'B', 'BOOL', 'NULL', 'M', 'L', 'SS', 'NS', 'BS']);
+
+/** An item in plain values: the store's conditional writes are plain UpdateItems (AttributeValues). */
+function plainItem(item: Input | undefined): Input {
+  if (!item) return {};
+  const values = Object.values(item);
+  const typed = (v: unknown) =>
+    v !== null &&
+    typeof v === 'object' &&
+    !(v instanceof Uint8Array) &&
+    Object.keys(v).length === 1 &&
+    ATTRIBUTE_TYPES.has(Object.keys(v)[0] as string);
+  return values.length > 0 && values.every(typed) ? unmarshall(item as Record<string, AttributeValue>) : item;
 }
 
 function indexKeys(item: Input | undefined): IndexKeys {
