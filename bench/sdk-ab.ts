@@ -1,9 +1,12 @@
+import { createHash, createHmac, type Hash, type Hmac } from 'node:crypto';
 import * as http from 'node:http';
 import { parseArgs } from 'node:util';
 import { DynamoDBClient, type DynamoDBClientConfig, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
 import { FetchHttpHandler } from '@smithy/fetch-http-handler';
+import { HttpRequest } from '@smithy/protocol-http';
+import { SignatureV4 } from '@smithy/signature-v4';
 import { ensureTable } from '../functions/core/store/table.js';
 import { runAb } from './ab.js';
 import { startChild } from './children.js';
@@ -64,6 +67,8 @@ const VARIANTS: Record<string, () => DynamoDBClientConfig> = {
   plain: () => ({}),
   /** Plain UpdateItems on a client that resolves its middleware stack once per command type. */
   'plain-cached': () => ({ cacheMiddleware: true }),
+  /** No SDK client at all (see signedPost): the floor under the variants above. */
+  'signed-post': () => ({}),
   combined: () => ({
     requestHandler: {
       httpAgent: new http.Agent({ keepAlive: true, maxSockets: 2 * concurrency }),
@@ -97,7 +102,7 @@ await pool(items, 32, async (i) => {
  * Variants sent as plain UpdateItems (marshalled with util-dynamodb, as the store's conditional
  * writes are since issue 15) instead of through a document client.
  */
-const PLAIN = new Set(['plain', 'plain-cached']);
+const PLAIN = new Set(['plain', 'plain-cached', 'signed-post']);
 
 const clients = names.map((name) => {
   const extra = VARIANTS[name]?.() ?? {};
@@ -124,8 +129,86 @@ const leaseInput = (i: number) => ({
   },
   ReturnValues: 'ALL_NEW' as const,
 });
+/**
+ * `signed-post`, a floor rather than a candidate: the same UpdateItem as a SigV4-signed POST of the
+ * DynamoDB JSON protocol over a keep-alive agent, without the SDK's client (no retries, no error
+ * mapping, no endpoint resolution). What the SDK's per-call machinery costs, measured.
+ */
+/** SHA-256 and HMAC on node:crypto, as the SDK's own signer hashes in Node. */
+class NodeSha256 {
+  private readonly hash: Hash | Hmac;
+  constructor(secret?: string | ArrayBuffer | ArrayBufferView) {
+    this.hash = secret === undefined ? createHash('sha256') : createHmac('sha256', bytes(secret));
+  }
+  update(data: string | ArrayBuffer | ArrayBufferView): void {
+    this.hash.update(bytes(data));
+  }
+  async digest(): Promise<Uint8Array> {
+    return new Uint8Array(this.hash.digest());
+  }
+}
+function bytes(data: string | ArrayBuffer | ArrayBufferView): Buffer {
+  if (typeof data === 'string') return Buffer.from(data);
+  if (ArrayBuffer.isView(data)) return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  return Buffer.from(data);
+}
+const endpoint = new URL(dynalite.url);
+const postAgent = new http.Agent({ keepAlive: true, maxSockets: 2 * concurrency });
+const signer = new SignatureV4({
+  service: 'dynamodb',
+  region: 'us-east-1',
+  sha256: NodeSha256,
+  credentials: { accessKeyId: 'local', secretAccessKey: 'local' },
+});
+const signedPost = async (input: ReturnType<typeof leaseInput>) => {
+  const body = JSON.stringify({
+    ...input,
+    Key: marshall(input.Key),
+    ExpressionAttributeValues: marshall(input.ExpressionAttributeValues),
+  });
+  const signed = await signer.sign(
+    new HttpRequest({
+      method: 'POST',
+      protocol: 'http:',
+      hostname: endpoint.hostname,
+      port: Number(endpoint.port),
+      path: '/',
+      headers: {
+        host: endpoint.host,
+        'content-type': 'application/x-amz-json-1.0',
+        'x-amz-target': 'DynamoDB_20120810.UpdateItem',
+        'content-length': String(Buffer.byteLength(body)),
+      },
+      body,
+    }),
+  );
+  const text = await new Promise<string>((resolve, reject) => {
+    const req = http.request(
+      {
+        host: endpoint.hostname,
+        port: endpoint.port,
+        method: 'POST',
+        path: '/',
+        headers: signed.headers,
+        agent: postAgent,
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (chunk: Buffer) => chunks.push(chunk));
+        res.on('end', () => resolve(Buffer.concat(chunks).toString()));
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    req.end(body);
+  });
+  const { Attributes } = JSON.parse(text) as { Attributes?: Record<string, never> };
+  return Attributes ? unmarshall(Attributes) : {};
+};
+
 const lease = async (c: (typeof clients)[number], i: number) => {
   const input = leaseInput(i);
+  if (c.name === 'signed-post') return signedPost(input);
   if (c.doc) return c.doc.send(new UpdateCommand(input));
   const { Attributes } = await c.client.send(
     new UpdateItemCommand({
