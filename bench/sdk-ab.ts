@@ -1,9 +1,9 @@
-import { createHash, createHmac, type Hash, type Hmac } from 'node:crypto';
 import * as http from 'node:http';
 import { parseArgs } from 'node:util';
 import { DynamoDBClient, type DynamoDBClientConfig, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
+import { Hash } from '@smithy/core/serde';
 import { FetchHttpHandler } from '@smithy/fetch-http-handler';
 import { HttpRequest } from '@smithy/protocol-http';
 import { SignatureV4 } from '@smithy/signature-v4';
@@ -134,30 +134,13 @@ const leaseInput = (i: number) => ({
  * DynamoDB JSON protocol over a keep-alive agent, without the SDK's client (no retries, no error
  * mapping, no endpoint resolution). What the SDK's per-call machinery costs, measured.
  */
-/** SHA-256 and HMAC on node:crypto, as the SDK's own signer hashes in Node. */
-class NodeSha256 {
-  private readonly hash: Hash | Hmac;
-  constructor(secret?: string | ArrayBuffer | ArrayBufferView) {
-    this.hash = secret === undefined ? createHash('sha256') : createHmac('sha256', bytes(secret));
-  }
-  update(data: string | ArrayBuffer | ArrayBufferView): void {
-    this.hash.update(bytes(data));
-  }
-  async digest(): Promise<Uint8Array> {
-    return new Uint8Array(this.hash.digest());
-  }
-}
-function bytes(data: string | ArrayBuffer | ArrayBufferView): Buffer {
-  if (typeof data === 'string') return Buffer.from(data);
-  if (ArrayBuffer.isView(data)) return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-  return Buffer.from(data);
-}
 const endpoint = new URL(dynalite.url);
 const postAgent = new http.Agent({ keepAlive: true, maxSockets: 2 * concurrency });
 const signer = new SignatureV4({
   service: 'dynamodb',
   region: 'us-east-1',
-  sha256: NodeSha256,
+  // The SDK's own Node hash (node:crypto), the one the DynamoDB client signs with.
+  sha256: Hash.bind(null, 'sha256'),
   credentials: { accessKeyId: 'local', secretAccessKey: 'local' },
 });
 const signedPost = async (input: ReturnType<typeof leaseInput>) => {
