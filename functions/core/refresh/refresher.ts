@@ -136,13 +136,9 @@ export class Refresher {
     // The circuit's gate, then the lease (an open circuit costs no write), then the slots: the caller's
     // (the sweep's pool) and the provider's, held from just before the grant until its answer is in.
     const held: (() => void)[] = [];
-    let done = false;
     const grantDone = () => {
       for (const free of held.splice(0)) free();
-      if (!done) {
-        done = true;
-        options.grantDone?.();
-      }
+      options.grantDone?.();
     };
     const slots = async () => {
       if (options.grantSlot) held.push(await options.grantSlot());
