@@ -448,7 +448,11 @@ function toProviderListing(item: Item): ProviderListing {
   };
 }
 
-/** The document client's marshalling options (functions/core/runtime.ts), for the plain writes. */
+/**
+ * The document client's marshalling options (functions/core/runtime.ts), for the plain writes. A
+ * separate object on purpose: lib-dynamodb writes `convertTopLevelContainer: true` into the options
+ * object it is given, which would make these writes marshal every value wrongly.
+ */
 const MARSHALL = { removeUndefinedValues: true } as const;
 
 export interface DynamoSessionStoreOptions {
