@@ -44,8 +44,20 @@ const TICKS_PER_SECOND = 100;
 
 /** CPU time (user + system) a process has used, in ms, from /proc; undefined off Linux. */
 export function processCpuMs(pid: number): number | undefined {
+  return statCpuMs(`/proc/${pid}/stat`);
+}
+
+/**
+ * CPU time of this process's main thread (the event loop), in ms; undefined off Linux. The rest of
+ * `selfCpuMs()` is V8's and libuv's background threads (compiler, garbage collector, thread pool).
+ */
+export function mainThreadCpuMs(): number | undefined {
+  return statCpuMs(`/proc/self/task/${process.pid}/stat`);
+}
+
+function statCpuMs(path: string): number | undefined {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const stat = readFileSync(path, 'utf8');
     // Fields after the command name (which may contain spaces) start at state (field 3).
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     const utime = Number(fields[11]);

@@ -10,7 +10,8 @@ import { round } from './stats.js';
  * `npm run bench:oidc`: only the real-OAuth-server phase of `npm run bench` (bench/oidc-phase.ts),
  * for quick measurements and profiles. `--profile out.cpuprofile` adds one profiled sweep of the
  * largest N; `--warm` sweeps every run with one keeper (a warm container) instead of a fresh one
- * per run (a new container's first sweep); `npx tsx bench/profile-summary.ts out.cpuprofile` turns it into the table in
+ * per run (a new container's first sweep); `--warmup N` sweeps N refreshes at L = 0 first (2,000);
+ * `npx tsx bench/profile-summary.ts out.cpuprofile` turns it into the table in
  * docs/performance.md.
  */
 
@@ -23,6 +24,8 @@ const { values: flags } = parseArgs({
     profile: { type: 'string' },
     /** One keeper for every run (a warm container) instead of a fresh one per run. */
     warm: { type: 'boolean', default: false },
+    /** Refreshes swept at L = 0 before the measured runs. */
+    warmup: { type: 'string', default: '2000' },
     markdown: { type: 'boolean', default: false },
   },
 });
@@ -60,6 +63,7 @@ try {
     concurrency,
     profile: flags.profile,
     container: flags.warm ? 'warm' : 'cold',
+    warmupRefreshes: Number(flags.warmup),
     progress,
   });
 } finally {
@@ -71,7 +75,7 @@ process.stdout.write(
     '',
     `load average ${loadAtStart.join(' / ')} at start, ${load().join(' / ')} at end; ${os.cpus().length} CPUs, Node ${process.version}`,
     flags.markdown ? markdownTable(header, rows, align) : table(header, rows, align),
-    `reproduce: ${oidcCommand({ sessions, latencyMs, concurrency, repeats, warm: flags.warm })}`,
+    `reproduce: ${oidcCommand({ sessions, latencyMs, concurrency, repeats, warm: flags.warm, warmup: Number(flags.warmup) })}`,
     '',
   ].join('\n'),
 );
