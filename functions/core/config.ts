@@ -59,8 +59,9 @@ export interface Config {
    */
   publicUrl?: string;
   /**
-   * Where a user's browser may be sent after the callback: exact origins (`https://chat.example.com`,
-   * any path on it) or URL prefixes (`https://chat.example.com/oauth/`). Empty: no redirect allowed.
+   * Where a user's browser may be sent after the callback: exact URLs (`https://chat.example.com/cb`:
+   * that path only, any query) or, ending in `/`, prefixes (`https://chat.example.com/oauth/`: any
+   * path under it). Empty: no redirect allowed.
    */
   allowedRedirects: string[];
 }
@@ -224,7 +225,7 @@ export function validateConfig(c: Config): void {
     const problem = publicUrlProblem(entry, c.allowInsecureHttp);
     if (problem) {
       throw new ConfigError(
-        `TOKENKEEPER_ALLOWED_REDIRECTS: ${JSON.stringify(entry)} ${problem} (a comma-separated list of origins or URL prefixes)`,
+        `TOKENKEEPER_ALLOWED_REDIRECTS: ${JSON.stringify(entry)} ${problem} (a comma-separated list of URLs, each allowing its own path, or prefixes ending in /)`,
       );
     }
   }
