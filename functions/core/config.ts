@@ -167,7 +167,18 @@ export function loadConfig(env: Env = process.env): Config {
   return config;
 }
 
+/** The shortest TOKENKEEPER_API_KEY accepted (the generated key is 43 characters). */
+export const MIN_API_KEY_LENGTH = 32;
+
 export function validateConfig(c: Config): void {
+  if (c.apiKey !== undefined && (c.apiKey.length < MIN_API_KEY_LENGTH || /\s/u.test(c.apiKey))) {
+    // Never the key itself: only what is wrong with it.
+    throw new ConfigError(
+      `TOKENKEEPER_API_KEY must be at least ${MIN_API_KEY_LENGTH} characters without spaces ` +
+        `(it has ${c.apiKey.length}${/\s/u.test(c.apiKey) ? ', with spaces' : ''}); unset it and the local stack ` +
+        'generates one in <data dir>/api-key, or make one with: openssl rand -base64 32',
+    );
+  }
   if (c.refreshWindowSeconds <= c.refreshIntervalSeconds) {
     throw new ConfigError(
       `TOKENKEEPER_REFRESH_WINDOW_SECONDS (${c.refreshWindowSeconds}) must be larger than ` +

@@ -57,6 +57,7 @@ describe('npm start (bin/local.ts)', () => {
     expect((await stat(join(dataDir, 'keyring.json'))).mode & 0o777).toBe(0o600);
     const key = (await readFile(join(dataDir, 'api-key'), 'utf8')).trim();
     expect(run.out()).not.toContain(key);
+    expect(key.length).toBeGreaterThanOrEqual(32);
 
     expect((await fetch(`${url}/v1/sessions/alice`)).status).toBe(401);
     const sweep = await fetch(`${url}/local/sweep`, {
@@ -141,6 +142,15 @@ describe('npm start (bin/local.ts)', () => {
     await waitFor(() => ((run.out().match(/^sweep: due /gm) ?? []).length >= 2 ? true : undefined), 8_000);
     run.child.kill('SIGTERM');
     expect(await run.exited).toBe(0);
+  });
+
+  it('refuses a TOKENKEEPER_API_KEY shorter than 32 characters with a clear message and exit code 1', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'tokenkeeper-start-'));
+    dirs.push(dataDir);
+    const run = start({ TOKENKEEPER_DATA_DIR: dataDir, TOKENKEEPER_API_KEY: 'changeme' });
+    expect(await run.exited).toBe(1);
+    expect(run.err()).toMatch(/configuration error: TOKENKEEPER_API_KEY must be at least 32 characters/u);
+    expect(run.err()).not.toContain('changeme');
   });
 
   it('refuses a refresh window not larger than the interval with a clear message and exit code 1', async () => {
