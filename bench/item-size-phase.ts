@@ -6,7 +6,7 @@ import { generateKeyringJson, parseKeyring, textEnvelope } from '../functions/co
 import { createRuntime } from '../functions/core/runtime.js';
 import type { SessionStore } from '../functions/core/store/store.js';
 import { ensureTable, TABLE } from '../functions/core/store/table.js';
-import { localDynamoClient, startEmbeddedDynamoDB } from '../functions/local/embedded.js';
+import { startEmbeddedDynamoDB } from '../functions/local/embedded.js';
 import { ITEM_OVERHEAD_BYTES, itemSize, writeUnits } from './item-size.js';
 import { DynamoMeter } from './meter.js';
 import { markdownTable } from './report.js';
@@ -194,7 +194,7 @@ async function main(): Promise<void> {
   if (!Number.isInteger(refreshTokenBytes) || refreshTokenBytes < 1)
     throw new Error('--refresh-token-bytes must be a whole number >= 1');
   const dynamo = await startEmbeddedDynamoDB();
-  const client = localDynamoClient(dynamo.endpoint);
+  const client = dynamo.client();
   const meter = new DynamoMeter();
   meter.attach(client);
   try {

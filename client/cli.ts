@@ -33,7 +33,7 @@ export interface CliIo {
   stdout: CliOutput;
   stderr: CliOutput;
   env: Record<string, string | undefined>;
-  /** Read by `--file -`. */
+  /** Read by `--file -` and the `--…-stdin` options. */
   stdin?: AsyncIterable<string | Uint8Array>;
   fetch?: typeof fetch;
   /** Epoch milliseconds; default Date.now. */
@@ -54,7 +54,9 @@ Commands:
   providers get <providerId>
   sessions list <userId>
   sessions show <userId> <providerId>
-  sessions put <userId> <providerId> (--file <json|-> | --access-token … [--refresh-token …] [--expires-in …])
+  sessions put <userId> <providerId> (--file <json|-> | --access-token-file <path> [--refresh-token-file <path>]
+               [--expires-in …]); either token from stdin instead: --access-token-stdin or
+               --refresh-token-stdin (tokens never on the command line, where ps shows them)
   sessions delete <userId> <providerId>
   providers put <providerId> --mcp-server-url <url> [--client-id …] [--scope …]
                by MCP server URL: the keeper discovers the authorization server and registers itself
@@ -78,7 +80,7 @@ Ids: a userId or providerId ${ID_RULE}.
 
 Options:
   --json       print the API's JSON answer
-  --name=value the form to use when a value begins with '-' (tokens may); or pass tokens with --file
+  --name=value the form to use when a value begins with '-'
   --no-color   plain output (also $NO_COLOR)
   -h, --help   this help
 `;
@@ -106,13 +108,22 @@ const NUMERIC_FIELDS = new Set([
   'maxConcurrentRefreshes',
 ]);
 const SESSION_FIELDS = {
-  'access-token': 'access_token',
-  'refresh-token': 'refresh_token',
   'expires-in': 'expires_in',
   'expires-at': 'expires_at',
   'token-type': 'token_type',
   scope: 'scope',
 } as const;
+
+/** The parse options of a secret given as --<name>-file <path> or --<name>-stdin (and refused as --<name>). */
+function secretOptions<N extends string>(name: N) {
+  return {
+    [name]: { type: 'string' },
+    [`${name}-file`]: { type: 'string' },
+    [`${name}-stdin`]: { type: 'boolean' },
+  } as Record<N | `${N}-file`, { type: 'string' }> & Record<`${N}-stdin`, { type: 'boolean' }>;
+}
+
+const secretFlags = (name: string) => Object.keys(secretOptions(name));
 
 const OPTIONS = {
   url: { type: 'string' },
@@ -127,10 +138,11 @@ const OPTIONS = {
   'redirect-uri': { type: 'string' },
   port: { type: 'string' },
   force: { type: 'boolean' },
-  // Accepted only to be refused with a clear message (argv is visible to every user through ps).
-  'client-secret': { type: 'string' },
-  'client-secret-file': { type: 'string' },
-  'client-secret-stdin': { type: 'boolean' },
+  // --client-secret, --access-token and --refresh-token are accepted only to be refused with a clear
+  // message (argv is visible to every user through ps); --…-file and --…-stdin read them.
+  ...secretOptions('client-secret'),
+  ...secretOptions('access-token'),
+  ...secretOptions('refresh-token'),
   ...Object.fromEntries(Object.keys(PROVIDER_FIELDS).map((k) => [k, { type: 'string' }])),
   ...Object.fromEntries(Object.keys(SESSION_FIELDS).map((k) => [k, { type: 'string' }])),
 } as const satisfies Record<string, { type: 'string' | 'boolean'; short?: string }>;
@@ -171,13 +183,7 @@ const COMMANDS: Record<string, Command> = {
   },
   'providers put': {
     args: ['providerId'],
-    options: [
-      'file',
-      'client-secret',
-      'client-secret-file',
-      'client-secret-stdin',
-      ...Object.keys(PROVIDER_FIELDS),
-    ],
+    options: ['file', ...secretFlags('client-secret'), ...Object.keys(PROVIDER_FIELDS)],
     async run(ctx, [providerId]) {
       const secret = await clientSecretFrom(ctx);
       const body = (await bodyFrom(ctx, PROVIDER_FIELDS)) as unknown as ProviderInput;
@@ -218,9 +224,28 @@ const COMMANDS: Record<string, Command> = {
   },
   'sessions put': {
     args: ['userId', 'providerId'],
-    options: ['file', ...Object.keys(SESSION_FIELDS)],
+    options: [
+      'file',
+      ...secretFlags('access-token'),
+      ...secretFlags('refresh-token'),
+      ...Object.keys(SESSION_FIELDS),
+    ],
     async run(ctx, [userId, providerId]) {
-      const body = (await bodyFrom(ctx, SESSION_FIELDS)) as unknown as TokenResponse;
+      if ((['access-token', 'refresh-token'] as const).every((n) => ctx.values[`${n}-stdin`] === true)) {
+        throw new UsageError('--access-token-stdin cannot be combined with --refresh-token-stdin');
+      }
+      const tokens: Record<string, string> = {};
+      for (const [name, field] of [
+        ['access-token', 'access_token'],
+        ['refresh-token', 'refresh_token'],
+      ] as const) {
+        const value = await secretFrom(ctx, name, name.replace('-', ' '), TOKEN_IN_ARGV(name));
+        if (value !== undefined) tokens[field] = value;
+      }
+      const body = (await bodyFrom(ctx, SESSION_FIELDS, tokens, [
+        'access-token-file',
+        'refresh-token-file',
+      ])) as unknown as TokenResponse;
       const { created, value } = await ctx.client.putSession(userId as string, providerId as string, body);
       if (ctx.values.json) return ctx.json(value);
       ctx.out(
@@ -330,8 +355,16 @@ async function readAll(stream: AsyncIterable<string | Uint8Array>): Promise<stri
   return Buffer.concat(chunks).toString('utf8');
 }
 
-/** The request body: a JSON file (`-` for stdin), or built from the command's field flags — not both. */
-async function bodyFrom(ctx: Context, fieldFlags: Record<string, string>): Promise<Record<string, unknown>> {
+/**
+ * The request body: a JSON file (`-` for stdin), or built from the command's field flags and the
+ * secrets read from their own files or stdin (`secrets`, by field) — not both.
+ */
+async function bodyFrom(
+  ctx: Context,
+  fieldFlags: Record<string, string>,
+  secrets: Record<string, string> = {},
+  secretFlagNames: string[] = [],
+): Promise<Record<string, unknown>> {
   const file = ctx.values.file as string | undefined;
   const given = Object.keys(fieldFlags).filter((flag) => ctx.values[flag] !== undefined);
   if (file !== undefined) {
@@ -350,14 +383,14 @@ async function bodyFrom(ctx: Context, fieldFlags: Record<string, string>): Promi
       throw new CliError(`${file === '-' ? 'stdin' : file} is not valid JSON`);
     }
   }
-  if (given.length === 0) {
+  if (given.length === 0 && Object.keys(secrets).length === 0) {
     throw new UsageError(
-      `give --file or the fields as options (${Object.keys(fieldFlags)
+      `give --file or the fields as options (${[...secretFlagNames, ...Object.keys(fieldFlags)]
         .map((f) => `--${f}`)
         .join(', ')})`,
     );
   }
-  const body: Record<string, unknown> = {};
+  const body: Record<string, unknown> = { ...secrets };
   for (const flag of given) {
     const value = ctx.values[flag] as string;
     const field = fieldFlags[flag] as string;
@@ -371,6 +404,55 @@ export const CLIENT_SECRET_IN_ARGV =
   '--client-secret is refused: a value on the command line is visible to other users (ps) and kept in ' +
   'shell history; use --client-secret-file <path>, --client-secret-stdin or TOKENKEEPER_CLIENT_SECRET';
 
+export const TOKEN_IN_ARGV = (name: 'access-token' | 'refresh-token') =>
+  `--${name} is refused: a value on the command line is visible to other users (ps) and kept in ` +
+  `shell history; use --${name}-file <path> or --${name}-stdin (or --file with the token response)`;
+
+/**
+ * A secret given as --<name>-file <path> or --<name>-stdin, never as --<name> <value> (refused with
+ * `inArgv`); undefined when neither is given. Not combined with --file, which says everything.
+ */
+async function secretFrom(
+  ctx: Context,
+  name: string,
+  label: string,
+  inArgv: string,
+): Promise<string | undefined> {
+  const { values, io } = ctx;
+  if (values[name] !== undefined) throw new UsageError(inArgv);
+  const path = values[`${name}-file`] as string | undefined;
+  const stdin = values[`${name}-stdin`] === true;
+  if (path !== undefined && stdin) {
+    throw new UsageError(`--${name}-file cannot be combined with --${name}-stdin`);
+  }
+  if ((path !== undefined || stdin) && values.file !== undefined) {
+    throw new UsageError(
+      `--file cannot be combined with --${name}-${stdin ? 'stdin' : 'file'}; put it in the file`,
+    );
+  }
+  let text: string;
+  if (path !== undefined) {
+    try {
+      text = await readFile(path, 'utf8');
+    } catch (err) {
+      throw new CliError(`cannot read the ${label} from ${path}: ${(err as NodeJS.ErrnoException).code}`);
+    }
+  } else if (stdin) {
+    if (io.stdin === undefined) throw new CliError(`cannot read the ${label}: no standard input`);
+    text = await readAll(io.stdin);
+  } else {
+    return undefined;
+  }
+  return nonEmpty(text, label);
+}
+
+/** A trailing newline is how files and pipes end, never part of a secret. */
+function nonEmpty(text: string, label: string): string {
+  const secret = text.replace(/\r?\n$/u, '');
+  if (secret === '') throw new CliError(`the ${label} is empty`);
+  return secret;
+}
+
 /**
  * The client secret for `providers put`, from a file, stdin or $TOKENKEEPER_CLIENT_SECRET — never
  * from argv. The environment variable applies only to a body built from options, without
@@ -378,37 +460,13 @@ export const CLIENT_SECRET_IN_ARGV =
  */
 async function clientSecretFrom(ctx: Context): Promise<string | undefined> {
   const { values, io } = ctx;
-  if (values['client-secret'] !== undefined) throw new UsageError(CLIENT_SECRET_IN_ARGV);
-  const path = values['client-secret-file'] as string | undefined;
-  const stdin = values['client-secret-stdin'] === true;
-  if (path !== undefined && stdin) {
-    throw new UsageError('--client-secret-file cannot be combined with --client-secret-stdin');
-  }
-  if ((path !== undefined || stdin) && values.file !== undefined) {
-    throw new UsageError(
-      '--file cannot be combined with a client secret option; put clientSecret in the file',
-    );
-  }
-  let text: string | undefined;
-  if (path !== undefined) {
-    try {
-      text = await readFile(path, 'utf8');
-    } catch (err) {
-      throw new CliError(
-        `cannot read the client secret from ${path}: ${(err as NodeJS.ErrnoException).code}`,
-      );
-    }
-  } else if (stdin) {
-    if (io.stdin === undefined) throw new CliError('cannot read the client secret: no standard input');
-    text = await readAll(io.stdin);
-  } else if (values.file === undefined && values['client-secret-arn'] === undefined) {
-    text = io.env.TOKENKEEPER_CLIENT_SECRET || undefined;
-  }
-  if (text === undefined) return undefined;
-  // A trailing newline is how files and pipes end, never part of a secret.
-  const secret = text.replace(/\r?\n$/u, '');
-  if (secret === '') throw new CliError('the client secret is empty');
-  return secret;
+  const given = await secretFrom(ctx, 'client-secret', 'client secret', CLIENT_SECRET_IN_ARGV);
+  if (given !== undefined) return given;
+  const fromEnv =
+    values.file === undefined && values['client-secret-arn'] === undefined
+      ? io.env.TOKENKEEPER_CLIENT_SECRET || undefined
+      : undefined;
+  return fromEnv === undefined ? undefined : nonEmpty(fromEnv, 'client secret');
 }
 
 async function readApiKey(io: CliIo, values: Values): Promise<string> {

@@ -2,6 +2,7 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { loadConsoleAssets } from '../functions/local/console/assets.js';
+import { type BrowserGuardRules, loopbackRules, refusal, sendRefusal } from '../functions/local/guard.js';
 import type { RequestSigner } from './sigv4.js';
 
 /**
@@ -64,7 +65,7 @@ export async function startConsoleProxy(options: ConsoleProxyOptions): Promise<C
   const expected = createHash('sha256').update(key).digest();
   const base = new URL(options.apiUrl);
   const basePath = base.pathname.replace(/\/+$/u, '');
-  let host = '';
+  let guardRules: BrowserGuardRules = { hosts: [], origins: [] };
 
   const keyOk = (authorization: string | undefined) => {
     const presented = /^Bearer (\S+)$/u.exec(authorization ?? '')?.[1];
@@ -101,9 +102,12 @@ export async function startConsoleProxy(options: ConsoleProxyOptions): Promise<C
 
   const server = createServer((req, res) => {
     (async () => {
-      // Only this address: a page of another origin, or a DNS-rebinding name, cannot drive the proxy.
-      if (req.headers.host !== host) {
-        return send(res, 421, { error: 'misdirected_request', error_description: `use http://${host}` });
+      // Only this address and the console's own origin: a page of another origin, or a DNS-rebinding
+      // name, cannot drive the proxy.
+      const refused = refusal(req.headers, guardRules);
+      if (refused) {
+        req.resume();
+        return sendRefusal(res, refused);
       }
       const raw = req.url ?? '/';
       const path = raw.split('?')[0] ?? '/';
@@ -132,8 +136,9 @@ export async function startConsoleProxy(options: ConsoleProxyOptions): Promise<C
     server.once('error', reject);
     server.listen(options.port ?? 0, '127.0.0.1', () => resolve());
   });
-  host = `127.0.0.1:${(server.address() as AddressInfo).port}`;
-  const url = `http://${host}`;
+  const port = (server.address() as AddressInfo).port;
+  guardRules = loopbackRules(port, { ownPages: true });
+  const url = `http://127.0.0.1:${port}`;
   return {
     url,
     consoleUrl: `${url}/console#key=${key}`,

@@ -58,7 +58,7 @@ export interface TokenKeeperConfig {
    * API function gets the API's own execute-api URL.
    */
   readonly publicUrl?: string;
-  /** Where the callback may send browsers afterwards: comma-separated https origins or URL prefixes. */
+  /** Where the callback may send browsers afterwards: comma-separated https URLs (exact path) or prefixes ending in `/`. */
   readonly allowedRedirects: string;
   /**
    * How the sessions table is billed: `onDemand` (per request) or `provisioned` with auto scaling of

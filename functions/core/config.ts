@@ -59,8 +59,9 @@ export interface Config {
    */
   publicUrl?: string;
   /**
-   * Where a user's browser may be sent after the callback: exact origins (`https://chat.example.com`,
-   * any path on it) or URL prefixes (`https://chat.example.com/oauth/`). Empty: no redirect allowed.
+   * Where a user's browser may be sent after the callback: exact URLs (`https://chat.example.com/cb`:
+   * that path only, any query) or, ending in `/`, prefixes (`https://chat.example.com/oauth/`: any
+   * path under it). Empty: no redirect allowed.
    */
   allowedRedirects: string[];
 }
@@ -166,7 +167,18 @@ export function loadConfig(env: Env = process.env): Config {
   return config;
 }
 
+/** The shortest TOKENKEEPER_API_KEY accepted (the generated key is 43 characters). */
+export const MIN_API_KEY_LENGTH = 32;
+
 export function validateConfig(c: Config): void {
+  if (c.apiKey !== undefined && (c.apiKey.length < MIN_API_KEY_LENGTH || /\s/u.test(c.apiKey))) {
+    // Never the key itself: only what is wrong with it.
+    throw new ConfigError(
+      `TOKENKEEPER_API_KEY must be at least ${MIN_API_KEY_LENGTH} characters without spaces ` +
+        `(it has ${c.apiKey.length}${/\s/u.test(c.apiKey) ? ', with spaces' : ''}); unset it and the local stack ` +
+        'generates one in <data dir>/api-key, or make one with: openssl rand -base64 32',
+    );
+  }
   if (c.refreshWindowSeconds <= c.refreshIntervalSeconds) {
     throw new ConfigError(
       `TOKENKEEPER_REFRESH_WINDOW_SECONDS (${c.refreshWindowSeconds}) must be larger than ` +
@@ -224,7 +236,7 @@ export function validateConfig(c: Config): void {
     const problem = publicUrlProblem(entry, c.allowInsecureHttp);
     if (problem) {
       throw new ConfigError(
-        `TOKENKEEPER_ALLOWED_REDIRECTS: ${JSON.stringify(entry)} ${problem} (a comma-separated list of origins or URL prefixes)`,
+        `TOKENKEEPER_ALLOWED_REDIRECTS: ${JSON.stringify(entry)} ${problem} (a comma-separated list of URLs, each allowing its own path, or prefixes ending in /)`,
       );
     }
   }

@@ -1,6 +1,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { join, resolve } from 'node:path';
+import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { APIGatewayProxyEventV2 } from 'aws-lambda';
 import { createApiHandler } from '../api/adapter.js';
 import { createBearerCheck } from '../api/app.js';
@@ -16,19 +17,17 @@ import { ensureTable } from '../core/store/table.js';
 import { createRefreshHandler } from '../refresh/adapter.js';
 import { apiGatewayTarget } from './apigw-path.js';
 import { type AssetResponse, loadConsoleAssets } from './console/assets.js';
-import {
-  type EmbeddedDynamoDB,
-  listenOnLoopback,
-  localDynamoClient,
-  startEmbeddedDynamoDB,
-} from './embedded.js';
+import { listenOnLoopback, localDynamoClient, startEmbeddedDynamoDB } from './embedded.js';
 import { InProcessSliceQueue } from './fanout.js';
+import { type BrowserGuardRules, guarded, loopbackRules } from './guard.js';
 
 /**
  * The local stack: the same API and refresh handlers as in Lambda, on an embedded DynamoDB
- * (dynalite, persisted in the data directory) or an outside endpoint, behind a small HTTP server on
- * 127.0.0.1 that turns each request into an HTTP API event (its path decoded as API Gateway does,
- * ./apigw-path.ts), with a timer in place of EventBridge.
+ * (dynalite, persisted in the data directory, reached through a private Unix socket: ./embedded.ts)
+ * or an outside endpoint, behind a small HTTP server on 127.0.0.1 that turns each request into an
+ * HTTP API event (its path decoded as API Gateway does, ./apigw-path.ts), with a timer in place of
+ * EventBridge. That server is the stack's only port, and it answers no other origin and no other
+ * host name than its own (./guard.ts).
  */
 
 export interface LocalStackOptions {
@@ -67,7 +66,10 @@ export interface LocalStack {
   apiKeyPath?: string;
   /** `env`: TOKENKEEPER_API_KEY; `generated`: created now in apiKeyPath; `file`: read from apiKeyPath. */
   apiKeySource: 'env' | 'generated' | 'file';
-  dynamodbEndpoint: string;
+  /** The operator's own DynamoDB endpoint (TOKENKEEPER_DYNAMODB_ENDPOINT); undefined: the embedded store. */
+  dynamodbEndpoint?: string;
+  /** A new DynamoDB client on the stack's table store (the embedded one has no port to point a client at). */
+  dynamodbClient(options?: { maxAttempts?: number }): DynamoDBClient;
   runtime: Runtime;
   sweep(): Promise<SweepSummary>;
   stop(): Promise<void>;
@@ -134,12 +136,22 @@ function send(res: ServerResponse, status: number, headers: Record<string, strin
 
 export async function startLocalStack(options: LocalStackOptions): Promise<LocalStack> {
   const { config, logger } = options;
-  const embedded = config.dynamodbEndpoint
+  const external = config.dynamodbEndpoint;
+  const embedded = external
     ? undefined
     : await startEmbeddedDynamoDB(options.inMemory ? {} : { path: join(config.dataDir, 'dynamodb') });
-  const endpoint = config.dynamodbEndpoint ?? (embedded as EmbeddedDynamoDB).endpoint;
-  const dynamodb = localDynamoClient(endpoint, { region: config.region });
-  await ensureTable(dynamodb, config.tableName);
+  const dynamodbClient = (clientOptions: { maxAttempts?: number } = {}): DynamoDBClient => {
+    const settings = { region: config.region, ...clientOptions };
+    return embedded ? embedded.client(settings) : localDynamoClient(external as string, settings);
+  };
+  const dynamodb = dynamodbClient();
+  try {
+    await ensureTable(dynamodb, config.tableName);
+  } catch (err) {
+    dynamodb.destroy();
+    await embedded?.stop();
+    throw err;
+  }
 
   const generated = config.apiKey ? undefined : await readOrCreateApiKey(config.dataDir);
   const apiKey = config.apiKey ?? (generated?.key as string);
@@ -180,7 +192,9 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     });
   };
 
-  const server = createServer(async (req, res) => {
+  // Set once the server listens: the rules name its port.
+  let guardRules: BrowserGuardRules = { hosts: [], origins: [] };
+  const answer = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const chunks: Buffer[] = [];
     let size = 0;
     let tooLarge = false;
@@ -268,12 +282,22 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
           JSON.stringify({ error: 'internal_error', error_description: 'internal error' }),
         );
     }
-  });
-  const port = await listenOnLoopback(server, config.port);
+  };
+  const server = createServer(guarded(answer, () => guardRules));
+  let port: number;
+  try {
+    port = await listenOnLoopback(server, config.port);
+  } catch (err) {
+    dynamodb.destroy();
+    await embedded?.stop();
+    throw err;
+  }
   const url = `http://127.0.0.1:${port}`;
+  // The console is served here and calls back here; the public URL (a tunnel's name) is ours too.
+  guardRules = loopbackRules(port, { ownPages: true, publicUrl: config.publicUrl });
   // Locally the keeper's public URL defaults to its own address (the browser comes back to it).
   runtime = createRuntime({
-    config: { ...config, dynamodbEndpoint: endpoint, publicUrl: config.publicUrl ?? url },
+    config: { ...config, publicUrl: config.publicUrl ?? url },
     dynamodb,
     logger,
     clock: options.clock,
@@ -311,7 +335,8 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     apiKey,
     apiKeyPath: generated?.path,
     apiKeySource: generated === undefined ? 'env' : generated.created ? 'generated' : 'file',
-    dynamodbEndpoint: endpoint,
+    dynamodbEndpoint: external,
+    dynamodbClient,
     runtime: runtime as Runtime,
     sweep,
     async stop() {

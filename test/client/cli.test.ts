@@ -274,6 +274,48 @@ describe('providers', () => {
     expect(withArn.code, withArn.stderr).toBe(0);
   });
 
+  it('never takes a token from argv: --access-token and --refresh-token are refused before anything is sent', async () => {
+    const token = 'argv-token-0123456789';
+    for (const name of ['access-token', 'refresh-token']) {
+      for (const argv of [
+        ['sessions', 'put', 'u', 'github', `--${name}`, token, '--expires-in', '3600'],
+        ['sessions', 'put', 'u', 'github', `--${name}=${token}`],
+      ]) {
+        const run = await cli(argv);
+        expect(run.code, argv.join(' ')).toBe(2);
+        expect(run.requests).toEqual([]);
+        expect(run.stderr).toContain(`--${name} is refused`);
+        expect(run.stderr).toContain(`use --${name}-file <path> or --${name}-stdin`);
+        expect(run.stderr).not.toContain(token);
+      }
+    }
+    // One standard input for one token; a file and stdin for the same one is ambiguous.
+    const bothStdin = await cli(
+      ['sessions', 'put', 'u', 'github', '--access-token-stdin', '--refresh-token-stdin'],
+      {
+        stdin: token,
+      },
+    );
+    expect(bothStdin).toMatchObject({ code: 2, requests: [] });
+    expect(bothStdin.stderr).toContain('--access-token-stdin cannot be combined with --refresh-token-stdin');
+    const fileAndStdin = await cli(
+      ['sessions', 'put', 'u', 'github', '--access-token-stdin', '--access-token-file', 'x'],
+      {
+        stdin: token,
+      },
+    );
+    expect(fileAndStdin).toMatchObject({ code: 2, requests: [] });
+    // An empty file is refused, not sent as an empty token.
+    const empty = join(scratch, 'empty-token');
+    await writeFile(empty, '\n');
+    const emptyRun = await cli(['sessions', 'put', 'u', 'github', '--access-token-file', empty]);
+    expect(emptyRun).toMatchObject({
+      code: 1,
+      requests: [],
+      stderr: 'tokenkeeper: the access token is empty\n',
+    });
+  });
+
   it('refuses ids the keeper would refuse, before sending', async () => {
     for (const id of ['a/b', 'who?x', '100%', 'a#b', 'a\\b', 'a\u0000b', '..']) {
       const run = await cli(['sessions', 'show', id, 'github']);
@@ -308,21 +350,29 @@ describe('sessions and tokens', () => {
     expect(put.stdout).toMatch(/status +active\n/u);
     expect(put.stdout).toMatch(/expires +\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \((59m \d+s|1h 0m)\)\n/u);
 
+    // The tokens from a file and from stdin, the rest as options.
     const other = await login(userId);
-    const byOptions = await cli([
-      'sessions',
-      'put',
-      userId,
-      'linear',
-      // The `=` form: a token may begin with '-'.
-      `--access-token=${other.access_token}`,
-      `--refresh-token=${other.refresh_token}`,
-      '--expires-in',
-      '3600',
-    ]);
+    const accessTokenFile = join(scratch, `access-token-${seq}`);
+    await writeFile(accessTokenFile, `${other.access_token}\n`, { mode: 0o600 });
+    const byOptions = await cli(
+      [
+        'sessions',
+        'put',
+        userId,
+        'linear',
+        '--access-token-file',
+        accessTokenFile,
+        '--refresh-token-stdin',
+        '--expires-in',
+        '3600',
+        '--json',
+      ],
+      { stdin: `${other.refresh_token}\n` },
+    );
     expect(byOptions.stderr).toBe('');
     expect(byOptions.code).toBe(0);
-    expect(byOptions.stdout).toMatch(/refreshable +yes/u);
+    expect(JSON.parse(byOptions.stdout)).toMatchObject({ refreshable: true, status: 'active' });
+    expect(await client.getToken(userId, 'linear')).toMatchObject({ access_token: other.access_token });
 
     const show = await cli(['sessions', 'show', userId, 'github']);
     expect(show.stdout).toMatch(/^session +cli-user-\d+ \/ github\nstatus +active\n/u);
@@ -510,7 +560,14 @@ describe('usage errors: one line, exit 2', () => {
       '--min-validity must be a whole number of seconds',
     ],
     [['providers', 'put', 'p'], 'give --file or the fields as options'],
-    [['sessions', 'put', 'u', 'p', '--file', 'x.json', '--access-token', 't'], '--file cannot be combined'],
+    [
+      ['sessions', 'put', 'u', 'p', '--file', 'x.json', '--access-token-file', 't'],
+      '--file cannot be combined',
+    ],
+    [
+      ['sessions', 'put', 'u', 'p'],
+      'give --file or the fields as options (--access-token-file, --refresh-token-file,',
+    ],
     [
       ['sweep', '--url', 'https://abc.execute-api.eu-west-1.amazonaws.com'],
       'sweep works against the local stack only',
@@ -531,6 +588,8 @@ describe('usage errors: one line, exit 2', () => {
     expect(run.stdout).toMatch(/^Usage: tokenkeeper <command>/u);
     expect(run.stdout).toContain('--client-secret-file <path>, --client-secret-stdin');
     expect(run.stdout).toContain('$TOKENKEEPER_CLIENT_SECRET (never on the command line');
+    expect(run.stdout).toContain('--access-token-file <path> [--refresh-token-file <path>]');
+    expect(run.stdout).toContain('(tokens never on the command line, where ps shows them)');
     expect(run.stdout).toContain('must not contain / ? # % \\ or control characters');
   });
 

@@ -79,21 +79,20 @@ describe('the console proxy', () => {
           })
         ).status,
       ).toBe(404);
-      // Another Host (a DNS-rebinding name) is refused.
+      // Another Host (a DNS-rebinding name) is refused, and so is another origin's page.
       const { request } = await import('node:http');
-      const status = await new Promise<number>((resolve, reject) => {
-        const r = request(
-          `${proxy.url}/console`,
-          { headers: { host: `evil.example:${new URL(proxy.url).port}` } },
-          (res) => {
+      const statusOf = (headers: Record<string, string>) =>
+        new Promise<number>((resolve, reject) => {
+          const r = request(`${proxy.url}/console`, { headers }, (res) => {
             res.resume();
             resolve(res.statusCode ?? 0);
-          },
-        );
-        r.on('error', reject);
-        r.end();
-      });
-      expect(status).toBe(421);
+          });
+          r.on('error', reject);
+          r.end();
+        });
+      expect(await statusOf({ host: `evil.example:${new URL(proxy.url).port}` })).toBe(421);
+      expect(await statusOf({ origin: 'https://evil.example' })).toBe(403);
+      expect(await statusOf({ origin: proxy.url })).toBe(200);
     } finally {
       await proxy.stop();
     }

@@ -1,7 +1,6 @@
 import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import { type DynamoDBClient, ScanCommand } from '@aws-sdk/client-dynamodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { makeDynamoClient } from '../support/dynalite.js';
 import { MCP_RESOURCE, type OAuthServer, startOAuthServer, type TokenSet } from '../support/oauth-server.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 
@@ -214,7 +213,7 @@ beforeAll(async () => {
     // As deployed: the stack sets the account; the region comes from Lambda's AWS_REGION.
     startTestStack({ env: { AWS_REGION: 'eu-west-1', TOKENKEEPER_ACCOUNT_ID: '123456789012' } }),
   ]);
-  ddb = makeDynamoClient(keeper.stack.dynamodbEndpoint);
+  ddb = keeper.stack.dynamodbClient({ maxAttempts: 1 });
   tableName = keeper.stack.runtime.config.tableName;
   const mcp = await send('PUT', '/v1/providers/mcp', {
     body: {

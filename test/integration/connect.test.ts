@@ -1,6 +1,5 @@
 import { ScanCommand } from '@aws-sdk/client-dynamodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { localDynamoClient } from '../../functions/local/embedded.js';
 import { followToCallback, visit } from '../support/connect-flow.js';
 import { eventsFor, forwardedGrants, SkewedClock } from '../support/keeper-flows.js';
 import { type McpServer, startMcpServer } from '../support/mcp-server.js';
@@ -56,7 +55,7 @@ async function startAndFollow(userId: string, body: Record<string, unknown> = {}
 
 /** Pending authorizations left in the table (their own key space). */
 async function pendingStates(): Promise<number> {
-  const client = localDynamoClient(keeper.stack.dynamodbEndpoint, { region: 'us-east-1' });
+  const client = keeper.stack.dynamodbClient();
   try {
     const out = await client.send(
       new ScanCommand({

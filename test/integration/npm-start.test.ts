@@ -3,6 +3,7 @@ import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { waitFor } from '../support/wait.js';
 
 /**
  * `npm start` as a newcomer runs it: the real entry point in its own process, on a fresh data
@@ -38,16 +39,6 @@ function start(env: Record<string, string>) {
   return { child, exited, out: () => stdout, err: () => stderr };
 }
 
-async function waitFor<T>(probe: () => T | undefined, timeoutMs: number): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
 describe('npm start (bin/local.ts)', () => {
   it('is healthy within 10 s, keeps its secrets private, sweeps on demand and stops cleanly on SIGTERM', async () => {
     const dataDir = await mkdtemp(join(tmpdir(), 'tokenkeeper-start-'));
@@ -66,6 +57,7 @@ describe('npm start (bin/local.ts)', () => {
     expect((await stat(join(dataDir, 'keyring.json'))).mode & 0o777).toBe(0o600);
     const key = (await readFile(join(dataDir, 'api-key'), 'utf8')).trim();
     expect(run.out()).not.toContain(key);
+    expect(key.length).toBeGreaterThanOrEqual(32);
 
     expect((await fetch(`${url}/v1/sessions/alice`)).status).toBe(401);
     const sweep = await fetch(`${url}/local/sweep`, {
@@ -150,6 +142,15 @@ describe('npm start (bin/local.ts)', () => {
     await waitFor(() => ((run.out().match(/^sweep: due /gm) ?? []).length >= 2 ? true : undefined), 8_000);
     run.child.kill('SIGTERM');
     expect(await run.exited).toBe(0);
+  });
+
+  it('refuses a TOKENKEEPER_API_KEY shorter than 32 characters with a clear message and exit code 1', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'tokenkeeper-start-'));
+    dirs.push(dataDir);
+    const run = start({ TOKENKEEPER_DATA_DIR: dataDir, TOKENKEEPER_API_KEY: 'changeme' });
+    expect(await run.exited).toBe(1);
+    expect(run.err()).toMatch(/configuration error: TOKENKEEPER_API_KEY must be at least 32 characters/u);
+    expect(run.err()).not.toContain('changeme');
   });
 
   it('refuses a refresh window not larger than the interval with a clear message and exit code 1', async () => {

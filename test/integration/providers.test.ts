@@ -2,7 +2,6 @@ import { DynamoDBDocumentClient, GetCommand } from '@aws-sdk/lib-dynamodb';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, onTestFinished } from 'vitest';
 import type { SessionKey } from '../../functions/core/model.js';
 import { TABLE } from '../../functions/core/store/table.js';
-import { localDynamoClient } from '../../functions/local/embedded.js';
 import {
   getToken,
   metadata,
@@ -630,7 +629,7 @@ describe('the scripted provider detects what the matrix claims does not happen',
 /** The session item as DynamoDB stores it, measured as UTF-8 names plus values. */
 async function rawItemBytes(key: SessionKey): Promise<number> {
   const k = stack();
-  const client = localDynamoClient(k.stack.dynamodbEndpoint, { region: k.stack.runtime.config.region });
+  const client = k.stack.dynamodbClient();
   try {
     const doc = DynamoDBDocumentClient.from(client);
     const out = await doc.send(

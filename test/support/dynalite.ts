@@ -1,8 +1,10 @@
 import { randomUUID } from 'node:crypto';
+import type { Server } from 'node:http';
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import dynalite from 'dynalite';
 import { ensureTable } from '../../functions/core/store/table.js';
-import { localDynamoClient, startEmbeddedDynamoDB } from '../../functions/local/embedded.js';
+import { listenOnLoopback, localDynamoClient } from '../../functions/local/embedded.js';
 
 export interface DynaliteHandle {
   /** `http://127.0.0.1:<port>` */
@@ -19,10 +21,13 @@ export function makeDynamoClient(endpoint: string): DynamoDBClient {
   return localDynamoClient(endpoint, { maxAttempts: 1 });
 }
 
-/** Starts an in-memory dynalite on 127.0.0.1 (ephemeral port) and creates a fresh sessions table. */
+/**
+ * Starts an in-memory dynalite on 127.0.0.1 (ephemeral port) and creates a fresh sessions table: the
+ * tests' stand-in for a DynamoDB endpoint of the operator's own (TOKENKEEPER_DYNAMODB_ENDPOINT).
+ */
 export async function startDynalite(): Promise<DynaliteHandle> {
-  const dynamo = await startEmbeddedDynamoDB();
-  const endpoint = dynamo.endpoint;
+  const server = dynalite({ createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 }) as Server;
+  const endpoint = `http://127.0.0.1:${await listenOnLoopback(server)}`;
   const client = makeDynamoClient(endpoint);
   const doc = DynamoDBDocumentClient.from(client, { marshallOptions: { removeUndefinedValues: true } });
   const tableName = `tk-test-${randomUUID().slice(0, 8)}`;
@@ -32,7 +37,8 @@ export async function startDynalite(): Promise<DynaliteHandle> {
     if (stopped) return;
     stopped = true;
     client.destroy();
-    await dynamo.stop();
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
   };
 
   try {

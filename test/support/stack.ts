@@ -5,7 +5,6 @@ import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { loadConfig } from '../../functions/core/config.js';
 import type { Clock, Logger } from '../../functions/core/ports.js';
 import { createRuntime, type Runtime } from '../../functions/core/runtime.js';
-import { localDynamoClient } from '../../functions/local/embedded.js';
 import { type LocalStack, startLocalStack } from '../../functions/local/stack.js';
 
 /**
@@ -107,10 +106,10 @@ export async function startTestStack(
       return res.body as Record<string, number>;
     },
     peer() {
-      const dynamodb = localDynamoClient(stack.dynamodbEndpoint, { region: config.region });
+      const dynamodb = stack.dynamodbClient();
       peers.push(dynamodb);
       return createRuntime({
-        config: { ...config, dynamodbEndpoint: stack.dynamodbEndpoint },
+        config,
         dynamodb,
         logger,
         clock: options.clock,

@@ -115,7 +115,7 @@ describe('loadConfig parses each variable', () => {
       TOKENKEEPER_DYNAMODB_ENDPOINT: 'http://127.0.0.1:4567',
       AWS_REGION: 'eu-west-1',
       TOKENKEEPER_DATA_DIR: '/var/lib/tk',
-      TOKENKEEPER_API_KEY: 'local-key',
+      TOKENKEEPER_API_KEY: 'local-key-0123456789abcdef0123456789',
       TOKENKEEPER_KEYRING_SECRET_ARN: 'arn:aws:secretsmanager:eu-west-1:1:secret:k',
       TOKENKEEPER_EVENT_BUS_NAME: 'tokenkeeper-bus',
       POWERTOOLS_SERVICE_NAME: 'tk-api',
@@ -130,7 +130,7 @@ describe('loadConfig parses each variable', () => {
       dynamodbEndpoint: 'http://127.0.0.1:4567',
       region: 'eu-west-1',
       dataDir: '/var/lib/tk',
-      apiKey: 'local-key',
+      apiKey: 'local-key-0123456789abcdef0123456789',
       keyringSecretArn: 'arn:aws:secretsmanager:eu-west-1:1:secret:k',
       eventBusName: 'tokenkeeper-bus',
       serviceName: 'tk-api',
@@ -432,6 +432,20 @@ describe('loadConfig in Lambda', () => {
     // Assess
     expect(config.inLambda).toBe(true);
     expect(config.keyringSecretArn).toBe(LAMBDA.TOKENKEEPER_KEYRING_SECRET_ARN);
+  });
+
+  it('refuses a TOKENKEEPER_API_KEY shorter than 32 characters or with spaces, without echoing it', () => {
+    const short = 'k'.repeat(31);
+    expect(() => loadConfig({ TOKENKEEPER_API_KEY: short })).toThrow(
+      /^TOKENKEEPER_API_KEY must be at least 32 characters without spaces \(it has 31\); unset it/u,
+    );
+    expect(() => loadConfig({ TOKENKEEPER_API_KEY: short })).not.toThrow(short);
+    expect(() => loadConfig({ TOKENKEEPER_API_KEY: `${'k'.repeat(32)} x` })).toThrow(
+      /\(it has 34, with spaces\)/u,
+    );
+    expect(loadConfig({ TOKENKEEPER_API_KEY: 'k'.repeat(32) }).apiKey).toBe('k'.repeat(32));
+    // Unset (or empty): the local stack generates a 43-character key.
+    expect(loadConfig({ TOKENKEEPER_API_KEY: '' }).apiKey).toBeUndefined();
   });
 
   it('refuses TOKENKEEPER_ALLOW_INSECURE_HTTP=1 inside Lambda', () => {

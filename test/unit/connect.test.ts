@@ -306,15 +306,35 @@ describe('client registration, in the specification’s order', () => {
 });
 
 describe('redirectUri allow-list', () => {
-  const allow = ['https://chat.example.com', 'https://app.example.com/oauth/', 'https://x.example.com/cb'];
+  const allow = [
+    'https://chat.example.com/',
+    'https://app.example.com/oauth/',
+    'https://x.example.com/cb',
+    'https://root.example.com',
+  ];
   it.each([
     ['https://chat.example.com/', true],
     ['https://chat.example.com/any/path?q=1', true],
     ['https://app.example.com/oauth/done', true],
+    ['https://app.example.com/oauth/done?next=%2Fhome;x', true],
     ['https://x.example.com/cb', true],
     ['https://x.example.com/cb?x=1', true],
-    ['https://x.example.com/cb/more', true],
+    ['https://root.example.com', true],
+    ['https://root.example.com/?tool_server=notes', true],
+    // An entry not ending in / allows its own path only.
+    ['https://x.example.com/cb/more', false],
+    ['https://x.example.com/cb/', false],
+    ['https://root.example.com/other', false],
     ['https://x.example.com/cbevil', false],
+    // Paths the page behind them may read as another path.
+    ['https://app.example.com/oauth/%2e%2e/admin', false],
+    ['https://app.example.com/oauth/..%2Fadmin', false],
+    ['https://app.example.com/oauth/%2E%2E%2Fadmin', false],
+    ['https://chat.example.com/a%2fb', false],
+    ['https://chat.example.com/a%5Cb', false],
+    ['https://app.example.com/oauth/..\\admin', false],
+    ['https://app.example.com/oauth/done;jsessionid=1', false],
+    ['https://x.example.com/cb;x', false],
     ['https://app.example.com/other', false],
     ['https://chat.example.com.evil.com/', false],
     ['http://chat.example.com/', false],

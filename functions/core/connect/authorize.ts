@@ -8,10 +8,16 @@ import type { OAuthClient } from '../oauth/client.js';
  * is allowed, and the URL the user is sent to (PKCE S256, state, RFC 8707 resource).
  */
 
+/** Path spellings a server may read as another path: an encoded `/`, `\` or `.`, a `;` parameter, a raw `\`. */
+const CONFUSING_PATH = /%2f|%5c|%2e|;|\\/iu;
+
 /**
- * True when `candidate` matches an allow-list entry: an entry without a path (or with `/`) allows
- * its whole origin; any other entry is a prefix that must end at a path boundary (`/`, `?`, or the
- * end), so `https://a.example/cb` does not allow `https://a.example/cbevil`.
+ * True when `candidate` matches an allow-list entry. An entry that ends in `/` is a prefix: it allows
+ * every path under it (`https://app.example.com/oauth/` allows `/oauth/done`); any other entry
+ * allows its own path only (`https://app.example.com/cb`, not `/cb/more` nor `/cbevil`; a bare
+ * origin allows `/` only). Either way the scheme, host and port must be the same, the candidate may
+ * add a query but no fragment or credentials, and a path containing `%2f`, `%5c`, `%2e` (any case),
+ * `;` or `\` is refused, since the page behind it may read it as another path.
  */
 export function redirectAllowed(candidate: string, allowList: readonly string[]): boolean {
   let url: URL;
@@ -21,6 +27,9 @@ export function redirectAllowed(candidate: string, allowList: readonly string[])
     return false;
   }
   if (url.username !== '' || url.password !== '' || url.hash !== '' || candidate.includes('#')) return false;
+  // As written (the URL parser resolves `%2e%2e` segments and turns `\` into `/`) and as parsed.
+  const writtenPath = candidate.split('?', 1)[0] as string;
+  if (CONFUSING_PATH.test(writtenPath) || CONFUSING_PATH.test(url.pathname)) return false;
   for (const entry of allowList) {
     let allowed: URL;
     try {
@@ -29,13 +38,9 @@ export function redirectAllowed(candidate: string, allowList: readonly string[])
       continue;
     }
     if (allowed.origin !== url.origin) continue;
-    if (allowed.pathname === '/' && allowed.search === '') return true;
-    const prefix = allowed.href;
-    const href = url.href;
-    if (href === prefix) return true;
-    if (!href.startsWith(prefix)) continue;
-    const next = href.charAt(prefix.length);
-    if (prefix.endsWith('/') || next === '/' || next === '?') return true;
+    if (entry.endsWith('/') ? url.pathname.startsWith(allowed.pathname) : url.pathname === allowed.pathname) {
+      return true;
+    }
   }
   return false;
 }

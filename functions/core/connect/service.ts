@@ -113,7 +113,7 @@ export class DefaultConnectService implements ConnectService {
     if (!provider) throw new ProviderNotFoundError(key.providerId);
     if (input.redirectUri !== undefined && !redirectAllowed(input.redirectUri, this.d.allowedRedirects)) {
       throw new InvalidRequestError(
-        'redirectUri: must match an entry of TOKENKEEPER_ALLOWED_REDIRECTS (exact origins or URL prefixes)',
+        'redirectUri: must match an entry of TOKENKEEPER_ALLOWED_REDIRECTS (the same URL, or a path under an entry ending in /; no %2f, %5c, %2e or ; in the path)',
       );
     }
     if (this.d.publicUrl === undefined) {

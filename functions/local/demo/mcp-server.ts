@@ -1,12 +1,14 @@
-import { createServer, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { listenOnLoopback } from '../embedded.js';
+import { type BrowserGuardRules, guarded, loopbackRules } from '../guard.js';
 
 /**
  * The demo's MCP-like resource server on 127.0.0.1, protected as the MCP authorization
  * specification asks: without a valid token it answers 401 with
  * `WWW-Authenticate: Bearer resource_metadata="…"`, it serves its protected resource metadata
  * (RFC 9728) at the path-inserted well-known URL, and it answers 200 only to a token whose audience
- * is its own URL (checked by the `verify` function it is given).
+ * is its own URL (checked by the `verify` function it is given). Only the keeper calls it: it
+ * answers no request carrying an `Origin` and none under another `Host` (../guard.ts).
  */
 
 export interface DemoMcpServer {
@@ -32,7 +34,7 @@ export async function startDemoMcpServer(path = '/mcp'): Promise<DemoMcpServer> 
     res.end(JSON.stringify(body));
   };
 
-  const server = createServer((req, res) => {
+  const answer = (req: IncomingMessage, res: ServerResponse) => {
     req.resume();
     const target = new URL(req.url ?? '/', url);
     if (req.method === 'GET' && target.pathname === `/.well-known/oauth-protected-resource${path}`) {
@@ -58,8 +60,11 @@ export async function startDemoMcpServer(path = '/mcp'): Promise<DemoMcpServer> 
       },
       () => json(res, 500, { error: 'server_error' }),
     );
-  });
+  };
+  let guardRules: BrowserGuardRules = { hosts: [], origins: [] };
+  const server = createServer(guarded(answer, () => guardRules));
   const port = await listenOnLoopback(server);
+  guardRules = loopbackRules(port, { ownPages: false });
   url = `http://127.0.0.1:${port}${path}`;
   metadataUrl = `http://127.0.0.1:${port}/.well-known/oauth-protected-resource${path}`;
   return {

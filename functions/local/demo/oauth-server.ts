@@ -1,7 +1,8 @@
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
-import { createServer } from 'node:http';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Configuration, default as ProviderClass, ResourceServer } from 'oidc-provider';
 import { listenOnLoopback } from '../embedded.js';
+import { type BrowserGuardRules, guarded, loopbackRules } from '../guard.js';
 
 /**
  * The demo's authorization server: oidc-provider on 127.0.0.1 with real login and consent pages a
@@ -9,6 +10,12 @@ import { listenOnLoopback } from '../embedded.js';
  * demo's MCP server, refresh-token rotation with reuse detection, PKCE, RFC 8707 resource
  * indicators and open dynamic client registration. An outage switch makes the token endpoint answer
  * 503 for a while. For the demo only: oidc-provider is a development dependency.
+ *
+ * Its pages are meant for the operator's browser: the authorization endpoint and the redirects
+ * between login, consent and the keeper's callback are top-level navigations (a GET carries no
+ * `Origin`), and the login and consent forms post to this server's own origin. So it accepts its own
+ * origin and no other, and only its own `Host` (../guard.ts); a preflight gets no CORS approval, so
+ * oidc-provider's own CORS answers never reach another site's page.
  */
 
 export const DEMO_ACCESS_TOKEN_SECONDS = 60;
@@ -66,7 +73,9 @@ export async function startDemoOAuthServer(options: DemoOAuthOptions): Promise<D
   const { default: Provider, errors } = await loadOidcProvider();
   const now = options.clock ?? Date.now;
   const server = createServer();
-  const issuer = `http://127.0.0.1:${await listenOnLoopback(server)}`;
+  const port = await listenOnLoopback(server);
+  const issuer = `http://127.0.0.1:${port}`;
+  const guardRules: BrowserGuardRules = loopbackRules(port, { ownPages: true });
   const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
   const resourceServer: ResourceServer = {
     scope: DEMO_SCOPES,
@@ -126,7 +135,7 @@ export async function startDemoOAuthServer(options: DemoOAuthOptions): Promise<D
   const callback = provider.callback();
 
   let outageUntil: number | null = null;
-  server.on('request', (req, res) => {
+  const answer = (req: IncomingMessage, res: ServerResponse) => {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method === 'POST' && path === '/token' && outageUntil !== null && now() / 1000 < outageUntil) {
       res.writeHead(503, {
@@ -139,7 +148,11 @@ export async function startDemoOAuthServer(options: DemoOAuthOptions): Promise<D
       return;
     }
     callback(req, res);
-  });
+  };
+  server.on(
+    'request',
+    guarded(answer, () => guardRules),
+  );
 
   let stopped: Promise<void> | undefined;
   return {
