@@ -1,4 +1,6 @@
 import { spawnSync } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { delimiter, join, sep } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { checkNode } from '../../bin/check-node.js';
@@ -22,6 +24,15 @@ const NODE_LINE = expect.stringMatching(
   new RegExp(`^node ${process.version} \\(.+\\); the Lambda runtime is nodejs24\\.x\\n$`),
 );
 
+/** The user's shell PATH: without the node_modules/.bin that npm put first for this test run. */
+function userPath(): string {
+  const bin = `${sep}node_modules${sep}.bin`;
+  return (process.env.PATH ?? '')
+    .split(delimiter)
+    .filter((dir) => !dir.endsWith(bin))
+    .join(delimiter);
+}
+
 function runScript(script: string) {
   const { status, stdout, stderr } = spawnSync(process.execPath, ['--import', 'tsx', script], {
     cwd: ROOT,
@@ -43,23 +54,41 @@ describe('Node.js: the Lambda runtime major everywhere', () => {
   });
 
   it('npm exec runs the pinned node from a shell whose PATH has only the system node', () => {
-    // Prepare: the user's shell, without any node_modules/.bin that the test runner put on PATH.
-    const bin = `${sep}node_modules${sep}.bin`;
-    const PATH = (process.env.PATH ?? '')
-      .split(delimiter)
-      .filter((dir) => !dir.endsWith(bin))
-      .join(delimiter);
-
-    // Act
     const run = spawnSync('npm', ['exec', '--', 'node', '-p', 'process.versions.node'], {
       cwd: ROOT,
-      env: { ...process.env, PATH },
+      env: { ...process.env, PATH: userPath() },
       encoding: 'utf8',
     });
-
-    // Assess
     expect(run.status, run.stderr).toBe(0);
     expect(run.stdout.trim()).toMatch(new RegExp(`^${KEEPER_NODE_MAJOR}\\.\\d+\\.\\d+$`));
+  });
+
+  it('npx tokenkeeper runs the CLI on the pinned node, from that same shell', async () => {
+    // Prepare: every node process started reports its script and version (npx itself runs on the
+    // system node; the CLI must not).
+    const dir = await mkdtemp(join(tmpdir(), 'tokenkeeper-node-'));
+    const probe = join(dir, 'probe.cjs');
+    await writeFile(
+      probe,
+      'process.stderr.write("ran " + process.argv[1] + " on " + process.version + "\\n");\n',
+    );
+    try {
+      // Act
+      const run = spawnSync('npx', ['tokenkeeper', '--help'], {
+        cwd: ROOT,
+        env: { ...process.env, PATH: userPath(), NODE_OPTIONS: `--require ${probe}` },
+        encoding: 'utf8',
+      });
+
+      // Assess
+      expect(run.status, run.stderr).toBe(0);
+      expect(run.stdout).toContain('Usage: tokenkeeper');
+      // npx runs the package's bin through a link named tokenkeeper (in its cache, or .bin).
+      const cli = run.stderr.split('\n').filter((line) => /^ran \S*tokenkeeper(\.js)? on /.test(line));
+      expect(cli).toEqual([expect.stringMatching(new RegExp(` on v${KEEPER_NODE_MAJOR}\\.\\d+\\.\\d+$`))]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('oidc-provider, the OAuth server of the tests and the demo, imports without its unsupported-runtime warning', () => {
