@@ -16,7 +16,10 @@ import { Construct } from 'constructs';
 /** The repository root: bundling resolves entries, the lockfile and node_modules from here. */
 export const PROJECT_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 
+/** The functions' runtime. Tests, benches and the local stack run on the same Node.js major (bin/check-node.ts). */
 export const KEEPER_RUNTIME = Runtime.NODEJS_24_X;
+/** The Node.js major of KEEPER_RUNTIME (24 for nodejs24.x). */
+export const KEEPER_NODE_MAJOR = nodeMajor(KEEPER_RUNTIME.name);
 export const KEEPER_ARCHITECTURE = Architecture.ARM_64;
 
 export interface KeeperFunctionProps {
@@ -111,4 +114,11 @@ export function logging(logLevel: string | undefined) {
     systemLogLevelV2: SystemLogLevel.WARN,
     applicationLogLevelV2: logLevel === 'DEBUG' ? ApplicationLogLevel.DEBUG : ApplicationLogLevel.INFO,
   };
+}
+
+/** The Node.js major of a Lambda runtime name such as `nodejs24.x`. */
+export function nodeMajor(runtimeName: string): number {
+  const match = /^nodejs(\d+)\.x$/.exec(runtimeName);
+  if (!match) throw new Error(`not a Node.js Lambda runtime: ${runtimeName}`);
+  return Number(match[1]);
 }

@@ -21,7 +21,7 @@ let browser: Browser | undefined;
 
 beforeAll(async () => {
   await stat(CHROMIUM).catch(() => {
-    throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium (.ci/run does it)`);
+    throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium (npm test's first step does it)`);
   });
   mcp = await startMcpServer();
   oauth = await startOAuthServer({ registration: true, resources: [mcp.url] });

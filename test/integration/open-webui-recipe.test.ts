@@ -11,8 +11,8 @@ import { startTestStack, type TestStack } from '../support/stack.js';
  * docs/open-webui.md runs as written: its Python client (docs/open-webui/tokenkeeper_client.py),
  * in bearer mode against the real local stack, gets a token (200), returns None on 409, raises
  * TokenUnavailable with the Retry-After on 503, and keeps a tools listing alive through a 503.
- * Python: the venv .ci/run makes (.venv-open-webui, Debian's aiohttp, yarl and botocore), else
- * /usr/bin/python3. Missing packages fail this test, naming the setup step: it never skips.
+ * Python: the venv npm test's first step makes (bin/test-prerequisites.ts: .venv-open-webui, Debian's
+ * aiohttp, yarl and botocore), else /usr/bin/python3. Missing packages fail this test, naming the setup step: it never skips.
  */
 
 const ROOT = join(import.meta.dirname, '..', '..');
@@ -20,8 +20,8 @@ const RECIPE = join(ROOT, 'docs', 'open-webui');
 const VENV_PYTHON = join(ROOT, '.venv-open-webui', 'bin', 'python');
 const PYTHON = existsSync(VENV_PYTHON) ? VENV_PYTHON : '/usr/bin/python3';
 const SETUP =
-  'install the recipe requirements: apt-get install -y python3-venv python3-aiohttp python3-yarl python3-botocore ' +
-  '(bash .ci/run does it, and makes the venv .venv-open-webui with --system-site-packages)';
+  'install the recipe requirements: apt-get install -y python3-aiohttp python3-yarl python3-botocore ' +
+  "(npm test's first step, bin/test-prerequisites.ts, does it, and makes the venv .venv-open-webui)";
 
 let oauth: OAuthServer;
 let keeper: TestStack;

@@ -317,10 +317,12 @@ describe('functions', () => {
     template.resourceCountIs('AWS::Lambda::Function', 3);
   });
 
-  it('run on arm64 with Node.js 22 or newer, explicit memory and timeouts', () => {
+  it('run on arm64 on nodejs24.x, the Node.js major the tests run on, with explicit memory and timeouts', () => {
+    const testedOn = `nodejs${process.versions.node.split('.')[0]}.x`;
     for (const [, fn] of resources(template, 'AWS::Lambda::Function')) {
       expect(fn.Properties.Architectures).toEqual(['arm64']);
-      expect(fn.Properties.Runtime).toMatch(/^nodejs(2[2-9]|[3-9]\d)\.x$/);
+      expect(fn.Properties.Runtime).toBe('nodejs24.x');
+      expect(fn.Properties.Runtime).toBe(testedOn);
       expect(fn.Properties.MemorySize).toBeGreaterThanOrEqual(256);
       expect(fn.Properties.Timeout).toBeGreaterThan(0);
       expect(fn.Properties.Handler).toBe('index.handler');

@@ -8,7 +8,6 @@ import type {
   default as ProviderClass,
   ResourceServer,
 } from 'oidc-provider';
-import { loadOidcProvider } from '../../functions/local/demo/oauth-server.js';
 import { listenOnLoopback } from '../../functions/local/embedded.js';
 import { followRedirects } from './connect-flow.js';
 import { startTokenProxy, type TokenProxy } from './token-proxy.js';
@@ -131,7 +130,7 @@ const CLIENTS = {
 
 export async function startOAuthServer(options: OAuthServerOptions = {}): Promise<OAuthServer> {
   const [{ default: Provider, errors }, jwk, proxy] = await Promise.all([
-    loadOidcProvider(),
+    import('oidc-provider'),
     loadSigningKey(),
     startTokenProxy({ tokenPath: '/token' }),
   ]);

@@ -44,33 +44,8 @@ export interface DemoOAuthOptions {
   clock?: () => number;
 }
 
-type OidcModule = typeof import('oidc-provider');
-
-let oidcModule: Promise<OidcModule> | undefined;
-
-/**
- * Imports oidc-provider once, muting its import-time "unsupported runtime" warning on Node 20. One
- * shared import, so concurrent first calls cannot leave the muted console.warn in place. The tests'
- * OAuth server uses it too.
- */
-export function loadOidcProvider(): Promise<OidcModule> {
-  oidcModule ??= (async () => {
-    const warn = console.warn;
-    console.warn = (...args: unknown[]) => {
-      if (typeof args[0] === 'string' && args[0].includes('Unsupported runtime')) return;
-      warn(...args);
-    };
-    try {
-      return await import('oidc-provider');
-    } finally {
-      console.warn = warn;
-    }
-  })();
-  return oidcModule;
-}
-
 export async function startDemoOAuthServer(options: DemoOAuthOptions): Promise<DemoOAuthServer> {
-  const { default: Provider, errors } = await loadOidcProvider();
+  const { default: Provider, errors } = await import('oidc-provider');
   const now = options.clock ?? Date.now;
   const server = createServer();
   const port = await listenOnLoopback(server);
