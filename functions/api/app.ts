@@ -126,9 +126,14 @@ class HttpError extends Error {
 }
 
 function matchRoute(path: string): RouteMatch | undefined {
-  if (path === '/oauth/callback') return { name: 'callback', allow: ['GET'], params: [] };
-  if (path === '/oauth/client-metadata') return { name: 'clientMetadata', allow: ['GET'], params: [] };
   const s = path.split('/');
+  if (s[0] === '' && s[1] === 'oauth' && s.length === 4) {
+    // One callback and one client metadata document per provider; the bare paths are no route.
+    if (s[2] === 'callback') return { name: 'callback', allow: ['GET'], params: [s[3] as string] };
+    if (s[2] === 'client-metadata')
+      return { name: 'clientMetadata', allow: ['GET'], params: [s[3] as string] };
+    return undefined;
+  }
   if (s[0] !== '' || s[1] !== 'v1') return undefined;
   const rest = s.slice(2);
   switch (rest[0]) {
@@ -273,15 +278,18 @@ export function createApp(deps: AppDeps): App {
   }
 
   async function dispatch(req: ApiRequest, route: RouteMatch, startedAt: number): Promise<ApiResponse> {
-    // Public routes: the health check, the callback (its state is the credential) and the client
-    // metadata document the authorization server fetches. Everything else needs credentials.
+    // Public routes: the health check, the providers' callbacks (the state is the credential) and
+    // client metadata documents the authorization servers fetch. Everything else needs credentials.
     if (route.name === 'health') return json(200, { status: 'ok' });
     if (route.name === 'callback') {
       // Public: the state is the credential. Nothing from the query is echoed but the error code.
-      return callbackAnswer(await connectService().callback(req.query, { deadline: req.deadline }));
+      const connect = connectService();
+      const providerId = parseId('providerId', route.params[0] as string);
+      return callbackAnswer(await connect.callback(providerId, req.query, { deadline: req.deadline }));
     }
     if (route.name === 'clientMetadata') {
-      const document = connectService().clientMetadata();
+      const connect = connectService();
+      const document = await connect.clientMetadata(parseId('providerId', route.params[0] as string));
       if (!document)
         throw new HttpError(
           404,

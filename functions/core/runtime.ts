@@ -278,7 +278,14 @@ export function createRuntime(deps: RuntimeDeps): Runtime {
     oauth,
     refresher,
     circuit,
-    providers: new DefaultProviderService(store, clock, providerCache, secretRules, circuit),
+    providers: new DefaultProviderService(
+      store,
+      clock,
+      providerCache,
+      secretRules,
+      circuit,
+      config.publicUrl,
+    ),
     sessions,
     tokens: new DefaultTokenService({
       store,

@@ -54,6 +54,11 @@ export interface ProviderView {
   authorizationEndpoint?: string;
   scopesSupported?: string[];
   registration?: ClientRegistration;
+  /**
+   * The provider's own redirect URI (`<public URL>/oauth/callback/<providerId>`), to register at its
+   * authorization server; absent when the keeper has no public URL.
+   */
+  redirectUri?: string;
   /** `eager` unless the provider was registered with `keepAlive`. */
   refreshPolicy: RefreshPolicy;
   refreshTokenIdleSeconds?: number;
@@ -101,10 +106,20 @@ export interface ConnectService {
   ): Promise<{ created: boolean; provider: ProviderView }>;
   /** throws ProviderNotFoundError, InvalidRequestError */
   authorize(key: SessionKey, input: AuthorizeInput, options?: CallOptions): Promise<AuthorizeResult>;
-  /** Never throws for what the browser or the server sent: the outcome says what to show. */
-  callback(query: Record<string, string>, options?: CallOptions): Promise<CallbackOutcome>;
-  /** The keeper's Client ID Metadata Document, or undefined when it has no public URL to serve it from. */
-  clientMetadata(): Record<string, unknown> | undefined;
+  /**
+   * The authorization response at the callback of `providerId` (its path). Never throws for what the
+   * browser or the server sent: the outcome says what to show.
+   */
+  callback(
+    providerId: string,
+    query: Record<string, string>,
+    options?: CallOptions,
+  ): Promise<CallbackOutcome>;
+  /**
+   * The provider's Client ID Metadata Document, or undefined when the keeper has no public URL to
+   * serve it from. throws ProviderNotFoundError
+   */
+  clientMetadata(providerId: string): Promise<Record<string, unknown> | undefined>;
 }
 
 /** The provider's token response as it came. */

@@ -313,6 +313,8 @@ describe('PUT/GET /v1/providers/{providerId}', () => {
       providerId: 'contract',
       hasClientSecret: true,
       refreshPolicy: 'eager',
+      // computed from the keeper's public URL: what to register at the authorization server
+      redirectUri: `${keeper.url}/oauth/callback/contract`,
       createdAt: expect.any(Number),
       updatedAt: expect.any(Number),
       health: { state: 'closed', since: null, nextProbeAt: null, consecutiveFailures: 0, lastError: null },
@@ -338,6 +340,7 @@ describe('PUT/GET /v1/providers/{providerId}', () => {
       clientAuthMethod: 'client_secret_basic',
       hasClientSecret: true,
       refreshPolicy: 'eager',
+      redirectUri: created.body.redirectUri,
       createdAt: created.body.createdAt,
       updatedAt: expect.any(Number),
       health: { state: 'closed', since: null, nextProbeAt: null, consecutiveFailures: 0, lastError: null },
@@ -957,6 +960,7 @@ describe('GET /v1/sessions/{userId}/{providerId}/token', () => {
       hasClientSecret: _h,
       health: _health,
       providerId: _p,
+      redirectUri: _r,
       ...config
     } = provider.body as Json;
     const put = await send('PUT', '/v1/providers/mcp', {

@@ -30,7 +30,7 @@ beforeAll(async () => {
   oauth = await startOAuthServer({ registration: true, resources: [mcp.url] });
   mcp.protect({ issuer: oauth.issuer, introspect: (token) => oauth.introspect(token) });
   keeper = await startTestStack({ clock, env: { TOKENKEEPER_ALLOWED_REDIRECTS: APP } });
-  callbackPrefix = `${keeper.url}/oauth/callback`;
+  callbackPrefix = `${keeper.url}/oauth/callback/`;
   const put = await keeper.call('PUT', '/v1/providers/mcp-dcr', { mcpServerUrl: mcp.url });
   if (put.status !== 201) throw new Error(`PUT provider answered ${put.status}: ${put.text}`);
 }, 60_000);
@@ -161,7 +161,7 @@ describe('the connect flow against oidc-provider', () => {
     expect(`${url.origin}${url.pathname}`).toBe(`${oauth.issuer}/auth`);
     const q = url.searchParams;
     expect(q.get('response_type')).toBe('code');
-    expect(q.get('redirect_uri')).toBe(callbackPrefix);
+    expect(q.get('redirect_uri')).toBe(`${keeper.url}/oauth/callback/mcp-dcr`);
     expect(q.get('code_challenge_method')).toBe('S256');
     expect(q.get('code_challenge')).toMatch(/^[A-Za-z0-9_-]{43}$/u);
     expect(Buffer.from(q.get('state') ?? '', 'base64url').length).toBeGreaterThanOrEqual(16);
@@ -333,7 +333,7 @@ describe('the callback refuses, storing nothing', () => {
       const state = new URL((started.body as { authorizationUrl: string }).authorizationUrl).searchParams.get(
         'state',
       ) as string;
-      const denied = new URL(callbackPrefix);
+      const denied = new URL(`${callbackPrefix}mcp-dcr`);
       denied.search = new URLSearchParams({ error: 'access_denied', state, iss: oauth.issuer }).toString();
       const answer = await visit(denied);
       if (redirectUri) {
@@ -350,8 +350,8 @@ describe('the callback refuses, storing nothing', () => {
   }, 30_000);
 
   it('a callback without state, or with one never issued: 400 page', async () => {
-    expect((await visit(`${callbackPrefix}?code=abc`)).status).toBe(400);
-    const unknown = await visit(`${callbackPrefix}?code=abc&state=${'A'.repeat(43)}`);
+    expect((await visit(`${callbackPrefix}mcp-dcr?code=abc`)).status).toBe(400);
+    const unknown = await visit(`${callbackPrefix}mcp-dcr?code=abc&state=${'A'.repeat(43)}`);
     expect(unknown.status).toBe(400);
     expect(unknown.text).toContain('invalid_state');
   });
@@ -451,7 +451,7 @@ describe('against a scripted authorization server', () => {
     });
     const put = await keeper.call('PUT', '/v1/providers/cimd', { mcpServerUrl: server.url });
     expect(put.status, put.text).toBe(201);
-    const documentUrl = `${keeper.url}/oauth/client-metadata`;
+    const documentUrl = `${keeper.url}/oauth/client-metadata/cimd`;
     expect(put.body).toMatchObject({
       registration: 'metadata_document',
       clientId: documentUrl,
@@ -464,7 +464,7 @@ describe('against a scripted authorization server', () => {
     expect(as.documents[0]?.problem).toBeUndefined();
     expect(as.documents[0]?.document).toMatchObject({
       client_id: documentUrl,
-      redirect_uris: [callbackPrefix],
+      redirect_uris: [`${keeper.url}/oauth/callback/cimd`],
       token_endpoint_auth_method: 'none',
     });
     expect((await visit(callback)).status).toBe(200);
@@ -484,18 +484,45 @@ describe('against a scripted authorization server', () => {
   }, 30_000);
 });
 
-describe('the client metadata document', () => {
-  it('is public JSON naming the keeper’s callback', async () => {
-    const res = await fetch(`${keeper.url}/oauth/client-metadata`);
-    expect(res.status).toBe(200);
-    expect(await res.json()).toEqual({
-      client_id: `${keeper.url}/oauth/client-metadata`,
-      client_name: 'tokenkeeper',
-      client_uri: keeper.url,
-      redirect_uris: [callbackPrefix],
-      grant_types: ['authorization_code', 'refresh_token'],
-      response_types: ['code'],
-      token_endpoint_auth_method: 'none',
-    });
+describe('the client metadata documents', () => {
+  it('are public JSON, one per provider, each naming only that provider’s callback', async () => {
+    for (const providerId of ['mcp-dcr', 'cimd']) {
+      const res = await fetch(`${keeper.url}/oauth/client-metadata/${providerId}`);
+      expect(res.status).toBe(200);
+      expect(await res.json()).toEqual({
+        client_id: `${keeper.url}/oauth/client-metadata/${providerId}`,
+        client_name: 'tokenkeeper',
+        client_uri: keeper.url,
+        redirect_uris: [`${keeper.url}/oauth/callback/${providerId}`],
+        grant_types: ['authorization_code', 'refresh_token'],
+        response_types: ['code'],
+        token_endpoint_auth_method: 'none',
+      });
+    }
+  });
+
+  it('exist only for known providers, and the shared paths of old are gone (404)', async () => {
+    const unknown = await fetch(`${keeper.url}/oauth/client-metadata/nobody`);
+    expect(unknown.status).toBe(404);
+    expect(await unknown.json()).toMatchObject({ error: 'provider_not_found' });
+    for (const path of ['/oauth/client-metadata', '/oauth/callback']) {
+      const res = await fetch(`${keeper.url}${path}?state=x&code=y`);
+      expect(res.status, path).toBe(404);
+      expect(await res.json()).toMatchObject({ error: 'not_found' });
+    }
+  });
+});
+
+describe('the provider’s redirect URI', () => {
+  it('is shown in the provider’s answer, under the keeper’s public URL, and is what authorize sends', async () => {
+    const provider = (await keeper.call('GET', '/v1/providers/mcp-dcr')).body as { redirectUri: string };
+    expect(provider.redirectUri).toBe(`${keeper.url}/oauth/callback/mcp-dcr`);
+    const listed = (await keeper.call('GET', '/v1/providers')).body as {
+      providers: { providerId: string; redirectUri: string }[];
+    };
+    expect(listed.providers.find((p) => p.providerId === 'mcp-dcr')?.redirectUri).toBe(provider.redirectUri);
+    const started = await authorize(newUser());
+    const sent = new URL((started.body as { authorizationUrl: string }).authorizationUrl);
+    expect(sent.searchParams.get('redirect_uri')).toBe(provider.redirectUri);
   });
 });

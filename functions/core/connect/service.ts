@@ -53,8 +53,12 @@ export class DefaultConnectService implements ConnectService {
     this.urls = { publicUrl: d.publicUrl, allowInsecureHttp: d.allowInsecureHttp };
   }
 
-  clientMetadata(): Record<string, unknown> | undefined {
-    return clientMetadataDocument(this.urls);
+  async clientMetadata(providerId: string): Promise<Record<string, unknown> | undefined> {
+    const document = clientMetadataDocument(this.urls, providerId);
+    if (document === undefined) return undefined;
+    // The keeper vouches only for clients it has: an unknown provider has no document.
+    if (!(await this.d.store.getProvider(providerId))) throw new ProviderNotFoundError(providerId);
+    return document;
   }
 
   async registerMcpServer(
@@ -71,7 +75,7 @@ export class DefaultConnectService implements ConnectService {
     const by = options.deadline;
     const resource = await discoverProtectedResource(input.mcpServerUrl, deps, by);
     const as = await discoverAuthorizationServer(resource.authorizationServers[0] as string, deps, by);
-    const client = await registerClient(as, input, this.urls, deps, by);
+    const client = await registerClient(providerId, as, input, this.urls, deps, by);
     const now = this.d.clock.now();
     const provider: ProviderConfig = {
       providerId,
@@ -101,7 +105,7 @@ export class DefaultConnectService implements ConnectService {
       issuer: as.issuer,
       registration: client.registration,
     });
-    return { created, provider: providerView({ ...provider, createdAt }, now) };
+    return { created, provider: providerView({ ...provider, createdAt }, now, this.d.publicUrl) };
   }
 
   async authorize(
@@ -124,7 +128,7 @@ export class DefaultConnectService implements ConnectService {
     const as = await authorizationServerFor(provider, this.d.oauth, options.deadline);
     const state = newState();
     const codeVerifier = oauth.generateRandomCodeVerifier();
-    const callback = callbackUrl(this.d.publicUrl);
+    const callback = callbackUrl(this.d.publicUrl, key.providerId);
     const scope = input.scope ?? provider.scope ?? provider.scopesSupported?.join(' ');
     const url = await authorizationUrl({
       as,
@@ -148,7 +152,11 @@ export class DefaultConnectService implements ConnectService {
     return { authorizationUrl: url, expiresAt };
   }
 
-  async callback(query: Record<string, string>, options: CallOptions = {}): Promise<CallbackOutcome> {
+  async callback(
+    providerId: string,
+    query: Record<string, string>,
+    options: CallOptions = {},
+  ): Promise<CallbackOutcome> {
     const { logger, clock } = this.d;
     const state = query.state;
     if (state === undefined || state === '' || state.length > 512) {
@@ -162,6 +170,16 @@ export class DefaultConnectService implements ConnectService {
       return { ok: false, error: 'invalid_state' };
     }
     const key: SessionKey = { userId: pending.userId, providerId: pending.providerId };
+    if (pending.providerId !== providerId) {
+      // A code for one provider under another provider's state: the mix-up attack (RFC 9700 §4.4).
+      // The state is spent; nothing goes to any token endpoint, and nobody is sent anywhere.
+      this.d.metrics.add('ConnectionsFailed', 'Count', 1);
+      logger.warn('callback refused: the state belongs to another provider than the callback path', {
+        ...key,
+        callbackProviderId: providerId,
+      });
+      return { ok: false, error: 'provider_mismatch' };
+    }
     const fail = (error: string, extra: Record<string, unknown> = {}): CallbackOutcome => {
       this.d.metrics.add('ConnectionsFailed', 'Count', 1);
       logger.warn('connection failed', { ...key, error, ...extra });
