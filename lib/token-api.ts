@@ -56,6 +56,10 @@ export const API_ROUTES: readonly ApiRoute[] = [
   { path: '/v1/sessions/{userId}/{providerId}/token', methods: [HttpMethod.GET] },
   { path: '/v1/sessions/{userId}/{providerId}/authorize', methods: [HttpMethod.POST] },
   { path: '/v1/sessions/{userId}/{providerId}/refresh', methods: [HttpMethod.POST] },
+  {
+    path: '/v1/sessions/{userId}/{providerId}/connections/{connectionId}',
+    methods: [HttpMethod.POST],
+  },
 ];
 
 export interface TokenApiProps {

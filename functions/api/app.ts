@@ -2,6 +2,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import {
   ClientRegistrationUnavailableError,
   ConfigError,
+  ConnectionNotFoundError,
   DiscoveryFailedError,
   InvalidRequestError,
   KeyUnavailableError,
@@ -104,7 +105,8 @@ type RouteName =
   | 'latestSweep'
   | 'authorize'
   | 'callback'
-  | 'clientMetadata';
+  | 'clientMetadata'
+  | 'completeConnection';
 
 interface RouteMatch {
   name: RouteName;
@@ -160,6 +162,9 @@ function matchRoute(path: string): RouteMatch | undefined {
       }
       if (rest.length === 4 && rest[3] === 'refresh') {
         return { name: 'refresh', allow: ['POST'], params: [rest[1], rest[2]] };
+      }
+      if (rest.length === 5 && rest[3] === 'connections') {
+        return { name: 'completeConnection', allow: ['POST'], params: [rest[1], rest[2], rest[4]] };
       }
       return undefined;
     default:
@@ -223,6 +228,7 @@ export function createApp(deps: AppDeps): App {
     }
     if (err instanceof ProviderNotFoundError) return json(404, errorBody(err.code, err.message));
     if (err instanceof SessionNotFoundError) return json(404, errorBody(err.code, err.message));
+    if (err instanceof ConnectionNotFoundError) return json(404, errorBody(err.code, err.message));
     if (err instanceof ReauthorizationRequiredError) return json(409, errorBody(err.code, err.message));
     if (err instanceof RefreshUnavailableError) {
       return json(503, errorBody(err.code, err.message), {
@@ -260,8 +266,9 @@ export function createApp(deps: AppDeps): App {
     if (outcome.redirectUri !== undefined) {
       const target = new URL(outcome.redirectUri);
       if (outcome.ok) {
-        target.searchParams.set('status', 'connected');
-        target.searchParams.set('userId', outcome.userId);
+        // No code, state or user id: the application completes the connection for its own user.
+        target.searchParams.set('status', 'pending');
+        target.searchParams.set('connection', outcome.connectionId);
         target.searchParams.set('providerId', outcome.providerId);
       } else {
         target.searchParams.set('status', 'error');
@@ -364,6 +371,12 @@ export function createApp(deps: AppDeps): App {
         const key = sessionKey(route.params);
         const input = parseAuthorizeBody(req.body);
         return json(201, await connectService().authorize(key, input, { deadline: req.deadline }));
+      }
+      case 'completeConnection': {
+        const key = sessionKey(route.params);
+        parseRefreshRequest(req.query, req.body);
+        const session = await connectService().completeConnection(key, route.params[2] as string);
+        return json(200, session);
       }
       case 'refresh': {
         // A forced refresh through the token route's own path (lease, single flight, classification);

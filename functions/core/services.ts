@@ -86,9 +86,13 @@ export interface AuthorizeResult {
   expiresAt: number;
 }
 
-/** How a callback ended; the API turns it into a 303 to `redirectUri` or a small HTML page. */
+/**
+ * How a callback ended; the API turns it into a 303 to `redirectUri` or a small HTML page. With a
+ * `redirectUri` a success is a pending connection (`connectionId`) the application completes.
+ */
 export type CallbackOutcome =
-  | { ok: true; userId: string; providerId: string; redirectUri?: string }
+  | { ok: true; userId: string; providerId: string; redirectUri?: undefined }
+  | { ok: true; userId: string; providerId: string; redirectUri: string; connectionId: string }
   | {
       ok: false;
       /** An OAuth error code or one of ours: invalid_state, invalid_issuer, exchange_failed, … */
@@ -106,6 +110,12 @@ export interface ConnectService {
   ): Promise<{ created: boolean; provider: ProviderView }>;
   /** throws ProviderNotFoundError, InvalidRequestError */
   authorize(key: SessionKey, input: AuthorizeInput, options?: CallOptions): Promise<AuthorizeResult>;
+  /**
+   * Completes a pending connection for the user the application is serving: stores or replaces the
+   * session when `connectionId` is pending for exactly this user and provider, at most once.
+   * throws ConnectionNotFoundError (unknown, expired, used, or another user's or provider's)
+   */
+  completeConnection(key: SessionKey, connectionId: string): Promise<SessionMetadata>;
   /**
    * The authorization response at the callback of `providerId` (its path). Never throws for what the
    * browser or the server sent: the outcome says what to show.

@@ -263,6 +263,7 @@ describe('health and authentication', () => {
       ['GET', `/v1/sessions/${s.userId}/plain`],
       ['GET', `/v1/sessions/${s.userId}`],
       ['DELETE', `/v1/sessions/${s.userId}/plain`],
+      ['POST', `/v1/sessions/${s.userId}/plain/connections/${'A'.repeat(43)}`],
       ['POST', '/local/sweep'],
     ];
     const credentials = [
@@ -1105,6 +1106,12 @@ describe('routing and size limits', () => {
       '/v1/sessions/a/b/token/',
       '/v1/sessions/a/b/tokens',
       '/v1/sessions/a/b/c/token',
+      '/v1/sessions/a/b/connections',
+      '/v1/sessions/a/b/connections/c/d',
+      '/oauth/callback',
+      '/oauth/callback/a/b',
+      '/oauth/client-metadata',
+      '/oauth/unknown/a',
       '/v1/unknown',
       '/local/unknown',
     ];
@@ -1136,6 +1143,9 @@ describe('routing and size limits', () => {
       ['PUT', '/v1/sessions/u/plain/token', 'GET'],
       ['DELETE', '/v1/sessions/u/plain/token', 'GET'],
       ['GET', '/local/sweep', 'POST'],
+      ['GET', '/v1/sessions/u/plain/connections/c', 'POST'],
+      ['PUT', '/v1/sessions/u/plain/connections/c', 'POST'],
+      ['POST', '/oauth/callback/plain', 'GET'],
     ];
     for (const [method, path, allow] of cases) {
       const res = await rejected(method, path, { body: { access_token: 'a' } });

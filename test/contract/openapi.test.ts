@@ -198,6 +198,7 @@ const CLIENT_METADATA = '/oauth/client-metadata/{providerId}';
 const APP = 'http://127.0.0.1:9/app/';
 const PROVIDERS = '/v1/providers';
 const REFRESH = '/v1/sessions/{userId}/{providerId}/refresh';
+const COMPLETE = '/v1/sessions/{userId}/{providerId}/connections/{connectionId}';
 
 let userSeq = 0;
 
@@ -446,8 +447,19 @@ describe('every route against the document', () => {
     const callback = await followToCallback(url, callbackPrefix, { loginHint: userId });
     const query = Object.fromEntries(callback.searchParams);
     const back = await expectStatus(303, 'GET', CALLBACK, { params, query, auth: null });
-    expect(back.headers.get('location')).toMatch(/status=connected/u);
+    expect(back.headers.get('location')).toMatch(/status=pending/u);
     await expectStatus(400, 'GET', CALLBACK, { params, query, auth: null });
+    const connectionId = new URL(back.headers.get('location') as string).searchParams.get(
+      'connection',
+    ) as string;
+    const pending = { ...params, connectionId };
+    await expectStatus(401, 'POST', COMPLETE, { params: pending, auth: null });
+    await expectStatus(400, 'POST', COMPLETE, { params: pending, body: { userId } });
+    await expectStatus(405, 'GET', COMPLETE, { params: pending });
+    await expectStatus(404, 'POST', COMPLETE, { params: { ...pending, userId: `${userId}-other` } });
+    await expectStatus(404, 'GET', TOKEN, { params });
+    await expectStatus(200, 'POST', COMPLETE, { params: pending });
+    await expectStatus(404, 'POST', COMPLETE, { params: pending });
 
     const direct = (await expectStatus(201, 'POST', AUTHORIZE, { params })).body as {
       authorizationUrl: string;

@@ -1,7 +1,5 @@
-import { ScanCommand } from '@aws-sdk/client-dynamodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { localDynamoClient } from '../../functions/local/embedded.js';
-import { followToCallback, visit } from '../support/connect-flow.js';
+import { followToCallback, pendingItems, visit } from '../support/connect-flow.js';
 import { eventsFor, forwardedGrants, SkewedClock } from '../support/keeper-flows.js';
 import { type McpServer, startMcpServer } from '../support/mcp-server.js';
 import { MCP_RESOURCE, type OAuthServer, startOAuthServer } from '../support/oauth-server.js';
@@ -54,21 +52,10 @@ async function startAndFollow(userId: string, body: Record<string, unknown> = {}
   return followToCallback(authorizationUrl, callbackPrefix, { loginHint: userId });
 }
 
-/** Pending authorizations left in the table (their own key space). */
-async function pendingStates(): Promise<number> {
-  const client = localDynamoClient(keeper.stack.dynamodbEndpoint, { region: 'us-east-1' });
-  try {
-    const out = await client.send(
-      new ScanCommand({
-        TableName: keeper.stack.runtime.config.tableName,
-        FilterExpression: 'begins_with(pk, :p)',
-        ExpressionAttributeValues: { ':p': { S: 'CONNECT#' } },
-      }),
-    );
-    return out.Items?.length ?? 0;
-  } finally {
-    client.destroy();
-  }
+const pendingStates = () => pendingItems(keeper, 'CONNECT#');
+
+function completeConnection(userId: string, connection: string, providerId = 'mcp-dcr') {
+  return keeper.call('POST', `/v1/sessions/${userId}/${providerId}/connections/${connection}`);
 }
 
 async function sessionStatus(userId: string, providerId = 'mcp-dcr'): Promise<number> {
@@ -219,19 +206,23 @@ describe('the connect flow against oidc-provider', () => {
     expect((await keeper.call('GET', `/v1/sessions/${userId}/mcp-dcr`)).body).toEqual(before.body);
   }, 60_000);
 
-  it('with a redirectUri: 303 back to the application with status=connected', async () => {
+  it('with a redirectUri: 303 back to the application with status=pending, and the application completes it', async () => {
     const userId = newUser();
     const callback = await startAndFollow(userId, { redirectUri: `${APP}done?from=keeper` });
     const answer = await visit(callback);
     expect(answer.status).toBe(303);
     const location = new URL(answer.location as string);
     expect(`${location.origin}${location.pathname}`).toBe(`${APP}done`);
+    const connection = location.searchParams.get('connection') as string;
     expect(Object.fromEntries(location.searchParams)).toEqual({
       from: 'keeper',
-      status: 'connected',
-      userId,
+      status: 'pending',
+      connection,
       providerId: 'mcp-dcr',
     });
+    expect(await sessionStatus(userId)).toBe(404);
+    const done = await completeConnection(userId, connection);
+    expect(done.status, done.text).toBe(200);
     expect(await sessionStatus(userId)).toBe(200);
   }, 30_000);
 
@@ -270,13 +261,15 @@ describe('the callback under pressure', () => {
     expect(await sessionStatus(userId)).toBe(200);
   }, 30_000);
 
-  it('no code, state, token or client secret appears in any log line or event', async () => {
+  it('no code, state, connection id, token or client secret appears in any log line or event', async () => {
     const userId = newUser();
     const started = await authorize(userId, 'mcp-dcr', { redirectUri: APP });
     const { authorizationUrl } = started.body as { authorizationUrl: string };
     const callback = await followToCallback(authorizationUrl, callbackPrefix, { loginHint: userId });
     const answer = await visit(callback);
     expect(answer.status).toBe(303);
+    const connection = new URL(answer.location as string).searchParams.get('connection') as string;
+    expect((await completeConnection(userId, connection)).status).toBe(200);
     const token = (await keeper.call('GET', `/v1/sessions/${userId}/mcp-dcr/token`)).body as {
       access_token: string;
     };
@@ -296,6 +289,8 @@ describe('the callback under pressure', () => {
       expect(logs).not.toContain(secret);
       expect(answer.location).not.toContain(secret);
     }
+    // The pending connection's id goes to the application only, never into a log line.
+    expect(logs).not.toContain(connection);
   }, 30_000);
 });
 

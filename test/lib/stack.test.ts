@@ -726,6 +726,7 @@ describe('HTTP API', () => {
         'GET /oauth/callback/{providerId}',
         'GET /oauth/client-metadata/{providerId}',
         'POST /v1/sessions/{userId}/{providerId}/refresh',
+        'POST /v1/sessions/{userId}/{providerId}/connections/{connectionId}',
         'PUT /v1/providers/{providerId}',
         'PUT /v1/sessions/{userId}/{providerId}',
       ].sort(),

@@ -1,5 +1,5 @@
 import * as oauth from 'oauth4webapi';
-import { InvalidRequestError, ProviderNotFoundError } from '../errors.js';
+import { ConnectionNotFoundError, InvalidRequestError, ProviderNotFoundError } from '../errors.js';
 import type { ProviderConfig, SessionKey } from '../model.js';
 import type { FetchLike, OAuthClient } from '../oauth/client.js';
 import type { Clock, EventPublisher, Logger, Metrics } from '../ports.js';
@@ -12,17 +12,30 @@ import type {
   ConnectService,
   McpProviderInput,
   ProviderView,
+  SessionMetadata,
   SessionService,
+  TokenResponseInput,
 } from '../services.js';
 import type { SessionStore } from '../store/store.js';
 import { authorizationServerFor, authorizationUrl, redirectAllowed } from './authorize.js';
+import {
+  CONNECTION_ID,
+  CONNECTION_LIFETIME_SECONDS,
+  type ConnectionStore,
+  newConnectionId,
+  type PendingConnection,
+} from './connections.js';
 import { discoverAuthorizationServer, discoverProtectedResource } from './discovery.js';
 import { callbackUrl, clientMetadataDocument, type KeeperUrls, registerClient } from './registration.js';
 import { newState, STATE_LIFETIME_SECONDS, type StateStore } from './state.js';
 
 /**
  * The connect flow: register a provider by MCP server URL, start an authorization for a user, and
- * finish it at the callback by storing the session exactly as `PUT /v1/sessions/...` does.
+ * finish it. Without a `redirectUri` (the operator's flow) the callback stores the session exactly
+ * as `PUT /v1/sessions/...` does. With one (an application's flow) the callback keeps the tokens as
+ * a pending connection and sends the browser back to the application, which completes it for the
+ * user it is serving: whoever's browser finished the authorization cannot choose whose session the
+ * account lands in.
  */
 
 export interface ConnectDeps {
@@ -30,6 +43,7 @@ export interface ConnectDeps {
   /** Forgets a cached provider after it is replaced. */
   invalidateProvider(providerId: string): void;
   states: StateStore;
+  connections: ConnectionStore;
   oauth: Pick<OAuthClient, 'authorizationServer' | 'exchangeCode'>;
   sessions: Pick<SessionService, 'put'>;
   events: EventPublisher;
@@ -221,17 +235,67 @@ export class DefaultConnectService implements ConnectService {
       return fail(code, { description: result.failure.description });
     }
     const t = result.tokens;
-    const previous = await this.d.store.getSession(key, { consistent: true });
-    const { session } = await this.d.sessions.put(key, {
+    const token: TokenResponseInput = {
       access_token: t.accessToken as string,
       refresh_token: t.refreshToken,
       expires_in: t.expiresIn,
       refresh_expires_in: t.refreshExpiresIn,
       token_type: t.tokenType,
       scope: t.scope,
+    };
+    if (pending.redirectUri === undefined) {
+      // The operator's flow: whoever opened the URL connects their account, here and now.
+      await this.connect(key, token);
+      return { ok: true, ...key };
+    }
+    // An application's flow: nothing is stored for the user until the application completes it.
+    const now = clock.now();
+    const connectionId = newConnectionId();
+    await this.d.connections.put(connectionId, {
+      ...key,
+      token: {
+        ...token,
+        expires_in: undefined,
+        expires_at: t.expiresIn === undefined ? undefined : Math.floor(now / 1000) + Math.floor(t.expiresIn),
+      },
+      obtainedAt: now,
+      expiresAt: Math.floor(now / 1000) + CONNECTION_LIFETIME_SECONDS,
     });
+    this.d.metrics.add('ConnectionsPending', 'Count', 1);
+    logger.info('connection pending until the application completes it', { ...key });
+    return { ok: true, ...key, redirectUri: pending.redirectUri, connectionId };
+  }
+
+  async completeConnection(key: SessionKey, connectionId: string): Promise<SessionMetadata> {
+    if (!CONNECTION_ID.test(connectionId)) throw new ConnectionNotFoundError();
+    const now = this.d.clock.now();
+    const pending = await this.d.connections.take(connectionId, key, now);
+    if (!pending) {
+      this.d.logger.warn('connection completion refused: no such pending connection for this user', {
+        ...key,
+      });
+      throw new ConnectionNotFoundError();
+    }
+    try {
+      return await this.connect(key, tokenAt(pending, now));
+    } catch (err) {
+      // Nothing lost on a fault: the connection is pending again, for the same user, until it expires.
+      await this.d.connections.put(connectionId, pending).catch((reason: unknown) => {
+        this.d.logger.error('a pending connection could not be put back', {
+          ...key,
+          reason: (reason as Error).name,
+        });
+      });
+      throw err;
+    }
+  }
+
+  /** Stores (or replaces) the user's session and announces it. */
+  private async connect(key: SessionKey, token: TokenResponseInput): Promise<SessionMetadata> {
+    const previous = await this.d.store.getSession(key, { consistent: true });
+    const { session } = await this.d.sessions.put(key, token);
     this.d.metrics.add('SessionsConnected', 'Count', 1);
-    const at = new Date(clock.now()).toISOString();
+    const at = new Date(this.d.clock.now()).toISOString();
     await this.publish('SessionConnected', { ...key, refreshable: session.refreshable, at });
     if (previous?.status === 'reauthorization_required') {
       await this.publish('SessionRecovered', {
@@ -242,7 +306,7 @@ export class DefaultConnectService implements ConnectService {
         at,
       });
     }
-    return { ok: true, ...key, redirectUri: pending.redirectUri };
+    return session;
   }
 
   private async publish(
@@ -255,4 +319,12 @@ export class DefaultConnectService implements ConnectService {
       this.d.logger.error('event could not be published', { detailType, reason: (err as Error).name });
     }
   }
+}
+
+/** The pending token response as of `nowMs`: the refresh token's lifetime counts from the exchange. */
+function tokenAt(pending: PendingConnection, nowMs: number): TokenResponseInput {
+  const { refresh_expires_in: refreshLifetime, ...token } = pending.token;
+  if (refreshLifetime === undefined) return token;
+  const elapsed = Math.max(0, Math.floor((nowMs - pending.obtainedAt) / 1000));
+  return { ...token, refresh_expires_in: Math.max(1, refreshLifetime - elapsed) };
 }
