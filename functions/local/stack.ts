@@ -15,7 +15,7 @@ import type { SweepSummary } from '../core/services.js';
 import { ensureTable } from '../core/store/table.js';
 import { createRefreshHandler } from '../refresh/adapter.js';
 import { apiGatewayTarget } from './apigw-path.js';
-import { type AssetResponse, loadConsoleAssets } from './console/assets.js';
+import { type AssetResponse, CONSOLE_PATH, loadConsoleAssets } from './console/assets.js';
 import {
   type EmbeddedDynamoDB,
   listenOnLoopback,
@@ -273,7 +273,15 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
   const url = `http://127.0.0.1:${port}`;
   // Locally the keeper's public URL defaults to its own address (the browser comes back to it).
   runtime = createRuntime({
-    config: { ...config, dynamodbEndpoint: endpoint, publicUrl: config.publicUrl ?? url },
+    config: {
+      ...config,
+      dynamodbEndpoint: endpoint,
+      publicUrl: config.publicUrl ?? url,
+      // The console's connect form comes back to the console, which completes the connection.
+      allowedRedirects: consoleAssets
+        ? [...config.allowedRedirects, `${url}${CONSOLE_PATH}`]
+        : config.allowedRedirects,
+    },
     dynamodb,
     logger,
     clock: options.clock,
