@@ -130,6 +130,8 @@ describe('withTokenKeeper with the MCP SDK', () => {
     const failure = await add(client, 1, 2).catch((err: unknown) => err);
     const reauth = findCause(failure, McpReauthorizationRequiredError);
     expect(reauth?.authorizationUrl).toBe(authorizationUrl);
+    // An authorization URL of the app's own making: the middleware cannot tell how it completes.
+    expect(reauth?.completeConnection).toBe(false);
     expect(reauth?.providerId).toBe('mcp');
     expect(grantRequests()).toBe(before + 1);
     // Later calls fail the same way at once, without another grant.
