@@ -63,7 +63,12 @@ Commands:
                either form: [--refresh-policy eager|keepAlive] [--refresh-token-idle-seconds <s>]
                [--max-concurrent-refreshes <n>]
   authorize <userId> <providerId> [--scope …] [--redirect-uri <url>]
-               prints the URL to open in the user's browser; the keeper's callback stores the session
+               prints the URL to open in the user's browser. Without --redirect-uri the keeper's
+               callback stores the session for <userId>: whoever opens the URL connects their
+               account. With it, the browser returns with status=pending&connection=<id>, and
+               nothing is stored until the connection is completed
+  complete <userId> <providerId> <connectionId>
+               completes a pending connection for <userId> (the user your application serves)
   token get <userId> <providerId> [--min-validity <s>] [--force]
   sweep                                        sweep now (local stack only)
   console [--port <n>]                         the console for this API on 127.0.0.1 (each /v1 call
@@ -273,10 +278,29 @@ const COMMANDS: Record<string, Command> = {
         options.redirectUri = ctx.values['redirect-uri'] as string;
       const authorization = await ctx.client.authorize(userId as string, providerId as string, options);
       if (ctx.values.json) return ctx.json(authorization);
+      const then =
+        options.redirectUri === undefined
+          ? `Whoever opens it connects their account as ${userId}.`
+          : `The browser returns to ${options.redirectUri} with status=pending&connection=<id>; ` +
+            `nothing is stored until: tokenkeeper complete ${userId} ${providerId} <id>`;
       ctx.out(
         `Open this URL in ${userId}'s browser (valid until ${isoSeconds(authorization.expiresAt)}):\n` +
-          authorization.authorizationUrl,
+          `${authorization.authorizationUrl}\n${then}`,
       );
+    },
+  },
+  complete: {
+    args: ['userId', 'providerId', 'connectionId'],
+    options: [],
+    async run(ctx, [userId, providerId, connectionId]) {
+      const session = await ctx.client.completeConnection(
+        userId as string,
+        providerId as string,
+        connectionId as string,
+      );
+      if (ctx.values.json) return ctx.json(session);
+      ctx.out(`connection completed: session ${userId} / ${providerId}`);
+      ctx.out(renderSession(session, ctx.nowSec(), ctx.paint));
     },
   },
   'token get': {

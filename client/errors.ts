@@ -43,6 +43,12 @@ export class ProviderNotFoundError extends TokenKeeperApiError {}
 /** 404 `session_not_found`. */
 export class SessionNotFoundError extends TokenKeeperApiError {}
 
+/**
+ * 404 `connection_not_found`: no pending connection with this id for this user and provider
+ * (unknown, expired, already completed, or started for someone else). Nothing changed.
+ */
+export class ConnectionNotFoundError extends TokenKeeperApiError {}
+
 /** 409 `reauthorization_required`: the grant is dead; send the user through the authorization again. */
 export class ReauthorizationRequiredError extends TokenKeeperApiError {}
 
@@ -90,6 +96,8 @@ export function apiError(init: ApiErrorInit): TokenKeeperApiError {
       return new ProviderNotFoundError(init);
     case 'session_not_found':
       return new SessionNotFoundError(init);
+    case 'connection_not_found':
+      return new ConnectionNotFoundError(init);
     case 'reauthorization_required':
       return new ReauthorizationRequiredError(init);
     case 'refresh_unavailable':

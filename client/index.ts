@@ -341,8 +341,10 @@ export class TokenKeeperClient {
   }
 
   /**
-   * Starts connecting a user: the keeper answers the URL to send the user's browser to. After the
-   * user consents, the keeper's callback stores the session, and getToken serves it.
+   * Starts connecting a user: the keeper answers the URL to send the user's browser to. With a
+   * `redirectUri`, the browser comes back there with `status=pending&connection=<id>`, and
+   * `completeConnection` stores the session for the user your application serves. Without one,
+   * the keeper's callback stores the session for `userId` itself, whoever opened the URL.
    */
   async authorize(
     userId: string,
@@ -351,6 +353,18 @@ export class TokenKeeperClient {
   ): Promise<Authorization> {
     const path = `/v1/sessions/${segment('userId', userId)}/${segment('providerId', providerId)}/authorize`;
     return (await this.request('POST', path, { body: options })).body as Authorization;
+  }
+
+  /**
+   * Completes a pending connection for `userId`, the user your application has signed in (never a
+   * user id taken from the browser's query): the `connection` the keeper added to your
+   * `redirectUri`. Answers the session's metadata; throws ConnectionNotFoundError when the id is
+   * unknown, expired, already completed, or was started for another user or provider.
+   */
+  async completeConnection(userId: string, providerId: string, connectionId: string): Promise<Session> {
+    const path = `/v1/sessions/${segment('userId', userId)}/${segment('providerId', providerId)}/connections/${segment('connectionId', connectionId)}`;
+    this.invalidate(cacheKey(userId, providerId));
+    return (await this.request('POST', path)).body as Session;
   }
 
   // --- providers -----------------------------------------------------------------------------

@@ -33,20 +33,44 @@ export interface WithTokenKeeperOptions {
    * provider that cannot start one leaves the error without a URL. Return undefined to skip.
    */
   authorizationUrl?: () => Promise<string | undefined>;
-  /** Where the user's browser returns after a reconnect started from the error (the default flow). */
+  /**
+   * Where the user's browser returns after a reconnect started from the error (the default flow).
+   * It comes back with `status=pending&connection=<id>&providerId=<p>`: the reconnect is stored
+   * only when your application calls `client.completeConnection(userId, providerId, id)` for the
+   * user it has signed in. Without it, the keeper's own page ends the flow and stores the session
+   * for `userId`, whoever opened the URL.
+   */
   redirectUri?: string;
 }
 
-/** The keeper holds no usable grant: the user must authorize again (at `authorizationUrl`, when given). */
+/**
+ * The keeper holds no usable grant: the user must authorize again (at `authorizationUrl`, when
+ * given). When `completeConnection` is true the URL was started with a `redirectUri`: the browser
+ * comes back there with `status=pending&connection=<id>`, and nothing is stored until the
+ * application completes that connection for its signed-in user
+ * (`client.completeConnection(userId, providerId, id)`).
+ */
 export class McpReauthorizationRequiredError extends Error {
   override readonly name = 'ReauthorizationRequiredError';
   readonly userId: string;
   readonly providerId: string;
   readonly authorizationUrl?: string;
-  constructor(init: { userId: string; providerId: string; authorizationUrl?: string; cause: unknown }) {
-    super(`${init.providerId}: the user must authorize again`, { cause: init.cause });
+  /** The application must complete the connection when the browser returns (see the class comment). */
+  readonly completeConnection: boolean;
+  constructor(init: {
+    userId: string;
+    providerId: string;
+    authorizationUrl?: string;
+    completeConnection?: boolean;
+    cause: unknown;
+  }) {
+    const completion = init.completeConnection
+      ? '; when the browser returns with status=pending, complete the connection for the signed-in user'
+      : '';
+    super(`${init.providerId}: the user must authorize again${completion}`, { cause: init.cause });
     this.userId = init.userId;
     this.providerId = init.providerId;
+    this.completeConnection = init.completeConnection === true && init.authorizationUrl !== undefined;
     if (init.authorizationUrl !== undefined) this.authorizationUrl = init.authorizationUrl;
   }
 }
@@ -107,7 +131,14 @@ export function withTokenKeeper(options: WithTokenKeeperOptions): Middleware {
     } catch (err) {
       if (err instanceof ReauthorizationRequiredError) {
         const url = await authorizationUrl().catch(() => undefined);
-        throw new McpReauthorizationRequiredError({ userId, providerId, authorizationUrl: url, cause: err });
+        throw new McpReauthorizationRequiredError({
+          userId,
+          providerId,
+          authorizationUrl: url,
+          // The default flow with a redirectUri ends in a pending connection the application completes.
+          completeConnection: options.authorizationUrl === undefined && options.redirectUri !== undefined,
+          cause: err,
+        });
       }
       if (err instanceof ServiceUnavailableError) {
         throw new TokenUnavailableError(err.message, err.retryAfterSeconds, err);

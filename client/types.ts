@@ -49,7 +49,11 @@ export interface McpProviderInput extends ProviderRefreshSettings {
 /** POST /v1/sessions/{userId}/{providerId}/authorize body. */
 export interface AuthorizeOptions {
   scope?: string;
-  /** Where the user's browser goes after the callback; must be in TOKENKEEPER_ALLOWED_REDIRECTS. */
+  /**
+   * Where the user's browser goes after the callback; must be in TOKENKEEPER_ALLOWED_REDIRECTS.
+   * With it, the browser comes back with `status=pending&connection=<id>&providerId=<p>`, and
+   * nothing is stored until you call `completeConnection` for the user your application serves.
+   */
   redirectUri?: string;
 }
 
@@ -81,6 +85,8 @@ export interface Provider {
   authorizationEndpoint?: string;
   scopesSupported?: string[];
   registration?: 'preregistered' | 'metadata_document' | 'dynamic';
+  /** The provider's own redirect URI, to register at its authorization server (when the keeper has a public URL). */
+  redirectUri?: string;
   refreshPolicy: RefreshPolicy;
   refreshTokenIdleSeconds?: number;
   maxConcurrentRefreshes?: number;

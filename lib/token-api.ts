@@ -18,8 +18,9 @@ export interface ApiRoute {
   readonly path: string;
   readonly methods: readonly HttpMethod[];
   /**
-   * Public routes and why: the health check, the OAuth callback (the state is its credential) and the
-   * client metadata document authorization servers fetch. Every other route requires SigV4.
+   * Public routes and why: the health check, each provider's OAuth callback (the state is its
+   * credential) and each provider's client metadata document, which its authorization server
+   * fetches. Every other route requires SigV4.
    */
   readonly public?: string;
 }
@@ -32,16 +33,16 @@ export const API_ROUTES: readonly ApiRoute[] = [
     public: 'The health check is public by design: it returns no session, token or configuration data.',
   },
   {
-    path: '/oauth/callback',
+    path: '/oauth/callback/{providerId}',
     methods: [HttpMethod.GET],
     public:
-      "The OAuth callback is reached by the user's browser: its single-use state is the credential, and it shows no token.",
+      "A provider's OAuth callback is reached by the user's browser: its single-use state is the credential, and it shows no token.",
   },
   {
-    path: '/oauth/client-metadata',
+    path: '/oauth/client-metadata/{providerId}',
     methods: [HttpMethod.GET],
     public:
-      'The Client ID Metadata Document is fetched by authorization servers; it holds only public client metadata.',
+      "A provider's Client ID Metadata Document is fetched by its authorization server; it holds only public client metadata.",
   },
   { path: '/v1/providers', methods: [HttpMethod.GET] },
   { path: '/v1/providers/{providerId}', methods: [HttpMethod.PUT, HttpMethod.GET] },
@@ -55,6 +56,10 @@ export const API_ROUTES: readonly ApiRoute[] = [
   { path: '/v1/sessions/{userId}/{providerId}/token', methods: [HttpMethod.GET] },
   { path: '/v1/sessions/{userId}/{providerId}/authorize', methods: [HttpMethod.POST] },
   { path: '/v1/sessions/{userId}/{providerId}/refresh', methods: [HttpMethod.POST] },
+  {
+    path: '/v1/sessions/{userId}/{providerId}/connections/{connectionId}',
+    methods: [HttpMethod.POST],
+  },
 ];
 
 export interface TokenApiProps {

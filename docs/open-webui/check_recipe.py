@@ -1,17 +1,24 @@
 """Drives tokenkeeper_client.py against a running tokenkeeper (CI: the local stack, bearer mode).
 
 Usage: check_recipe.py <user with a session> <user whose grant is dead> <user whose provider is down>
-       <provider id> <down provider id>
+       <provider id> <down provider id> <user with a pending connection> <its provider id> <its connection id>
 One line per check; exit 0 when all pass.
 """
 
 import asyncio
 import sys
 
-from tokenkeeper_client import TokenUnavailable, connect_url, get_tokenkeeper_token, tool_server_tokens
+from tokenkeeper_client import (
+    TokenUnavailable,
+    complete_connection,
+    connect_url,
+    get_tokenkeeper_token,
+    tool_server_tokens,
+)
 
 
-async def main(ok_user: str, dead_user: str, down_user: str, provider: str, down_provider: str) -> int:
+async def main(ok_user: str, dead_user: str, down_user: str, provider: str, down_provider: str,
+               pending_user: str, pending_provider: str, connection: str) -> int:
     failures = 0
 
     def report(label: str, passed: bool, detail: str = "") -> None:
@@ -36,8 +43,16 @@ async def main(ok_user: str, dead_user: str, down_user: str, provider: str, down
 
     url = await connect_url("new-" + ok_user, provider)
     report("authorize URL (PKCE S256)", url.startswith("http") and "code_challenge_method=S256" in url)
+
+    other = await complete_connection("other-" + pending_user, pending_provider, connection)
+    report("completion for another user refused (None)", other is None)
+    session = await complete_connection(pending_user, pending_provider, connection)
+    report("completion for its user: the session, no token",
+           isinstance(session, dict) and session.get("status") == "active" and "access_token" not in session)
+    again = await complete_connection(pending_user, pending_provider, connection)
+    report("second completion refused (None)", again is None)
     return 0 if failures == 0 else 1
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main(*sys.argv[1:6])))
+    sys.exit(asyncio.run(main(*sys.argv[1:9])))

@@ -85,9 +85,11 @@ async def get_tokenkeeper_token(user_id: str, provider_id: str, min_validity: in
 
 async def connect_url(user_id: str, provider_id: str, redirect_uri: str | None = None) -> str:
     """Starts connecting a user to an MCP server through tokenkeeper: the URL to send the user's
-    browser to. tokenkeeper runs the OAuth flow (PKCE, state, resource) and its callback stores the
-    session, then sends the browser to redirect_uri?status=connected (or status=error&error=...).
-    redirect_uri must match tokenkeeper's TOKENKEEPER_ALLOWED_REDIRECTS."""
+    browser to. tokenkeeper runs the OAuth flow (PKCE, state, resource). With redirect_uri, its
+    callback keeps the tokens as a pending connection and sends the browser to
+    redirect_uri?status=pending&connection=<id>&providerId=<p> (or status=error&error=...): call
+    complete_connection for the signed-in user there. Without one, the callback stores the session
+    for user_id itself, whoever opens the URL. redirect_uri must match TOKENKEEPER_ALLOWED_REDIRECTS."""
     path = f"/v1/sessions/{_segment('user_id', user_id)}/{_segment('provider_id', provider_id)}/authorize"
     url = f"{_base_url()}{path}"
     body = json.dumps({"redirectUri": redirect_uri} if redirect_uri else {})
@@ -98,6 +100,24 @@ async def connect_url(user_id: str, provider_id: str, redirect_uri: str | None =
             if res.status != 201:
                 raise RuntimeError(f"tokenkeeper: {res.status} {answer.get('error') or answer.get('message')}")
             return answer["authorizationUrl"]
+
+
+async def complete_connection(user_id: str, provider_id: str, connection_id: str) -> dict | None:
+    """Completes a pending connection for user_id, the user Open WebUI has signed in (never an id
+    taken from the browser's query): the session's metadata (no token), or None when tokenkeeper
+    answers 404 connection_not_found (unknown, expired, already completed, or started for another
+    user or server), in which case nothing changed."""
+    path = (f"/v1/sessions/{_segment('user_id', user_id)}/{_segment('provider_id', provider_id)}"
+            f"/connections/{_segment('connection_id', connection_id)}")
+    url = f"{_base_url()}{path}"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as http:
+        async with http.post(URL(url, encoded=True), headers=_auth_headers("POST", url)) as res:
+            answer = await res.json(content_type=None)
+            if res.status == 200:
+                return answer
+            if res.status == 404 and answer.get("error") == "connection_not_found":
+                return None
+            raise RuntimeError(f"tokenkeeper: {res.status} {answer.get('error') or answer.get('message')}")
 
 
 async def tool_server_tokens(user_id: str, server_ids: list[str]) -> dict[str, dict | None]:

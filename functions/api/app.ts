@@ -2,6 +2,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import {
   ClientRegistrationUnavailableError,
   ConfigError,
+  ConnectionNotFoundError,
   DiscoveryFailedError,
   InvalidRequestError,
   KeyUnavailableError,
@@ -104,7 +105,8 @@ type RouteName =
   | 'latestSweep'
   | 'authorize'
   | 'callback'
-  | 'clientMetadata';
+  | 'clientMetadata'
+  | 'completeConnection';
 
 interface RouteMatch {
   name: RouteName;
@@ -126,9 +128,14 @@ class HttpError extends Error {
 }
 
 function matchRoute(path: string): RouteMatch | undefined {
-  if (path === '/oauth/callback') return { name: 'callback', allow: ['GET'], params: [] };
-  if (path === '/oauth/client-metadata') return { name: 'clientMetadata', allow: ['GET'], params: [] };
   const s = path.split('/');
+  if (s[0] === '' && s[1] === 'oauth' && s.length === 4) {
+    // One callback and one client metadata document per provider; the bare paths are no route.
+    if (s[2] === 'callback') return { name: 'callback', allow: ['GET'], params: [s[3] as string] };
+    if (s[2] === 'client-metadata')
+      return { name: 'clientMetadata', allow: ['GET'], params: [s[3] as string] };
+    return undefined;
+  }
   if (s[0] !== '' || s[1] !== 'v1') return undefined;
   const rest = s.slice(2);
   switch (rest[0]) {
@@ -155,6 +162,9 @@ function matchRoute(path: string): RouteMatch | undefined {
       }
       if (rest.length === 4 && rest[3] === 'refresh') {
         return { name: 'refresh', allow: ['POST'], params: [rest[1], rest[2]] };
+      }
+      if (rest.length === 5 && rest[3] === 'connections') {
+        return { name: 'completeConnection', allow: ['POST'], params: [rest[1], rest[2], rest[4]] };
       }
       return undefined;
     default:
@@ -218,6 +228,7 @@ export function createApp(deps: AppDeps): App {
     }
     if (err instanceof ProviderNotFoundError) return json(404, errorBody(err.code, err.message));
     if (err instanceof SessionNotFoundError) return json(404, errorBody(err.code, err.message));
+    if (err instanceof ConnectionNotFoundError) return json(404, errorBody(err.code, err.message));
     if (err instanceof ReauthorizationRequiredError) return json(409, errorBody(err.code, err.message));
     if (err instanceof RefreshUnavailableError) {
       return json(503, errorBody(err.code, err.message), {
@@ -255,8 +266,9 @@ export function createApp(deps: AppDeps): App {
     if (outcome.redirectUri !== undefined) {
       const target = new URL(outcome.redirectUri);
       if (outcome.ok) {
-        target.searchParams.set('status', 'connected');
-        target.searchParams.set('userId', outcome.userId);
+        // No code, state or user id: the application completes the connection for its own user.
+        target.searchParams.set('status', 'pending');
+        target.searchParams.set('connection', outcome.connectionId);
         target.searchParams.set('providerId', outcome.providerId);
       } else {
         target.searchParams.set('status', 'error');
@@ -273,15 +285,18 @@ export function createApp(deps: AppDeps): App {
   }
 
   async function dispatch(req: ApiRequest, route: RouteMatch, startedAt: number): Promise<ApiResponse> {
-    // Public routes: the health check, the callback (its state is the credential) and the client
-    // metadata document the authorization server fetches. Everything else needs credentials.
+    // Public routes: the health check, the providers' callbacks (the state is the credential) and
+    // client metadata documents the authorization servers fetch. Everything else needs credentials.
     if (route.name === 'health') return json(200, { status: 'ok' });
     if (route.name === 'callback') {
       // Public: the state is the credential. Nothing from the query is echoed but the error code.
-      return callbackAnswer(await connectService().callback(req.query, { deadline: req.deadline }));
+      const connect = connectService();
+      const providerId = parseId('providerId', route.params[0] as string);
+      return callbackAnswer(await connect.callback(providerId, req.query, { deadline: req.deadline }));
     }
     if (route.name === 'clientMetadata') {
-      const document = connectService().clientMetadata();
+      const connect = connectService();
+      const document = await connect.clientMetadata(parseId('providerId', route.params[0] as string));
       if (!document)
         throw new HttpError(
           404,
@@ -356,6 +371,12 @@ export function createApp(deps: AppDeps): App {
         const key = sessionKey(route.params);
         const input = parseAuthorizeBody(req.body);
         return json(201, await connectService().authorize(key, input, { deadline: req.deadline }));
+      }
+      case 'completeConnection': {
+        const key = sessionKey(route.params);
+        parseRefreshRequest(req.query, req.body);
+        const session = await connectService().completeConnection(key, route.params[2] as string);
+        return json(200, session);
       }
       case 'refresh': {
         // A forced refresh through the token route's own path (lease, single flight, classification);

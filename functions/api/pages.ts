@@ -46,6 +46,8 @@ const ERROR_TEXT: Record<string, string> = {
     'This sign-in link is unknown, has expired or was already used. Start again from the application.',
   access_denied: 'Access was not granted.',
   invalid_issuer: 'The answer did not come from the expected authorization server.',
+  provider_mismatch:
+    'This answer arrived for another service than the one this sign-in was started for, so it was refused. Start again from the application.',
 };
 
 export function errorPage(error: string): string {

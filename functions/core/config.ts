@@ -53,8 +53,9 @@ export interface Config {
   eventBusName: string;
   serviceName: string;
   /**
-   * The keeper's public base URL (no trailing slash): the OAuth callback is `<publicUrl>/oauth/callback`
-   * and the client metadata document `<publicUrl>/oauth/client-metadata`. Set by the stack in AWS;
+   * The keeper's public base URL (no trailing slash): each provider's OAuth callback is
+   * `<publicUrl>/oauth/callback/<providerId>` and its client metadata document
+   * `<publicUrl>/oauth/client-metadata/<providerId>`. Set by the stack in AWS;
    * locally it defaults to `http://127.0.0.1:<port>` once the server listens.
    */
   publicUrl?: string;

@@ -25,6 +25,17 @@ export class SessionNotFoundError extends TokenKeeperError {
   }
 }
 
+/**
+ * No pending connection with this id for this user and provider: unknown, expired, already
+ * completed, or started for someone else. One answer for all, so none can be told apart.
+ */
+export class ConnectionNotFoundError extends TokenKeeperError {
+  readonly code = 'connection_not_found';
+  constructor() {
+    super('no pending connection with this id for this user and provider');
+  }
+}
+
 export class ReauthorizationRequiredError extends TokenKeeperError {
   readonly code = 'reauthorization_required';
 }

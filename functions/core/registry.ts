@@ -1,3 +1,4 @@
+import { callbackUrl } from './connect/registration.js';
 import { clientSecretArnProblem, type SecretRules } from './crypto/secret-arn.js';
 import { InvalidRequestError, ProviderNotFoundError, SessionNotFoundError } from './errors.js';
 import {
@@ -54,7 +55,11 @@ function decodeCursor(cursor: string): Record<string, string> {
 }
 
 /** A provider as the API shows it, from its configuration or a listing (never the secret itself). */
-export function providerView(p: ProviderConfig | ProviderListing, now: number): ProviderView {
+export function providerView(
+  p: ProviderConfig | ProviderListing,
+  now: number,
+  publicUrl?: string,
+): ProviderView {
   const view: Omit<ProviderView, 'health'> = {
     providerId: p.providerId,
     clientId: p.clientId,
@@ -72,6 +77,8 @@ export function providerView(p: ProviderConfig | ProviderListing, now: number): 
   }
   if (p.clientRejectedAt !== undefined) view.clientRejectedAt = Math.floor(p.clientRejectedAt / 1000);
   if (p.scopesSupported !== undefined) view.scopesSupported = [...p.scopesSupported];
+  // Computed, not stored: the redirect URI to register at the provider's authorization server.
+  if (publicUrl !== undefined) view.redirectUri = callbackUrl(publicUrl, p.providerId);
   return { ...view, health: providerHealth(p.circuit, now) };
 }
 
@@ -134,6 +141,8 @@ export class DefaultProviderService implements ProviderService {
     private readonly cache?: CachedProviders,
     private readonly secretRules: SecretRules = { prefix: 'tokenkeeper/' },
     private readonly circuit?: Pick<ProviderCircuit, 'forget'>,
+    /** The keeper's public base URL: each provider's view shows its redirect URI under it. */
+    private readonly publicUrl?: string,
   ) {}
 
   async put(providerId: string, input: ProviderInput): Promise<{ created: boolean; provider: ProviderView }> {
@@ -163,22 +172,23 @@ export class DefaultProviderService implements ProviderService {
     const { created, createdAt } = await this.store.putProvider(provider);
     this.cache?.invalidate(providerId);
     this.circuit?.forget(providerId);
-    return { created, provider: providerView({ ...provider, createdAt }, now) };
+    return { created, provider: providerView({ ...provider, createdAt }, now, this.publicUrl) };
   }
 
   async get(providerId: string): Promise<ProviderView> {
     const provider = await this.store.getProvider(providerId);
     if (!provider) throw new ProviderNotFoundError(providerId);
-    return providerView(provider, this.clock.now());
+    return providerView(provider, this.clock.now(), this.publicUrl);
   }
 
   async list(page: PageRequest): Promise<{ providers: ProviderView[]; cursor: string | null }> {
+    const now = this.clock.now();
     const found = await this.store.listProviders({
       limit: page.limit,
       cursor: page.cursor === undefined ? undefined : decodeCursor(page.cursor),
     });
     return {
-      providers: found.providers.map(providerView),
+      providers: found.providers.map((p) => providerView(p, now, this.publicUrl)),
       cursor: found.cursor === undefined ? null : encodeCursor(found.cursor),
     };
   }

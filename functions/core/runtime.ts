@@ -4,6 +4,7 @@ import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { SQSClient } from '@aws-sdk/client-sqs';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import type { Config } from './config.js';
+import { DynamoConnectionStore } from './connect/connections.js';
 import { DefaultConnectService } from './connect/service.js';
 import { DynamoStateStore } from './connect/state.js';
 import { cachedKeyring, createFieldCipher, type Keyring } from './crypto/crypto.js';
@@ -278,7 +279,14 @@ export function createRuntime(deps: RuntimeDeps): Runtime {
     oauth,
     refresher,
     circuit,
-    providers: new DefaultProviderService(store, clock, providerCache, secretRules, circuit),
+    providers: new DefaultProviderService(
+      store,
+      clock,
+      providerCache,
+      secretRules,
+      circuit,
+      config.publicUrl,
+    ),
     sessions,
     tokens: new DefaultTokenService({
       store,
@@ -320,6 +328,7 @@ export function createRuntime(deps: RuntimeDeps): Runtime {
         circuit?.forget(providerId);
       },
       states: new DynamoStateStore(doc, config.tableName, cipher),
+      connections: new DynamoConnectionStore(doc, config.tableName, cipher),
       oauth,
       sessions,
       events,

@@ -54,6 +54,11 @@ export interface ProviderView {
   authorizationEndpoint?: string;
   scopesSupported?: string[];
   registration?: ClientRegistration;
+  /**
+   * The provider's own redirect URI (`<public URL>/oauth/callback/<providerId>`), to register at its
+   * authorization server; absent when the keeper has no public URL.
+   */
+  redirectUri?: string;
   /** `eager` unless the provider was registered with `keepAlive`. */
   refreshPolicy: RefreshPolicy;
   refreshTokenIdleSeconds?: number;
@@ -81,9 +86,13 @@ export interface AuthorizeResult {
   expiresAt: number;
 }
 
-/** How a callback ended; the API turns it into a 303 to `redirectUri` or a small HTML page. */
+/**
+ * How a callback ended; the API turns it into a 303 to `redirectUri` or a small HTML page. With a
+ * `redirectUri` a success is a pending connection (`connectionId`) the application completes.
+ */
 export type CallbackOutcome =
-  | { ok: true; userId: string; providerId: string; redirectUri?: string }
+  | { ok: true; userId: string; providerId: string; redirectUri?: undefined }
+  | { ok: true; userId: string; providerId: string; redirectUri: string; connectionId: string }
   | {
       ok: false;
       /** An OAuth error code or one of ours: invalid_state, invalid_issuer, exchange_failed, … */
@@ -101,10 +110,26 @@ export interface ConnectService {
   ): Promise<{ created: boolean; provider: ProviderView }>;
   /** throws ProviderNotFoundError, InvalidRequestError */
   authorize(key: SessionKey, input: AuthorizeInput, options?: CallOptions): Promise<AuthorizeResult>;
-  /** Never throws for what the browser or the server sent: the outcome says what to show. */
-  callback(query: Record<string, string>, options?: CallOptions): Promise<CallbackOutcome>;
-  /** The keeper's Client ID Metadata Document, or undefined when it has no public URL to serve it from. */
-  clientMetadata(): Record<string, unknown> | undefined;
+  /**
+   * Completes a pending connection for the user the application is serving: stores or replaces the
+   * session when `connectionId` is pending for exactly this user and provider, at most once.
+   * throws ConnectionNotFoundError (unknown, expired, used, or another user's or provider's)
+   */
+  completeConnection(key: SessionKey, connectionId: string): Promise<SessionMetadata>;
+  /**
+   * The authorization response at the callback of `providerId` (its path). Never throws for what the
+   * browser or the server sent: the outcome says what to show.
+   */
+  callback(
+    providerId: string,
+    query: Record<string, string>,
+    options?: CallOptions,
+  ): Promise<CallbackOutcome>;
+  /**
+   * The provider's Client ID Metadata Document, or undefined when the keeper has no public URL to
+   * serve it from. throws ProviderNotFoundError
+   */
+  clientMetadata(providerId: string): Promise<Record<string, unknown> | undefined>;
 }
 
 /** The provider's token response as it came. */

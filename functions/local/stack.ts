@@ -16,7 +16,7 @@ import type { SweepSummary } from '../core/services.js';
 import { ensureTable } from '../core/store/table.js';
 import { createRefreshHandler } from '../refresh/adapter.js';
 import { apiGatewayTarget } from './apigw-path.js';
-import { type AssetResponse, loadConsoleAssets } from './console/assets.js';
+import { type AssetResponse, CONSOLE_PATH, loadConsoleAssets } from './console/assets.js';
 import { listenOnLoopback, localDynamoClient, startEmbeddedDynamoDB } from './embedded.js';
 import { InProcessSliceQueue } from './fanout.js';
 import { type BrowserGuardRules, guarded, loopbackRules } from './guard.js';
@@ -297,7 +297,14 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
   guardRules = loopbackRules(port, { ownPages: true, publicUrl: config.publicUrl });
   // Locally the keeper's public URL defaults to its own address (the browser comes back to it).
   runtime = createRuntime({
-    config: { ...config, publicUrl: config.publicUrl ?? url },
+    config: {
+      ...config,
+      publicUrl: config.publicUrl ?? url,
+      // The console's connect form comes back to the console, which completes the connection.
+      allowedRedirects: consoleAssets
+        ? [...config.allowedRedirects, `${url}${CONSOLE_PATH}`]
+        : config.allowedRedirects,
+    },
     dynamodb,
     logger,
     clock: options.clock,

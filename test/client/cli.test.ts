@@ -89,7 +89,7 @@ beforeAll(async () => {
   mcp = await startMcpServer();
   oauth = await startOAuthServer({ accessTokenTtl: 3600, registration: true, resources: [mcp.url] });
   mcp.protect({ issuer: oauth.issuer, introspect: (token) => oauth.introspect(token) });
-  keeper = await startTestStack();
+  keeper = await startTestStack({ env: { TOKENKEEPER_ALLOWED_REDIRECTS: 'http://127.0.0.1:9/app/' } });
   port = new URL(keeper.url).port;
   scratch = await mkdtemp(join(tmpdir(), 'tokenkeeper-cli-'));
   client = new TokenKeeperClient({
@@ -191,10 +191,11 @@ describe('providers', () => {
     const userId = `cli-user-${++seq}`;
     const run = await cli(['authorize', userId, 'by-mcp']);
     expect(run).toMatchObject({ code: 0, stderr: '' });
-    const [intro, url, rest] = run.stdout.split('\n');
+    const [intro, url, then, rest] = run.stdout.split('\n');
     expect(intro).toMatch(
       new RegExp(`^Open this URL in ${userId}'s browser \\(valid until \\d{4}-\\d\\d-\\d\\dT`, 'u'),
     );
+    expect(then).toBe(`Whoever opens it connects their account as ${userId}.`);
     expect(rest).toBe('');
     const callback = await followToCallback(url as string, `${keeper.url}/oauth/callback`, {
       loginHint: userId,
@@ -217,6 +218,33 @@ describe('providers', () => {
     ]);
     expect(refused.code).toBe(1);
     expect(refused.stderr).toMatch(/TOKENKEEPER_ALLOWED_REDIRECTS/u);
+  });
+
+  it('authorize --redirect-uri says the connection waits for completion; complete stores it for that user only', async () => {
+    const userId = `cli-user-${++seq}`;
+    const app = 'http://127.0.0.1:9/app/';
+    const run = await cli(['authorize', userId, 'by-mcp', '--redirect-uri', app]);
+    expect(run).toMatchObject({ code: 0, stderr: '' });
+    const [, url, then] = run.stdout.split('\n');
+    expect(then).toBe(
+      `The browser returns to ${app} with status=pending&connection=<id>; ` +
+        `nothing is stored until: tokenkeeper complete ${userId} by-mcp <id>`,
+    );
+    const callback = await followToCallback(url as string, `${keeper.url}/oauth/callback/by-mcp`, {
+      loginHint: userId,
+    });
+    const connection = new URL((await visit(callback)).location as string).searchParams.get(
+      'connection',
+    ) as string;
+    const other = await cli(['complete', `${userId}-other`, 'by-mcp', connection]);
+    expect(other.code).toBe(1);
+    expect(other.stderr).toContain('connection_not_found');
+    expect((await cli(['token', 'get', userId, 'by-mcp'])).code).toBe(1);
+    const done = await cli(['complete', userId, 'by-mcp', connection]);
+    expect(done).toMatchObject({ code: 0, stderr: '' });
+    expect(done.stdout).toMatch(new RegExp(`^connection completed: session ${userId} / by-mcp\n`, 'u'));
+    const token = await cli(['token', 'get', userId, 'by-mcp']);
+    expect((await mcp.call(token.stdout.trim())).status).toBe(200);
   });
 
   it('never takes the client secret from argv: --client-secret is refused before anything is sent', async () => {

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
+  ConnectionNotFoundError,
   InvalidRequestError,
   ProviderNotFoundError,
   ReauthorizationRequiredError,
@@ -12,6 +13,8 @@ import { followToCallback, visit } from '../support/connect-flow.js';
 import { type McpServer, startMcpServer } from '../support/mcp-server.js';
 import { MCP_RESOURCE, type OAuthServer, startOAuthServer } from '../support/oauth-server.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
+
+const APP = 'http://127.0.0.1:9/app/';
 
 /**
  * The typed client against the real local stack (dynalite, the API handler) and a real OAuth server
@@ -52,7 +55,7 @@ beforeAll(async () => {
   mcp = await startMcpServer();
   oauth = await startOAuthServer({ accessTokenTtl: 3600, registration: true, resources: [mcp.url] });
   mcp.protect({ issuer: oauth.issuer, introspect: (token) => oauth.introspect(token) });
-  keeper = await startTestStack();
+  keeper = await startTestStack({ env: { TOKENKEEPER_ALLOWED_REDIRECTS: APP } });
   requests = [];
   sleeps = [];
   client = newClient();
@@ -112,6 +115,32 @@ describe('TokenKeeperClient against the local stack', () => {
       client.authorize(userId, 'by-mcp', { redirectUri: 'https://elsewhere.example/' }),
     ).rejects.toBeInstanceOf(InvalidRequestError);
     await expect(client.authorize(userId, 'nobody')).rejects.toBeInstanceOf(ProviderNotFoundError);
+  });
+
+  it('connect for an application: authorize with a redirectUri, the callback back to the app, completeConnection', async () => {
+    const userId = `client-user-${++seq}`;
+    const { authorizationUrl } = await client.authorize(userId, 'by-mcp', { redirectUri: `${APP}back` });
+    const callback = await followToCallback(authorizationUrl, `${keeper.url}/oauth/callback/by-mcp`, {
+      loginHint: userId,
+    });
+    const back = new URL((await visit(callback)).location as string);
+    expect(back.searchParams.get('status')).toBe('pending');
+    const connection = back.searchParams.get('connection') as string;
+    await expect(client.getSession(userId, 'by-mcp')).rejects.toBeInstanceOf(SessionNotFoundError);
+    const other = await client
+      .completeConnection(`${userId}-other`, 'by-mcp', connection)
+      .catch((e: unknown) => e);
+    expect(other).toBeInstanceOf(ConnectionNotFoundError);
+    expect(other).toMatchObject({ status: 404, code: 'connection_not_found' });
+    requests.length = 0;
+    const session = await client.completeConnection(userId, 'by-mcp', connection);
+    expect(requests).toEqual([`POST /v1/sessions/${userId}/by-mcp/connections/${connection}`]);
+    expect(session).toMatchObject({ userId, providerId: 'by-mcp', status: 'active' });
+    expect(JSON.stringify(session)).not.toMatch(/access_token|refresh_token/u);
+    expect((await mcp.call((await client.getToken(userId, 'by-mcp')).access_token)).status).toBe(200);
+    await expect(client.completeConnection(userId, 'by-mcp', connection)).rejects.toBeInstanceOf(
+      ConnectionNotFoundError,
+    );
   });
 
   it('sessions: put, get, list, delete', async () => {

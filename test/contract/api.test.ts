@@ -262,6 +262,7 @@ describe('health and authentication', () => {
       ['GET', `/v1/sessions/${s.userId}/plain`],
       ['GET', `/v1/sessions/${s.userId}`],
       ['DELETE', `/v1/sessions/${s.userId}/plain`],
+      ['POST', `/v1/sessions/${s.userId}/plain/connections/${'A'.repeat(43)}`],
       ['POST', '/local/sweep'],
     ];
     const credentials = [
@@ -312,6 +313,8 @@ describe('PUT/GET /v1/providers/{providerId}', () => {
       providerId: 'contract',
       hasClientSecret: true,
       refreshPolicy: 'eager',
+      // computed from the keeper's public URL: what to register at the authorization server
+      redirectUri: `${keeper.url}/oauth/callback/contract`,
       createdAt: expect.any(Number),
       updatedAt: expect.any(Number),
       health: { state: 'closed', since: null, nextProbeAt: null, consecutiveFailures: 0, lastError: null },
@@ -337,6 +340,7 @@ describe('PUT/GET /v1/providers/{providerId}', () => {
       clientAuthMethod: 'client_secret_basic',
       hasClientSecret: true,
       refreshPolicy: 'eager',
+      redirectUri: created.body.redirectUri,
       createdAt: created.body.createdAt,
       updatedAt: expect.any(Number),
       health: { state: 'closed', since: null, nextProbeAt: null, consecutiveFailures: 0, lastError: null },
@@ -956,6 +960,7 @@ describe('GET /v1/sessions/{userId}/{providerId}/token', () => {
       hasClientSecret: _h,
       health: _health,
       providerId: _p,
+      redirectUri: _r,
       ...config
     } = provider.body as Json;
     const put = await send('PUT', '/v1/providers/mcp', {
@@ -1100,6 +1105,12 @@ describe('routing and size limits', () => {
       '/v1/sessions/a/b/token/',
       '/v1/sessions/a/b/tokens',
       '/v1/sessions/a/b/c/token',
+      '/v1/sessions/a/b/connections',
+      '/v1/sessions/a/b/connections/c/d',
+      '/oauth/callback',
+      '/oauth/callback/a/b',
+      '/oauth/client-metadata',
+      '/oauth/unknown/a',
       '/v1/unknown',
       '/local/unknown',
     ];
@@ -1131,6 +1142,9 @@ describe('routing and size limits', () => {
       ['PUT', '/v1/sessions/u/plain/token', 'GET'],
       ['DELETE', '/v1/sessions/u/plain/token', 'GET'],
       ['GET', '/local/sweep', 'POST'],
+      ['GET', '/v1/sessions/u/plain/connections/c', 'POST'],
+      ['PUT', '/v1/sessions/u/plain/connections/c', 'POST'],
+      ['POST', '/oauth/callback/plain', 'GET'],
     ];
     for (const [method, path, allow] of cases) {
       const res = await rejected(method, path, { body: { access_token: 'a' } });

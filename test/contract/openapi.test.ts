@@ -193,11 +193,12 @@ const SWEEP = '/local/sweep';
 const SEARCH = '/v1/sessions';
 const LATEST_SWEEP = '/v1/sweeps/latest';
 const AUTHORIZE = '/v1/sessions/{userId}/{providerId}/authorize';
-const CALLBACK = '/oauth/callback';
-const CLIENT_METADATA = '/oauth/client-metadata';
+const CALLBACK = '/oauth/callback/{providerId}';
+const CLIENT_METADATA = '/oauth/client-metadata/{providerId}';
 const APP = 'http://127.0.0.1:9/app/';
 const PROVIDERS = '/v1/providers';
 const REFRESH = '/v1/sessions/{userId}/{providerId}/refresh';
+const COMPLETE = '/v1/sessions/{userId}/{providerId}/connections/{connectionId}';
 
 let userSeq = 0;
 
@@ -442,28 +443,45 @@ describe('every route against the document', () => {
     await expectStatus(405, 'GET', AUTHORIZE, { params });
 
     const url = (started.body as { authorizationUrl: string }).authorizationUrl;
-    const callback = await followToCallback(url, `${keeper.url}${CALLBACK}`, { loginHint: userId });
+    const callbackPrefix = `${keeper.url}/oauth/callback/`;
+    const callback = await followToCallback(url, callbackPrefix, { loginHint: userId });
     const query = Object.fromEntries(callback.searchParams);
-    const back = await expectStatus(303, 'GET', CALLBACK, { query, auth: null });
-    expect(back.headers.get('location')).toMatch(/status=connected/u);
-    await expectStatus(400, 'GET', CALLBACK, { query, auth: null });
+    const back = await expectStatus(303, 'GET', CALLBACK, { params, query, auth: null });
+    expect(back.headers.get('location')).toMatch(/status=pending/u);
+    await expectStatus(400, 'GET', CALLBACK, { params, query, auth: null });
+    const connectionId = new URL(back.headers.get('location') as string).searchParams.get(
+      'connection',
+    ) as string;
+    const pending = { ...params, connectionId };
+    await expectStatus(401, 'POST', COMPLETE, { params: pending, auth: null });
+    await expectStatus(400, 'POST', COMPLETE, { params: pending, body: { userId } });
+    await expectStatus(405, 'GET', COMPLETE, { params: pending });
+    await expectStatus(404, 'POST', COMPLETE, { params: { ...pending, userId: `${userId}-other` } });
+    await expectStatus(404, 'GET', TOKEN, { params });
+    await expectStatus(200, 'POST', COMPLETE, { params: pending });
+    await expectStatus(404, 'POST', COMPLETE, { params: pending });
 
     const direct = (await expectStatus(201, 'POST', AUTHORIZE, { params })).body as {
       authorizationUrl: string;
     };
-    const page = await followToCallback(direct.authorizationUrl, `${keeper.url}${CALLBACK}`, {
+    const page = await followToCallback(direct.authorizationUrl, callbackPrefix, {
       loginHint: userId,
     });
     const connected = await expectStatus(200, 'GET', CALLBACK, {
+      params,
       query: Object.fromEntries(page.searchParams),
       auth: null,
     });
     expect(connected.text).toContain('Account connected');
     await expectStatus(200, 'GET', TOKEN, { params });
 
-    const document = await expectStatus(200, 'GET', CLIENT_METADATA, { auth: null });
-    expect(document.body).toMatchObject({ client_id: `${keeper.url}${CLIENT_METADATA}` });
-    await expectStatus(405, 'POST', CLIENT_METADATA);
+    const document = await expectStatus(200, 'GET', CLIENT_METADATA, { params, auth: null });
+    expect(document.body).toMatchObject({
+      client_id: `${keeper.url}/oauth/client-metadata/by-mcp`,
+      redirect_uris: [`${keeper.url}/oauth/callback/by-mcp`],
+    });
+    await expectStatus(404, 'GET', CLIENT_METADATA, { params: { providerId: 'nobody' }, auth: null });
+    await expectStatus(405, 'POST', CLIENT_METADATA, { params });
   });
 
   it('the local sweep, and the latest sweep’s summary', async () => {

@@ -1,6 +1,5 @@
-import { ScanCommand } from '@aws-sdk/client-dynamodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { followToCallback, visit } from '../support/connect-flow.js';
+import { followToCallback, pendingItems, visit } from '../support/connect-flow.js';
 import { eventsFor, forwardedGrants, SkewedClock } from '../support/keeper-flows.js';
 import { type McpServer, startMcpServer } from '../support/mcp-server.js';
 import { MCP_RESOURCE, type OAuthServer, startOAuthServer } from '../support/oauth-server.js';
@@ -29,7 +28,7 @@ beforeAll(async () => {
   oauth = await startOAuthServer({ registration: true, resources: [mcp.url] });
   mcp.protect({ issuer: oauth.issuer, introspect: (token) => oauth.introspect(token) });
   keeper = await startTestStack({ clock, env: { TOKENKEEPER_ALLOWED_REDIRECTS: APP } });
-  callbackPrefix = `${keeper.url}/oauth/callback`;
+  callbackPrefix = `${keeper.url}/oauth/callback/`;
   const put = await keeper.call('PUT', '/v1/providers/mcp-dcr', { mcpServerUrl: mcp.url });
   if (put.status !== 201) throw new Error(`PUT provider answered ${put.status}: ${put.text}`);
 }, 60_000);
@@ -53,21 +52,10 @@ async function startAndFollow(userId: string, body: Record<string, unknown> = {}
   return followToCallback(authorizationUrl, callbackPrefix, { loginHint: userId });
 }
 
-/** Pending authorizations left in the table (their own key space). */
-async function pendingStates(): Promise<number> {
-  const client = keeper.stack.dynamodbClient();
-  try {
-    const out = await client.send(
-      new ScanCommand({
-        TableName: keeper.stack.runtime.config.tableName,
-        FilterExpression: 'begins_with(pk, :p)',
-        ExpressionAttributeValues: { ':p': { S: 'CONNECT#' } },
-      }),
-    );
-    return out.Items?.length ?? 0;
-  } finally {
-    client.destroy();
-  }
+const pendingStates = () => pendingItems(keeper, 'CONNECT#');
+
+function completeConnection(userId: string, connection: string, providerId = 'mcp-dcr') {
+  return keeper.call('POST', `/v1/sessions/${userId}/${providerId}/connections/${connection}`);
 }
 
 async function sessionStatus(userId: string, providerId = 'mcp-dcr'): Promise<number> {
@@ -160,7 +148,7 @@ describe('the connect flow against oidc-provider', () => {
     expect(`${url.origin}${url.pathname}`).toBe(`${oauth.issuer}/auth`);
     const q = url.searchParams;
     expect(q.get('response_type')).toBe('code');
-    expect(q.get('redirect_uri')).toBe(callbackPrefix);
+    expect(q.get('redirect_uri')).toBe(`${keeper.url}/oauth/callback/mcp-dcr`);
     expect(q.get('code_challenge_method')).toBe('S256');
     expect(q.get('code_challenge')).toMatch(/^[A-Za-z0-9_-]{43}$/u);
     expect(Buffer.from(q.get('state') ?? '', 'base64url').length).toBeGreaterThanOrEqual(16);
@@ -218,19 +206,23 @@ describe('the connect flow against oidc-provider', () => {
     expect((await keeper.call('GET', `/v1/sessions/${userId}/mcp-dcr`)).body).toEqual(before.body);
   }, 60_000);
 
-  it('with a redirectUri: 303 back to the application with status=connected', async () => {
+  it('with a redirectUri: 303 back to the application with status=pending, and the application completes it', async () => {
     const userId = newUser();
     const callback = await startAndFollow(userId, { redirectUri: `${APP}done?from=keeper` });
     const answer = await visit(callback);
     expect(answer.status).toBe(303);
     const location = new URL(answer.location as string);
     expect(`${location.origin}${location.pathname}`).toBe(`${APP}done`);
+    const connection = location.searchParams.get('connection') as string;
     expect(Object.fromEntries(location.searchParams)).toEqual({
       from: 'keeper',
-      status: 'connected',
-      userId,
+      status: 'pending',
+      connection,
       providerId: 'mcp-dcr',
     });
+    expect(await sessionStatus(userId)).toBe(404);
+    const done = await completeConnection(userId, connection);
+    expect(done.status, done.text).toBe(200);
     expect(await sessionStatus(userId)).toBe(200);
   }, 30_000);
 
@@ -269,13 +261,15 @@ describe('the callback under pressure', () => {
     expect(await sessionStatus(userId)).toBe(200);
   }, 30_000);
 
-  it('no code, state, token or client secret appears in any log line or event', async () => {
+  it('no code, state, connection id, token or client secret appears in any log line or event', async () => {
     const userId = newUser();
     const started = await authorize(userId, 'mcp-dcr', { redirectUri: APP });
     const { authorizationUrl } = started.body as { authorizationUrl: string };
     const callback = await followToCallback(authorizationUrl, callbackPrefix, { loginHint: userId });
     const answer = await visit(callback);
     expect(answer.status).toBe(303);
+    const connection = new URL(answer.location as string).searchParams.get('connection') as string;
+    expect((await completeConnection(userId, connection)).status).toBe(200);
     const token = (await keeper.call('GET', `/v1/sessions/${userId}/mcp-dcr/token`)).body as {
       access_token: string;
     };
@@ -295,6 +289,8 @@ describe('the callback under pressure', () => {
       expect(logs).not.toContain(secret);
       expect(answer.location).not.toContain(secret);
     }
+    // The pending connection's id goes to the application only, never into a log line.
+    expect(logs).not.toContain(connection);
   }, 30_000);
 });
 
@@ -332,7 +328,7 @@ describe('the callback refuses, storing nothing', () => {
       const state = new URL((started.body as { authorizationUrl: string }).authorizationUrl).searchParams.get(
         'state',
       ) as string;
-      const denied = new URL(callbackPrefix);
+      const denied = new URL(`${callbackPrefix}mcp-dcr`);
       denied.search = new URLSearchParams({ error: 'access_denied', state, iss: oauth.issuer }).toString();
       const answer = await visit(denied);
       if (redirectUri) {
@@ -349,8 +345,8 @@ describe('the callback refuses, storing nothing', () => {
   }, 30_000);
 
   it('a callback without state, or with one never issued: 400 page', async () => {
-    expect((await visit(`${callbackPrefix}?code=abc`)).status).toBe(400);
-    const unknown = await visit(`${callbackPrefix}?code=abc&state=${'A'.repeat(43)}`);
+    expect((await visit(`${callbackPrefix}mcp-dcr?code=abc`)).status).toBe(400);
+    const unknown = await visit(`${callbackPrefix}mcp-dcr?code=abc&state=${'A'.repeat(43)}`);
     expect(unknown.status).toBe(400);
     expect(unknown.text).toContain('invalid_state');
   });
@@ -450,7 +446,7 @@ describe('against a scripted authorization server', () => {
     });
     const put = await keeper.call('PUT', '/v1/providers/cimd', { mcpServerUrl: server.url });
     expect(put.status, put.text).toBe(201);
-    const documentUrl = `${keeper.url}/oauth/client-metadata`;
+    const documentUrl = `${keeper.url}/oauth/client-metadata/cimd`;
     expect(put.body).toMatchObject({
       registration: 'metadata_document',
       clientId: documentUrl,
@@ -463,7 +459,7 @@ describe('against a scripted authorization server', () => {
     expect(as.documents[0]?.problem).toBeUndefined();
     expect(as.documents[0]?.document).toMatchObject({
       client_id: documentUrl,
-      redirect_uris: [callbackPrefix],
+      redirect_uris: [`${keeper.url}/oauth/callback/cimd`],
       token_endpoint_auth_method: 'none',
     });
     expect((await visit(callback)).status).toBe(200);
@@ -483,18 +479,45 @@ describe('against a scripted authorization server', () => {
   }, 30_000);
 });
 
-describe('the client metadata document', () => {
-  it('is public JSON naming the keeper’s callback', async () => {
-    const res = await fetch(`${keeper.url}/oauth/client-metadata`);
-    expect(res.status).toBe(200);
-    expect(await res.json()).toEqual({
-      client_id: `${keeper.url}/oauth/client-metadata`,
-      client_name: 'tokenkeeper',
-      client_uri: keeper.url,
-      redirect_uris: [callbackPrefix],
-      grant_types: ['authorization_code', 'refresh_token'],
-      response_types: ['code'],
-      token_endpoint_auth_method: 'none',
-    });
+describe('the client metadata documents', () => {
+  it('are public JSON, one per provider, each naming only that provider’s callback', async () => {
+    for (const providerId of ['mcp-dcr', 'cimd']) {
+      const res = await fetch(`${keeper.url}/oauth/client-metadata/${providerId}`);
+      expect(res.status).toBe(200);
+      expect(await res.json()).toEqual({
+        client_id: `${keeper.url}/oauth/client-metadata/${providerId}`,
+        client_name: 'tokenkeeper',
+        client_uri: keeper.url,
+        redirect_uris: [`${keeper.url}/oauth/callback/${providerId}`],
+        grant_types: ['authorization_code', 'refresh_token'],
+        response_types: ['code'],
+        token_endpoint_auth_method: 'none',
+      });
+    }
+  });
+
+  it('exist only for known providers, and the shared paths of old are gone (404)', async () => {
+    const unknown = await fetch(`${keeper.url}/oauth/client-metadata/nobody`);
+    expect(unknown.status).toBe(404);
+    expect(await unknown.json()).toMatchObject({ error: 'provider_not_found' });
+    for (const path of ['/oauth/client-metadata', '/oauth/callback']) {
+      const res = await fetch(`${keeper.url}${path}?state=x&code=y`);
+      expect(res.status, path).toBe(404);
+      expect(await res.json()).toMatchObject({ error: 'not_found' });
+    }
+  });
+});
+
+describe('the provider’s redirect URI', () => {
+  it('is shown in the provider’s answer, under the keeper’s public URL, and is what authorize sends', async () => {
+    const provider = (await keeper.call('GET', '/v1/providers/mcp-dcr')).body as { redirectUri: string };
+    expect(provider.redirectUri).toBe(`${keeper.url}/oauth/callback/mcp-dcr`);
+    const listed = (await keeper.call('GET', '/v1/providers')).body as {
+      providers: { providerId: string; redirectUri: string }[];
+    };
+    expect(listed.providers.find((p) => p.providerId === 'mcp-dcr')?.redirectUri).toBe(provider.redirectUri);
+    const started = await authorize(newUser());
+    const sent = new URL((started.body as { authorizationUrl: string }).authorizationUrl);
+    expect(sent.searchParams.get('redirect_uri')).toBe(provider.redirectUri);
   });
 });

@@ -20,6 +20,7 @@ let oauth: OAuthServer;
 let keeper: TestStack;
 let mcp: McpSdkServer;
 let tk: TokenKeeperClient;
+const APP = 'http://127.0.0.1:9/app/';
 
 beforeAll(async () => {
   [oauth, keeper] = await Promise.all([startOAuthServer({ accessTokenTtl: 600 }), startTestStack()]);
@@ -129,6 +130,8 @@ describe('withTokenKeeper with the MCP SDK', () => {
     const failure = await add(client, 1, 2).catch((err: unknown) => err);
     const reauth = findCause(failure, McpReauthorizationRequiredError);
     expect(reauth?.authorizationUrl).toBe(authorizationUrl);
+    // An authorization URL of the app's own making: the middleware cannot tell how it completes.
+    expect(reauth?.completeConnection).toBe(false);
     expect(reauth?.providerId).toBe('mcp');
     expect(grantRequests()).toBe(before + 1);
     // Later calls fail the same way at once, without another grant.
@@ -168,12 +171,25 @@ describe('the connect flow against the SDK’s own metadata router', () => {
       resources: [unprotected.url],
     });
     sdk = await unprotected.protect({ oauth: sdkOauth });
-    stack = await startTestStack();
+    stack = await startTestStack({ env: { TOKENKEEPER_ALLOWED_REDIRECTS: APP } });
   });
   afterAll(async () => {
     await sdk?.stop();
     await Promise.all([stack?.stop(), sdkOauth?.stop()]);
   });
+
+  /** The user's browser follows the URL, signs in, and comes back to the app: the app completes the connection. */
+  async function connectInApp(keeper: TokenKeeperClient, userId: string, authorizationUrl: string) {
+    const callback = await followToCallback(authorizationUrl, `${stack.url}/oauth/callback/sdk`, {
+      loginHint: userId,
+    });
+    const landed = await fetch(callback, { redirect: 'manual' });
+    expect(landed.status, await landed.text()).toBe(303);
+    const back = new URL(landed.headers.get('location') as string);
+    expect(back.href.startsWith(APP)).toBe(true);
+    expect(back.searchParams.get('status')).toBe('pending');
+    return keeper.completeConnection(userId, 'sdk', back.searchParams.get('connection') as string);
+  }
 
   it('registers by mcpServerUrl (401 → resource metadata → AS → DCR), connects, and the SDK client calls tools', async () => {
     const registered = await stack.call('PUT', '/v1/providers/sdk', { mcpServerUrl: sdk.url });
@@ -184,38 +200,44 @@ describe('the connect flow against the SDK’s own metadata router', () => {
       issuer: sdkOauth.issuer,
     });
 
-    const userId = 'sdk-user';
-    const started = await stack.call('POST', `/v1/sessions/${userId}/sdk/authorize`, {});
-    expect(started.status, started.text).toBe(201);
-    const { authorizationUrl } = started.body as { authorizationUrl: string };
-    expect(new URL(authorizationUrl).searchParams.get('resource')).toBe(sdk.url);
-    const callback = await followToCallback(authorizationUrl, `${stack.url}/oauth/callback`, {
-      loginHint: userId,
-    });
-    const landed = await fetch(callback, { redirect: 'manual' });
-    expect(landed.status, await landed.clone().text()).toBe(200);
-    expect(await landed.text()).toContain('connected');
+    expect(registered.body).toMatchObject({ redirectUri: `${stack.url}/oauth/callback/sdk` });
 
-    const client = new Client({ name: 'tokenkeeper-test', version: '1.0.0' });
+    const userId = 'sdk-user';
     const keeper = new TokenKeeperClient({
       baseUrl: stack.url,
       auth: { kind: 'bearer', apiKey: stack.apiKey },
     });
+    // authorize → the callback back to the app → complete
+    const { authorizationUrl } = await keeper.authorize(userId, 'sdk', { redirectUri: APP });
+    expect(new URL(authorizationUrl).searchParams.get('resource')).toBe(sdk.url);
+    expect(new URL(authorizationUrl).searchParams.get('redirect_uri')).toBe(
+      `${stack.url}/oauth/callback/sdk`,
+    );
+    const connected = await connectInApp(keeper, userId, authorizationUrl);
+    expect(connected).toMatchObject({ userId, providerId: 'sdk', status: 'active' });
+
+    const client = new Client({ name: 'tokenkeeper-test', version: '1.0.0' });
     await client.connect(
       new StreamableHTTPClientTransport(new URL(sdk.url), {
-        fetch: withTokenKeeper({ client: keeper, userId, providerId: 'sdk' })(fetch),
+        fetch: withTokenKeeper({ client: keeper, userId, providerId: 'sdk', redirectUri: APP })(fetch),
       }),
     );
     expect(await add(client, 40, 2)).toBe('42');
     // The token the SDK server accepted is bound to its resource.
     expect((await sdkOauth.introspect(sdk.accepted.at(-1) ?? '')).aud).toBe(sdk.url);
 
-    // A dead grant: the error carries a fresh authorization URL from the keeper's connect flow.
+    // A dead grant: the error carries a fresh authorization URL from the keeper's connect flow, and
+    // says the application completes the reconnect when the browser comes back.
     sdkOauth.proxy.setFault({ kind: 'oauth-error', status: 400, error: 'invalid_grant', times: 1 });
     sdk.refuseNext();
     const failure = await add(client, 1, 2).catch((err: unknown) => err);
     const reauth = findCause(failure, McpReauthorizationRequiredError);
     expect(reauth?.authorizationUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/.*[?&]code_challenge=/u);
+    expect(reauth?.completeConnection).toBe(true);
+    expect(reauth?.message).toMatch(/complete the connection/u);
+    expect((await keeper.getSession(userId, 'sdk')).status).toBe('reauthorization_required');
+    await connectInApp(keeper, userId, reauth?.authorizationUrl as string);
+    expect(await add(client, 2, 2)).toBe('4');
     await client.close();
   });
 });

@@ -4,6 +4,8 @@ import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listenOnLoopback } from '../../functions/local/embedded.js';
+import { followToCallback, visit } from '../support/connect-flow.js';
+import { type McpServer, startMcpServer } from '../support/mcp-server.js';
 import { type OAuthServer, startOAuthServer } from '../support/oauth-server.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 
@@ -26,10 +28,14 @@ const SETUP =
 let oauth: OAuthServer;
 let keeper: TestStack;
 let down: Server;
+let mcp: McpServer;
+const OPEN_WEBUI = 'http://127.0.0.1:9/';
 
 beforeAll(async () => {
-  oauth = await startOAuthServer({ accessTokenTtl: 3600 });
-  keeper = await startTestStack();
+  mcp = await startMcpServer();
+  oauth = await startOAuthServer({ accessTokenTtl: 3600, registration: true, resources: [mcp.url] });
+  mcp.protect({ issuer: oauth.issuer, introspect: (token) => oauth.introspect(token) });
+  keeper = await startTestStack({ env: { TOKENKEEPER_ALLOWED_REDIRECTS: OPEN_WEBUI } });
   // A token endpoint in an outage: 503 to every grant.
   down = createServer((_req, res) => {
     res.writeHead(503, { 'content-type': 'text/plain', 'retry-after': '30' });
@@ -44,11 +50,13 @@ beforeAll(async () => {
     clientSecret: oauth.clients.basic.clientSecret,
   });
   await put('linear', { tokenEndpoint: `http://127.0.0.1:${downPort}/token`, clientId: 'linear' });
+  await put('notes', { mcpServerUrl: mcp.url });
 });
 
 afterAll(async () => {
   await keeper?.stop();
   await oauth?.stop();
+  await mcp?.stop();
   await new Promise((resolve) => down?.close(resolve));
 });
 
@@ -77,7 +85,7 @@ describe('docs/open-webui.md recipe', () => {
     expect(problem, `${problem}\n→ ${SETUP}`).toBeUndefined();
   });
 
-  it('token 200, 409 handled, 503 with Retry-After handled, tools listing survives a 503', async () => {
+  it('token 200, 409 handled, 503 with Retry-After handled, tools listing survives a 503, a connection completed for its user only', async () => {
     const ok = 'owui-user@example.com';
     const dead = 'owui-dead: é';
     const outage = 'owui-outage 😀';
@@ -101,16 +109,47 @@ describe('docs/open-webui.md recipe', () => {
       expires_in: 30,
     });
 
-    const run = await python(['check_recipe.py', ok, dead, outage, 'notion', 'linear'], {
-      TOKENKEEPER_URL: keeper.url,
-      TOKENKEEPER_API_KEY: keeper.apiKey,
-    });
+    // A connection started for Open WebUI, back at Open WebUI with status=pending: the recipe completes it.
+    const pendingUser = 'owui-connecting@example.com';
+    const started = await keeper.call(
+      'POST',
+      `/v1/sessions/${encodeURIComponent(pendingUser)}/notes/authorize`,
+      {
+        redirectUri: `${OPEN_WEBUI}?tool_server=notes`,
+      },
+    );
+    expect(started.status, started.text).toBe(201);
+    const callback = await followToCallback(
+      (started.body as { authorizationUrl: string }).authorizationUrl,
+      `${keeper.url}/oauth/callback/notes`,
+      { loginHint: 'connecting' },
+    );
+    const back = new URL((await visit(callback)).location as string);
+    expect(back.searchParams.get('status')).toBe('pending');
+    const connection = back.searchParams.get('connection') as string;
+
+    const run = await python(
+      ['check_recipe.py', ok, dead, outage, 'notion', 'linear', pendingUser, 'notes', connection],
+      {
+        TOKENKEEPER_URL: keeper.url,
+        TOKENKEEPER_API_KEY: keeper.apiKey,
+      },
+    );
     expect(run.out).not.toContain('FAIL');
     expect(run.out).toContain('ok    token 200');
     expect(run.out).toContain('ok    409 handled');
     expect(run.out).toMatch(/ok {4}503 with Retry-After handled: retry after [1-9]\d*s/u);
     expect(run.out).toContain('ok    tools listing survives a 503');
     expect(run.out).toContain('ok    authorize URL (PKCE S256)');
+    expect(run.out).toContain('ok    completion for another user refused (None)');
+    expect(run.out).toContain('ok    completion for its user: the session, no token');
+    expect(run.out).toContain('ok    second completion refused (None)');
+    expect((await keeper.call('GET', `/v1/sessions/${encodeURIComponent(pendingUser)}/notes`)).status).toBe(
+      200,
+    );
+    expect(
+      (await keeper.call('GET', `/v1/sessions/other-${encodeURIComponent(pendingUser)}/notes`)).status,
+    ).toBe(404);
     expect(run.code, run.out).toBe(0);
     // No token in what the checker printed.
     expect(run.out).not.toContain('at-outage');

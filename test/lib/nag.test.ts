@@ -90,8 +90,8 @@ describe('cdk-nag AwsSolutions', () => {
         'TokenKeeper/FanOut/DeadLetterQueue AwsSolutions-SQS3',
         'TokenKeeper/Dispatch AwsSolutions-IAM5[Resource::<table>/index/*]',
         'TokenKeeper/TokenApi/Api/GET--v1--health AwsSolutions-APIG4',
-        'TokenKeeper/TokenApi/Api/GET--oauth--callback AwsSolutions-APIG4',
-        'TokenKeeper/TokenApi/Api/GET--oauth--client-metadata AwsSolutions-APIG4',
+        'TokenKeeper/TokenApi/Api/GET--oauth--callback--{providerId} AwsSolutions-APIG4',
+        'TokenKeeper/TokenApi/Api/GET--oauth--client-metadata--{providerId} AwsSolutions-APIG4',
         ...['ApiHandler', 'Refresh'].flatMap((fn) => [
           `TokenKeeper/${fn} AwsSolutions-IAM5[Resource::<table>/index/*]`,
           `TokenKeeper/${fn} AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:secretsmanager:<AWS::Region>:<AWS::AccountId>:secret:tokenkeeper/*]`,

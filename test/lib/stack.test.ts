@@ -725,9 +725,10 @@ describe('HTTP API', () => {
         'GET /v1/sessions/{userId}/{providerId}',
         'GET /v1/sessions/{userId}/{providerId}/token',
         'POST /v1/sessions/{userId}/{providerId}/authorize',
-        'GET /oauth/callback',
-        'GET /oauth/client-metadata',
+        'GET /oauth/callback/{providerId}',
+        'GET /oauth/client-metadata/{providerId}',
         'POST /v1/sessions/{userId}/{providerId}/refresh',
+        'POST /v1/sessions/{userId}/{providerId}/connections/{connectionId}',
         'PUT /v1/providers/{providerId}',
         'PUT /v1/sessions/{userId}/{providerId}',
       ].sort(),
@@ -744,15 +745,15 @@ describe('HTTP API', () => {
     });
   });
 
-  it('requires AWS_IAM (SigV4) on every route but the health check, the OAuth callback and the client metadata document', () => {
+  it('requires AWS_IAM (SigV4) on every route but the health check, the providers’ OAuth callbacks and their client metadata documents', () => {
     const routes = resources(template, 'AWS::ApiGatewayV2::Route');
     expect(routes.map(([, r]) => r.Properties.RouteKey)).toContain('$default');
     const open = routes
       .filter(([, r]) => r.Properties.AuthorizationType !== 'AWS_IAM')
       .map(([, r]) => [r.Properties.RouteKey, r.Properties.AuthorizationType]);
     expect(open.sort()).toEqual([
-      ['GET /oauth/callback', 'NONE'],
-      ['GET /oauth/client-metadata', 'NONE'],
+      ['GET /oauth/callback/{providerId}', 'NONE'],
+      ['GET /oauth/client-metadata/{providerId}', 'NONE'],
       ['GET /v1/health', 'NONE'],
     ]);
     for (const [, route] of routes) {

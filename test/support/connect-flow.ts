@@ -1,3 +1,6 @@
+import { ScanCommand } from '@aws-sdk/client-dynamodb';
+import type { TestStack } from './stack.js';
+
 /**
  * A browser stand-in for the connect flow: follows the authorization URL through the authorization
  * server's redirects (interactions auto-approved by the test server, cookies kept) and stops at the
@@ -66,4 +69,21 @@ export async function visit(url: URL | string): Promise<CallbackAnswer> {
     headers: res.headers,
     text: await res.text(),
   };
+}
+
+/** Items of one connect key space left in the keeper's table: `CONNECT#` states, `CONNECTION#` pending connections. */
+export async function pendingItems(keeper: TestStack, prefix: 'CONNECT#' | 'CONNECTION#'): Promise<number> {
+  const client = keeper.stack.dynamodbClient();
+  try {
+    const out = await client.send(
+      new ScanCommand({
+        TableName: keeper.stack.runtime.config.tableName,
+        FilterExpression: 'begins_with(pk, :p)',
+        ExpressionAttributeValues: { ':p': { S: prefix } },
+      }),
+    );
+    return out.Items?.length ?? 0;
+  } finally {
+    client.destroy();
+  }
 }

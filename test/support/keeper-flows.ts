@@ -166,7 +166,7 @@ export async function storedRefreshToken(stack: TestStack, key: SessionKey): Pro
 /** Domain events the local publisher logged for one session. */
 export function eventsFor(
   logs: readonly LogLine[],
-  detailType: 'SessionReauthorizationRequired' | 'SessionRecovered',
+  detailType: 'SessionReauthorizationRequired' | 'SessionRecovered' | 'SessionConnected',
   key: SessionKey,
 ): Record<string, unknown>[] {
   return logs

@@ -218,6 +218,7 @@ describe('client registration, in the specification’s order', () => {
 
   it('a given clientId first, whatever the server offers', async () => {
     const client = await registerClient(
+      'linear',
       as,
       { clientId: 'mine', clientSecret: 's3cret' },
       urls,
@@ -233,19 +234,24 @@ describe('client registration, in the specification’s order', () => {
   });
 
   it('then the metadata document, when the server accepts it and the keeper has a public https URL', async () => {
-    const client = await registerClient(as, {}, urls, deps(nothing.fetch));
+    const client = await registerClient('linear', as, {}, urls, deps(nothing.fetch));
     expect(client).toEqual({
-      clientId: 'https://keeper.example.com/oauth/client-metadata',
+      clientId: 'https://keeper.example.com/oauth/client-metadata/linear',
       clientAuthMethod: 'none',
       registration: 'metadata_document',
     });
-    expect(clientMetadataDocument(urls)).toMatchObject({
+    expect(clientMetadataDocument(urls, 'linear')).toMatchObject({
       client_id: client.clientId,
-      redirect_uris: ['https://keeper.example.com/oauth/callback'],
+      redirect_uris: ['https://keeper.example.com/oauth/callback/linear'],
     });
-    expect(clientMetadataDocument({ publicUrl: 'http://keeper.example.com', allowInsecureHttp: false })).toBe(
-      undefined,
-    );
+    // One document per provider: another provider's client_id and redirect URI are its own.
+    expect(clientMetadataDocument(urls, 'git hub')).toMatchObject({
+      client_id: 'https://keeper.example.com/oauth/client-metadata/git%20hub',
+      redirect_uris: ['https://keeper.example.com/oauth/callback/git%20hub'],
+    });
+    expect(
+      clientMetadataDocument({ publicUrl: 'http://keeper.example.com', allowInsecureHttp: false }, 'linear'),
+    ).toBe(undefined);
   });
 
   it('then dynamic registration (RFC 7591): a public client, or the secret the server issues', async () => {
@@ -254,7 +260,7 @@ describe('client registration, in the specification’s order', () => {
         const body = JSON.parse(String(init.body)) as Record<string, unknown>;
         expect(body).toEqual({
           client_name: 'tokenkeeper',
-          redirect_uris: ['http://keeper.example.com/oauth/callback'],
+          redirect_uris: ['http://keeper.example.com/oauth/callback/linear'],
           grant_types: ['authorization_code', 'refresh_token'],
           response_types: ['code'],
           token_endpoint_auth_method: 'none',
@@ -271,6 +277,7 @@ describe('client registration, in the specification’s order', () => {
       },
     });
     const client = await registerClient(
+      'linear',
       as,
       { scope: 'read' },
       // http: no metadata document (it must be https), so registration decides
@@ -293,15 +300,23 @@ describe('client registration, in the specification’s order', () => {
         }),
     });
     await expect(
-      registerClient({ ...as, clientIdMetadataDocumentSupported: false }, {}, urls, deps(refused.fetch)),
+      registerClient(
+        'linear',
+        { ...as, clientIdMetadataDocumentSupported: false },
+        {},
+        urls,
+        deps(refused.fetch),
+      ),
     ).rejects.toThrow(/dynamic client registration answered HTTP 400: invalid_redirect_uri \(nope\)/u);
   });
 
   it('otherwise client_registration_unavailable, asking for a clientId', async () => {
     const bare = { ...as, clientIdMetadataDocumentSupported: false, registrationEndpoint: undefined };
-    const failure = registerClient(bare, {}, urls, deps(nothing.fetch));
+    const failure = registerClient('linear', bare, {}, urls, deps(nothing.fetch));
     await expect(failure).rejects.toBeInstanceOf(ClientRegistrationUnavailableError);
-    await expect(failure).rejects.toThrow(/give its clientId/u);
+    await expect(failure).rejects.toThrow(
+      /redirect URI https:\/\/keeper\.example\.com\/oauth\/callback\/linear and give its clientId/u,
+    );
   });
 });
 

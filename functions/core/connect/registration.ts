@@ -10,6 +10,7 @@ import { jsonObject, type OutboundDeps, request } from './http.js';
  * (RFC 7591); otherwise the caller must register a client and give its id.
  */
 
+/** Each provider has its own callback and its own client metadata document under these paths. */
 export const CALLBACK_PATH = '/oauth/callback';
 export const CLIENT_METADATA_PATH = '/oauth/client-metadata';
 export const CLIENT_NAME = 'tokenkeeper';
@@ -21,29 +22,43 @@ export interface KeeperUrls {
   allowInsecureHttp: boolean;
 }
 
-export function callbackUrl(publicUrl: string): string {
-  return `${publicUrl}${CALLBACK_PATH}`;
-}
-
-/** Where the keeper's client metadata document is served, when it can be (an https base URL). */
-export function clientMetadataUrl(urls: KeeperUrls): string | undefined {
-  if (urls.publicUrl === undefined) return undefined;
-  const secure = urls.publicUrl.startsWith('https://');
-  return secure || urls.allowInsecureHttp ? `${urls.publicUrl}${CLIENT_METADATA_PATH}` : undefined;
+/**
+ * The provider's own redirect URI. One per provider (RFC 9700 §4.4.2): an authorization server
+ * sends its codes only to the callback path of the provider it serves, and the callback redeems a
+ * code only for the provider its path names.
+ */
+export function callbackUrl(publicUrl: string, providerId: string): string {
+  return `${publicUrl}${CALLBACK_PATH}/${encodeURIComponent(providerId)}`;
 }
 
 /**
- * The Client ID Metadata Document: the client's metadata (RFC 7591 names) at the URL that is its
- * `client_id`. A public client: the keeper's PKCE verifier protects the code.
+ * Where the provider's client metadata document is served, when it can be (an https base URL). One
+ * document per provider, so the `client_id` differs at every authorization server.
  */
-export function clientMetadataDocument(urls: KeeperUrls): Record<string, unknown> | undefined {
-  const clientId = clientMetadataUrl(urls);
+export function clientMetadataUrl(urls: KeeperUrls, providerId: string): string | undefined {
+  if (urls.publicUrl === undefined) return undefined;
+  const secure = urls.publicUrl.startsWith('https://');
+  return secure || urls.allowInsecureHttp
+    ? `${urls.publicUrl}${CLIENT_METADATA_PATH}/${encodeURIComponent(providerId)}`
+    : undefined;
+}
+
+/**
+ * The provider's Client ID Metadata Document: the client's metadata (RFC 7591 names) at the URL that
+ * is its `client_id`, listing that provider's redirect URI only. A public client: the keeper's PKCE
+ * verifier protects the code.
+ */
+export function clientMetadataDocument(
+  urls: KeeperUrls,
+  providerId: string,
+): Record<string, unknown> | undefined {
+  const clientId = clientMetadataUrl(urls, providerId);
   if (clientId === undefined || urls.publicUrl === undefined) return undefined;
   return {
     client_id: clientId,
     client_name: CLIENT_NAME,
     client_uri: urls.publicUrl,
-    redirect_uris: [callbackUrl(urls.publicUrl)],
+    redirect_uris: [callbackUrl(urls.publicUrl, providerId)],
     grant_types: ['authorization_code', 'refresh_token'],
     response_types: ['code'],
     token_endpoint_auth_method: 'none',
@@ -67,6 +82,7 @@ export interface RegisteredClient {
 const AUTH_METHODS: readonly ClientAuthMethod[] = ['client_secret_basic', 'client_secret_post', 'none'];
 
 export async function registerClient(
+  providerId: string,
   as: AuthorizationServerMetadata,
   input: ClientInput,
   urls: KeeperUrls,
@@ -83,12 +99,18 @@ export async function registerClient(
       registration: 'preregistered',
     };
   }
-  const metadataUrl = clientMetadataUrl(urls);
+  const metadataUrl = clientMetadataUrl(urls, providerId);
   if (as.clientIdMetadataDocumentSupported && metadataUrl !== undefined) {
     return { clientId: metadataUrl, clientAuthMethod: 'none', registration: 'metadata_document' };
   }
   if (as.registrationEndpoint !== undefined && urls.publicUrl !== undefined) {
-    return dynamicRegistration(as.registrationEndpoint, input, urls.publicUrl, deps, by);
+    return dynamicRegistration(
+      as.registrationEndpoint,
+      input,
+      callbackUrl(urls.publicUrl, providerId),
+      deps,
+      by,
+    );
   }
   const why = [
     as.clientIdMetadataDocumentSupported
@@ -100,21 +122,25 @@ export async function registerClient(
   ];
   throw new ClientRegistrationUnavailableError(
     `the authorization server ${as.issuer} offers no way to register the keeper (${why.join('; ')}): ` +
-      'register a client there with the redirect URI <public URL>/oauth/callback and give its clientId',
+      `register a client there with the redirect URI ${
+        urls.publicUrl === undefined
+          ? `<public URL>${CALLBACK_PATH}/<providerId>`
+          : callbackUrl(urls.publicUrl, providerId)
+      } and give its clientId`,
   );
 }
 
-/** RFC 7591: a public client with the keeper's callback; a secret is kept when the server issues one. */
+/** RFC 7591: a public client with the provider's callback; a secret is kept when the server issues one. */
 async function dynamicRegistration(
   endpoint: string,
   input: ClientInput,
-  publicUrl: string,
+  redirectUri: string,
   deps: OutboundDeps,
   by?: number,
 ): Promise<RegisteredClient> {
   const metadata: Record<string, unknown> = {
     client_name: CLIENT_NAME,
-    redirect_uris: [callbackUrl(publicUrl)],
+    redirect_uris: [redirectUri],
     grant_types: ['authorization_code', 'refresh_token'],
     response_types: ['code'],
     token_endpoint_auth_method: 'none',

@@ -1,5 +1,5 @@
 import * as oauth from 'oauth4webapi';
-import { InvalidRequestError, ProviderNotFoundError } from '../errors.js';
+import { ConnectionNotFoundError, InvalidRequestError, ProviderNotFoundError } from '../errors.js';
 import type { ProviderConfig, SessionKey } from '../model.js';
 import type { FetchLike, OAuthClient } from '../oauth/client.js';
 import type { Clock, EventPublisher, Logger, Metrics } from '../ports.js';
@@ -12,17 +12,30 @@ import type {
   ConnectService,
   McpProviderInput,
   ProviderView,
+  SessionMetadata,
   SessionService,
+  TokenResponseInput,
 } from '../services.js';
 import type { SessionStore } from '../store/store.js';
 import { authorizationServerFor, authorizationUrl, redirectAllowed } from './authorize.js';
+import {
+  CONNECTION_ID,
+  CONNECTION_LIFETIME_SECONDS,
+  type ConnectionStore,
+  newConnectionId,
+  type PendingConnection,
+} from './connections.js';
 import { discoverAuthorizationServer, discoverProtectedResource } from './discovery.js';
 import { callbackUrl, clientMetadataDocument, type KeeperUrls, registerClient } from './registration.js';
 import { newState, STATE_LIFETIME_SECONDS, type StateStore } from './state.js';
 
 /**
  * The connect flow: register a provider by MCP server URL, start an authorization for a user, and
- * finish it at the callback by storing the session exactly as `PUT /v1/sessions/...` does.
+ * finish it. Without a `redirectUri` (the operator's flow) the callback stores the session exactly
+ * as `PUT /v1/sessions/...` does. With one (an application's flow) the callback keeps the tokens as
+ * a pending connection and sends the browser back to the application, which completes it for the
+ * user it is serving: whoever's browser finished the authorization cannot choose whose session the
+ * account lands in.
  */
 
 export interface ConnectDeps {
@@ -30,6 +43,7 @@ export interface ConnectDeps {
   /** Forgets a cached provider after it is replaced. */
   invalidateProvider(providerId: string): void;
   states: StateStore;
+  connections: ConnectionStore;
   oauth: Pick<OAuthClient, 'authorizationServer' | 'exchangeCode'>;
   sessions: Pick<SessionService, 'put'>;
   events: EventPublisher;
@@ -53,8 +67,12 @@ export class DefaultConnectService implements ConnectService {
     this.urls = { publicUrl: d.publicUrl, allowInsecureHttp: d.allowInsecureHttp };
   }
 
-  clientMetadata(): Record<string, unknown> | undefined {
-    return clientMetadataDocument(this.urls);
+  async clientMetadata(providerId: string): Promise<Record<string, unknown> | undefined> {
+    const document = clientMetadataDocument(this.urls, providerId);
+    if (document === undefined) return undefined;
+    // The keeper vouches only for clients it has: an unknown provider has no document.
+    if (!(await this.d.store.getProvider(providerId))) throw new ProviderNotFoundError(providerId);
+    return document;
   }
 
   async registerMcpServer(
@@ -71,7 +89,7 @@ export class DefaultConnectService implements ConnectService {
     const by = options.deadline;
     const resource = await discoverProtectedResource(input.mcpServerUrl, deps, by);
     const as = await discoverAuthorizationServer(resource.authorizationServers[0] as string, deps, by);
-    const client = await registerClient(as, input, this.urls, deps, by);
+    const client = await registerClient(providerId, as, input, this.urls, deps, by);
     const now = this.d.clock.now();
     const provider: ProviderConfig = {
       providerId,
@@ -101,7 +119,7 @@ export class DefaultConnectService implements ConnectService {
       issuer: as.issuer,
       registration: client.registration,
     });
-    return { created, provider: providerView({ ...provider, createdAt }, now) };
+    return { created, provider: providerView({ ...provider, createdAt }, now, this.d.publicUrl) };
   }
 
   async authorize(
@@ -124,7 +142,7 @@ export class DefaultConnectService implements ConnectService {
     const as = await authorizationServerFor(provider, this.d.oauth, options.deadline);
     const state = newState();
     const codeVerifier = oauth.generateRandomCodeVerifier();
-    const callback = callbackUrl(this.d.publicUrl);
+    const callback = callbackUrl(this.d.publicUrl, key.providerId);
     const scope = input.scope ?? provider.scope ?? provider.scopesSupported?.join(' ');
     const url = await authorizationUrl({
       as,
@@ -148,7 +166,11 @@ export class DefaultConnectService implements ConnectService {
     return { authorizationUrl: url, expiresAt };
   }
 
-  async callback(query: Record<string, string>, options: CallOptions = {}): Promise<CallbackOutcome> {
+  async callback(
+    providerId: string,
+    query: Record<string, string>,
+    options: CallOptions = {},
+  ): Promise<CallbackOutcome> {
     const { logger, clock } = this.d;
     const state = query.state;
     if (state === undefined || state === '' || state.length > 512) {
@@ -162,6 +184,16 @@ export class DefaultConnectService implements ConnectService {
       return { ok: false, error: 'invalid_state' };
     }
     const key: SessionKey = { userId: pending.userId, providerId: pending.providerId };
+    if (pending.providerId !== providerId) {
+      // A code for one provider under another provider's state: the mix-up attack (RFC 9700 §4.4).
+      // The state is spent; nothing goes to any token endpoint, and nobody is sent anywhere.
+      this.d.metrics.add('ConnectionsFailed', 'Count', 1);
+      logger.warn('callback refused: the state belongs to another provider than the callback path', {
+        ...key,
+        callbackProviderId: providerId,
+      });
+      return { ok: false, error: 'provider_mismatch' };
+    }
     const fail = (error: string, extra: Record<string, unknown> = {}): CallbackOutcome => {
       this.d.metrics.add('ConnectionsFailed', 'Count', 1);
       logger.warn('connection failed', { ...key, error, ...extra });
@@ -203,17 +235,67 @@ export class DefaultConnectService implements ConnectService {
       return fail(code, { description: result.failure.description });
     }
     const t = result.tokens;
-    const previous = await this.d.store.getSession(key, { consistent: true });
-    const { session } = await this.d.sessions.put(key, {
+    const token: TokenResponseInput = {
       access_token: t.accessToken as string,
       refresh_token: t.refreshToken,
       expires_in: t.expiresIn,
       refresh_expires_in: t.refreshExpiresIn,
       token_type: t.tokenType,
       scope: t.scope,
+    };
+    if (pending.redirectUri === undefined) {
+      // The operator's flow: whoever opened the URL connects their account, here and now.
+      await this.connect(key, token);
+      return { ok: true, ...key };
+    }
+    // An application's flow: nothing is stored for the user until the application completes it.
+    const now = clock.now();
+    const connectionId = newConnectionId();
+    await this.d.connections.put(connectionId, {
+      ...key,
+      token: {
+        ...token,
+        expires_in: undefined,
+        expires_at: t.expiresIn === undefined ? undefined : Math.floor(now / 1000) + Math.floor(t.expiresIn),
+      },
+      obtainedAt: now,
+      expiresAt: Math.floor(now / 1000) + CONNECTION_LIFETIME_SECONDS,
     });
+    this.d.metrics.add('ConnectionsPending', 'Count', 1);
+    logger.info('connection pending until the application completes it', { ...key });
+    return { ok: true, ...key, redirectUri: pending.redirectUri, connectionId };
+  }
+
+  async completeConnection(key: SessionKey, connectionId: string): Promise<SessionMetadata> {
+    if (!CONNECTION_ID.test(connectionId)) throw new ConnectionNotFoundError();
+    const now = this.d.clock.now();
+    const pending = await this.d.connections.take(connectionId, key, now);
+    if (!pending) {
+      this.d.logger.warn('connection completion refused: no such pending connection for this user', {
+        ...key,
+      });
+      throw new ConnectionNotFoundError();
+    }
+    try {
+      return await this.connect(key, tokenAt(pending, now));
+    } catch (err) {
+      // Nothing lost on a fault: the connection is pending again, for the same user, until it expires.
+      await this.d.connections.put(connectionId, pending).catch((reason: unknown) => {
+        this.d.logger.error('a pending connection could not be put back', {
+          ...key,
+          reason: (reason as Error).name,
+        });
+      });
+      throw err;
+    }
+  }
+
+  /** Stores (or replaces) the user's session and announces it. */
+  private async connect(key: SessionKey, token: TokenResponseInput): Promise<SessionMetadata> {
+    const previous = await this.d.store.getSession(key, { consistent: true });
+    const { session } = await this.d.sessions.put(key, token);
     this.d.metrics.add('SessionsConnected', 'Count', 1);
-    const at = new Date(clock.now()).toISOString();
+    const at = new Date(this.d.clock.now()).toISOString();
     await this.publish('SessionConnected', { ...key, refreshable: session.refreshable, at });
     if (previous?.status === 'reauthorization_required') {
       await this.publish('SessionRecovered', {
@@ -224,7 +306,7 @@ export class DefaultConnectService implements ConnectService {
         at,
       });
     }
-    return { ok: true, ...key, redirectUri: pending.redirectUri };
+    return session;
   }
 
   private async publish(
@@ -237,4 +319,12 @@ export class DefaultConnectService implements ConnectService {
       this.d.logger.error('event could not be published', { detailType, reason: (err as Error).name });
     }
   }
+}
+
+/** The pending token response as of `nowMs`: the refresh token's lifetime counts from the exchange. */
+function tokenAt(pending: PendingConnection, nowMs: number): TokenResponseInput {
+  const { refresh_expires_in: refreshLifetime, ...token } = pending.token;
+  if (refreshLifetime === undefined) return token;
+  const elapsed = Math.max(0, Math.floor((nowMs - pending.obtainedAt) / 1000));
+  return { ...token, refresh_expires_in: Math.max(1, refreshLifetime - elapsed) };
 }

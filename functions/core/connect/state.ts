@@ -1,8 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { ConditionalCheckFailedException } from '@aws-sdk/client-dynamodb';
-import { DeleteCommand, type DynamoDBDocumentClient, PutCommand } from '@aws-sdk/lib-dynamodb';
-import { type FieldCipher, isSealed } from '../crypto/crypto.js';
-import { TABLE } from '../store/table.js';
+import type { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
+import type { FieldCipher } from '../crypto/crypto.js';
+import { SingleUseItems } from './single-use.js';
 
 /**
  * Pending authorizations: what the callback needs to finish a connection, keyed by the SHA-256 of the
@@ -46,60 +45,21 @@ export function statePk(state: string): string {
 
 const aad = (pk: string) => `${pk}\u0000${STATE_SK}\u0000pending`;
 
-function isConditionFailure(err: unknown): boolean {
-  return (
-    err instanceof ConditionalCheckFailedException ||
-    (err as { name?: string } | undefined)?.name === 'ConditionalCheckFailedException'
-  );
-}
-
 export class DynamoStateStore implements StateStore {
-  constructor(
-    private readonly doc: DynamoDBDocumentClient,
-    private readonly tableName: string,
-    private readonly cipher: FieldCipher,
-  ) {}
+  private readonly items: SingleUseItems;
+
+  constructor(doc: DynamoDBDocumentClient, tableName: string, cipher: FieldCipher) {
+    this.items = new SingleUseItems(doc, tableName, cipher, STATE_SK, 'connect_state');
+  }
 
   async put(state: string, pending: PendingAuthorization): Promise<void> {
     const pk = statePk(state);
-    await this.doc.send(
-      new PutCommand({
-        TableName: this.tableName,
-        Item: {
-          [TABLE.partitionKey]: pk,
-          [TABLE.sortKey]: STATE_SK,
-          type: 'connect_state',
-          pending: await this.cipher.encrypt(JSON.stringify(pending), aad(pk)),
-          expiresAt: pending.expiresAt,
-          [TABLE.ttlAttribute]: pending.expiresAt,
-        },
-        ConditionExpression: 'attribute_not_exists(#pk)',
-        ExpressionAttributeNames: { '#pk': TABLE.partitionKey },
-      }),
-    );
+    await this.items.put(pk, JSON.stringify(pending), aad(pk), pending.expiresAt);
   }
 
   async consume(state: string, nowMs: number): Promise<PendingAuthorization | undefined> {
     const pk = statePk(state);
-    let item: Record<string, unknown> | undefined;
-    try {
-      const { Attributes } = await this.doc.send(
-        new DeleteCommand({
-          TableName: this.tableName,
-          Key: { [TABLE.partitionKey]: pk, [TABLE.sortKey]: STATE_SK },
-          // DynamoDB's TTL deletes late (and dynalite not at all): expiry is the condition's job.
-          ConditionExpression: 'attribute_exists(#pk) AND expiresAt > :now',
-          ExpressionAttributeNames: { '#pk': TABLE.partitionKey },
-          ExpressionAttributeValues: { ':now': Math.floor(nowMs / 1000) },
-          ReturnValues: 'ALL_OLD',
-        }),
-      );
-      item = Attributes;
-    } catch (err) {
-      if (isConditionFailure(err)) return undefined;
-      throw err;
-    }
-    if (!item || !isSealed(item.pending)) return undefined;
-    return JSON.parse(await this.cipher.decrypt(item.pending, aad(pk))) as PendingAuthorization;
+    const text = await this.items.take(pk, aad(pk), nowMs);
+    return text === undefined ? undefined : (JSON.parse(text) as PendingAuthorization);
   }
 }

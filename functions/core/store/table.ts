@@ -9,8 +9,9 @@ import {
 /**
  * The sessions table's shape, shared by the local stack, the tests and (by assertion) the CDK stack.
  * One table holds sessions (pk `USER#<userId>`, sk `SESSION#<providerId>`) and provider
- * configurations (pk `PROVIDER#<providerId>`, sk `PROVIDER`) and pending authorizations of the
- * connect flow (pk `CONNECT#<sha256 of the state>`, sk `CONNECT`), which are never in the index.
+ * configurations (pk `PROVIDER#<providerId>`, sk `PROVIDER`), and the connect flow's pending
+ * authorizations (pk `CONNECT#<sha256 of the state>`, sk `CONNECT`) and pending connections
+ * (pk `CONNECTION#<sha256 of the id>`, sk `CONNECTION`), which are never in the index.
  */
 export const TABLE = {
   partitionKey: 'pk',
@@ -25,8 +26,9 @@ export const TABLE = {
    */
   dueAttribute: 'refreshDueAt',
   /**
-   * DynamoDB's time-to-live attribute (epoch seconds): pending authorizations (pk `CONNECT#<hash>`)
-   * carry it, so states nobody came back for vanish. Sessions and providers never do.
+   * DynamoDB's time-to-live attribute (epoch seconds): pending authorizations and pending
+   * connections carry it, so states and connections nobody came back for vanish. Sessions and
+   * providers never do.
    */
   ttlAttribute: 'ttl',
 } as const;

@@ -9,8 +9,9 @@ import { DEMO_SCOPES, type DemoOAuthServer, startDemoOAuthServer } from './oauth
  * `npm run demo`: the local stack plus, in the same process, a demo authorization server (60-second
  * tokens, rotation with reuse detection, real login and consent pages) and an MCP-like resource
  * server it protects. The MCP server is registered as the provider `demo` by `mcpServerUrl`
- * (discovery and dynamic registration); users connect through the keeper's own authorize route and
- * callback. `POST /demo/outage?seconds=30` makes the token endpoint fail.
+ * (discovery and dynamic registration); users connect from the console, through the keeper's own
+ * authorize route and the provider's callback, back to the console, which completes the connection.
+ * `POST /demo/outage?seconds=30` makes the token endpoint fail.
  */
 
 export const DEMO_PROVIDER_ID = 'demo';
@@ -92,7 +93,7 @@ export async function startDemo(options: { config: Config; logger: Logger; timer
     mcp = await startDemoMcpServer();
     oauth = await startDemoOAuthServer({
       resource: mcp.url,
-      redirectUris: [`${stack.url}/oauth/callback`],
+      redirectUris: [`${stack.url}/oauth/callback/${DEMO_PROVIDER_ID}`],
     });
     const provider = oauth.provider;
     mcp.protect({

@@ -464,16 +464,135 @@ function showConnectLink(url: string, label: string): void {
   box.hidden = false;
 }
 
+// --- connecting: authorize, the consent tab back to the console, complete ---------------------------
+
+/**
+ * The consent tab comes back to the console's own address with `status=pending&connection=<id>`.
+ * It hands the id to the console tab that started the connection (same origin, BroadcastChannel),
+ * which completes it for the user it was started for: the id alone connects nobody.
+ */
+const CONNECT_CHANNEL = 'tokenkeeper.console.connect';
+const CONNECTION_LIFETIME_MS = 10 * 60_000;
+
+interface ConnectMessage {
+  id: string;
+  status: 'pending' | 'error';
+  providerId: string;
+  connection?: string;
+  error?: string;
+}
+
+interface ConnectReply {
+  replyTo: string;
+  text: string;
+}
+
+/** Connections this tab started and may complete. */
+const startedHere: { userId: string; providerId: string; until: number }[] = [];
+
 /**
  * Starts the authorize flow (POST …/authorize, the connect flow) and opens the provider's page in a
- * new tab. A keeper without the connect flow answers 404 not_found; the demo stands in for it then.
+ * new tab, coming back to the console, which then completes the connection. When the keeper does
+ * not allow the console's address as a redirect, the keeper's own page ends the flow: whoever opens
+ * the link connects their account. A keeper without the connect flow answers 404 not_found; the
+ * demo stands in for it then.
  */
 async function startAuthorize(userId: string, providerId: string): Promise<void> {
   const path = `/v1/sessions/${segment(userId)}/${segment(providerId)}/authorize`;
-  const url = (await api<{ authorizationUrl: string }>('POST', path, {})).authorizationUrl;
+  const redirectUri = `${location.origin}${location.pathname}`;
+  let url: string;
+  let completesHere = true;
+  try {
+    url = (await api<{ authorizationUrl: string }>('POST', path, { redirectUri })).authorizationUrl;
+  } catch (err) {
+    const refused =
+      err instanceof ApiFailure &&
+      err.detail.status === 400 &&
+      /TOKENKEEPER_ALLOWED_REDIRECTS/u.test(err.detail.description);
+    if (!refused) throw err;
+    completesHere = false;
+    url = (await api<{ authorizationUrl: string }>('POST', path, {})).authorizationUrl;
+  }
+  if (completesHere) {
+    startedHere.push({ userId, providerId, until: Date.now() + CONNECTION_LIFETIME_MS });
+  }
   openInNewTab(url);
   showConnectLink(url, `open the consent page for ${userId}`);
-  say(`Opened the consent page for ${userId} / ${providerId} in a new tab.`);
+  say(
+    completesHere
+      ? `Opened the consent page for ${userId} / ${providerId} in a new tab; the console completes the connection when it comes back.`
+      : `Opened the consent page for ${userId} / ${providerId} in a new tab. The keeper does not allow this console's address as a redirect, so whoever opens the page connects their account as ${userId}.`,
+  );
+}
+
+/** In the console tab: completes a connection the consent tab handed back, for the user it was started for. */
+async function onConnectMessage(channel: BroadcastChannel, m: ConnectMessage): Promise<void> {
+  const now = Date.now();
+  const candidates = startedHere.filter((s) => s.providerId === m.providerId && s.until > now);
+  if (candidates.length === 0) return; // another console tab's, or too old
+  const reply = (text: string) => channel.postMessage({ replyTo: m.id, text } satisfies ConnectReply);
+  if (m.status === 'error' || m.connection === undefined) {
+    say(`Not connected (${m.providerId}): ${m.error ?? 'error'}.`, true);
+    reply(`The account was not connected: ${m.error ?? 'error'}.`);
+    return;
+  }
+  for (const c of candidates) {
+    const base = `/v1/sessions/${segment(c.userId)}/${segment(c.providerId)}`;
+    try {
+      await api('POST', `${base}/connections/${segment(m.connection)}`);
+    } catch (err) {
+      // Pending for another of the users started here: try the next one. Nothing changed.
+      if (err instanceof ApiFailure && err.detail.error === 'connection_not_found') continue;
+      reply('The account was not connected: the console could not complete it.');
+      throw err;
+    }
+    startedHere.splice(startedHere.indexOf(c), 1);
+    say(`Connected ${c.userId} / ${c.providerId}.`);
+    reply(`Account connected for ${c.userId} (${c.providerId}). You can close this tab.`);
+    await refreshAll();
+    return;
+  }
+}
+
+/** In the consent tab: hands the outcome to the console tab that started it, and shows its answer. */
+function landFromConsent(): boolean {
+  const q = new URLSearchParams(location.search);
+  const status = q.get('status');
+  const providerId = q.get('providerId') ?? '';
+  if (status !== 'pending' && status !== 'error') return false;
+  history.replaceState(null, '', location.pathname);
+  const text = el('p', { text: 'Handing the sign-in back to the console…' });
+  document.body.replaceChildren(el('main', {}, [el('h1', { text: 'tokenkeeper' }), text]));
+  const message: ConnectMessage = { id: crypto.randomUUID(), status, providerId };
+  const connection = q.get('connection');
+  const error = q.get('error');
+  if (connection) message.connection = connection;
+  if (error) message.error = error;
+  const channel = new BroadcastChannel(CONNECT_CHANNEL);
+  const timer = setTimeout(() => {
+    text.textContent =
+      'No console tab completed this sign-in: start the connection again from the console (it expires in 10 minutes).';
+  }, 15_000);
+  channel.addEventListener('message', (event: MessageEvent<ConnectReply>) => {
+    if (event.data?.replyTo !== message.id) return;
+    clearTimeout(timer);
+    text.textContent = event.data.text;
+    channel.close();
+  });
+  channel.postMessage(message);
+  return true;
+}
+
+function listenForConsent(): void {
+  const channel = new BroadcastChannel(CONNECT_CHANNEL);
+  channel.addEventListener('message', (event: MessageEvent<ConnectMessage>) => {
+    const m = event.data;
+    if (typeof m?.id !== 'string' || typeof m.providerId !== 'string') return;
+    onConnectMessage(channel, m).catch((err: unknown) => {
+      say(describe(err), true);
+      $('status').dataset.source = 'action';
+    });
+  });
 }
 
 async function onRowAction(button: HTMLButtonElement): Promise<void> {
@@ -648,9 +767,12 @@ function wire(): void {
   );
 }
 
-wire();
-needKey();
-show('overview');
-void refreshAll();
-setInterval(() => void refreshAll(), REFRESH_MS);
-setInterval(tick, 1_000);
+if (!landFromConsent()) {
+  wire();
+  listenForConsent();
+  needKey();
+  show('overview');
+  void refreshAll();
+  setInterval(() => void refreshAll(), REFRESH_MS);
+  setInterval(tick, 1_000);
+}
