@@ -1,5 +1,10 @@
 import { clientSecretArnProblem, type SecretRules } from './crypto/secret-arn.js';
-import { InvalidRequestError, ProviderNotFoundError, SessionNotFoundError } from './errors.js';
+import {
+  InvalidRequestError,
+  ProviderIntegrityError,
+  ProviderNotFoundError,
+  SessionNotFoundError,
+} from './errors.js';
 import {
   keyOnly,
   PROVIDER_OPTIONAL_FIELDS,
@@ -72,7 +77,8 @@ export function providerView(p: ProviderConfig | ProviderListing, now: number): 
   }
   if (p.clientRejectedAt !== undefined) view.clientRejectedAt = Math.floor(p.clientRejectedAt / 1000);
   if (p.scopesSupported !== undefined) view.scopesSupported = [...p.scopesSupported];
-  return { ...view, health: providerHealth(p.circuit, now) };
+  const problem = 'integrityProblem' in p ? p.integrityProblem : undefined;
+  return { ...view, health: providerHealth(p.circuit, now, problem) };
 }
 
 export function sessionMetadata(r: SessionRecord): SessionMetadata {
@@ -117,7 +123,11 @@ export class CachedProviders implements ProviderLookup {
     try {
       return await entry.provider;
     } catch (err) {
-      if (this.cache.get(providerId) === entry) this.cache.delete(providerId);
+      // A failed integrity check is an answer, kept for the TTL like one: a sweep meeting many
+      // sessions of an altered provider reads its item once, not once per session.
+      if (!(err instanceof ProviderIntegrityError) && this.cache.get(providerId) === entry) {
+        this.cache.delete(providerId);
+      }
       throw err;
     }
   }
@@ -167,7 +177,8 @@ export class DefaultProviderService implements ProviderService {
   }
 
   async get(providerId: string): Promise<ProviderView> {
-    const provider = await this.store.getProvider(providerId);
+    // Inspected, not opened: an altered provider is shown, with its health naming the failed check.
+    const provider = await this.store.inspectProvider(providerId);
     if (!provider) throw new ProviderNotFoundError(providerId);
     return providerView(provider, this.clock.now());
   }
@@ -178,7 +189,7 @@ export class DefaultProviderService implements ProviderService {
       cursor: page.cursor === undefined ? undefined : decodeCursor(page.cursor),
     });
     return {
-      providers: found.providers.map(providerView),
+      providers: found.providers.map((p) => providerView(p, this.clock.now())),
       cursor: found.cursor === undefined ? null : encodeCursor(found.cursor),
     };
   }
