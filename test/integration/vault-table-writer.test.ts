@@ -1,12 +1,13 @@
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { GetCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createApiHandler } from '../../functions/api/adapter.js';
 import { loadConfig } from '../../functions/core/config.js';
 import { generateKeyringJson, type Keyring, parseKeyring } from '../../functions/core/crypto/crypto.js';
 import { createRuntime, type Runtime } from '../../functions/core/runtime.js';
-import { type DynaliteHandle, startDynalite } from '../support/dynalite.js';
+import { type DynaliteHandle, makeDynamoClient, startDynalite } from '../support/dynalite.js';
 import { MCP_RESOURCE, type OAuthServer, startOAuthServer } from '../support/oauth-server.js';
 
 /**
@@ -66,7 +67,7 @@ async function startAttacker(): Promise<Attacker> {
 }
 
 /** A keeper process: its own runtime (caches, discovery, circuits) on the shared table and keyring. */
-function keeper(): {
+function keeper(dynamodb: DynamoDBClient = db.client): {
   runtime: Runtime;
   call: (method: string, path: string, body?: unknown) => Promise<Answer>;
 } {
@@ -78,8 +79,9 @@ function keeper(): {
       TOKENKEEPER_REFRESH_INTERVAL_SECONDS: '60',
       TOKENKEEPER_REFRESH_WINDOW_SECONDS: '600',
       TOKENKEEPER_SWEEP_BUDGET_SECONDS: '30',
+      TOKENKEEPER_PUBLIC_URL: 'http://127.0.0.1:9',
     }),
-    dynamodb: db.client,
+    dynamodb,
     keyring: async () => keyring,
     metrics: { add: (name, _unit, value) => metrics.push({ name, value }) },
   });
@@ -257,5 +259,59 @@ describe('a writer of the table cannot redirect a refresh token', () => {
     expect(forced.status).toBe(503);
     expect(forced.body?.error).toBe('provider_integrity');
     expect(attacker.requests).toEqual([]);
+    // Restored, so that later sweeps in this file meet only their own altered provider.
+    expect((await own.call('PUT', `/v1/providers/${victim.providerId}`, victim.provider)).status).toBe(200);
+  });
+
+  it('the sweep meets many sessions of an altered provider: reads its item once, sends nothing, counts each and moves on', async () => {
+    const providerId = `victim-${++seq}`;
+    const first = keeper();
+    expect((await first.call('PUT', `/v1/providers/${providerId}`, byTokenEndpoint())).status).toBe(201);
+    const users = Array.from({ length: 20 }, (_, i) => `swept-${seq}-${i}`);
+    for (const [i, userId] of users.entries()) {
+      const token = { access_token: `at-${i}`, refresh_token: `rt-${i}`, expires_in: 300 };
+      expect((await first.call('PUT', `/v1/sessions/${userId}/${providerId}`, token)).status).toBe(201);
+    }
+    await rewrite(providerId, 'tokenEndpoint', `${attacker.url}/token`);
+    // A keeper whose DynamoDB client counts the full reads of this provider's item (the circuit's
+    // own projected read of its state is cached separately).
+    const counted = makeDynamoClient(db.endpoint);
+    let providerReads = 0;
+    counted.middlewareStack.add(
+      (next, context) => async (args) => {
+        const input = args.input as { Key?: unknown; ProjectionExpression?: string };
+        const ofProvider = JSON.stringify(input.Key ?? {}).includes(`PROVIDER#${providerId}`);
+        if (context.commandName === 'GetItemCommand' && ofProvider && !input.ProjectionExpression)
+          providerReads++;
+        return next(args);
+      },
+      { step: 'initialize', name: 'countProviderReads' },
+    );
+
+    const summary = await keeper(counted).runtime.sweeper.sweep();
+    counted.destroy();
+
+    expect(attacker.requests).toEqual([]);
+    expect(summary.skipped).toBeGreaterThanOrEqual(users.length);
+    expect(providerReads).toBe(1);
+    expect(metrics.filter((m) => m.name === 'ProviderIntegrityFailed')).toHaveLength(users.length);
+  });
+
+  it('the connect flow: authorize is refused, and a callback started before the rewrite redeems nothing', async () => {
+    const { providerId, userId } = await setUp(byIssuer());
+    const { runtime } = keeper();
+    const started = await runtime.connect.authorize({ userId, providerId }, {});
+    const state = new URL(started.authorizationUrl).searchParams.get('state') as string;
+    await rewrite(providerId, 'issuer', attacker.url);
+
+    const restarted = keeper();
+    const refused = await restarted.call('POST', `/v1/sessions/${userId}/${providerId}/authorize`, {});
+    const outcome = await restarted.runtime.connect.callback({ state, code: 'a-code', iss: attacker.url });
+
+    expect(refused.status).toBe(503);
+    expect(refused.body?.error).toBe('provider_integrity');
+    expect(outcome).toMatchObject({ ok: false, error: 'provider_integrity' });
+    expect(attacker.requests).toEqual([]);
+    expect(metrics.filter((m) => m.name === 'ProviderIntegrityFailed')).toHaveLength(2);
   });
 });
