@@ -916,7 +916,8 @@ export class DynamoSessionStore implements SessionStore {
   async inspectProvider(providerId: string): Promise<ProviderListing | undefined> {
     const Item = await this.readProviderItem(providerId);
     if (!Item) return undefined;
-    const listing = toProviderListing(Item);
+    // The id is the item's key, which the MAC binds, not its providerId attribute, which it does not.
+    const listing = { ...toProviderListing(Item), providerId };
     const check = await this.checkProvider(providerId, Item, listing);
     return check.ok ? listing : { ...listing, integrityProblem: integrityProblem(check) };
   }
@@ -938,7 +939,7 @@ export class DynamoSessionStore implements SessionStore {
           aadFor(providerPk(providerId), PROVIDER_SK, 'clientSecret'),
         )
       : undefined;
-    return { ...toProviderListing(Item), clientSecret };
+    return { ...toProviderListing(Item), providerId, clientSecret };
   }
 
   async putProvider(provider: ProviderConfig): Promise<{ created: boolean; createdAt: number }> {
@@ -1038,8 +1039,8 @@ export class DynamoSessionStore implements SessionStore {
     );
     const providers = await Promise.all(
       found.items.map(async (item) => {
-        const listing = toProviderListing(item);
         const id = String(item[TABLE.partitionKey]).slice('PROVIDER#'.length);
+        const listing = { ...toProviderListing(item), providerId: id };
         const check = await this.checkProvider(id, item, listing);
         return check.ok ? listing : { ...listing, integrityProblem: integrityProblem(check) };
       }),
