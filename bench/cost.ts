@@ -111,13 +111,13 @@ export const ASSUMPTIONS = {
   dispatcherMs: 300,
   /** idle long-poll receives of the event source mapping's pollers (5 pollers × 3 a minute) */
   sqsIdleReceivesPerMinute: 15,
-  /** alarms (lib/monitoring.ts: 9 before the fan-out, + slice dead letters, slice age, dispatcher errors), dashboards, secrets */
-  alarms: 12,
+  /** alarms (lib/monitoring.ts: 9 before the fan-out, + slice dead letters, slice age, dispatcher errors, provider integrity), dashboards, secrets */
+  alarms: 13,
   dashboards: 1,
   secrets: 1,
-  /** EMF metrics: the sweep summary (8), the dispatch (2) and token metrics (2) every period; 4 more only when events happen */
+  /** EMF metrics: the sweep summary (8), the dispatch (2) and token metrics (2) every period; 5 more only when events happen */
   alwaysOnMetrics: 12,
-  occasionalMetrics: 4,
+  occasionalMetrics: 5,
   /** warm containers reading the keyring secret once per 5-minute cache period */
   keyringReaders: 6,
   /** share of sessions needing re-authorization per month (one EventBridge event each) */

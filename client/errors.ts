@@ -63,6 +63,13 @@ export class ServiceUnavailableError extends TokenKeeperApiError {
 /** 503 `refresh_unavailable`: the provider is failing transiently; the session is kept. */
 export class RefreshUnavailableError extends ServiceUnavailableError {}
 
+/**
+ * 503 `provider_integrity`: the provider's settings in the keeper's table no longer match the MAC
+ * the keeper made when they were stored (changed outside the API). Nothing was sent to the provider
+ * and the session is unchanged. Not retried: only a PUT of the provider restores it.
+ */
+export class ProviderIntegrityError extends TokenKeeperApiError {}
+
 /** The keeper could not be reached at all (connection refused, DNS, timeout); no HTTP answer. */
 export class TokenKeeperConnectionError extends Error {
   readonly url: string;
@@ -102,6 +109,8 @@ export function apiError(init: ApiErrorInit): TokenKeeperApiError {
       return new ReauthorizationRequiredError(init);
     case 'refresh_unavailable':
       return new RefreshUnavailableError(init);
+    case 'provider_integrity':
+      return new ProviderIntegrityError(init);
   }
   if (init.status === 401 || init.status === 403) return new UnauthorizedError(init);
   if (init.status === 503) return new ServiceUnavailableError(init);

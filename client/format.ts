@@ -202,6 +202,7 @@ export function renderProvider(p: Provider, nowSec: number): string {
         ? undefined
         : `${isoSeconds(p.clientRejectedAt)}: the provider answered invalid_client / unauthorized_client`,
     ],
+    ['integrity', p.health?.integrity ? `provider_integrity: ${p.health.integrity.description}` : undefined],
   ]);
 }
 

@@ -101,6 +101,11 @@ export interface ProviderHealth {
   nextProbeAt: number | null;
   consecutiveFailures: number;
   lastError: { code: string; description: string; at: number } | null;
+  /**
+   * Null while the provider's settings match the MAC the keeper made when the API stored them;
+   * otherwise nothing is sent to the provider until a PUT restores it.
+   */
+  integrity: { error: 'provider_integrity'; description: string } | null;
 }
 
 /** PUT /v1/sessions/{userId}/{providerId} body: the provider's token response as it came. */

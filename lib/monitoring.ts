@@ -40,6 +40,7 @@ export const OTHER_METRICS = [
   'ProviderClientRejected',
   'ProviderCircuitOpen',
   'KeyUnavailable',
+  'ProviderIntegrityFailed',
   'LeaseLost',
   'TokensServed',
   'OnDemandRefreshes',
@@ -87,6 +88,7 @@ export class Monitoring extends Construct {
     | 'providerClientRejected'
     | 'providerCircuitOpen'
     | 'keyUnavailable'
+    | 'providerIntegrityFailed'
     | 'api5xx',
     Alarm
   >;
@@ -210,6 +212,14 @@ export class Monitoring extends Construct {
         'KeyUnavailableAlarm',
         'A stored value was sealed with a key that is missing from the keyring secret.',
         keeper('KeyUnavailable', { period: fiveMinutes }),
+        1,
+      ),
+      providerIntegrityFailed: alarm(
+        'ProviderIntegrityFailedAlarm',
+        "A provider's settings in the table do not match the MAC the keeper made when the API stored them " +
+          '(changed outside the API, or stored before settings were authenticated); nothing is sent to it ' +
+          'until a PUT of the provider restores it.',
+        keeper('ProviderIntegrityFailed', { period: fiveMinutes }),
         1,
       ),
       api5xx: alarm(
@@ -340,10 +350,11 @@ export class Monitoring extends Construct {
         ...third,
       }),
       new GraphWidget({
-        title: 'Provider client rejected / key unavailable',
+        title: 'Provider client rejected / key unavailable / integrity',
         left: [
           keeper('ProviderClientRejected', { period: fiveMinutes, label: 'Provider rejected our client' }),
           keeper('KeyUnavailable', { period: fiveMinutes, label: 'Key unavailable' }),
+          keeper('ProviderIntegrityFailed', { period: fiveMinutes, label: 'Provider settings altered' }),
         ],
         ...third,
       }),

@@ -6,6 +6,7 @@ import {
   type FailureKind,
   type LeaseCondition,
   type NewSession,
+  type ProviderListing,
   type ProviderPage,
   type RevealedTokens,
   type SessionFilter,
@@ -196,6 +197,10 @@ export class ModelStore implements SessionStore {
 
   async searchSessions(_filter: SessionFilter): Promise<SessionPage> {
     throw new Error('searchSessions is not modelled');
+  }
+
+  async inspectProvider(_providerId: string): Promise<ProviderListing | undefined> {
+    throw new Error('inspectProvider is not modelled');
   }
 
   async listProviders(_page: { limit: number; cursor?: Record<string, string> }): Promise<ProviderPage> {

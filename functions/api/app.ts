@@ -6,6 +6,7 @@ import {
   DiscoveryFailedError,
   InvalidRequestError,
   KeyUnavailableError,
+  ProviderIntegrityError,
   ProviderNotFoundError,
   ReauthorizationRequiredError,
   RefreshUnavailableError,
@@ -245,6 +246,16 @@ export function createApp(deps: AppDeps): App {
       return json(503, errorBody(err.code, 'a stored credential cannot be decrypted right now'), {
         'retry-after': String(KEY_UNAVAILABLE_RETRY_AFTER_SECONDS),
       });
+    }
+    if (err instanceof ProviderIntegrityError) {
+      // Not retried by clients: only a PUT of the provider (or its key back in the keyring) restores it.
+      logger.error('provider settings failed their integrity check', {
+        route,
+        method: req.method,
+        providerId: err.providerId,
+        problem: err.problem,
+      });
+      return json(503, errorBody(err.code, err.message));
     }
     // An unexpected error's message is not ours to vouch for: scrub anything token-like from it.
     logger.error('unhandled error', {

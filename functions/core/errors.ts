@@ -56,6 +56,21 @@ export class KeyUnavailableError extends TokenKeeperError {
   readonly code = 'key_unavailable';
 }
 
+/**
+ * A provider item's settings no longer match the MAC the keyring made when the API stored them (they
+ * were changed in the table, or stored before settings were authenticated): nothing is sent to the
+ * provider and none of its secrets is decrypted until a PUT of the provider restores it.
+ */
+export class ProviderIntegrityError extends TokenKeeperError {
+  readonly code = 'provider_integrity';
+  constructor(
+    readonly providerId: string,
+    readonly problem: string,
+  ) {
+    super(`provider ${JSON.stringify(providerId)} failed its integrity check: ${problem}`);
+  }
+}
+
 /** A step of MCP server discovery (RFC 9728, RFC 8414) failed; the message names the step. */
 export class DiscoveryFailedError extends TokenKeeperError {
   readonly code = 'discovery_failed';

@@ -1,6 +1,11 @@
 import { callbackUrl } from './connect/registration.js';
 import { clientSecretArnProblem, type SecretRules } from './crypto/secret-arn.js';
-import { InvalidRequestError, ProviderNotFoundError, SessionNotFoundError } from './errors.js';
+import {
+  InvalidRequestError,
+  ProviderIntegrityError,
+  ProviderNotFoundError,
+  SessionNotFoundError,
+} from './errors.js';
 import {
   keyOnly,
   PROVIDER_OPTIONAL_FIELDS,
@@ -79,7 +84,8 @@ export function providerView(
   if (p.scopesSupported !== undefined) view.scopesSupported = [...p.scopesSupported];
   // Computed, not stored: the redirect URI to register at the provider's authorization server.
   if (publicUrl !== undefined) view.redirectUri = callbackUrl(publicUrl, p.providerId);
-  return { ...view, health: providerHealth(p.circuit, now) };
+  const problem = 'integrityProblem' in p ? p.integrityProblem : undefined;
+  return { ...view, health: providerHealth(p.circuit, now, problem) };
 }
 
 export function sessionMetadata(r: SessionRecord): SessionMetadata {
@@ -124,7 +130,11 @@ export class CachedProviders implements ProviderLookup {
     try {
       return await entry.provider;
     } catch (err) {
-      if (this.cache.get(providerId) === entry) this.cache.delete(providerId);
+      // A failed integrity check is an answer, kept for the TTL like one: a sweep meeting many
+      // sessions of an altered provider reads its item once, not once per session.
+      if (!(err instanceof ProviderIntegrityError) && this.cache.get(providerId) === entry) {
+        this.cache.delete(providerId);
+      }
       throw err;
     }
   }
@@ -176,7 +186,8 @@ export class DefaultProviderService implements ProviderService {
   }
 
   async get(providerId: string): Promise<ProviderView> {
-    const provider = await this.store.getProvider(providerId);
+    // Inspected, not opened: an altered provider is shown, with its health naming the failed check.
+    const provider = await this.store.inspectProvider(providerId);
     if (!provider) throw new ProviderNotFoundError(providerId);
     return providerView(provider, this.clock.now(), this.publicUrl);
   }

@@ -9,6 +9,7 @@ import { DefaultConnectService } from './connect/service.js';
 import { DynamoStateStore } from './connect/state.js';
 import { cachedKeyring, createFieldCipher, type Keyring } from './crypto/crypto.js';
 import { readOrCreateLocalKeyring, readSecretString, SECRET_NOT_A_STRING } from './crypto/keyring.js';
+import { createAuthenticator } from './crypto/mac.js';
 import { clientSecretArnProblem } from './crypto/secret-arn.js';
 import { EventBridgePublisher, LogEventPublisher } from './events.js';
 import type { ProviderConfig } from './model.js';
@@ -174,6 +175,7 @@ export function createRuntime(deps: RuntimeDeps): Runtime {
     writes,
     tableName: config.tableName,
     cipher,
+    mac: createAuthenticator(keyring),
     shardCount: config.shardCount,
     // Tokens that live shorter than one sweep period plus the longest sweep would be expired at every
     // sweep: they are served on demand, and the sweep only keeps their grant alive.

@@ -302,6 +302,16 @@ describe('PUT/GET /v1/providers/{providerId}', () => {
     scope: 'read write',
   };
 
+  /** A new provider's health: circuit closed, settings verified. */
+  const HEALTHY = {
+    state: 'closed',
+    since: null,
+    nextProbeAt: null,
+    consecutiveFailures: 0,
+    lastError: null,
+    integrity: null,
+  };
+
   it('201 on create, 200 on replace, GET 200 the same: the provider, never its secret', async () => {
     const created = await send('PUT', '/v1/providers/contract', { body: base });
     expect(created.status, created.text).toBe(201);
@@ -317,7 +327,7 @@ describe('PUT/GET /v1/providers/{providerId}', () => {
       redirectUri: `${keeper.url}/oauth/callback/contract`,
       createdAt: expect.any(Number),
       updatedAt: expect.any(Number),
-      health: { state: 'closed', since: null, nextProbeAt: null, consecutiveFailures: 0, lastError: null },
+      health: HEALTHY,
     });
     expect(Math.abs((created.body.createdAt as number) - nowSeconds())).toBeLessThanOrEqual(2);
 
@@ -343,7 +353,7 @@ describe('PUT/GET /v1/providers/{providerId}', () => {
       redirectUri: created.body.redirectUri,
       createdAt: created.body.createdAt,
       updatedAt: expect.any(Number),
-      health: { state: 'closed', since: null, nextProbeAt: null, consecutiveFailures: 0, lastError: null },
+      health: HEALTHY,
     });
     expect(replaced.body.updatedAt).toBeGreaterThanOrEqual(created.body.updatedAt as number);
     const again = await send('GET', '/v1/providers/contract');

@@ -55,10 +55,12 @@ async function tableSnapshot(): Promise<string> {
 
 beforeAll(async () => {
   db = await startDynalite();
+  // One keyring for the whole run, as a deployment has: what one call seals or MACs, the next opens.
+  const keyring = parseKeyring(generateKeyringJson());
   const runtime = createRuntime({
     config: loadConfig({ TOKENKEEPER_TABLE_NAME: db.tableName }),
     dynamodb: db.client,
-    keyring: async () => parseKeyring(generateKeyringJson()),
+    keyring: async () => keyring,
   });
   api = createApiHandler(runtime, { apiKey: API_KEY });
   // One valid provider and session so that hostile input also meets existing data.

@@ -40,6 +40,13 @@ async function rawItem(userId: string, providerId: string): Promise<Record<strin
   return Item as Record<string, unknown>;
 }
 
+async function rawProvider(providerId: string): Promise<Record<string, unknown>> {
+  const { Item } = await db.doc.send(
+    new GetCommand({ TableName: db.tableName, Key: { pk: `PROVIDER#${providerId}`, sk: 'PROVIDER' } }),
+  );
+  return Item as Record<string, unknown>;
+}
+
 /** The key id of a binary envelope (0x01 | key-id length | key id | …); undefined for anything else. */
 const keyIdOf = (sealed: unknown) =>
   sealed instanceof Uint8Array && sealed[0] === 0x01
@@ -97,6 +104,22 @@ describe('key rotation', () => {
       new GetCommand({ TableName: db.tableName, Key: { pk: 'PROVIDER#mcp-2', sk: 'PROVIDER' } }),
     );
     expect(keyIdOf(Item?.clientSecret)).toBe('k2');
+    // The provider stored under k1 was used under the rotated ring above (its MAC names k1). The
+    // PUT that re-seals its client secret under k2 MACs its settings under k2 as well.
+    const body = {
+      issuer: oauth.issuer,
+      clientId: oauth.clients.basic.clientId,
+      clientSecret: oauth.clients.basic.clientSecret,
+    };
+    await v1.providers.put('mcp-3', body);
+    expect(keyIdOf((await rawProvider('mcp-3')).settingsMac)).toBe('k1');
+    await v2.providers.put('mcp-3', body);
+    const resealed = await rawProvider('mcp-3');
+    expect(keyIdOf(resealed.clientSecret)).toBe('k2');
+    expect(keyIdOf(resealed.settingsMac)).toBe('k2');
+    // k1 is no longer needed for it: a ring without k1 verifies and opens it.
+    const withoutK1 = runtimeWith(ringOnlyK2);
+    expect((await withoutK1.store.getProvider('mcp-3'))?.clientSecret).toBe(body.clientSecret);
   });
 
   it('a value whose key is gone: a clear 503 key_unavailable, the session kept, KeyUnavailable counted', async () => {

@@ -847,7 +847,7 @@ describe('alarms', () => {
     const [topicId] = only(template, 'AWS::SNS::Topic');
 
     // Assess
-    expect(alarms).toHaveLength(12);
+    expect(alarms).toHaveLength(13);
     for (const [, a] of alarms) {
       expect(a.Properties.AlarmActions).toEqual([{ Ref: topicId }]);
       expect(a.Properties.OKActions).toEqual([{ Ref: topicId }]);
@@ -939,6 +939,16 @@ describe('alarms', () => {
     expect(byMetric('KeyUnavailable')).toMatchObject({ ...keeper, Threshold: 1 });
   });
 
+  it("fire when a provider's settings fail their MAC check (changed in the table)", () => {
+    expect(byMetric('ProviderIntegrityFailed')).toMatchObject({
+      ...keeper,
+      Statistic: 'Sum',
+      Period: 300,
+      Threshold: 1,
+      ComparisonOperator: 'GreaterThanOrEqualToThreshold',
+    });
+  });
+
   it("fire when a provider's circuit opens; the dashboard breaks it down per provider", () => {
     expect(byMetric('ProviderCircuitOpen')).toMatchObject({
       ...keeper,
@@ -1004,6 +1014,7 @@ describe('dashboard', () => {
       'ProviderClientRejected',
       'ProviderCircuitOpen',
       'KeyUnavailable',
+      'ProviderIntegrityFailed',
       'TokensServed',
       'OnDemandRefreshes',
       'TokenLatency',
@@ -1027,7 +1038,7 @@ describe('dashboard', () => {
 
   it('shows the state of every alarm', () => {
     const status = (widgets as unknown as Widget[]).find((w) => w.type === 'alarm') as Widget;
-    expect(status.properties.alarms).toHaveLength(12);
+    expect(status.properties.alarms).toHaveLength(13);
   });
 });
 

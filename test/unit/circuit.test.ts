@@ -52,6 +52,7 @@ describe('probe delays and the health view', () => {
       nextProbeAt: 20,
       consecutiveFailures: 3,
       lastError: { code: 'http_503', description: 'x', at: 9 },
+      integrity: null,
     });
     expect(providerHealth(undefined, 0)).toEqual({
       state: 'closed',
@@ -59,6 +60,7 @@ describe('probe delays and the health view', () => {
       nextProbeAt: null,
       consecutiveFailures: 0,
       lastError: null,
+      integrity: null,
     });
   });
 });
@@ -114,6 +116,7 @@ describe('ProviderCircuit with the refresher, sweep and token service', () => {
       nextProbeAt: Math.floor((fx.clock.now() + 1_500) / 1000),
       consecutiveFailures: 3,
       lastError: { code: 'http_500', description: expect.any(String), at: fx.clock.seconds() },
+      integrity: null,
     });
     expect(eventsOf('ProviderUnavailable')).toEqual([
       expect.objectContaining({ providerId, error: 'http_500', consecutiveFailures: 3, sessionsAffected: 3 }),

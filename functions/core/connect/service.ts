@@ -1,5 +1,10 @@
 import * as oauth from 'oauth4webapi';
-import { ConnectionNotFoundError, InvalidRequestError, ProviderNotFoundError } from '../errors.js';
+import {
+  ConnectionNotFoundError,
+  InvalidRequestError,
+  ProviderIntegrityError,
+  ProviderNotFoundError,
+} from '../errors.js';
 import type { ProviderConfig, SessionKey } from '../model.js';
 import type { FetchLike, OAuthClient } from '../oauth/client.js';
 import type { Clock, EventPublisher, Logger, Metrics } from '../ports.js';
@@ -127,7 +132,10 @@ export class DefaultConnectService implements ConnectService {
     input: AuthorizeInput,
     options: CallOptions = {},
   ): Promise<AuthorizeResult> {
-    const provider = await this.d.store.getProvider(key.providerId);
+    const provider = await this.d.store.getProvider(key.providerId).catch((err: unknown) => {
+      if (err instanceof ProviderIntegrityError) this.d.metrics.add('ProviderIntegrityFailed', 'Count', 1);
+      throw err;
+    });
     if (!provider) throw new ProviderNotFoundError(key.providerId);
     if (input.redirectUri !== undefined && !redirectAllowed(input.redirectUri, this.d.allowedRedirects)) {
       throw new InvalidRequestError(
@@ -199,7 +207,15 @@ export class DefaultConnectService implements ConnectService {
       logger.warn('connection failed', { ...key, error, ...extra });
       return { ok: false, error, redirectUri: pending.redirectUri };
     };
-    const provider = await this.d.store.getProvider(key.providerId);
+    let provider: ProviderConfig | undefined;
+    try {
+      provider = await this.d.store.getProvider(key.providerId);
+    } catch (err) {
+      if (!(err instanceof ProviderIntegrityError)) throw err;
+      // Its settings were altered in the table: the code goes to no token endpoint.
+      this.d.metrics.add('ProviderIntegrityFailed', 'Count', 1);
+      return fail('provider_integrity', { problem: err.problem });
+    }
     if (!provider) return fail('provider_not_found');
     let as: oauth.AuthorizationServer;
     try {

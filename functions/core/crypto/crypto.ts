@@ -67,6 +67,16 @@ function parseEnvelope(sealed: Sealed): Envelope | undefined {
 }
 
 /**
+ * A sealed value's key id, nonce and ciphertext (the same in the binary and the text form), or
+ * undefined when it is not an envelope: what a MAC over an item binds a sealed value by.
+ */
+export function envelopeParts(
+  sealed: Sealed,
+): { keyId: string; nonce: Uint8Array; body: Uint8Array } | undefined {
+  return parseEnvelope(sealed);
+}
+
+/**
  * The text form of a binary envelope: the same key, nonce and ciphertext, as items written before
  * the binary form hold them (for tests and the item-size bench, which compare the two).
  */
@@ -83,7 +93,13 @@ export function textEnvelope(sealed: Uint8Array): string {
 
 export interface Keyring {
   currentKeyId: string;
+  /** The AES-256-GCM key of each key id. */
   keys: ReadonlyMap<string, Buffer>;
+  /**
+   * The HMAC-SHA256 key of each key id (functions/core/crypto/mac.ts): derived from the same secret
+   * with its own HKDF label, so it is never the encryption key.
+   */
+  macKeys: ReadonlyMap<string, Buffer>;
 }
 
 export function parseKeyring(json: string): Keyring {
@@ -101,6 +117,7 @@ export function parseKeyring(json: string): Keyring {
     throw new Error('keyring needs "current" naming one of its keys');
   }
   const keys = new Map<string, Buffer>();
+  const macKeys = new Map<string, Buffer>();
   for (const [id, secret] of Object.entries(record)) {
     if (id === 'current') continue;
     if (!KEY_ID.test(id)) throw new Error(`keyring key id ${JSON.stringify(id)} is not [A-Za-z0-9_-]{1,64}`);
@@ -108,14 +125,21 @@ export function parseKeyring(json: string): Keyring {
       throw new Error(`keyring key ${id} must be a string of at least 32 characters`);
     }
     keys.set(id, deriveKey(id, secret));
+    macKeys.set(id, deriveMacKey(id, secret));
   }
   if (!keys.has(current)) throw new Error(`keyring "current" names ${current}, which it does not hold`);
-  return { currentKeyId: current, keys };
+  return { currentKeyId: current, keys, macKeys };
 }
 
 function deriveKey(keyId: string, secret: string): Buffer {
   return Buffer.from(
     hkdfSync('sha256', Buffer.from(secret, 'utf8'), 'tokenkeeper', `aes-256-gcm:${keyId}`, 32),
+  );
+}
+
+function deriveMacKey(keyId: string, secret: string): Buffer {
+  return Buffer.from(
+    hkdfSync('sha256', Buffer.from(secret, 'utf8'), 'tokenkeeper', `hmac-sha256:${keyId}`, 32),
   );
 }
 

@@ -57,6 +57,11 @@ export interface ProviderHealth {
   nextProbeAt: number | null;
   consecutiveFailures: number;
   lastError: { code: string; description: string; at: number } | null;
+  /**
+   * Null while the provider's settings match the MAC of the API write that stored them; otherwise
+   * why not: no grant or discovery is made for the provider until a PUT restores it.
+   */
+  integrity: { error: 'provider_integrity'; description: string } | null;
 }
 
 const CLOSED: CircuitRecord = { state: 'closed', consecutiveFailures: 0, openings: 0 };
@@ -69,7 +74,11 @@ export function circuitState(c: CircuitRecord, now: number): CircuitState {
 }
 
 /** The circuit as the API shows it (GET /v1/providers/{id} → health); instants in epoch seconds. */
-export function providerHealth(c: CircuitRecord | undefined, now: number): ProviderHealth {
+export function providerHealth(
+  c: CircuitRecord | undefined,
+  now: number,
+  integrityProblem?: string,
+): ProviderHealth {
   const circuit = c ?? CLOSED;
   const seconds = (ms: number | undefined) => (ms === undefined ? null : Math.floor(ms / 1000));
   const state = circuitState(circuit, now);
@@ -85,6 +94,8 @@ export function providerHealth(c: CircuitRecord | undefined, now: number): Provi
           at: Math.floor(circuit.lastError.at / 1000),
         }
       : null,
+    integrity:
+      integrityProblem === undefined ? null : { error: 'provider_integrity', description: integrityProblem },
   };
 }
 

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { KeyUnavailableError } from '../errors.js';
+import { KeyUnavailableError, ProviderIntegrityError } from '../errors.js';
 import { publishOrLog } from '../events.js';
 import {
   type CircuitRecord,
@@ -49,6 +49,11 @@ export type RefreshOutcome =
   /** The grant succeeded but the lease had been taken over; the answer was not committed. */
   | { kind: 'lease_lost' }
   | { kind: 'key_unavailable'; retryAfterSeconds: number }
+  /**
+   * The provider's settings failed their MAC check: nothing was sent or decrypted, and the session
+   * was not touched (no lease, no failure recorded).
+   */
+  | { kind: 'provider_integrity'; problem: string }
   /** The provider's circuit is open: no grant was sent. `probeInFlight`: its probe is being made now. */
   | { kind: 'circuit_open'; retryAfterSeconds: number; probeInFlight: boolean };
 
@@ -131,6 +136,25 @@ export class Refresher {
       options.grantDone?.();
       return { kind: 'no_time' };
     }
+    // The provider is read, and its settings checked, before anything else: an altered provider gets
+    // no lease, no decryption, no probe and no request, and leaves the session as it was.
+    let provider: ProviderConfig | KeyUnavailableError | undefined;
+    try {
+      provider = await this.o.providers.get(key.providerId);
+    } catch (err) {
+      if (err instanceof ProviderIntegrityError) {
+        options.grantDone?.();
+        this.o.metrics.add('ProviderIntegrityFailed', 'Count', 1);
+        this.o.logger.error('provider settings failed their integrity check; nothing sent', {
+          ...key,
+          problem: err.problem,
+        });
+        return { kind: 'provider_integrity', problem: err.problem };
+      }
+      if (!(err instanceof KeyUnavailableError)) throw err;
+      // Its MAC names a key the keyring lacks: after the lease, like a token sealed under such a key.
+      provider = err;
+    }
     const owner = `${this.instanceId}:${++this.counter}`;
     let admission: Admission = { kind: 'closed', providerId: key.providerId };
     // The circuit's gate, then the lease (an open circuit costs no write), then the slots: the caller's
@@ -150,7 +174,7 @@ export class Refresher {
         const { retryAfterSeconds, probeInFlight } = admission;
         return { kind: 'circuit_open', retryAfterSeconds, probeInFlight };
       }
-      return await this.leaseGrantCommit(key, condition, owner, admission, {
+      return await this.leaseGrantCommit(key, provider, condition, owner, admission, {
         slots,
         grantDone,
         deadline: options.deadline,
@@ -169,6 +193,7 @@ export class Refresher {
 
   private async leaseGrantCommit(
     key: SessionKey,
+    provider: ProviderConfig | KeyUnavailableError | undefined,
     condition: LeaseCondition,
     owner: string,
     admission: Exclude<Admission, { kind: 'open' }>,
@@ -183,6 +208,8 @@ export class Refresher {
 
     let refreshToken: string;
     try {
+      // Nothing is decrypted for a provider whose settings cannot be checked.
+      if (provider instanceof KeyUnavailableError) throw provider;
       const revealed = await store.reveal(leased);
       refreshToken = revealed.refreshToken as string;
     } catch (err) {
@@ -211,7 +238,6 @@ export class Refresher {
       });
     }
 
-    const provider = await this.o.providers.get(key.providerId);
     if (!provider) {
       return this.failTransient(key, owner, leased, {
         class: 'transient',

@@ -181,6 +181,8 @@ export class Sweeper implements SweepService {
               summary.refreshed++;
               break;
             case 'refused':
+            case 'provider_integrity':
+              // An altered provider: nothing was sent; counted (ProviderIntegrityFailed) and passed over.
               summary.skipped++;
               break;
             case 'no_time':

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import {
   KeyUnavailableError,
+  ProviderIntegrityError,
   ReauthorizationRequiredError,
   RefreshUnavailableError,
   SessionNotFoundError,
@@ -184,6 +185,8 @@ export class DefaultTokenService implements TokenService {
         }
         case 'key_unavailable':
           throw new KeyUnavailableError('the stored token cannot be decrypted with the current keyring');
+        case 'provider_integrity':
+          throw new ProviderIntegrityError(key.providerId, outcome.problem);
         case 'reauthorization_required':
           throw new ReauthorizationRequiredError(
             `the provider refused the refresh token (${outcome.code}); the user must authorize again`,

@@ -15,6 +15,8 @@ import {
 } from '@aws-sdk/lib-dynamodb';
 import { marshall, unmarshall } from '@aws-sdk/util-dynamodb';
 import { type FieldCipher, isSealed, type Sealed } from '../crypto/crypto.js';
+import type { Authenticator, MacCheck } from '../crypto/mac.js';
+import { KeyUnavailableError, ProviderIntegrityError } from '../errors.js';
 import {
   type CircuitRecord,
   type ClientAuthMethod,
@@ -27,6 +29,7 @@ import {
   type SessionKey,
   type SessionStatus,
 } from '../model.js';
+import { integrityProblem, PROVIDER_MAC_FIELDS, providerMacMessage } from './provider-mac.js';
 import { TABLE } from './table.js';
 
 /**
@@ -174,8 +177,15 @@ export interface SessionFilter {
   cursor?: Record<string, string>;
 }
 
-/** A provider as listed: its configuration without the client secret, which is not even decrypted. */
-export type ProviderListing = Omit<ProviderConfig, 'clientSecret'> & { hasClientSecret: boolean };
+/**
+ * A provider as listed: its configuration without the client secret, which is not even decrypted.
+ * `integrityProblem`: why its settings failed their MAC check (functions/core/store/provider-mac.ts);
+ * absent when they passed.
+ */
+export type ProviderListing = Omit<ProviderConfig, 'clientSecret'> & {
+  hasClientSecret: boolean;
+  integrityProblem?: string;
+};
 
 /** One page of providers; `cursor` continues where this page stopped. */
 export interface ProviderPage {
@@ -238,7 +248,14 @@ export interface SessionStore {
     cursor?: Record<string, unknown>,
     from?: number,
   ): Promise<{ keys: DueKey[]; cursor?: Record<string, unknown> }>;
+  /**
+   * The provider's configuration with its client secret opened, for use in a grant or a discovery.
+   * Throws ProviderIntegrityError, before any secret is decrypted, when its settings do not match
+   * their MAC.
+   */
   getProvider(providerId: string): Promise<ProviderConfig | undefined>;
+  /** The provider as stored, with the result of its MAC check, never decrypting its client secret. */
+  inspectProvider(providerId: string): Promise<ProviderListing | undefined>;
   /** Replaces the provider's configuration, keeping its first createdAt. */
   putProvider(provider: ProviderConfig): Promise<{ created: boolean; createdAt: number }>;
   flagProviderRejected(providerId: string, at: number): Promise<void>;
@@ -413,6 +430,9 @@ export function circuitOf(item: Item): CircuitRecord {
   };
 }
 
+/** The MAC attribute of a provider item (functions/core/store/provider-mac.ts). */
+const PROVIDER_MAC_ATTRIBUTE = 'settingsMac';
+
 /** A provider item without its client secret (sealed; only getProvider opens it). */
 function toProviderListing(item: Item): ProviderListing {
   const str = (v: unknown) => (typeof v === 'string' ? v : undefined);
@@ -466,6 +486,8 @@ export interface DynamoSessionStoreOptions {
   writes: DynamoDBClient;
   tableName: string;
   cipher: FieldCipher;
+  /** Makes and checks the MAC of provider items, under the same keyring as `cipher`. */
+  mac: Authenticator;
   shardCount: number;
   schedule?: SchedulePolicy;
 }
@@ -475,6 +497,7 @@ export class DynamoSessionStore implements SessionStore {
   private readonly writes: DynamoDBClient;
   private readonly tableName: string;
   private readonly cipher: FieldCipher;
+  private readonly mac: Authenticator;
   private readonly shardCount: number;
   private readonly policy: SchedulePolicy;
 
@@ -483,6 +506,7 @@ export class DynamoSessionStore implements SessionStore {
     this.writes = options.writes;
     this.tableName = options.tableName;
     this.cipher = options.cipher;
+    this.mac = options.mac;
     this.shardCount = options.shardCount;
     this.policy = options.schedule ?? DEFAULT_SCHEDULE;
   }
@@ -870,7 +894,15 @@ export class DynamoSessionStore implements SessionStore {
     return { keys, cursor: page.LastEvaluatedKey };
   }
 
-  async getProvider(providerId: string): Promise<ProviderConfig | undefined> {
+  /** The provider item's MAC check. */
+  private async checkProvider(providerId: string, item: Item, listing: ProviderListing): Promise<MacCheck> {
+    return this.mac.verify(
+      providerMacMessage(providerId, listing, item.clientSecret),
+      item[PROVIDER_MAC_ATTRIBUTE],
+    );
+  }
+
+  private async readProviderItem(providerId: string): Promise<Item | undefined> {
     const { Item } = await this.doc.send(
       new GetCommand({
         TableName: this.tableName,
@@ -878,14 +910,36 @@ export class DynamoSessionStore implements SessionStore {
         ConsistentRead: true,
       }),
     );
+    return Item;
+  }
+
+  async inspectProvider(providerId: string): Promise<ProviderListing | undefined> {
+    const Item = await this.readProviderItem(providerId);
     if (!Item) return undefined;
+    // The id is the item's key, which the MAC binds, not its providerId attribute, which it does not.
+    const listing = { ...toProviderListing(Item), providerId };
+    const check = await this.checkProvider(providerId, Item, listing);
+    return check.ok ? listing : { ...listing, integrityProblem: integrityProblem(check) };
+  }
+
+  async getProvider(providerId: string): Promise<ProviderConfig | undefined> {
+    const Item = await this.readProviderItem(providerId);
+    if (!Item) return undefined;
+    // Checked before anything is decrypted or returned: nothing from an altered item reaches a request.
+    const check = await this.checkProvider(providerId, Item, toProviderListing(Item));
+    if (!check.ok) {
+      // A MAC under a key the keyring no longer holds cannot be checked: the key is missing (as for a
+      // sealed value), not the settings proven altered. Either way nothing is opened or used.
+      if (check.reason === 'unknown_key') throw new KeyUnavailableError(integrityProblem(check));
+      throw new ProviderIntegrityError(providerId, integrityProblem(check));
+    }
     const clientSecret = isSealed(Item.clientSecret)
       ? await this.cipher.decrypt(
           Item.clientSecret,
           aadFor(providerPk(providerId), PROVIDER_SK, 'clientSecret'),
         )
       : undefined;
-    return { ...toProviderListing(Item), clientSecret };
+    return { ...toProviderListing(Item), providerId, clientSecret };
   }
 
   async putProvider(provider: ProviderConfig): Promise<{ created: boolean; createdAt: number }> {
@@ -926,14 +980,23 @@ export class DynamoSessionStore implements SessionStore {
         values[`:${field}`] = provider[field];
       }
     }
+    let sealedSecret: Uint8Array | undefined;
     if (provider.clientSecret === undefined) remove.push('clientSecret');
     else {
       set.push('clientSecret = :secret');
-      values[':secret'] = await this.cipher.encrypt(
+      sealedSecret = await this.cipher.encrypt(
         provider.clientSecret,
         aadFor(pk, PROVIDER_SK, 'clientSecret'),
       );
+      values[':secret'] = sealedSecret;
     }
+    // The MAC over the settings as they will be read back (the same parsing as every read).
+    const asRead = toProviderListing({
+      ...Object.fromEntries(PROVIDER_MAC_FIELDS.map((f) => [f, provider[f]])),
+      providerId: provider.providerId,
+    });
+    set.push(`${PROVIDER_MAC_ATTRIBUTE} = :mac`);
+    values[':mac'] = await this.mac.sign(providerMacMessage(provider.providerId, asRead, sealedSecret));
     const { Attributes } = await this.doc.send(
       new UpdateCommand({
         TableName: this.tableName,
@@ -974,7 +1037,15 @@ export class DynamoSessionStore implements SessionStore {
       page.limit,
       page.cursor,
     );
-    return { providers: found.items.map(toProviderListing), cursor: found.cursor };
+    const providers = await Promise.all(
+      found.items.map(async (item) => {
+        const id = String(item[TABLE.partitionKey]).slice('PROVIDER#'.length);
+        const listing = { ...toProviderListing(item), providerId: id };
+        const check = await this.checkProvider(id, item, listing);
+        return check.ok ? listing : { ...listing, integrityProblem: integrityProblem(check) };
+      }),
+    );
+    return { providers, cursor: found.cursor };
   }
 
   /**
