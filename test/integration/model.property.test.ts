@@ -36,7 +36,8 @@ import type { TokenFault, TokenRequestRecord } from '../support/token-proxy.js';
  * so every token served during the run stays active there. Latency commands stay far below the
  * 1 s HTTP timeout: a grant answered after the keeper gave up is the one unavoidable way to
  * present a refresh token twice (see crash.test.ts), and is not what this test is about.
- * `MODEL_RUNS=100 npx vitest run test/integration/model.property.test.ts` for a longer search.
+ * `MODEL_RUNS=300 npx vitest run test/integration/model.property.test.ts` for a longer search (the
+ * test's timeout grows with it); `MODEL_SEED` replays a reported seed.
  */
 
 const ACCESS_TTL = 900;
@@ -405,6 +406,8 @@ async function endRun(real: Real): Promise<void> {
   for (const s of real.sessions) await stack.stack.runtime.store.deleteSession(s);
 }
 
+const RUNS = Number(process.env.MODEL_RUNS ?? 15);
+
 const forced = (session: number, via: number): TokenOp => ({
   type: 'token',
   session,
@@ -441,42 +444,46 @@ describe('model-based: random interleavings against the real protocol', () => {
     }
   });
 
-  it('never redeems a refresh token twice, never loses or kills a session without invalid_grant, and serves only valid tokens or explicit errors', async () => {
-    let runs = 0;
-    let commandsRun = 0;
-    await fc.assert(
-      fc.asyncProperty(
-        fc.commands(commandArbs, { size: 'large', maxCommands: 20 }),
-        fc.array(fc.integer({ min: 30, max: ACCESS_TTL }), { minLength: 3, maxLength: 3 }),
-        async (cmds, expiries) => {
-          runs++;
-          commandsRun += [...cmds].length;
-          const real = await startRun(expiries);
-          try {
-            await fc.asyncModelRun(() => ({ model: {} as Model, real }), cmds);
-            oauth.proxy.setFault(null);
-            await checkInvariants(real);
-          } finally {
-            await endRun(real);
-          }
+  it(
+    'never redeems a refresh token twice, never loses or kills a session without invalid_grant, and serves only valid tokens or explicit errors',
+    async () => {
+      let runs = 0;
+      let commandsRun = 0;
+      await fc.assert(
+        fc.asyncProperty(
+          fc.commands(commandArbs, { size: 'large', maxCommands: 20 }),
+          fc.array(fc.integer({ min: 30, max: ACCESS_TTL }), { minLength: 3, maxLength: 3 }),
+          async (cmds, expiries) => {
+            runs++;
+            commandsRun += [...cmds].length;
+            const real = await startRun(expiries);
+            try {
+              await fc.asyncModelRun(() => ({ model: {} as Model, real }), cmds);
+              oauth.proxy.setFault(null);
+              await checkInvariants(real);
+            } finally {
+              await endRun(real);
+            }
+          },
+        ),
+        {
+          numRuns: RUNS,
+          endOnFailure: true,
+          // MODEL_SEED (and MODEL_PATH) replay a reported failure; earlier runs leave state behind
+          // (circuits, each process's view of them), so replay with MODEL_RUNS = path + 1, no path.
+          ...(process.env.MODEL_SEED === undefined
+            ? {}
+            : { seed: Number(process.env.MODEL_SEED), path: process.env.MODEL_PATH }),
         },
-      ),
-      {
-        numRuns: Number(process.env.MODEL_RUNS ?? 15),
-        endOnFailure: true,
-        // MODEL_SEED (and MODEL_PATH) replay a reported failure; earlier runs leave state behind
-        // (circuits, each process's view of them), so replay with MODEL_RUNS = path + 1, no path.
-        ...(process.env.MODEL_SEED === undefined
-          ? {}
-          : { seed: Number(process.env.MODEL_SEED), path: process.env.MODEL_PATH }),
-      },
-    );
-    const grants = oauth.proxy.requests.filter((r) => r.forwarded).length;
-    const faulted = oauth.proxy.requests.filter((r) => r.fault !== undefined);
-    const faults = `${faulted.length} faulted: ${[...new Set(faulted.map((r) => `${r.fault}${r.status ? ` ${r.status}` : ''}`))].join(', ')}`;
-    console.log(
-      `model: ${runs} runs, ${commandsRun} commands, ${oauth.proxy.requests.length} token requests (${grants} grants, ${faults}), reuse ${oauth.proxy.reuseCount()}`,
-    );
-    expect(oauth.proxy.reuseCount()).toBe(0);
-  }, 120_000);
+      );
+      const grants = oauth.proxy.requests.filter((r) => r.forwarded).length;
+      const faulted = oauth.proxy.requests.filter((r) => r.fault !== undefined);
+      const faults = `${faulted.length} faulted: ${[...new Set(faulted.map((r) => `${r.fault}${r.status ? ` ${r.status}` : ''}`))].join(', ')}`;
+      console.log(
+        `model: ${runs} runs, ${commandsRun} commands, ${oauth.proxy.requests.length} token requests (${grants} grants, ${faults}), reuse ${oauth.proxy.reuseCount()}`,
+      );
+      expect(oauth.proxy.reuseCount()).toBe(0);
+    },
+    Math.max(120_000, RUNS * 3_000),
+  );
 });
