@@ -417,10 +417,11 @@ const forced = (session: number, via: number): TokenOp => ({
 });
 
 describe('model-based: random interleavings against the real protocol', () => {
-  // Seed -566021493, path 7 (replayed with MODEL_SEED=-566021493 MODEL_RUNS=8): in run 6, peer2's grant
-  // for s2 got invalid_client, which opened the provider's circuit in the store and in peer2's view;
-  // in run 8, at the same instant on the keeper's clock, the api's grant (admitted on its own view,
-  // still closed) succeeded and closed the circuit, and peer2 refused a forced call on its view.
+  // Seed -566021493, path 7: in run 6, peer2's grant for s2 got invalid_client, which opened the
+  // provider's circuit in the store and in peer2's view; in run 8, at the same instant on the keeper's
+  // clock, the api's grant (admitted on its own view, still closed) succeeded and closed the circuit,
+  // and peer2 refused a forced call on its view. The seed depends on every command's outcome (the
+  // sessions' refresh modes among them), so this test replays the mechanism itself.
   it('replays seed -566021493 path 7: a process refuses on its own view of a circuit another process has closed since', async () => {
     const invalidClient = FAULTS.find((f) => f.label === 'invalid_client') as FaultSpec;
     let real = await startRun([600, 600, 600]);
