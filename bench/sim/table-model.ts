@@ -409,7 +409,7 @@ export class SessionTable {
     const index = this.indexUnits(
       row,
       dueAfter ? shardOf(session, this.o.shardCount) : undefined,
-      dueAfter ? refreshSchedule(session, Math.floor(now / 1000), DEFAULT_SCHEDULE).dueAt : undefined,
+      dueAfter ? refreshSchedule(session, Math.floor(now / 1000), this.policy).dueAt : undefined,
     );
     if (!this.admitWrite(now, row, this.o.sizes.idle, index)) return THROTTLED;
     this.count('putSession');
@@ -447,7 +447,7 @@ export class SessionTable {
       session.refreshExpiresAt !== undefined && session.refreshToken !== undefined
         ? session.refreshExpiresAt
         : NONE;
-    const plan = refreshSchedule(session, Math.floor(now / 1000), DEFAULT_SCHEDULE);
+    const plan = refreshSchedule(session, Math.floor(now / 1000), this.policy);
     this.setDue(row, session.refreshToken !== undefined ? plan.dueAt : undefined);
     this.mode[row] = plan.mode === 'on_demand' ? 1 : 0;
   }

@@ -492,6 +492,21 @@ describe('status', () => {
     expect((await cli(['status', userId], { env: { FORCE_COLOR: '1' } })).stdout).toContain('\u001b[');
   });
 
+  it('a session stored with short-lived tokens shows "on demand" once its token lapsed, before any refresh', async () => {
+    const userId = `cli-user-${++seq}`;
+    const put = await client.putSession(userId, 'github', {
+      access_token: 'at-short-0123456789',
+      refresh_token: 'rt-short-0123456789',
+      expires_in: 1,
+    });
+    const lapsed = (put.value.expiresAt as number) * 1000;
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, lapsed - Date.now()) + 100));
+    const run = await cli(['status', userId]);
+    expect(run).toMatchObject({ code: 0, stderr: '' });
+    expect(run.stdout).toMatch(/^github +active +on demand +never +0 +—$/mu);
+    expect(run.stdout).toContain('1 healthy');
+  });
+
   it('a user without sessions', async () => {
     expect(await cli(['status', 'nobody'])).toMatchObject({
       code: 0,

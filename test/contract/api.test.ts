@@ -630,6 +630,23 @@ describe('PUT /v1/sessions/{userId}/{providerId}', () => {
     }
   });
 
+  it('refreshMode follows the lifetime the session is stored with, from the PUT on', async () => {
+    // This stack sweeps every 300 s, its longest sweep 120 s: 4-second tokens are kept on demand.
+    const cases: [Json, string][] = [
+      [{ expires_in: 4 }, 'on_demand'],
+      [{ expires_at: nowSeconds() + 4 }, 'on_demand'],
+      [{ expires_in: 3600 }, 'scheduled'],
+    ];
+    for (const [fields, mode] of cases) {
+      const userId = user();
+      const path = `/v1/sessions/${userId}/plain`;
+      const body = { access_token: 'a-0123456789', refresh_token: 'r-0123456789', ...fields };
+      const put = expectMetadata(await send('PUT', path, { body }), 201, { userId, providerId: 'plain' });
+      expect(put, JSON.stringify(fields)).toMatchObject({ refreshMode: mode, refreshable: true });
+      expect((await send('GET', path)).body, JSON.stringify(fields)).toMatchObject({ refreshMode: mode });
+    }
+  });
+
   it('takes percent-encoded ids, decoded once (by the gateway): @ : + spaces, non-ASCII, 256 characters', async () => {
     const ids = ['alice@example.com', 'a:b+c', 'a b', 'zoë', 'ü'.repeat(256), '😀', 'a.b~c_d-e'];
     for (const userId of ids) {
@@ -1024,7 +1041,8 @@ describe('GET /v1/sessions/{userId}[/{providerId}]', () => {
       status: 'active',
       expiresAt: expect.any(Number),
       refreshExpiresAt: null,
-      refreshMode: 'scheduled',
+      // Stored with the provider's 300-second tokens, shorter than this stack's sweep period plus its longest sweep.
+      refreshMode: 'on_demand',
       refreshable: true,
       refreshedAt: null,
       failureCount: 0,

@@ -206,6 +206,23 @@ describe('the connect flow against oidc-provider', () => {
     expect((await keeper.call('GET', `/v1/sessions/${userId}/mcp-dcr`)).body).toEqual(before.body);
   }, 60_000);
 
+  it('a session connected with 4-second tokens reads refreshMode on_demand right after the callback', async () => {
+    oauth.setAccessTokenTtl(4);
+    try {
+      const userId = newUser();
+      const grantsBefore = forwardedGrants(oauth).length;
+      expect((await visit(await startAndFollow(userId))).status).toBe(200);
+      const meta = await keeper.call('GET', `/v1/sessions/${userId}/mcp-dcr`);
+      expect(meta.body).toMatchObject({ status: 'active', refreshable: true, refreshMode: 'on_demand' });
+      const { expiresAt } = meta.body as { expiresAt: number };
+      expect(expiresAt - Math.floor(clock.now() / 1000)).toBeLessThanOrEqual(4);
+      // Decided from the tokens the callback stored, before any refresh.
+      expect(forwardedGrants(oauth)).toHaveLength(grantsBefore);
+    } finally {
+      oauth.setAccessTokenTtl(3600);
+    }
+  });
+
   it('with a redirectUri: 303 back to the application with status=pending, and the application completes it', async () => {
     const userId = newUser();
     const callback = await startAndFollow(userId, { redirectUri: `${APP}done?from=keeper` });

@@ -47,6 +47,17 @@ async function freshKeeper(clock: SkewedClock, env: Record<string, string> = {})
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * Sessions stored with the provider's hour-long tokens (so the sweep keeps them: refreshMode
+ * scheduled), then the keeper's clock moved on until 30 s of them are left: due for the sweep.
+ */
+async function connectDue(stack: TestStack, clock: SkewedClock, providerIds: string[]): Promise<Connected[]> {
+  const sessions: Connected[] = [];
+  for (const providerId of providerIds) sessions.push(await connect(stack, oauth, providerId));
+  clock.advance((3600 - 30) * 1000);
+  return sessions;
+}
+
 describe('a refresher that dies holding a lease', () => {
   it('delays that session by at most the lease time; its late commit is refused', async () => {
     const clock = new SkewedClock();
@@ -60,7 +71,7 @@ describe('a refresher that dies holding a lease', () => {
     const leaseMs = config.leaseSeconds * 1000;
     const maxWaitMs = config.httpTimeoutMs + 2_000;
     // 30 s left: due for the sweep, and short of what a caller asking for 60 s needs.
-    const s = await connect(stack, oauth, 'mcp', { expires_in: 30 });
+    const [s] = (await connectDue(stack, clock, ['mcp'])) as [Connected];
     const before = (await record(stack, s)) as SessionRecord;
     oauth.proxy.reset();
 
@@ -143,7 +154,7 @@ describe('a grant slower than the timeout', () => {
     const stack = await freshKeeper(clock, { TOKENKEEPER_HTTP_TIMEOUT_MS: '800' });
     const { config, store } = stack.stack.runtime;
     const leaseMs = config.leaseSeconds * 1000;
-    const s = await connect(stack, oauth, 'mcp', { expires_in: 30 });
+    const [s] = (await connectDue(stack, clock, ['mcp'])) as [Connected];
     oauth.proxy.reset();
     const leases = vi.spyOn(store, 'acquireLease');
 
@@ -185,7 +196,7 @@ describe('a grant slower than the timeout', () => {
   it('a response that arrives after the timeout is never committed (the lost-response case)', async () => {
     const clock = new SkewedClock();
     const stack = await freshKeeper(clock, { TOKENKEEPER_HTTP_TIMEOUT_MS: '300' });
-    const s = await connect(stack, oauth, 'mcp', { expires_in: 30 });
+    const [s] = (await connectDue(stack, clock, ['mcp'])) as [Connected];
     oauth.proxy.reset();
 
     // The proxy forwards the grant after 1 s: the provider redeems and rotates the refresh token,
@@ -224,10 +235,11 @@ describe("the sweep's time budget", () => {
     const { config, sweeper } = stack.stack.runtime;
     const reserveMs = config.httpTimeoutMs + 2_000;
     const providerIds = ['mcp', 'mcp-post', 'mcp-public'];
-    const sessions: Connected[] = [];
-    for (let i = 0; i < 12; i++) {
-      sessions.push(await connect(stack, oauth, providerIds[i % 3], { expires_in: 30 }));
-    }
+    const sessions = await connectDue(
+      stack,
+      clock,
+      Array.from({ length: 12 }, (_, i) => providerIds[i % 3] as string),
+    );
     oauth.proxy.reset();
     // Each grant takes ~400 ms; the Lambda has room for the reserve plus about a second more.
     oauth.proxy.setLatency(400);

@@ -22,7 +22,8 @@ import type { TokenFault } from '../support/token-proxy.js';
  *
  * Each case runs on a fresh keeper (dynalite in memory) with a frozen clock the test steps, so
  * backoff needs no real waiting and Retry-After values can be compared exactly. Access tokens live
- * 300 s, inside the 600 s refresh window: every session is due for the sweep.
+ * 300 s, inside the 600 s refresh window, and outlive a 1-minute sweep period: every session is due
+ * for the sweep.
  */
 
 let oauth: OAuthServer;
@@ -43,7 +44,9 @@ afterEach(async () => {
 });
 
 async function freshKeeper(clock: SteppedClock, env: Record<string, string> = {}): Promise<TestStack> {
-  keeper = await startTestStack({ clock, env });
+  // A 1-minute schedule: the 300-second tokens outlive a sweep period plus the longest sweep, so they
+  // are kept by the sweep (refreshMode scheduled) from the login on.
+  keeper = await startTestStack({ clock, env: { TOKENKEEPER_REFRESH_INTERVAL_SECONDS: '60', ...env } });
   await registerProviders(keeper, oauth);
   return keeper;
 }

@@ -100,14 +100,14 @@ describe('scheduled sweep against oidc-provider', () => {
   });
 
   it('keeps sessions fresh across a restart of the local stack (data persisted, keys kept)', async () => {
-    const persisted = await startTestStack({ persist: true });
+    const persisted = await startTestStack({ persist: true, env: SCHEDULED_ENV });
     const dataDir = persisted.dataDir;
     await register(persisted);
     const s = await connect('mcp', persisted);
     const before = (await token(s.userId, '', 'mcp', persisted)).body as ServedToken;
     await persisted.stop({ keepData: true });
 
-    const restarted = await startTestStack({ persist: true, dataDir });
+    const restarted = await startTestStack({ persist: true, dataDir, env: SCHEDULED_ENV });
     try {
       const summary = await restarted.sweep();
       console.log(`sweep summary after a restart: ${JSON.stringify(summary)}`);

@@ -535,9 +535,10 @@ describe('scripted providers: the issue 10 matrix', () => {
     '10. %s rotation grace: concurrent forced calls, on-demand calls and sweeps cause no reuse',
     async (dialect) => {
       const k = stack();
-      // 400 s tokens: inside the 600 s window, so the sweeps race the forced calls for every session.
+      // 500 s tokens: inside the 600 s window, and longer than the 300 s interval plus the longest
+      // sweep (scheduled), so the sweeps race the forced calls for every session.
       const sessions = await Promise.all(
-        Array.from({ length: 4 }, () => connectScripted({ dialect, accessTokenTtl: 400, latencyMs: 20 })),
+        Array.from({ length: 4 }, () => connectScripted({ dialect, accessTokenTtl: 500, latencyMs: 20 })),
       );
       const peers = [k.peer(), k.peer()];
       const calls: Promise<unknown>[] = [];

@@ -304,6 +304,12 @@ export interface SessionSpec {
   expiresIn?: number | null;
   /** `null` stores no refresh token. */
   refreshToken?: string | null;
+  /**
+   * The lifetime its tokens had when the session was stored, which decides its refresh mode; the
+   * store is told it was stored that long before `expiresIn` was left. Default: an hour-long token
+   * (so the sweep keeps it), or `expiresIn` when that is longer.
+   */
+  storedLifetime?: number;
 }
 
 export interface TestSession {
@@ -320,9 +326,10 @@ export async function addSession(fx: CoreFixture, spec: SessionSpec): Promise<Te
   const refreshToken = spec.refreshToken === null ? undefined : (spec.refreshToken ?? uniqueId('rt-initial'));
   const expiresIn = spec.expiresIn === undefined ? 3600 : spec.expiresIn;
   const expiresAt = expiresIn === null ? undefined : fx.clock.seconds() + expiresIn;
+  const lifetime = expiresIn === null ? 0 : (spec.storedLifetime ?? Math.max(3600, expiresIn));
   await fx.runtime.store.putSession(
     { ...key, accessToken, refreshToken, tokenType: 'Bearer', expiresAt },
-    fx.clock.now(),
+    fx.clock.now() - Math.max(0, lifetime - (expiresIn ?? 0)) * 1000,
   );
   return { key, accessToken, refreshToken, expiresAt };
 }

@@ -129,7 +129,8 @@ describe('API and refresh handlers as Lambda runs them', () => {
         event('PUT', '/v1/sessions/lambda-user/remote', {
           access_token: 'at-lambda',
           refresh_token: 'rt-lambda',
-          expires_in: 90,
+          // Longer than the 300 s interval plus the longest sweep (scheduled), due in the 600 s window.
+          expires_in: 500,
         }),
       )) as APIGatewayProxyStructuredResultV2;
       expect(put.statusCode).toBe(201);

@@ -41,16 +41,14 @@ describe('refresh modes: scheduled and on demand', () => {
     return { fx, providerId: await addProvider(fx) };
   };
 
-  it('20-second tokens, 60-second interval: no missed refresh, a grant on demand, a keep-alive grant on schedule', async () => {
+  it('20-second tokens, 60-second interval: on demand from the hand-over, no missed refresh, a grant on demand, a keep-alive grant on schedule', async () => {
     const { fx, providerId } = await setup({ TOKENKEEPER_KEEPALIVE_SECONDS: '3600' });
-    const s = await addSession(fx, { providerId, expiresIn: 20 });
-    // Handed over: its issued lifetime is unknown, so the first sweep refreshes it as usual.
-    expect((await fx.runtime.sessions.get(s.key)).refreshMode).toBe('scheduled');
-    fx.endpoint.reply({ kind: 'rotate', expiresIn: 20 });
-    expect(await fx.runtime.sweeper.sweep()).toMatchObject({ due: 1, refreshed: 1, missed: 0 });
-    // The grant showed 20-second tokens: on demand from now on, due only for its keep-alive.
-    const meta = await fx.runtime.sessions.get(s.key);
-    expect(meta).toMatchObject({ refreshMode: 'on_demand', refreshable: true });
+    const s = await addSession(fx, { providerId, expiresIn: 20, storedLifetime: 20 });
+    // Stored with 20-second tokens: on demand from the start, due only for its keep-alive.
+    expect(await fx.runtime.sessions.get(s.key)).toMatchObject({
+      refreshMode: 'on_demand',
+      refreshable: true,
+    });
     expect((await readSession(fx, s.key)).record.refreshDueAt).toBe(fx.clock.seconds() + 3600);
 
     // Sweeps while its token is long expired: nothing due, nothing missed, no grant.
@@ -58,13 +56,14 @@ describe('refresh modes: scheduled and on demand', () => {
       fx.clock.advance(60_000);
       expect(await fx.runtime.sweeper.sweep()).toMatchObject({ due: 0, refreshed: 0, missed: 0 });
     }
-    expect(fx.endpoint.requests).toHaveLength(1);
+    expect(fx.endpoint.requests).toHaveLength(0);
 
-    // A caller asks: one grant on demand, the token served.
+    // A caller asks: one grant on demand, the token served; the grant's 20-second tokens keep it on demand.
     fx.endpoint.reply({ kind: 'rotate', expiresIn: 20 });
     const served = await fx.runtime.tokens.getToken(s.key, { minValidity: 10, force: false });
-    expect(served).toMatchObject({ access_token: fx.endpoint.issued[1]?.accessToken, expires_in: 20 });
-    expect(fx.endpoint.requests).toHaveLength(2);
+    expect(served).toMatchObject({ access_token: fx.endpoint.issued[0]?.accessToken, expires_in: 20 });
+    expect(fx.endpoint.requests).toHaveLength(1);
+    expect(await fx.runtime.sessions.get(s.key)).toMatchObject({ refreshMode: 'on_demand' });
 
     // The keep-alive comes due one period after that grant, within the sweep's window.
     const keepAliveDue = fx.clock.seconds() + 3600;
@@ -72,8 +71,40 @@ describe('refresh modes: scheduled and on demand', () => {
     fx.clock.advance((3600 - 90) * 1000);
     fx.endpoint.reply({ kind: 'rotate', expiresIn: 20 });
     expect(await fx.runtime.sweeper.sweep()).toMatchObject({ due: 1, refreshed: 1, missed: 0 });
-    expect(fx.endpoint.presented()).toHaveLength(3);
-    expect((await readSession(fx, s.key)).refreshToken).toBe(fx.endpoint.issued[2]?.refreshToken);
+    expect(fx.endpoint.presented()).toHaveLength(2);
+    expect((await readSession(fx, s.key)).refreshToken).toBe(fx.endpoint.issued[1]?.refreshToken);
+  });
+
+  it('4-second tokens under a 6-second interval: on demand from the PUT, and each grant decides again', async () => {
+    const { fx, providerId } = await setup({
+      TOKENKEEPER_REFRESH_INTERVAL_SECONDS: '6',
+      TOKENKEEPER_SWEEP_BUDGET_SECONDS: '8',
+      TOKENKEEPER_REFRESH_WINDOW_SECONDS: '20',
+    });
+    const short = { userId: uniqueId('user'), providerId };
+    const long = { userId: uniqueId('user'), providerId };
+    const put = await fx.runtime.sessions.put(short, {
+      access_token: 'a4',
+      refresh_token: 'r4',
+      expires_in: 4,
+    });
+    expect(put.session.refreshMode).toBe('on_demand');
+    expect((await fx.runtime.sessions.get(short)).refreshMode).toBe('on_demand');
+    // 60-second tokens outlive the interval plus the longest sweep (14 s): scheduled, due at expiry.
+    await fx.runtime.sessions.put(long, { access_token: 'a60', refresh_token: 'r60', expires_in: 60 });
+    expect((await readSession(fx, long)).record).toMatchObject({
+      refreshMode: 'scheduled',
+      refreshDueAt: fx.clock.seconds() + 60,
+    });
+
+    // The provider now issues 60-second tokens: the grant makes the short session scheduled.
+    fx.endpoint.reply({ kind: 'rotate', expiresIn: 60 });
+    await fx.runtime.tokens.getToken(short, { minValidity: 0, force: true });
+    expect((await fx.runtime.sessions.get(short)).refreshMode).toBe('scheduled');
+    // And back: a grant of 4-second tokens makes it on demand again.
+    fx.endpoint.reply({ kind: 'rotate', expiresIn: 4 });
+    await fx.runtime.tokens.getToken(short, { minValidity: 0, force: true });
+    expect((await fx.runtime.sessions.get(short)).refreshMode).toBe('on_demand');
   });
 
   it('an on-demand session whose refresh token expiry is known is kept alive before it', async () => {

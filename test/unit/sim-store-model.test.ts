@@ -229,9 +229,18 @@ describe('the simulation’s table model against DynamoSessionStore on dynalite'
   afterAll(() => handle?.stop());
 
   it('answers the same scenario of leases, commits, failures and circuit writes the same way', async () => {
-    const fx = createCoreFixture(handle, { env: { TOKENKEEPER_SHARD_COUNT: String(SHARDS) } });
+    // A 1-second schedule: the scenario's minute-long tokens are kept by the sweep, in both stores.
+    const fx = createCoreFixture(handle, {
+      env: { TOKENKEEPER_SHARD_COUNT: String(SHARDS), TOKENKEEPER_REFRESH_INTERVAL_SECONDS: '1' },
+    });
+    const schedule = {
+      onDemandBelowSeconds: fx.config.refreshIntervalSeconds + fx.config.sweepBudgetSeconds,
+      keepAliveSeconds: fx.config.keepAliveSeconds,
+    };
     const sizes = await sessionItemSizes(64, 64);
-    const model = new ModelStore({ table: new SessionTable({ rows: 100, shardCount: SHARDS, sizes }) });
+    const model = new ModelStore({
+      table: new SessionTable({ rows: 100, shardCount: SHARDS, sizes, schedule }),
+    });
     const real = await scenario(fx.runtime.store);
     const modelled = await scenario(model);
     expect(modelled).toEqual(real);
@@ -247,7 +256,7 @@ describe('the simulation’s table model against DynamoSessionStore on dynalite'
     const key = { userId: 'u1234567', providerId: 'p0' };
     const s = Math.floor(T0 / 1000);
     await store.putSession(
-      { ...key, accessToken: 'a', refreshToken: 'r', tokenType: 'Bearer', expiresAt: s + 60 },
+      { ...key, accessToken: 'a', refreshToken: 'r', tokenType: 'Bearer', expiresAt: s + 500 },
       T0,
     );
     await store.acquireLease(key, 'A', { kind: 'sweep', dueBy: s + 600 }, T0, T0 + 30_000);

@@ -318,7 +318,7 @@ describe('DynamoSessionStore on dynalite', () => {
 
     it('replacing a session bumps the version and clears lease and failures', async () => {
       const s = await addSession(fx, { providerId, expiresIn: 60 });
-      const createdAt = now();
+      const { createdAt } = (await store().getSession(s.key)) as SessionRecord;
       await sweepLease(s.key, 'a');
       const error = { code: 'http_503', description: 'down', at: now() };
       await store().recordFailure(s.key, 'a', { kind: 'transient', error, nextAttemptAt: now() + 5000 });

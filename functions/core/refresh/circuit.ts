@@ -184,6 +184,16 @@ export class ProviderCircuit {
   }
 
   /**
+   * The view this process would act on now without reading the store, or undefined when its next
+   * decision reads the store. Reads nothing (for diagnosis and tests).
+   */
+  async peek(providerId: string): Promise<CircuitRecord | undefined> {
+    const hit = this.cache.get(providerId);
+    if (!hit || this.o.clock.now() - hit.at >= this.policy.cacheTtlMs) return undefined;
+    return hit.circuit.catch(() => undefined);
+  }
+
+  /**
    * A grant slot for the provider: when the circuit closes, every caller held back comes at once; the
    * provider gets at most `grantConcurrency` grants at a time from this process, the rest queue here
    * (before their lease, so no lease runs out while waiting).

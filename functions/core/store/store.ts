@@ -639,15 +639,10 @@ export class DynamoSessionStore implements SessionStore {
     } else {
       remove.push('refreshExpiresAt');
     }
-    // A handed-over token's remaining life says nothing of the lifetime the provider issues (it may
-    // be an hour-long token handed over late): the first grant decides the mode. A keepAlive
-    // provider's session is on demand from the start, due when its grant would die.
-    const plan = refreshSchedule(
-      session,
-      Math.floor(now / 1000),
-      { ...DEFAULT_SCHEDULE, keepAliveSeconds: this.policy.keepAliveSeconds },
-      session.provider,
-    );
+    // The mode follows from the lifetime the session is stored with (its tokens' expires_in at a
+    // login or a hand-over), and each grant decides it again from the lifetime the provider issued.
+    // A keepAlive provider's session is on demand from the start, due when its grant would die.
+    const plan = refreshSchedule(session, Math.floor(now / 1000), this.policy, session.provider);
     this.schedule(session, session.refreshToken !== undefined ? plan.dueAt : undefined, set, remove, values);
     set.push('refreshMode = :mode');
     values[':mode'] = plan.mode;
