@@ -56,13 +56,24 @@ export interface TokenProxy {
   setFault(fault: TokenFault | null): void;
   /** Fixed delay before token requests are forwarded upstream. */
   setLatency(ms: number): void;
+  /**
+   * Forwards token requests at once but holds the upstream's answer this long before passing it on
+   * (a provider that rotates, then answers late).
+   */
+  setAnswerDelay(ms: number): void;
+  /**
+   * Once the next token answer has been written to the keeper's socket, calls `onPause` and blocks
+   * this whole process's event loop for `ms`: a pause (GC, throttling, a suspended laptop) of a
+   * keeper that has its answer waiting unread. On waking its timers run before its sockets are read.
+   */
+  pauseAfterNextAnswer(ms: number, onPause?: () => void): void;
   /** How often each refresh_token value was actually forwarded to the OAuth server. */
   refreshRedemptions(): Map<string, number>;
   /** Extra presentations of refresh tokens forwarded more than once (sum of count - 1). */
   reuseCount(): number;
   /** Every token value (access, refresh, id) the OAuth server issued through the token endpoint. */
   issuedTokens(): Set<string>;
-  /** Clears the records, the fault and the latency. */
+  /** Clears the records, the fault, the latency and the answer delay. */
   reset(): void;
   stop(): Promise<void>;
 }
@@ -87,6 +98,8 @@ export async function startTokenProxy(options: TokenProxyOptions = {}): Promise<
   let fault: TokenFault | null = null;
   let faultRemaining = Number.POSITIVE_INFINITY;
   let latencyMs = 0;
+  let answerDelayMs = 0;
+  let pauseNext: { ms: number; onPause?: () => void } | undefined;
 
   const takeFault = (): TokenFault | null => {
     if (!fault) return null;
@@ -103,6 +116,7 @@ export async function startTokenProxy(options: TokenProxyOptions = {}): Promise<
     onStatus?: (status: number) => void,
     dropResponse = false,
     onBody?: (body: Buffer) => void,
+    holdMs = 0,
   ): void => {
     if (!upstream) {
       sendPlain(res, 502, 'token proxy: no upstream configured');
@@ -141,6 +155,31 @@ export async function startTokenProxy(options: TokenProxyOptions = {}): Promise<
         if (dropResponse || res.destroyed) {
           upstreamRes.resume();
           upstreamRes.once('end', () => req.socket.destroy());
+          return;
+        }
+        const pause = onBody ? pauseNext : undefined;
+        if (pause) pauseNext = undefined;
+        if (holdMs > 0 || pause) {
+          const chunks: Buffer[] = [];
+          upstreamRes.on('data', (c: Buffer) => chunks.push(c));
+          upstreamRes.once('end', () => {
+            setTimeout(() => {
+              if (res.destroyed) return;
+              res.writeHead(upstreamRes.statusCode ?? 502, upstreamRes.statusMessage, upstreamRes.headers);
+              res.end(Buffer.concat(chunks), () => {
+                if (!pause) return;
+                // Paused from the check phase: on waking the loop runs its timers before it polls the
+                // keeper's socket, as after a real suspension.
+                setImmediate(() => {
+                  pause.onPause?.();
+                  const until = performance.now() + pause.ms;
+                  while (performance.now() < until) {
+                    // the process is paused: no timer, no socket read
+                  }
+                });
+              });
+            }, holdMs);
+          });
           return;
         }
         res.writeHead(upstreamRes.statusCode ?? 502, upstreamRes.statusMessage, upstreamRes.headers);
@@ -187,6 +226,7 @@ export async function startTokenProxy(options: TokenProxyOptions = {}): Promise<
         (status) => (record.status = status),
         applied?.kind === 'forward-then-reset',
         recordIssued,
+        answerDelayMs,
       );
       return;
     }
@@ -279,6 +319,12 @@ export async function startTokenProxy(options: TokenProxyOptions = {}): Promise<
     setLatency(ms) {
       latencyMs = ms;
     },
+    setAnswerDelay(ms) {
+      answerDelayMs = ms;
+    },
+    pauseAfterNextAnswer(ms, onPause) {
+      pauseNext = { ms, onPause };
+    },
     refreshRedemptions: () => countRedemptions(requests),
     reuseCount() {
       let extra = 0;
@@ -290,6 +336,8 @@ export async function startTokenProxy(options: TokenProxyOptions = {}): Promise<
       requests.length = 0;
       fault = null;
       latencyMs = 0;
+      answerDelayMs = 0;
+      pauseNext = undefined;
     },
     stop() {
       stopped ??= new Promise<void>((resolve) => {
