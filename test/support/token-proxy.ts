@@ -56,13 +56,18 @@ export interface TokenProxy {
   setFault(fault: TokenFault | null): void;
   /** Fixed delay before token requests are forwarded upstream. */
   setLatency(ms: number): void;
+  /**
+   * Forwards token requests at once but holds the upstream's answer this long before returning it: the
+   * provider has already acted (rotated a refresh token) while the client still waits.
+   */
+  setAnswerDelay(ms: number): void;
   /** How often each refresh_token value was actually forwarded to the OAuth server. */
   refreshRedemptions(): Map<string, number>;
   /** Extra presentations of refresh tokens forwarded more than once (sum of count - 1). */
   reuseCount(): number;
   /** Every token value (access, refresh, id) the OAuth server issued through the token endpoint. */
   issuedTokens(): Set<string>;
-  /** Clears the records, the fault and the latency. */
+  /** Clears the records, the fault, the latency and the answer delay. */
   reset(): void;
   stop(): Promise<void>;
 }
@@ -87,6 +92,7 @@ export async function startTokenProxy(options: TokenProxyOptions = {}): Promise<
   let fault: TokenFault | null = null;
   let faultRemaining = Number.POSITIVE_INFINITY;
   let latencyMs = 0;
+  let answerDelayMs = 0;
 
   const takeFault = (): TokenFault | null => {
     if (!fault) return null;
@@ -103,6 +109,7 @@ export async function startTokenProxy(options: TokenProxyOptions = {}): Promise<
     onStatus?: (status: number) => void,
     dropResponse = false,
     onBody?: (body: Buffer) => void,
+    holdMs = 0,
   ): void => {
     if (!upstream) {
       sendPlain(res, 502, 'token proxy: no upstream configured');
@@ -133,6 +140,23 @@ export async function startTokenProxy(options: TokenProxyOptions = {}): Promise<
       },
       (upstreamRes) => {
         onStatus?.(upstreamRes.statusCode ?? 0);
+        if (holdMs > 0 && !dropResponse) {
+          // The whole answer is read now (the provider is done), and sent on only after the hold.
+          const chunks: Buffer[] = [];
+          upstreamRes.on('data', (c: Buffer) => chunks.push(c));
+          upstreamRes.once('end', () => {
+            const raw = Buffer.concat(chunks);
+            onBody?.(raw);
+            setTimeout(() => {
+              if (res.destroyed) return;
+              const headers = { ...upstreamRes.headers, 'content-length': String(raw.length) };
+              delete headers['transfer-encoding'];
+              res.writeHead(upstreamRes.statusCode ?? 502, upstreamRes.statusMessage, headers);
+              res.end(raw);
+            }, holdMs);
+          });
+          return;
+        }
         if (onBody) {
           const chunks: Buffer[] = [];
           upstreamRes.on('data', (c: Buffer) => chunks.push(c));
@@ -187,6 +211,7 @@ export async function startTokenProxy(options: TokenProxyOptions = {}): Promise<
         (status) => (record.status = status),
         applied?.kind === 'forward-then-reset',
         recordIssued,
+        answerDelayMs,
       );
       return;
     }
@@ -279,6 +304,9 @@ export async function startTokenProxy(options: TokenProxyOptions = {}): Promise<
     setLatency(ms) {
       latencyMs = ms;
     },
+    setAnswerDelay(ms) {
+      answerDelayMs = ms;
+    },
     refreshRedemptions: () => countRedemptions(requests),
     reuseCount() {
       let extra = 0;
@@ -290,6 +318,7 @@ export async function startTokenProxy(options: TokenProxyOptions = {}): Promise<
       requests.length = 0;
       fault = null;
       latencyMs = 0;
+      answerDelayMs = 0;
     },
     stop() {
       stopped ??= new Promise<void>((resolve) => {

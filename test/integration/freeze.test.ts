@@ -1,0 +1,97 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { type FreezeFigures, type FreezeWorld, runFreeze, startFreezeWorld } from '../support/freeze.js';
+
+/**
+ * A keeper paused while its grants are at the provider, as a long GC pause, a throttled container or
+ * a closed laptop lid pause it: real keeper processes (bin/local.ts) stopped with SIGSTOP and resumed
+ * with SIGCONT, oidc-provider with refresh-token rotation and reuse detection behind a proxy that holds
+ * each answer after the provider has rotated, dynalite as the shared table.
+ *
+ * Short settings keep each case within tens of seconds: a 3.5 s HTTP timeout and an 11 s lease; the
+ * proxy holds each answer 2 s, so every grant would succeed without the pause.
+ */
+
+const SESSIONS = 10;
+const HOLD_MS = 2_000;
+const LEASE_SECONDS = 11;
+const ENV = {
+  TOKENKEEPER_HTTP_TIMEOUT_MS: '3500',
+  TOKENKEEPER_LEASE_SECONDS: String(LEASE_SECONDS),
+  TOKENKEEPER_REFRESH_INTERVAL_SECONDS: '600',
+  TOKENKEEPER_REFRESH_WINDOW_SECONDS: '700',
+  TOKENKEEPER_SWEEP_BUDGET_SECONDS: '8',
+  TOKENKEEPER_CIRCUIT_PROBE_BASE_MS: '500',
+  TOKENKEEPER_CIRCUIT_PROBE_MAX_MS: '2000',
+};
+
+let world: FreezeWorld | undefined;
+
+afterEach(async () => {
+  await world?.stop();
+  world = undefined;
+});
+
+function report(name: string, f: FreezeFigures): void {
+  const { sweepLines, ...figures } = f;
+  process.stdout.write(`freeze figures (${name}): ${JSON.stringify(figures)}\n`);
+  for (const [keeper, lines] of Object.entries(sweepLines)) {
+    for (const line of lines) process.stdout.write(`  ${keeper}: ${line}\n`);
+  }
+}
+
+const log = (line: string) => process.stdout.write(`  ${line}\n`);
+
+/** No refresh token presented twice, every session active, and each refreshable again. */
+function expectNothingLost(f: FreezeFigures): void {
+  expect(f.reuses).toBe(0);
+  expect(f.refusedGrants).toBe(0);
+  expect(f.lost).toBe(0);
+  expect(f.active).toBe(SESSIONS);
+  expect(f.forced).toEqual({ 200: SESSIONS });
+  expect(f.refreshableAfter).toBe(SESSIONS);
+}
+
+describe('a keeper frozen while its grants are in flight', () => {
+  it('alone, stopped longer than its leases, its own sweep timer firing on waking: no reuse, every session active and refreshable', async () => {
+    world = await startFreezeWorld({ sessions: SESSIONS, env: ENV });
+    const figures = await runFreeze(world, {
+      processes: 1,
+      sessions: SESSIONS,
+      holdMs: HOLD_MS,
+      freezeMs: (LEASE_SECONDS + 3) * 1000,
+      sweep: 'timer',
+      env: ENV,
+      // Its timer sweeps every 4 s: the first takes every session; on waking the timer is overdue.
+      frozenEnv: { TOKENKEEPER_REFRESH_INTERVAL_SECONDS: '4' },
+      log,
+    });
+    report('one process, frozen past its leases', figures);
+    expect(figures.inFlightAtFreeze).toBe(SESSIONS);
+    expect(figures.frozenMs).toBeGreaterThan(LEASE_SECONDS * 1000);
+    expectNothingLost(figures);
+  }, 150_000);
+
+  it('one of two, stopped for less than its leases: no reuse, no session lost, the other answers 200 or 503 only', async () => {
+    world = await startFreezeWorld({ sessions: SESSIONS, env: ENV });
+    const figures = await runFreeze(world, {
+      processes: 2,
+      sessions: SESSIONS,
+      holdMs: HOLD_MS,
+      // Longer than the HTTP timeout (so the timeout is overdue on waking), well inside the lease.
+      freezeMs: 6_000,
+      sweep: 'request',
+      env: ENV,
+      log,
+    });
+    report('two processes, one frozen inside its leases', figures);
+    expect(figures.inFlightAtFreeze).toBe(SESSIONS);
+    expect(figures.frozenMs).toBeLessThan(LEASE_SECONDS * 1000);
+    // The other keeper waits for the frozen one's leases: 503 while it sleeps, never 409.
+    expect(figures.otherDuringFreeze['503'] ?? 0).toBeGreaterThan(0);
+    const answers = { ...figures.otherDuringFreeze };
+    for (const [status, n] of Object.entries(figures.otherAfterThaw))
+      answers[status] = (answers[status] ?? 0) + n;
+    expect(Object.keys(answers).filter((s) => s !== '200' && s !== '503')).toEqual([]);
+    expectNothingLost(figures);
+  }, 150_000);
+});
