@@ -55,7 +55,8 @@ try {
     `\nfreeze ${(f.frozenMs / 1000).toFixed(1)} s of one of ${processes} keepers, ${f.inFlightAtFreeze} of ${f.sessions} grants in flight\n` +
       `  reuses (refresh tokens presented twice): ${f.reuses}; grants refused: ${f.refusedGrants}\n` +
       `  sessions lost (reauthorization_required): ${f.lost}; active: ${f.active}\n` +
-      `  other keeper's answers during the freeze: ${JSON.stringify(f.otherDuringFreeze)}; after: ${JSON.stringify(f.otherAfterThaw)}\n` +
+      `  other keeper's answers during the freeze: ${JSON.stringify(f.otherDuringFreeze)}; after: ${JSON.stringify(f.otherAfterThaw)}` +
+      `${f.firstOtherRefusalMs === undefined ? '' : `; first refusal ${(f.firstOtherRefusalMs / 1000).toFixed(1)} s into the freeze`}\n` +
       `  forced refresh of each afterwards: ${JSON.stringify(f.forced)}; refreshable: ${f.refreshableAfter}\n` +
       `${JSON.stringify(figures)}\n`,
   );

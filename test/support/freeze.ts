@@ -206,6 +206,8 @@ export interface FreezeFigures {
   otherDuringFreeze: Record<string, number>;
   /** … answered after the thaw, before the forced refreshes. */
   otherAfterThaw: Record<string, number>;
+  /** When the other keeper first answered something other than 200 or 503, in ms from the SIGSTOP. */
+  firstOtherRefusalMs?: number;
   /** The forced refresh of each session after the run, through the keeper still serving: status counts. */
   forced: Record<string, number>;
   /** Sessions whose forced refresh answered 200 with a new access token the provider calls active. */
@@ -266,6 +268,8 @@ export async function runFreeze(world: FreezeWorld, run: FreezeRun): Promise<Fre
   const otherAfterThaw: Record<string, number> = {};
   let thawed = false;
   let stopAsking = false;
+  const odd = new Set<string>();
+  let firstOddAfterFreezeMs: number | undefined;
   const askers = other
     ? sessions.map(async (s) => {
         while (!stopAsking) {
@@ -273,7 +277,13 @@ export async function runFreeze(world: FreezeWorld, run: FreezeRun): Promise<Fre
             .call('GET', tokenPath(s, '?minValidity=3600'))
             .catch((e: Error) => ({ status: `error:${e.name}` }) as const);
           tally(thawed ? otherAfterThaw : otherDuringFreeze, res.status);
-          if (res.status !== 200 && res.status !== 503) log(`other answered ${res.status} for ${s.userId}`);
+          if (res.status !== 200 && res.status !== 503 && !odd.has(s.userId)) {
+            odd.add(s.userId);
+            firstOddAfterFreezeMs ??= Date.now() - frozenAt;
+            log(
+              `other answered ${res.status} for ${s.userId} (${thawed ? 'after the thaw' : 'during the freeze'})`,
+            );
+          }
           await sleep(res.status === 200 ? 250 : 100);
         }
       })
@@ -350,6 +360,7 @@ export async function runFreeze(world: FreezeWorld, run: FreezeRun): Promise<Fre
     active,
     otherDuringFreeze,
     otherAfterThaw,
+    firstOtherRefusalMs: firstOddAfterFreezeMs,
     forced,
     refreshableAfter,
     sweepLines: Object.fromEntries(world.keepers.map((k) => [k.name, k.sweepLines()])),
