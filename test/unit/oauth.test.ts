@@ -732,10 +732,12 @@ describe('OAuthClient.refresh: failure classification', () => {
     expect(f.retryAfterSeconds).toBeUndefined();
   });
 
-  it('a fetch rejecting with a TypeError is a transient network_error', async () => {
+  it('a connection refused (the request never left) is a transient network_error', async () => {
     // Prepare
     const { client } = harness(() => {
-      throw new TypeError('fetch failed');
+      throw new TypeError('fetch failed', {
+        cause: Object.assign(new Error('connect'), { code: 'ECONNREFUSED' }),
+      });
     });
 
     // Act
@@ -749,7 +751,23 @@ describe('OAuthClient.refresh: failure classification', () => {
     });
   });
 
-  it('no answer within timeoutMs is a transient timeout', async () => {
+  it('a fetch that fails once the grant may have been sent leaves the outcome unknown', async () => {
+    // Prepare: a socket error after the request was handed over (the answer is lost, not refused)
+    const { client } = harness(() => {
+      throw new TypeError('fetch failed', {
+        cause: Object.assign(new Error('other side closed'), { code: 'UND_ERR_SOCKET' }),
+      });
+    });
+
+    // Act
+    const result = await client.refresh(provider(), REFRESH_TOKEN);
+
+    // Assess
+    expect(failure(result)).toMatchObject({ class: 'transient', code: 'grant_outcome_unknown' });
+    expect(failure(result).description).not.toContain(REFRESH_TOKEN);
+  });
+
+  it('no answer within the grant timeout leaves the outcome unknown (the grant was sent)', async () => {
     // Prepare: a provider that never answers; the request ends only through its signal
     const { client } = harness(
       (_request, init) =>
@@ -766,8 +784,9 @@ describe('OAuthClient.refresh: failure classification', () => {
     // Assess
     expect(failure(result)).toEqual({
       class: 'transient',
-      code: 'timeout',
-      description: 'no answer within 50 ms',
+      code: 'grant_outcome_unknown',
+      description:
+        'the grant was sent and no answer came within 50 ms; the provider may have rotated the refresh token',
     });
   });
 

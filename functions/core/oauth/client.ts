@@ -2,6 +2,7 @@ import * as oauth from 'oauth4webapi';
 import { MAX_EPOCH_SECONDS, MAX_TOKEN_BYTES, type ProviderConfig } from '../model.js';
 import type { Clock, Logger } from '../ports.js';
 import { readBodyCapped } from './body.js';
+import { AnswerDeadline } from './deadline.js';
 import { ForbiddenDestinationError } from './net-guard.js';
 
 /**
@@ -28,7 +29,11 @@ export interface GrantTokens {
   refreshExpiresIn?: number;
 }
 
-/** `no_time`: the deadline came before the grant could start; nothing was sent to the token endpoint. */
+/**
+ * `no_time`: the deadline came before the grant could start; nothing was sent to the token endpoint.
+ * A grant that was sent and never answered (its time ran out, or the connection broke after the
+ * request went out) is `transient` with code `grant_outcome_unknown`: the provider may have rotated.
+ */
 export type FailureClass = 'invalid_grant' | 'client_rejected' | 'transient' | 'no_time';
 
 export interface GrantFailure {
@@ -46,7 +51,10 @@ export interface OAuthClientOptions {
   fetch: FetchLike;
   clock: Clock;
   logger: Logger;
+  /** Time of one discovery, revocation or code-exchange request. */
   timeoutMs: number;
+  /** Time of one refresh grant (its answer's head); default `timeoutMs`. */
+  grantTimeoutMs?: number;
   allowInsecureHttp: boolean;
   /** Resolves the client secret (stored, or from Secrets Manager by ARN). */
   clientSecret(provider: ProviderConfig): Promise<string | undefined>;
@@ -138,6 +146,56 @@ export class ClientConfigurationError extends Error {}
 interface LastResponse {
   status?: number;
   retryAfter?: string | null;
+  /** The request's time limit (an answer that arrived beats it). */
+  deadline?: AnswerDeadline;
+  /** The request was handed to fetch: from here a lost answer leaves the outcome unknown. */
+  sent?: boolean;
+}
+
+/** Connection errors that mean the request never left this host. */
+const NOT_SENT_CODES: ReadonlySet<string> = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'ENETUNREACH',
+  'EHOSTUNREACH',
+  'UND_ERR_CONNECT_TIMEOUT',
+]);
+
+function causeCode(err: unknown): string | undefined {
+  const cause = (err as { cause?: { code?: unknown } } | undefined)?.cause;
+  const code = cause?.code ?? (err as { code?: unknown } | undefined)?.code;
+  return typeof code === 'string' ? code : undefined;
+}
+
+/**
+ * A grant that was sent and whose answer never came (its time ran out, or the connection broke after
+ * the request left): the provider may have rotated the refresh token, so the outcome is unknown.
+ * Undefined when the failure says something else (an answer, or a request that never left).
+ */
+function outcomeUnknown(err: unknown, failure: GrantFailure, last: LastResponse): GrantFailure | undefined {
+  if (!last.sent || failure.class !== 'transient') return undefined;
+  if (NOT_SENT_CODES.has(causeCode(err) ?? '')) return undefined;
+  const answered = last.status !== undefined && !(last.status >= 200 && last.status < 300);
+  if (answered) return undefined;
+  if (failure.code === 'timeout') {
+    return {
+      class: 'transient',
+      code: 'grant_outcome_unknown',
+      description: `the grant was sent and no answer came within ${last.deadline?.ms ?? 0} ms; the provider may have rotated the refresh token`,
+    };
+  }
+  if (
+    failure.code === 'network_error' ||
+    (last.status !== undefined && failure.code === 'invalid_response')
+  ) {
+    return {
+      class: 'transient',
+      code: 'grant_outcome_unknown',
+      description: `the connection broke after the grant was sent (${failure.description || 'no answer'}); the provider may have rotated the refresh token`,
+    };
+  }
+  return undefined;
 }
 
 export class OAuthClient {
@@ -152,14 +210,21 @@ export class OAuthClient {
   private boundedFetch(last: LastResponse) {
     const max = this.options.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES;
     return async (url: string, init: RequestInit): Promise<Response> => {
+      last.sent = true;
       const response = await this.options.fetch(url, init);
+      last.deadline?.headArrived();
       last.status = response.status;
       last.retryAfter = response.headers.get('retry-after');
-      const body = await readBodyCapped(response, max, (declared) =>
-        declared === undefined
-          ? new ResponseTooLargeError(`response body exceeds ${max} bytes`)
-          : new ResponseTooLargeError(`response body of ${declared} bytes exceeds ${max}`),
-      );
+      let body: Buffer;
+      try {
+        body = await readBodyCapped(response, max, (declared) =>
+          declared === undefined
+            ? new ResponseTooLargeError(`response body exceeds ${max} bytes`)
+            : new ResponseTooLargeError(`response body of ${declared} bytes exceeds ${max}`),
+        );
+      } finally {
+        last.deadline?.finished();
+      }
       return new Response(body.length === 0 ? null : body, {
         status: response.status,
         statusText: response.statusText,
@@ -168,9 +233,14 @@ export class OAuthClient {
     };
   }
 
+  /**
+   * `timeoutMs` bounds the wait for the answer's head; an answer that arrived by the time the timer is
+   * acted on is read (see AnswerDeadline), whatever the event loop's lag.
+   */
   private requestOptions(last: LastResponse, timeoutMs = this.options.timeoutMs) {
+    last.deadline = new AnswerDeadline(Math.max(1, timeoutMs));
     return {
-      signal: AbortSignal.timeout(Math.max(1, timeoutMs)),
+      signal: last.deadline.signal,
       [oauth.customFetch]: this.boundedFetch(last),
       [oauth.allowInsecureRequests]: this.options.allowInsecureHttp,
     };
@@ -195,8 +265,8 @@ export class OAuthClient {
     const issuer = new URL(provider.issuer);
     let lastError: unknown;
     for (const algorithm of ['oauth2', 'oidc'] as const) {
+      const last: LastResponse = {};
       try {
-        const last: LastResponse = {};
         const left = by === undefined ? this.options.timeoutMs : by - this.options.clock.now();
         if (left <= 0) throw new NoTimeForGrantError('no time left for discovery before the deadline');
         const response = await oauth.discoveryRequest(issuer, {
@@ -209,6 +279,8 @@ export class OAuthClient {
         return this.withRevocation(as, provider);
       } catch (err) {
         lastError = err;
+      } finally {
+        last.deadline?.finished();
       }
     }
     throw lastError;
@@ -236,12 +308,13 @@ export class OAuthClient {
   /**
    * One refresh-token grant. Never throws for the provider's answer; classifies it instead.
    * `grantBy` (epoch ms) is the latest moment the grant may be sent: discovery is cut to fit before
-   * it, and past it nothing is sent (class `no_time`).
+   * it, and past it nothing is sent (class `no_time`). `timeoutMs` is the grant request's life (default
+   * the grant timeout): an answer that arrived by its end is read; none → `grant_outcome_unknown`.
    */
   async refresh(
     provider: ProviderConfig,
     refreshToken: string,
-    options: { grantBy?: number } = {},
+    options: { grantBy?: number; timeoutMs?: number } = {},
   ): Promise<GrantResult> {
     const last: LastResponse = {};
     let secret: string | undefined;
@@ -256,7 +329,10 @@ export class OAuthClient {
       const additionalParameters: Record<string, string> = {};
       if (provider.resource) additionalParameters.resource = provider.resource;
       const response = await oauth.refreshTokenGrantRequest(as, client, auth, refreshToken, {
-        ...this.requestOptions(last),
+        ...this.requestOptions(
+          last,
+          options.timeoutMs ?? this.options.grantTimeoutMs ?? this.options.timeoutMs,
+        ),
         additionalParameters,
       });
       if (response.status >= 200 && response.status < 300) {
@@ -266,7 +342,10 @@ export class OAuthClient {
       await oauth.processRefreshTokenResponse(as, client, response);
       throw new oauth.OperationProcessingError(`unexpected HTTP ${response.status} from the token endpoint`);
     } catch (err) {
-      return { ok: false, failure: this.classify(err, last, [refreshToken, secret]) };
+      const failure = this.classify(err, last, [refreshToken, secret]);
+      return { ok: false, failure: outcomeUnknown(err, failure, last) ?? failure };
+    } finally {
+      last.deadline?.finished();
     }
   }
 
@@ -321,6 +400,8 @@ export class OAuthClient {
       throw new oauth.OperationProcessingError(`unexpected HTTP ${response.status} from the token endpoint`);
     } catch (err) {
       return { ok: false, failure: this.classify(err, last, [code, codeVerifier, secret]) };
+    } finally {
+      last.deadline?.finished();
     }
   }
 
@@ -422,12 +503,14 @@ export class OAuthClient {
     hint: 'refresh_token' | 'access_token',
     options: { by?: number } = {},
   ): Promise<boolean> {
+    let request: LastResponse | undefined;
     try {
       const as = await this.authorizationServer(provider, options.by);
       if (!as.revocation_endpoint) return false;
       const left = options.by === undefined ? this.options.timeoutMs : options.by - this.options.clock.now();
       if (left <= 0) throw new NoTimeForGrantError('no time left for the revocation before the deadline');
       const last: LastResponse = {};
+      request = last;
       const response = await oauth.revocationRequest(
         as,
         { client_id: provider.clientId },
@@ -446,6 +529,8 @@ export class OAuthClient {
         code: this.classify(err, {}, [token]).code,
       });
       return false;
+    } finally {
+      request?.deadline?.finished();
     }
   }
 
@@ -507,7 +592,7 @@ export class OAuthClient {
       return {
         class: 'transient',
         code: 'timeout',
-        description: `no answer within ${this.options.timeoutMs} ms`,
+        description: `no answer within ${last.deadline?.ms ?? this.options.timeoutMs} ms`,
       };
     }
     if (err instanceof ClientConfigurationError) {
