@@ -4,7 +4,7 @@ import { runFreeze, startFreezeWorld } from '../test/support/freeze.js';
 /**
  * `npm run bench:freeze`: one of two keeper processes (bin/local.ts on one dynalite table) stopped with
  * SIGSTOP while its sweep's grants are at the provider (oidc-provider, rotation and reuse detection on,
- * behind a proxy that holds each answer after rotating), then resumed with SIGCONT. The other keeper
+ * behind a proxy that holds each answer, after rotating, until just after the SIGSTOP), then resumed with SIGCONT. The other keeper
  * is asked for a fresh token of every session all along. Reports refresh tokens presented twice,
  * sessions lost, and the other keeper's answers during the freeze; then each session is
  * force-refreshed once to show whether it still works.
@@ -12,7 +12,7 @@ import { runFreeze, startFreezeWorld } from '../test/support/freeze.js';
  * The keepers run with the default settings (HTTP timeout, lease, grant timeout) unless flags or
  * TOKENKEEPER_* variables given with --env say otherwise.
  *
- *   npm run bench:freeze -- [--freeze 60] [--sessions 16] [--hold 2000] [--processes 2]
+ *   npm run bench:freeze -- [--freeze 60] [--sessions 16] [--processes 2]
  *                           [--env TOKENKEEPER_LEASE_SECONDS=90,...]
  */
 
@@ -20,7 +20,6 @@ const { values: flags } = parseArgs({
   options: {
     freeze: { type: 'string', default: '60' },
     sessions: { type: 'string', default: '16' },
-    hold: { type: 'string', default: '2000' },
     processes: { type: 'string', default: '2' },
     env: { type: 'string', default: '' },
   },
@@ -39,7 +38,6 @@ try {
   const f = await runFreeze(world, {
     processes,
     sessions,
-    holdMs: Number(flags.hold),
     freezeMs,
     sweep: 'request',
     env,

@@ -173,8 +173,16 @@ export interface FreezeRun {
   /** 1: the frozen keeper alone; 2: another keeper on the same table serves token calls meanwhile. */
   processes: 1 | 2;
   sessions: number;
-  /** How long the proxy holds each grant's answer after the provider has rotated. */
-  holdMs: number;
+  /**
+   * The proxy holds every grant's answer (the provider has rotated) until this long after the SIGSTOP
+   * (default 200 ms), so each answer reaches the keeper's socket while it sleeps.
+   */
+  answerAfterFreezeMs?: number;
+  /**
+   * If set, only the head and half the body of each answer arrive then; the rest arrives this long
+   * after the SIGCONT (a slow answer, still being read when the keeper resumes).
+   */
+  tailAfterThawMs?: number;
   freezeMs: number;
   /**
    * `timer`: the frozen keeper's sweep is its own timer's (TOKENKEEPER_REFRESH_INTERVAL_SECONDS in
@@ -184,6 +192,11 @@ export interface FreezeRun {
   env: Record<string, string>;
   /** More settings for the keeper that is frozen. */
   frozenEnv?: Record<string, string>;
+  /**
+   * Also ask the frozen keeper itself, during the freeze, for a fresh and a forced token of each
+   * session: both calls reach it on waking.
+   */
+  callFrozen?: boolean;
   /** How long the test waits for the sessions to settle after the thaw, at most. */
   settleMs?: number;
   log?: (line: string) => void;
@@ -191,7 +204,7 @@ export interface FreezeRun {
 
 export interface FreezeFigures {
   sessions: number;
-  /** Refresh grants the provider had received and not yet answered to the keeper at SIGSTOP. */
+  /** Refresh grants the provider had answered (and rotated) whose answers the keeper had not received at SIGSTOP. */
   inFlightAtFreeze: number;
   /** How long the keeper stayed stopped (measured). */
   frozenMs: number;
@@ -206,6 +219,8 @@ export interface FreezeFigures {
   otherDuringFreeze: Record<string, number>;
   /** … answered after the thaw, before the forced refreshes. */
   otherAfterThaw: Record<string, number>;
+  /** Statuses the frozen keeper answered to the calls it received while frozen (`callFrozen`). */
+  frozenAnswers: Record<string, number>;
   /** When the other keeper first answered something other than 200 or 503, in ms from the SIGSTOP. */
   firstOtherRefusalMs?: number;
   /** The forced refresh of each session after the run, through the keeper still serving: status counts. */
@@ -245,7 +260,7 @@ export async function runFreeze(world: FreezeWorld, run: FreezeRun): Promise<Fre
   const log = run.log ?? (() => {});
   const { oauth, observer, sessions } = world;
   oauth.proxy.reset();
-  oauth.proxy.setAnswerDelay(run.holdMs);
+  oauth.proxy.holdAnswers();
 
   const frozen = await world.spawn('frozen', run.frozenEnv);
   const other = run.processes === 2 ? await world.spawn('other') : undefined;
@@ -260,9 +275,12 @@ export async function runFreeze(world: FreezeWorld, run: FreezeRun): Promise<Fre
   );
   frozen.freeze();
   const frozenAt = Date.now();
-  // Answered to the keeper only after the hold: none yet, unless the machine stalled the test itself.
-  const inFlightAtFreeze = refreshGrants(oauth).filter((r) => r.at > frozenAt - run.holdMs).length;
-  log(`frozen pid ${frozen.pid} with ${inFlightAtFreeze} grants in flight`);
+  const answerAfterFreezeMs = run.answerAfterFreezeMs ?? 200;
+  await sleep(answerAfterFreezeMs);
+  const inFlightAtFreeze = oauth.proxy.releaseAnswers({
+    tailMs: run.tailAfterThawMs === undefined ? 0 : run.freezeMs - answerAfterFreezeMs + run.tailAfterThawMs,
+  });
+  log(`froze pid ${frozen.pid}; ${inFlightAtFreeze} answers held for it sent into its sockets`);
 
   const otherDuringFreeze: Record<string, number> = {};
   const otherAfterThaw: Record<string, number> = {};
@@ -289,8 +307,23 @@ export async function runFreeze(world: FreezeWorld, run: FreezeRun): Promise<Fre
       })
     : [];
 
+  // Callers of the frozen keeper itself: their requests wait in its sockets and reach it on waking,
+  // together with the provider's answers, past the end of its leases when the freeze outlasts them.
+  const frozenAnswers: Record<string, number> = {};
+  const frozenCalls = run.callFrozen
+    ? sessions.flatMap((s) =>
+        ['?minValidity=3600', '?force=true'].map(async (query) => {
+          const res = await frozen
+            .call('GET', tokenPath(s, query))
+            .catch((e: Error) => ({ status: `error:${e.name}`, text: '' }) as const);
+          tally(frozenAnswers, res.status);
+          if (res.status !== 200 && res.status !== 503)
+            log(`frozen keeper answered ${res.status} to ${query}: ${res.text}`);
+        }),
+      )
+    : [];
+
   await sleep(Math.max(0, frozenAt + run.freezeMs - Date.now()));
-  oauth.proxy.setAnswerDelay(0);
   thawed = true;
   const frozenMs = Date.now() - frozenAt;
   frozen.thaw();
@@ -314,7 +347,7 @@ export async function runFreeze(world: FreezeWorld, run: FreezeRun): Promise<Fre
     ).catch((e: Error) => log(e.message));
   }
   stopAsking = true;
-  await Promise.all(askers);
+  await Promise.all([...askers, ...frozenCalls]);
 
   const forced: Record<string, number> = {};
   let refreshableAfter = 0;
@@ -361,6 +394,7 @@ export async function runFreeze(world: FreezeWorld, run: FreezeRun): Promise<Fre
     otherDuringFreeze,
     otherAfterThaw,
     firstOtherRefusalMs: firstOddAfterFreezeMs,
+    frozenAnswers,
     forced,
     refreshableAfter,
     sweepLines: Object.fromEntries(world.keepers.map((k) => [k.name, k.sweepLines()])),

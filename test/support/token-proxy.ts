@@ -57,17 +57,22 @@ export interface TokenProxy {
   /** Fixed delay before token requests are forwarded upstream. */
   setLatency(ms: number): void;
   /**
-   * Forwards token requests at once but holds the upstream's answer this long before returning it: the
-   * provider has already acted (rotated a refresh token) while the client still waits.
+   * From now on, token requests are forwarded at once but the upstream's answers are held until
+   * `releaseAnswers`: the provider has acted (rotated a refresh token) while the client still waits.
    */
-  setAnswerDelay(ms: number): void;
+  holdAnswers(): void;
+  /**
+   * Sends the held answers and stops holding: whole, or with `tailMs` the head and the first half of
+   * each body now and the rest `tailMs` later (a slow answer). Returns how many were held.
+   */
+  releaseAnswers(options?: { tailMs?: number }): number;
   /** How often each refresh_token value was actually forwarded to the OAuth server. */
   refreshRedemptions(): Map<string, number>;
   /** Extra presentations of refresh tokens forwarded more than once (sum of count - 1). */
   reuseCount(): number;
   /** Every token value (access, refresh, id) the OAuth server issued through the token endpoint. */
   issuedTokens(): Set<string>;
-  /** Clears the records, the fault, the latency and the answer delay. */
+  /** Clears the records, the fault, the latency and the hold (held answers are dropped). */
   reset(): void;
   stop(): Promise<void>;
 }
@@ -92,7 +97,8 @@ export async function startTokenProxy(options: TokenProxyOptions = {}): Promise<
   let fault: TokenFault | null = null;
   let faultRemaining = Number.POSITIVE_INFINITY;
   let latencyMs = 0;
-  let answerDelayMs = 0;
+  // While holding: answers read from the upstream, waiting to be sent (each takes the tail's length).
+  let held: ((tailMs: number) => void)[] | undefined;
 
   const takeFault = (): TokenFault | null => {
     if (!fault) return null;
@@ -109,7 +115,7 @@ export async function startTokenProxy(options: TokenProxyOptions = {}): Promise<
     onStatus?: (status: number) => void,
     dropResponse = false,
     onBody?: (body: Buffer) => void,
-    holdMs = 0,
+    holdable = false,
   ): void => {
     if (!upstream) {
       sendPlain(res, 502, 'token proxy: no upstream configured');
@@ -140,20 +146,30 @@ export async function startTokenProxy(options: TokenProxyOptions = {}): Promise<
       },
       (upstreamRes) => {
         onStatus?.(upstreamRes.statusCode ?? 0);
-        if (holdMs > 0 && !dropResponse) {
-          // The whole answer is read now (the provider is done), and sent on only after the hold.
+        if (holdable && held && !dropResponse) {
+          // The whole answer is read now (the provider is done) and sent on only when released.
           const chunks: Buffer[] = [];
           upstreamRes.on('data', (c: Buffer) => chunks.push(c));
           upstreamRes.once('end', () => {
             const raw = Buffer.concat(chunks);
             onBody?.(raw);
-            setTimeout(() => {
+            const send = (tailMs: number): void => {
               if (res.destroyed) return;
               const headers = { ...upstreamRes.headers, 'content-length': String(raw.length) };
               delete headers['transfer-encoding'];
               res.writeHead(upstreamRes.statusCode ?? 502, upstreamRes.statusMessage, headers);
-              res.end(raw);
-            }, holdMs);
+              if (tailMs <= 0) {
+                res.end(raw);
+                return;
+              }
+              const cut = Math.floor(raw.length / 2);
+              res.write(raw.subarray(0, cut));
+              setTimeout(() => {
+                if (!res.destroyed) res.end(raw.subarray(cut));
+              }, tailMs);
+            };
+            if (held) held.push(send);
+            else send(0);
           });
           return;
         }
@@ -211,7 +227,7 @@ export async function startTokenProxy(options: TokenProxyOptions = {}): Promise<
         (status) => (record.status = status),
         applied?.kind === 'forward-then-reset',
         recordIssued,
-        answerDelayMs,
+        true,
       );
       return;
     }
@@ -304,8 +320,14 @@ export async function startTokenProxy(options: TokenProxyOptions = {}): Promise<
     setLatency(ms) {
       latencyMs = ms;
     },
-    setAnswerDelay(ms) {
-      answerDelayMs = ms;
+    holdAnswers() {
+      held ??= [];
+    },
+    releaseAnswers(options = {}) {
+      const sends = held ?? [];
+      held = undefined;
+      for (const send of sends) send(options.tailMs ?? 0);
+      return sends.length;
     },
     refreshRedemptions: () => countRedemptions(requests),
     reuseCount() {
@@ -318,7 +340,7 @@ export async function startTokenProxy(options: TokenProxyOptions = {}): Promise<
       requests.length = 0;
       fault = null;
       latencyMs = 0;
-      answerDelayMs = 0;
+      held = undefined;
     },
     stop() {
       stopped ??= new Promise<void>((resolve) => {
