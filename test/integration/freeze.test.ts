@@ -17,6 +17,8 @@ const LEASE_SECONDS = 11;
 const FREEZE_PAST_LEASE_MS = (LEASE_SECONDS + 3) * 1000;
 const ENV = {
   TOKENKEEPER_HTTP_TIMEOUT_MS: '3500',
+  // The grant's own time, where the keeper has one: overdue when the keeper wakes, as the HTTP timeout.
+  TOKENKEEPER_GRANT_TIMEOUT_MS: '3500',
   TOKENKEEPER_LEASE_SECONDS: String(LEASE_SECONDS),
   TOKENKEEPER_REFRESH_INTERVAL_SECONDS: '600',
   TOKENKEEPER_REFRESH_WINDOW_SECONDS: '700',

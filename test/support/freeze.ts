@@ -215,9 +215,9 @@ export interface FreezeFigures {
   /** Sessions ending `reauthorization_required`. */
   lost: number;
   active: number;
-  /** Statuses of the other keeper's answers to token calls, answered during the freeze (2 processes). */
+  /** Statuses of the other keeper's answers to token calls made during the freeze (2 processes). */
   otherDuringFreeze: Record<string, number>;
-  /** … answered after the thaw, before the forced refreshes. */
+  /** … to calls made after the thaw, before the forced refreshes. */
   otherAfterThaw: Record<string, number>;
   /** Statuses the frozen keeper answered to the calls it received while frozen (`callFrozen`). */
   frozenAnswers: Record<string, number>;
@@ -291,10 +291,11 @@ export async function runFreeze(world: FreezeWorld, run: FreezeRun): Promise<Fre
   const askers = other
     ? sessions.map(async (s) => {
         while (!stopAsking) {
+          const startedFrozen = !thawed;
           const res = await other
             .call('GET', tokenPath(s, '?minValidity=3600'))
             .catch((e: Error) => ({ status: `error:${e.name}` }) as const);
-          tally(thawed ? otherAfterThaw : otherDuringFreeze, res.status);
+          tally(startedFrozen ? otherDuringFreeze : otherAfterThaw, res.status);
           if (res.status !== 200 && res.status !== 503 && !odd.has(s.userId)) {
             odd.add(s.userId);
             firstOddAfterFreezeMs ??= Date.now() - frozenAt;
