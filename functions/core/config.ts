@@ -20,7 +20,14 @@ export interface Config {
   refreshIntervalSeconds: number;
   refreshWindowSeconds: number;
   refreshConcurrency: number;
+  /** Time of one discovery, revocation or code-exchange request to a provider. */
   httpTimeoutMs: number;
+  /**
+   * The life of one refresh grant request: how long the keeper keeps it open for the provider's
+   * answer, which it commits whenever it comes within this time (at most the lease minus the commit
+   * reserve). Callers may stop waiting sooner.
+   */
+  grantTimeoutMs: number;
   leaseSeconds: number;
   shardCount: number;
   /** Upper bound of one sweep's duration; also the Lambda's budget below its timeout. */
@@ -87,6 +94,21 @@ function flag(env: Env, name: string): boolean {
   throw new ConfigError(`${name} must be 1 or 0, got ${JSON.stringify(raw)}`);
 }
 
+/** Time kept after a grant's life for its commit, inside the lease and inside an invocation. */
+export const COMMIT_RESERVE_MS = 2_000;
+
+/** The default life of a refresh grant: slow providers answer within it. */
+export const DEFAULT_GRANT_TIMEOUT_MS = 30_000;
+
+/** The default lease: the grant's whole life and its commit, and at least 30 s and three HTTP timeouts. */
+export function defaultLeaseSeconds(httpTimeoutMs: number, grantTimeoutMs: number): number {
+  return Math.max(
+    30,
+    Math.ceil((3 * httpTimeoutMs) / 1000),
+    Math.ceil((grantTimeoutMs + COMMIT_RESERVE_MS) / 1000),
+  );
+}
+
 /** A sweep must leave room for one grant: its budget must exceed the HTTP timeout plus 2 s. */
 export function minSweepBudgetSeconds(httpTimeoutMs: number): number {
   return Math.floor((httpTimeoutMs + 2_000) / 1000) + 1;
@@ -109,6 +131,20 @@ export function loadConfig(env: Env = process.env): Config {
   const httpTimeoutMs = int(env, 'TOKENKEEPER_HTTP_TIMEOUT_MS', 10_000, 100, 120_000);
   const refreshIntervalSeconds = int(env, 'TOKENKEEPER_REFRESH_INTERVAL_SECONDS', 300, 1, 86_400);
   const circuitProbeBaseMs = int(env, 'TOKENKEEPER_CIRCUIT_PROBE_BASE_MS', 2_000, 10, 3_600_000);
+  // Without a grant timeout, a lease set by hand bounds the default one (the grant must fit in it).
+  const explicitLease =
+    env.TOKENKEEPER_LEASE_SECONDS === undefined || env.TOKENKEEPER_LEASE_SECONDS === ''
+      ? undefined
+      : int(env, 'TOKENKEEPER_LEASE_SECONDS', 30, 1, 3_600);
+  const grantTimeoutMs = int(
+    env,
+    'TOKENKEEPER_GRANT_TIMEOUT_MS',
+    explicitLease === undefined
+      ? DEFAULT_GRANT_TIMEOUT_MS
+      : Math.max(100, Math.min(DEFAULT_GRANT_TIMEOUT_MS, explicitLease * 1000 - COMMIT_RESERVE_MS)),
+    100,
+    3_600_000,
+  );
   const config: Config = {
     inLambda,
     tableName: env.TOKENKEEPER_TABLE_NAME || 'tokenkeeper-sessions',
@@ -122,13 +158,8 @@ export function loadConfig(env: Env = process.env): Config {
     refreshWindowSeconds: int(env, 'TOKENKEEPER_REFRESH_WINDOW_SECONDS', 600, 1, 86_400),
     refreshConcurrency: int(env, 'TOKENKEEPER_REFRESH_CONCURRENCY', 16, 1, 1_000),
     httpTimeoutMs,
-    leaseSeconds: int(
-      env,
-      'TOKENKEEPER_LEASE_SECONDS',
-      Math.max(30, Math.ceil((3 * httpTimeoutMs) / 1000)),
-      1,
-      3_600,
-    ),
+    grantTimeoutMs,
+    leaseSeconds: explicitLease ?? defaultLeaseSeconds(httpTimeoutMs, grantTimeoutMs),
     shardCount: int(env, 'TOKENKEEPER_SHARD_COUNT', 4, 1, 1_000),
     sweepQueueUrl: env.TOKENKEEPER_SWEEP_QUEUE_URL || undefined,
     sweepSliceSize: int(env, 'TOKENKEEPER_SWEEP_SLICE_SIZE', 1_000, 1, 100_000),
@@ -190,6 +221,14 @@ export function validateConfig(c: Config): void {
     throw new ConfigError(
       `TOKENKEEPER_LEASE_SECONDS (${c.leaseSeconds}) must be at least three times TOKENKEEPER_HTTP_TIMEOUT_MS ` +
         `(${c.httpTimeoutMs} ms): a refresh may need discovery (two requests) and the grant, all inside its lease`,
+    );
+  }
+  if (c.grantTimeoutMs + COMMIT_RESERVE_MS > c.leaseSeconds * 1000) {
+    throw new ConfigError(
+      `TOKENKEEPER_GRANT_TIMEOUT_MS (${c.grantTimeoutMs} ms) must fit in the lease with the commit: at most ` +
+        `TOKENKEEPER_LEASE_SECONDS (${c.leaseSeconds}) minus ${COMMIT_RESERVE_MS / 1000} s; set ` +
+        `TOKENKEEPER_GRANT_TIMEOUT_MS=${c.leaseSeconds * 1000 - COMMIT_RESERVE_MS} (or less), or ` +
+        `TOKENKEEPER_LEASE_SECONDS=${Math.ceil((c.grantTimeoutMs + COMMIT_RESERVE_MS) / 1000)} (or more)`,
     );
   }
   if (c.sweepBudgetSeconds * 1000 <= c.httpTimeoutMs + 2_000) {

@@ -3,7 +3,7 @@ import { EventBridgeClient } from '@aws-sdk/client-eventbridge';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { SQSClient } from '@aws-sdk/client-sqs';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
-import type { Config } from './config.js';
+import { COMMIT_RESERVE_MS, type Config } from './config.js';
 import { DefaultConnectService } from './connect/service.js';
 import { DynamoStateStore } from './connect/state.js';
 import { cachedKeyring, createFieldCipher, type Keyring } from './crypto/crypto.js';
@@ -60,6 +60,11 @@ export interface RuntimeDeps {
   backoff?: BackoffPolicy;
   /** How long secrets (keyring, client secrets by ARN) are cached. */
   secretTtlMs?: number;
+  /**
+   * Whether the process keeps running after a caller is answered (default: outside Lambda). Tests of
+   * the Lambda's deadlines set it false.
+   */
+  keepsRunning?: boolean;
 }
 
 export interface Runtime {
@@ -211,6 +216,7 @@ export function createRuntime(deps: RuntimeDeps): Runtime {
     clock,
     logger,
     timeoutMs: config.httpTimeoutMs,
+    grantTimeoutMs: config.grantTimeoutMs,
     allowInsecureHttp: config.allowInsecureHttp,
     clientSecret,
   });
@@ -254,11 +260,16 @@ export function createRuntime(deps: RuntimeDeps): Runtime {
     events,
     random,
     leaseMs: config.leaseSeconds * 1000,
-    grantReserveMs: config.httpTimeoutMs + 2_000,
+    grantReserveMs: config.httpTimeoutMs + COMMIT_RESERVE_MS,
+    grantTimeoutMs: config.grantTimeoutMs,
+    commitReserveMs: COMMIT_RESERVE_MS,
+    // A Lambda is frozen once its handler returns: no grant may outlive the invocation there. The
+    // local stack's server keeps running, so its callers may stop waiting while a grant stays open.
+    keepsRunning: deps.keepsRunning ?? !config.inLambda,
     backoff: deps.backoff,
     circuit,
   });
-  const reserveMs = config.httpTimeoutMs + 2_000;
+  const reserveMs = config.httpTimeoutMs + COMMIT_RESERVE_MS;
   const sessions = new DefaultSessionService(store, providerCache, oauth, clock, logger);
   const sliceQueue =
     deps.sliceQueue ??

@@ -41,7 +41,8 @@ describe('loadConfig defaults', () => {
       refreshWindowSeconds: 600,
       refreshConcurrency: 16,
       httpTimeoutMs: 10_000,
-      leaseSeconds: 30,
+      grantTimeoutMs: 30_000,
+      leaseSeconds: 32,
       shardCount: 4,
       sweepSliceSize: 1_000,
       sweepWorkers: 4,
@@ -97,13 +98,42 @@ describe('loadConfig defaults', () => {
 
   it('rounds the derived lease up to whole seconds', () => {
     // Prepare
-    const env: Env = { TOKENKEEPER_HTTP_TIMEOUT_MS: '10001' };
+    const env: Env = { TOKENKEEPER_HTTP_TIMEOUT_MS: '10001', TOKENKEEPER_GRANT_TIMEOUT_MS: '5000' };
 
     // Act
     const config = loadConfig(env);
 
     // Assess
     expect(config.leaseSeconds).toBe(31);
+  });
+
+  it("derives the default lease from the grant's life: the grant timeout plus the commit reserve", () => {
+    // Act
+    const config = loadConfig({ TOKENKEEPER_GRANT_TIMEOUT_MS: '45500' });
+
+    // Assess
+    expect(config).toMatchObject({ grantTimeoutMs: 45_500, leaseSeconds: 48 });
+  });
+
+  it('a lease set without a grant timeout bounds the default grant timeout', () => {
+    // Act
+    const config = loadConfig({ TOKENKEEPER_HTTP_TIMEOUT_MS: '1000', TOKENKEEPER_LEASE_SECONDS: '10' });
+
+    // Assess
+    expect(config).toMatchObject({ grantTimeoutMs: 8_000, leaseSeconds: 10 });
+  });
+
+  it('refuses a grant timeout that does not fit in the lease with the commit, and says what to set', () => {
+    // Act
+    const load = () => loadConfig({ TOKENKEEPER_GRANT_TIMEOUT_MS: '30000', TOKENKEEPER_LEASE_SECONDS: '31' });
+
+    // Assess
+    expect(load).toThrow(ConfigError);
+    expect(load).toThrow(
+      'TOKENKEEPER_GRANT_TIMEOUT_MS (30000 ms) must fit in the lease with the commit: at most ' +
+        'TOKENKEEPER_LEASE_SECONDS (31) minus 2 s; set TOKENKEEPER_GRANT_TIMEOUT_MS=29000 (or less), or ' +
+        'TOKENKEEPER_LEASE_SECONDS=32 (or more)',
+    );
   });
 });
 

@@ -87,6 +87,8 @@ describe('API calls work to the Lambda deadline', () => {
       dynamodb: db.client,
       fetch: provider.fetch,
       keyring: async () => keyring,
+      // As in a Lambda: the invocation ends with the answer, so no grant may outlive the deadline.
+      keepsRunning: false,
     });
     await runtime.providers.put('by-issuer', { issuer: ISSUER, clientId: 'c', clientAuthMethod: 'none' });
     await runtime.providers.put('by-endpoint', {

@@ -41,6 +41,34 @@ describe('Refresher: lease → grant → commit', () => {
   const sweep = (): LeaseCondition => ({ kind: 'sweep', dueBy: fx.clock.seconds() + 600 });
   const metricNames = () => fx.metrics.map((m) => m.name);
 
+  /** A second process on the same table whose first commit fails with a store fault (a dropped connection). */
+  const firstCommitFails = () => {
+    const client = makeDynamoClient(handle.endpoint);
+    let failures = 1;
+    client.middlewareStack.add(
+      (next, context) => async (args) => {
+        const input = args.input as { UpdateExpression?: string };
+        if (
+          context.commandName === 'UpdateItemCommand' &&
+          input.UpdateExpression?.includes('version = version + :one') &&
+          failures > 0
+        ) {
+          failures--;
+          throw Object.assign(new Error('connection reset by peer'), { name: 'NetworkingError' });
+        }
+        return next(args);
+      },
+      { step: 'initialize', name: 'failFirstCommit' },
+    );
+    const flaky = createCoreFixture(handle, {
+      dynamodb: client,
+      endpoint: fx.endpoint,
+      clock: fx.clock,
+      keyringJson: fx.keyringJson,
+    });
+    return { flaky, client, failuresLeft: () => failures };
+  };
+
   it('commits the rotated refresh token, and the next grant presents it', async () => {
     const s = await addSession(fx, { providerId, expiresIn: 60 });
     const out1 = await fx.runtime.refresher.refresh(s.key, sweep());
@@ -460,8 +488,10 @@ describe('Refresher: lease → grant → commit', () => {
       expect(fx.events).toHaveLength(1);
     });
 
-    it('abandons a grant that outlives the HTTP timeout: no commit, classified transient', async () => {
-      const slow = createCoreFixture(handle, { env: { TOKENKEEPER_HTTP_TIMEOUT_MS: '150' } });
+    it('ends a grant that outlives its life: no commit, outcome unknown, counted', async () => {
+      const slow = createCoreFixture(handle, {
+        env: { TOKENKEEPER_HTTP_TIMEOUT_MS: '150', TOKENKEEPER_GRANT_TIMEOUT_MS: '150' },
+      });
       const prov = await addProvider(slow);
       const s = await addSession(slow, { providerId: prov, expiresIn: 60 });
       slow.endpoint.reply({ kind: 'hang' });
@@ -470,10 +500,15 @@ describe('Refresher: lease → grant → commit', () => {
       const out = await slow.runtime.refresher.refresh(s.key, sweep());
       // abandoned at the timeout, not left hanging
       expect(Date.now() - started).toBeLessThan(5000);
-      expect(out).toMatchObject({ kind: 'transient', code: 'timeout' });
+      expect(out).toMatchObject({ kind: 'transient', code: 'grant_outcome_unknown' });
+      expect(slow.metrics).toContainEqual({ name: 'GrantOutcomeUnknown', unit: 'Count', value: 1 });
 
       const after = await readSession(slow, s.key);
-      expect(after.record).toMatchObject({ version: 1, failureCount: 1, lastError: { code: 'timeout' } });
+      expect(after.record).toMatchObject({
+        version: 1,
+        failureCount: 1,
+        lastError: { code: 'grant_outcome_unknown' },
+      });
       expect(after.record.leaseOwner).toBeUndefined();
       expect(after.accessToken).toBe(s.accessToken);
       expect(after.refreshToken).toBe(s.refreshToken);
@@ -561,33 +596,11 @@ describe('Refresher: lease → grant → commit', () => {
 
   it('a store fault on the commit is retried while the lease lasts, so the rotated refresh token is kept', async () => {
     // Guards the worst failure after a successful grant: losing the rotated token makes the next grant a reuse.
-    const client = makeDynamoClient(handle.endpoint);
-    let failures = 1;
-    client.middlewareStack.add(
-      (next, context) => async (args) => {
-        const input = args.input as { UpdateExpression?: string };
-        if (
-          context.commandName === 'UpdateItemCommand' &&
-          input.UpdateExpression?.includes('version = version + :one') &&
-          failures > 0
-        ) {
-          failures--;
-          throw Object.assign(new Error('connection reset by peer'), { name: 'NetworkingError' });
-        }
-        return next(args);
-      },
-      { step: 'initialize', name: 'failFirstCommit' },
-    );
-    const flaky = createCoreFixture(handle, {
-      dynamodb: client,
-      endpoint: fx.endpoint,
-      clock: fx.clock,
-      keyringJson: fx.keyringJson,
-    });
+    const { flaky, client, failuresLeft } = firstCommitFails();
     const s = await addSession(fx, { providerId, expiresIn: 60 });
     const out = await flaky.runtime.refresher.refresh(s.key, sweep());
     expect(out.kind).toBe('refreshed');
-    expect(failures).toBe(0);
+    expect(failuresLeft()).toBe(0);
     const [issued] = fx.endpoint.issued.slice(-1);
     expect((await readSession(fx, s.key)).refreshToken).toBe(issued?.refreshToken);
     client.destroy();
@@ -678,5 +691,64 @@ describe('Refresher: lease → grant → commit', () => {
     });
     expect(await rawItem(fx, s.key)).toMatchObject({ status: 'active', failureCount: 1 });
     expect(fx.endpoint.requests).toHaveLength(0);
+  });
+
+  describe('a grant in flight in this process', () => {
+    it('is never presented again by this process, whatever the clock says: the sweep skips it, a forced call joins it', async () => {
+      const s = await addSession(fx, { providerId, expiresIn: 60 });
+      const gate = fx.endpoint.gate();
+      const first = fx.runtime.refresher.refresh(s.key, sweep());
+      await gate.arrived;
+      expect(fx.runtime.refresher.grantInFlight(s.key)).toBe(true);
+      // The process was paused longer than its lease while the provider answered: on waking its own
+      // timer sweep and a forced call find the lease over on the clock.
+      fx.clock.advance(fx.config.leaseSeconds * 1000 + 5_000);
+      const version = (await forced(s.key)) as { version: number };
+      expect(await fx.runtime.refresher.refresh(s.key, sweep())).toEqual({ kind: 'refused' });
+      const joined = fx.runtime.refresher.refresh(s.key, { kind: 'forced', version: version.version });
+      gate.release();
+
+      const [a, b] = await Promise.all([first, joined]);
+      expect(a).toMatchObject({ kind: 'refreshed' });
+      expect(b).toEqual(a);
+      // One presentation of the refresh token, and the rotated one committed (leaseOwner still ours).
+      expect(fx.endpoint.presented()).toEqual([s.refreshToken]);
+      expect((await readSession(fx, s.key)).refreshToken).toBe(fx.endpoint.issued[0]?.refreshToken);
+      expect(fx.runtime.refresher.grantInFlight(s.key)).toBe(false);
+    });
+
+    it('a caller whose wait ends first gets pending; the grant goes on, keeps its lease, and its late answer is committed', async () => {
+      const s = await addSession(fx, { providerId, expiresIn: 60 });
+      const gate = fx.endpoint.gate();
+      const out = fx.runtime.refresher.refresh(s.key, sweep(), { waitUntil: fx.clock.now() + 100 });
+      await gate.arrived;
+      expect(await out).toMatchObject({ kind: 'pending', retryAfterSeconds: expect.any(Number) });
+      // The lease is kept while the request can still answer; nothing else is sent meanwhile.
+      expect((await rawItem(fx, s.key))?.leaseOwner).toEqual(expect.any(String));
+      const peer = createPeer(fx);
+      expect(await peer.runtime.refresher.refresh(s.key, sweep())).toEqual({ kind: 'refused' });
+      expect(fx.endpoint.presented()).toEqual([s.refreshToken]);
+
+      gate.release();
+      await fx.runtime.refresher.settleAll();
+      const after = await readSession(fx, s.key);
+      expect(after.record).toMatchObject({ version: 2, failureCount: 0 });
+      expect(after.record.leaseOwner).toBeUndefined();
+      expect(after.refreshToken).toBe(fx.endpoint.issued[0]?.refreshToken);
+    });
+
+    it('a commit that fails once after a pause past the lease is retried: its condition (leaseOwner) still holds', async () => {
+      const { flaky: paused, client, failuresLeft } = firstCommitFails();
+      const s = await addSession(fx, { providerId, expiresIn: 60 });
+      const gate = fx.endpoint.gate();
+      const out = paused.runtime.refresher.refresh(s.key, sweep());
+      await gate.arrived;
+      fx.clock.advance(paused.config.leaseSeconds * 1000 + 1_000);
+      gate.release();
+      expect(await out).toMatchObject({ kind: 'refreshed' });
+      expect(failuresLeft()).toBe(0);
+      expect((await readSession(fx, s.key)).refreshToken).toBe(fx.endpoint.issued[0]?.refreshToken);
+      client.destroy();
+    });
   });
 });

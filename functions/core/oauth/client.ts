@@ -308,13 +308,13 @@ export class OAuthClient {
   /**
    * One refresh-token grant. Never throws for the provider's answer; classifies it instead.
    * `grantBy` (epoch ms) is the latest moment the grant may be sent: discovery is cut to fit before
-   * it, and past it nothing is sent (class `no_time`). `timeoutMs` is the grant request's life (default
-   * the grant timeout): an answer that arrived by its end is read; none → `grant_outcome_unknown`.
+   * it, and past it nothing is sent (class `no_time`). The grant request's life is the grant timeout,
+   * cut to end by `endBy` (epoch ms): an answer that arrived by its end is read; none → `grant_outcome_unknown`.
    */
   async refresh(
     provider: ProviderConfig,
     refreshToken: string,
-    options: { grantBy?: number; timeoutMs?: number } = {},
+    options: { grantBy?: number; endBy?: number } = {},
   ): Promise<GrantResult> {
     const last: LastResponse = {};
     let secret: string | undefined;
@@ -331,7 +331,10 @@ export class OAuthClient {
       const response = await oauth.refreshTokenGrantRequest(as, client, auth, refreshToken, {
         ...this.requestOptions(
           last,
-          options.timeoutMs ?? this.options.grantTimeoutMs ?? this.options.timeoutMs,
+          Math.min(
+            this.options.grantTimeoutMs ?? this.options.timeoutMs,
+            (options.endBy ?? Number.POSITIVE_INFINITY) - this.options.clock.now(),
+          ),
         ),
         additionalParameters,
       });

@@ -7,8 +7,9 @@ import {
   type ProviderConfig,
   refreshSettings,
   type SessionKey,
+  sessionKeyString,
 } from '../model.js';
-import type { GrantFailure, OAuthClient } from '../oauth/client.js';
+import type { GrantFailure, GrantResult, OAuthClient } from '../oauth/client.js';
 import {
   type Clock,
   type EventPublisher,
@@ -24,11 +25,23 @@ import type { Admission, ProviderCircuit } from './circuit.js';
 /**
  * The refresh protocol every path uses: lease → grant → commit, and the classification of failures.
  * One call of `refresh` makes at most one grant request, and only while holding the lease.
+ *
+ * A grant is "in flight" from the moment it is handed to the HTTP client until it is settled: its
+ * answer committed (or its failure recorded), or its life over with no answer. While a session has a
+ * grant in flight in this process, this process never leases it again — whatever its clock says after
+ * a pause — so it never presents that refresh token a second time; callers join the grant instead.
+ * The request's life is the grant timeout, cut to the lease's end minus the commit reserve (and, where
+ * the runtime stops when the caller is answered, to the caller's deadline minus the reserve).
  */
 
 /** The longest pause between two commit attempts, and the time one attempt may take (SDK retries included). */
 const COMMIT_RETRY_MAX_PAUSE_MS = 2_000;
 const COMMIT_ATTEMPT_MS = 1_000;
+/**
+ * Commit attempts made whatever the clock says: after a pause the lease may look over while nobody
+ * else took it, and the commit's condition (leaseOwner = this caller) still holds.
+ */
+const MIN_COMMIT_ATTEMPTS = 3;
 export type RefreshOutcome =
   | { kind: 'refreshed'; record: SessionRecord; accessToken: string }
   /**
@@ -48,6 +61,11 @@ export type RefreshOutcome =
   | { kind: 'no_time' }
   /** The grant succeeded but the lease had been taken over; the answer was not committed. */
   | { kind: 'lease_lost' }
+  /**
+   * The caller's wait ended before the provider answered; the grant stays open (this process keeps
+   * the lease and commits the answer if it comes within the grant's life). Ask again after `retryAfterSeconds`.
+   */
+  | { kind: 'pending'; retryAfterSeconds: number }
   | { kind: 'key_unavailable'; retryAfterSeconds: number }
   /** The provider's circuit is open: no grant was sent. `probeInFlight`: its probe is being made now. */
   | { kind: 'circuit_open'; retryAfterSeconds: number; probeInFlight: boolean };
@@ -92,8 +110,21 @@ export interface RefresherOptions {
   events: EventPublisher;
   random: Random;
   leaseMs: number;
-  /** What one grant needs before a deadline: the HTTP timeout plus the commit. */
+  /**
+   * What one grant needs before a caller's deadline to be started: the shortest life a grant is sent
+   * with (the HTTP timeout) plus the commit reserve.
+   */
   grantReserveMs: number;
+  /** The longest life of a grant request (TOKENKEEPER_GRANT_TIMEOUT_MS); default grantReserveMs − commitReserveMs. */
+  grantTimeoutMs?: number;
+  /** Time kept after a grant's life for its commit. Default 2 s. */
+  commitReserveMs?: number;
+  /**
+   * The runtime keeps running after a caller is answered (the local stack's server): a caller may
+   * stop waiting (`pending`) while its grant stays open. Without it (a Lambda, frozen once its handler
+   * returns) a grant's life ends before the caller's deadline, so no request is left open.
+   */
+  keepsRunning?: boolean;
   backoff?: BackoffPolicy;
   /** The providers' circuits; without one every grant is admitted. */
   circuit?: ProviderCircuit;
@@ -103,14 +134,41 @@ export interface RefresherOptions {
   sleep?: Sleep;
 }
 
+/** One grant this process has sent and not yet settled. */
+interface InFlightGrant {
+  settled: Promise<RefreshOutcome>;
+  /** When the request's life ends (epoch ms). */
+  endsAt: number;
+}
+
 export class Refresher {
   private readonly o: RefresherOptions;
   private readonly instanceId: string;
   private counter = 0;
+  /** Grants sent and not yet settled, by session. */
+  private readonly inFlight = new Map<string, InFlightGrant>();
 
   constructor(options: RefresherOptions) {
     this.o = options;
     this.instanceId = options.instanceId ?? randomUUID();
+  }
+
+  private get commitReserveMs(): number {
+    return this.o.commitReserveMs ?? 2_000;
+  }
+
+  private get grantTimeoutMs(): number {
+    return this.o.grantTimeoutMs ?? this.o.grantReserveMs - this.commitReserveMs;
+  }
+
+  /** Whether this process has a grant in flight for the session (sent, not yet settled). */
+  grantInFlight(key: SessionKey): boolean {
+    return this.inFlight.has(sessionKeyString(key));
+  }
+
+  /** Resolves when every grant now in flight is settled (the local stack's shutdown, tests). */
+  async settleAll(): Promise<void> {
+    await Promise.allSettled([...this.inFlight.values()].map((g) => g.settled));
   }
 
   /**
@@ -122,12 +180,33 @@ export class Refresher {
   async refresh(
     caller: SessionKey,
     condition: LeaseCondition,
-    options: { grantDone?: () => void; deadline?: number; grantSlot?: () => Promise<() => void> } = {},
+    options: {
+      grantDone?: () => void;
+      /** The caller's deadline: where the runtime stops after answering, the grant's life ends before it. */
+      deadline?: number;
+      /** Where the runtime keeps running: when the caller stops waiting (default: the deadline). */
+      waitUntil?: number;
+      /** Where the runtime stops: the latest end of the grant's life plus commit (default: the deadline). */
+      lifeBy?: number;
+      grantSlot?: () => Promise<() => void>;
+    } = {},
   ): Promise<RefreshOutcome> {
     const key = keyOnly(caller);
-    // A grant is started only when its full timeout and the commit fit before the deadline: a grant
-    // cut off after the provider rotated would lose the session.
-    if (options.deadline !== undefined && options.deadline - this.o.clock.now() < this.o.grantReserveMs) {
+    const joined = this.inFlight.get(sessionKeyString(key));
+    if (joined) {
+      // This process has the session's refresh token in flight: never lease it again; join the grant.
+      // The sweep moves on (the grant's own caller commits it).
+      options.grantDone?.();
+      if (condition.kind === 'sweep') return { kind: 'refused' };
+      return this.waitFor(joined, options.waitUntil ?? options.deadline);
+    }
+    // A grant is started only when its shortest life and the commit fit before the deadline: a grant
+    // cut off after the provider rotated would lose the session. Where the runtime keeps running, the
+    // deadline bounds only the caller's wait.
+    const lifeBy = options.lifeBy ?? options.deadline;
+    const cutoff = this.o.keepsRunning ? (options.waitUntil ?? options.deadline) : lifeBy;
+    const reserve = this.o.keepsRunning ? 0 : this.o.grantReserveMs;
+    if (cutoff !== undefined && cutoff - this.o.clock.now() < Math.max(1, reserve)) {
       options.grantDone?.();
       return { kind: 'no_time' };
     }
@@ -140,6 +219,8 @@ export class Refresher {
       for (const free of held.splice(0)) free();
       options.grantDone?.();
     };
+    // Set when the caller stops waiting with its grant still open: the grant's settling frees the rest.
+    let detached = false;
     const slots = async () => {
       if (options.grantSlot) held.push(await options.grantSlot());
       if (this.o.circuit) held.push(await this.o.circuit.slot(key.providerId));
@@ -153,13 +234,46 @@ export class Refresher {
       return await this.leaseGrantCommit(key, condition, owner, admission, {
         slots,
         grantDone,
-        deadline: options.deadline,
+        lifeBy: this.o.keepsRunning ? undefined : lifeBy,
+        waitUntil: this.o.keepsRunning ? (options.waitUntil ?? options.deadline) : undefined,
+        detach: (settled) => {
+          detached = true;
+          const done = async () => {
+            grantDone();
+            await this.o.circuit?.release(admission);
+          };
+          settled.then(done, done).catch(() => {});
+        },
       });
     } finally {
-      grantDone();
-      // A probe that made no grant (lease refused, key unavailable, …) is given back.
-      await this.o.circuit?.release(admission);
+      if (detached) options.grantDone?.();
+      else {
+        grantDone();
+        // A probe that made no grant (lease refused, key unavailable, …) is given back.
+        await this.o.circuit?.release(admission);
+      }
     }
+  }
+
+  /**
+   * Waits for a grant in flight, until `until` at most (then `pending`). The wait is on real time, not
+   * the injected sleep: it only bounds how long a caller is kept, and a late timer here costs nothing.
+   */
+  private async waitFor(grant: InFlightGrant, until: number | undefined): Promise<RefreshOutcome> {
+    if (until === undefined || !this.o.keepsRunning) return grant.settled;
+    const left = until - this.o.clock.now();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timedOut = new Promise<'timedOut'>((resolve) => {
+      timer = setTimeout(() => resolve('timedOut'), Math.max(0, left));
+    });
+    try {
+      const raced = await Promise.race([grant.settled, timedOut]);
+      if (raced !== 'timedOut') return raced;
+    } finally {
+      clearTimeout(timer);
+    }
+    const untilEnd = Math.ceil((grant.endsAt + this.commitReserveMs - this.o.clock.now()) / 1000);
+    return { kind: 'pending', retryAfterSeconds: Math.max(1, Math.min(5, untilEnd)) };
   }
 
   /** When a session backing off may be tried again (epoch ms); undefined when it is not backing off. */
@@ -172,9 +286,18 @@ export class Refresher {
     condition: LeaseCondition,
     owner: string,
     admission: Exclude<Admission, { kind: 'open' }>,
-    grant: { slots: () => Promise<void>; grantDone: () => void; deadline: number | undefined },
+    grant: {
+      slots: () => Promise<void>;
+      grantDone: () => void;
+      /** The end of the grant's life plus commit, where the runtime stops after answering. */
+      lifeBy: number | undefined;
+      /** When the caller stops waiting, where the runtime keeps running. */
+      waitUntil: number | undefined;
+      /** Called when the caller stops waiting with the grant still open. */
+      detach: (settled: Promise<RefreshOutcome>) => void;
+    },
   ): Promise<RefreshOutcome> {
-    const { grantDone, deadline } = grant;
+    const { grantDone, lifeBy } = grant;
     const { store, clock, logger, circuit } = this.o;
     const leasedAt = clock.now();
     const lift = circuit?.liftWindow(await circuit.view(key.providerId), admission.kind);
@@ -220,12 +343,15 @@ export class Refresher {
       });
     }
 
-    // The grant starts only with its whole timeout and the commit left before both the caller's deadline
-    // and the lease's end, however long the slots took (discovery, when due, is cut to fit before it).
-    const grantBy =
-      Math.min(deadline ?? Number.POSITIVE_INFINITY, leasedAt + this.o.leaseMs) - this.o.grantReserveMs;
-    let result: Awaited<ReturnType<RefresherOptions['oauth']['refresh']>>;
-    let sentAt: number;
+    // The request's life ends by the lease's end (and, where the runtime stops after answering, the
+    // caller's deadline) minus the commit reserve. The grant starts only with at least its shortest
+    // life left, however long the slots took (discovery, when due, is cut to fit before it).
+    const endBy =
+      Math.min(lifeBy ?? Number.POSITIVE_INFINITY, leasedAt + this.o.leaseMs) - this.commitReserveMs;
+    const grantBy = endBy - Math.min(this.grantTimeoutMs, this.o.grantReserveMs - this.commitReserveMs);
+    let sentAt = 0;
+    const id = sessionKeyString(key);
+    let settle: Promise<RefreshOutcome>;
     try {
       await grant.slots();
       // A closed circuit may have opened while this caller waited for its slot: no grant then.
@@ -239,10 +365,48 @@ export class Refresher {
         };
       }
       sentAt = clock.now();
-      result = await this.o.oauth.refresh(provider, refreshToken, { grantBy });
-    } finally {
+      const endsAt = Math.min(endBy, sentAt + this.grantTimeoutMs);
+      const request = this.o.oauth.refresh(provider, refreshToken, { grantBy, endBy: endsAt });
+      // The slots are freed as soon as the answer is in, and the answer handled in the same turn.
+      const answered = async (): Promise<RefreshOutcome> => {
+        let result: GrantResult;
+        try {
+          result = await request;
+        } finally {
+          grantDone();
+        }
+        return this.settle(key, owner, admission, leased, provider, refreshToken, leasedAt, sentAt, result);
+      };
+      settle = answered().finally(() => this.inFlight.delete(id));
+      this.inFlight.set(id, { settled: settle, endsAt });
+    } catch (err) {
       grantDone();
+      throw err;
     }
+    if (grant.waitUntil === undefined) return settle;
+    const waited = await this.waitFor({ settled: settle, endsAt: endBy }, grant.waitUntil);
+    if (waited.kind === 'pending') {
+      grant.detach(settle);
+      settle.catch((err: unknown) => {
+        logger.error('late grant could not be settled', { ...key, error: (err as Error).name });
+      });
+    }
+    return waited;
+  }
+
+  /** The grant's answer (or its absence): commit it, or record the failure. */
+  private async settle(
+    key: SessionKey,
+    owner: string,
+    admission: Exclude<Admission, { kind: 'open' }>,
+    leased: SessionRecord,
+    provider: ProviderConfig,
+    refreshToken: string,
+    leasedAt: number,
+    sentAt: number,
+    result: GrantResult,
+  ): Promise<RefreshOutcome> {
+    const { store, clock, logger, circuit } = this.o;
     if (result.ok) {
       const t = result.tokens;
       const sentSeconds = Math.floor(sentAt / 1000);
@@ -312,6 +476,14 @@ export class Refresher {
     }
 
     const failure = result.failure;
+    if (failure.code === 'grant_outcome_unknown') {
+      // Each of these may have cost a session: the provider may have rotated with no answer reaching us.
+      this.o.metrics.add('GrantOutcomeUnknown', 'Count', 1);
+      logger.error('grant sent and no answer received; its outcome is unknown', {
+        ...key,
+        lifeMs: clock.now() - sentAt,
+      });
+    }
     if (failure.class === 'no_time') {
       // Discovery or the secret took the time the grant needed: nothing was sent, nothing to record.
       await store.releaseLease(key, owner);
@@ -377,7 +549,8 @@ export class Refresher {
         return await this.o.store.commitRefresh(key, owner, tokens, this.o.clock.now());
       } catch (err) {
         const pause = Math.min(COMMIT_RETRY_MAX_PAUSE_MS, 100 * 2 ** attempt);
-        if (this.o.clock.now() + pause + COMMIT_ATTEMPT_MS >= leaseUntil) throw err;
+        const leaseLeft = this.o.clock.now() + pause + COMMIT_ATTEMPT_MS < leaseUntil;
+        if (!leaseLeft && attempt >= MIN_COMMIT_ATTEMPTS) throw err;
         this.o.logger.warn('commit failed; retrying while the lease lasts', {
           ...key,
           attempt,

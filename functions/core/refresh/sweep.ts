@@ -33,6 +33,9 @@ export interface SweeperOptions {
   newId?: () => string;
 }
 
+/** Kept free at the end of an invocation after the last grant's commit: metrics, logs, the answer. */
+const INVOCATION_END_MARGIN_MS = 5_000;
+
 /** The counts one sweep or slice adds to the latest sweep's record. */
 const COUNTED = [
   'refreshed',
@@ -173,14 +176,27 @@ export class Sweeper implements SweepService {
           const outcome = await this.o.refresher.refresh(
             { userId: key.userId, providerId: key.providerId },
             { kind: 'sweep', dueBy, seenDueAt: key.dueAt, sweepStartedAt },
-            // The sweep's (or the Lambda's) end: discovery and the grant are cut to fit before it.
-            { grantDone, grantSlot, deadline: clock.now() + remaining() },
+            // The sweep's (or the Lambda's) end: the slot stops waiting there. In a Lambda the grant's
+            // life and its commit end before the invocation does (its timeout covers one whole grant
+            // past the budget); discovery is cut to fit.
+            {
+              grantDone,
+              grantSlot,
+              deadline: clock.now() + remaining(),
+              lifeBy:
+                remainingTimeMs === undefined
+                  ? undefined
+                  : clock.now() + remainingTimeMs() - INVOCATION_END_MARGIN_MS,
+            },
           );
           switch (outcome.kind) {
             case 'refreshed':
               summary.refreshed++;
               break;
             case 'refused':
+            case 'pending':
+              // Leased elsewhere or not due; or (pending) its grant outlives this sweep's wait and is
+              // committed when the provider answers.
               summary.skipped++;
               break;
             case 'no_time':

@@ -141,7 +141,7 @@ export class DefaultTokenService implements TokenService {
         force && record.version <= seenVersion
           ? { kind: 'forced', version: seenVersion }
           : { kind: 'onDemand', minValidUntil: Math.floor(now / 1000) + minValidity };
-      const outcome = await (joined ?? this.startRefresh(id, key, condition, options.deadline));
+      const outcome = await (joined ?? this.startRefresh(id, key, condition, options.deadline, deadline));
       switch (outcome.kind) {
         case 'refreshed':
           // Minted for this call (or one it joined): the freshest token the provider gives, with its
@@ -150,6 +150,13 @@ export class DefaultTokenService implements TokenService {
             return this.serve(outcome.record, outcome.accessToken);
           }
           continue;
+        case 'pending':
+          // The provider has not answered yet; the grant stays open and its answer is committed for
+          // the next caller.
+          throw new RefreshUnavailableError(
+            'the provider has not answered yet; the refresh goes on and its token is kept for the next call',
+            outcome.retryAfterSeconds,
+          );
         case 'no_time':
           throw new RefreshUnavailableError(
             'not enough time is left in this call to refresh the token safely; ask again',
@@ -209,9 +216,12 @@ export class DefaultTokenService implements TokenService {
     key: SessionKey,
     condition: LeaseCondition,
     deadline: number | undefined,
+    waitUntil: number,
   ): Promise<RefreshOutcome> {
+    // The call's deadline bounds the grant where the runtime stops after answering; where it keeps
+    // running, the caller waits as long as for a refresh held elsewhere and the grant goes on.
     const promise = this.o.refresher
-      .refresh(key, condition, { deadline })
+      .refresh(key, condition, { deadline, waitUntil })
       .finally(() => this.inflight.delete(id));
     this.inflight.set(id, promise);
     promise.then(
