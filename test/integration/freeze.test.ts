@@ -7,9 +7,9 @@ import { type FreezeFigures, type FreezeWorld, runFreeze, startFreezeWorld } fro
  * with SIGCONT, oidc-provider with refresh-token rotation and reuse detection behind a proxy that holds
  * each answer after the provider has rotated, dynalite as the shared table.
  *
- * Short settings keep each case within tens of seconds: a 3.5 s HTTP timeout and an 11 s lease. The
- * proxy forwards each grant at once and holds the provider's answer until just after the SIGSTOP
- * (within a second or two of the grant), so every grant would succeed without the pause.
+ * Short settings keep each case within tens of seconds: a 3.5 s HTTP timeout, a 5 s grant life and an
+ * 11 s lease. The proxy forwards each grant at once and holds the provider's answer until just after
+ * the SIGSTOP (within a second or two of the grant), so every grant would succeed without the pause.
  */
 
 const SESSIONS = 10;
@@ -17,8 +17,8 @@ const LEASE_SECONDS = 11;
 const FREEZE_PAST_LEASE_MS = (LEASE_SECONDS + 3) * 1000;
 const ENV = {
   TOKENKEEPER_HTTP_TIMEOUT_MS: '3500',
-  // The grant's own time, where the keeper has one: overdue when the keeper wakes, as the HTTP timeout.
-  TOKENKEEPER_GRANT_TIMEOUT_MS: '3500',
+  // The grant's own life (5 s): overdue when the keeper wakes, as the HTTP timeout is.
+  TOKENKEEPER_GRANT_TIMEOUT_MS: '5000',
   TOKENKEEPER_LEASE_SECONDS: String(LEASE_SECONDS),
   TOKENKEEPER_REFRESH_INTERVAL_SECONDS: '600',
   TOKENKEEPER_REFRESH_WINDOW_SECONDS: '700',
@@ -86,7 +86,7 @@ describe('a keeper frozen while its grants are in flight', () => {
       processes: 2,
       sessions: SESSIONS,
       // Longer than the HTTP timeout (so the timeout is overdue on waking), well inside the lease.
-      freezeMs: 6_000,
+      freezeMs: 7_000,
       sweep: 'request',
       env: ENV,
       log,
