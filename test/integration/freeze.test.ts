@@ -102,4 +102,32 @@ describe('a keeper frozen while its grants are in flight', () => {
     expect(Object.keys(answers).filter((s) => s !== '200' && s !== '503')).toEqual([]);
     expectNothingLost(figures);
   }, 150_000);
+
+  it('one of two, stopped longer than its leases: the other waits out the lease, and every session ends active or reauthorization_required', async () => {
+    world = await startFreezeWorld({ sessions: SESSIONS, env: ENV });
+    const figures = await runFreeze(world, {
+      processes: 2,
+      sessions: SESSIONS,
+      freezeMs: FREEZE_PAST_LEASE_MS,
+      sweep: 'request',
+      env: ENV,
+      log,
+    });
+    report('two processes, one frozen past its leases', figures);
+    expect(figures.inFlightAtFreeze).toBe(SESSIONS);
+    expect(figures.frozenMs).toBeGreaterThan(LEASE_SECONDS * 1000);
+    const answers = { ...figures.otherDuringFreeze };
+    for (const [status, n] of Object.entries(figures.otherAfterThaw))
+      answers[status] = (answers[status] ?? 0) + n;
+    expect(Object.keys(answers).filter((s) => !['200', '503', '409'].includes(s))).toEqual([]);
+    // Nothing presents the refresh token in flight while the frozen keeper's lease runs (taken at most
+    // a few seconds before the SIGSTOP).
+    expect(figures.firstOtherRefusalMs ?? Number.POSITIVE_INFINITY).toBeGreaterThan(
+      (LEASE_SECONDS - 5) * 1000,
+    );
+    expect(figures.reuses).toBeLessThanOrEqual(figures.inFlightAtFreeze);
+    // No session is left in between: each is active and refreshable, or needs the user again.
+    expect(figures.active + figures.lost).toBe(SESSIONS);
+    expect(figures.refreshableAfter).toBe(figures.active);
+  }, 150_000);
 });
