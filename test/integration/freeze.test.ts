@@ -44,6 +44,13 @@ function report(name: string, f: FreezeFigures): void {
 
 const log = (line: string) => process.stdout.write(`  ${line}\n`);
 
+/** The statuses the other keeper answered, during the freeze and after. */
+function otherAnswers(f: FreezeFigures): Record<string, number> {
+  const all = { ...f.otherDuringFreeze };
+  for (const [status, n] of Object.entries(f.otherAfterThaw)) all[status] = (all[status] ?? 0) + n;
+  return all;
+}
+
 /** No refresh token presented twice, every session active, and each refreshable again. */
 function expectNothingLost(f: FreezeFigures): void {
   expect(f.reuses).toBe(0);
@@ -96,9 +103,7 @@ describe('a keeper frozen while its grants are in flight', () => {
     expect(figures.frozenMs).toBeLessThan(LEASE_SECONDS * 1000);
     // The other keeper waits for the frozen one's leases: 503 while it sleeps, never 409.
     expect(figures.otherDuringFreeze['503'] ?? 0).toBeGreaterThan(0);
-    const answers = { ...figures.otherDuringFreeze };
-    for (const [status, n] of Object.entries(figures.otherAfterThaw))
-      answers[status] = (answers[status] ?? 0) + n;
+    const answers = otherAnswers(figures);
     expect(Object.keys(answers).filter((s) => s !== '200' && s !== '503')).toEqual([]);
     expectNothingLost(figures);
   }, 150_000);
@@ -116,9 +121,7 @@ describe('a keeper frozen while its grants are in flight', () => {
     report('two processes, one frozen past its leases', figures);
     expect(figures.inFlightAtFreeze).toBe(SESSIONS);
     expect(figures.frozenMs).toBeGreaterThan(LEASE_SECONDS * 1000);
-    const answers = { ...figures.otherDuringFreeze };
-    for (const [status, n] of Object.entries(figures.otherAfterThaw))
-      answers[status] = (answers[status] ?? 0) + n;
+    const answers = otherAnswers(figures);
     expect(Object.keys(answers).filter((s) => !['200', '503', '409'].includes(s))).toEqual([]);
     // Nothing presents the refresh token in flight while the frozen keeper's lease runs (taken at most
     // a few seconds before the SIGSTOP).
