@@ -212,8 +212,12 @@ export interface FreezeFigures {
   reuses: number;
   /** Refresh grants the provider refused with 400 (invalid_grant after a reuse). */
   refusedGrants: number;
+  /** When each reuse reached the provider, in ms from the start of the frozen keeper's sweep. */
+  reusesAtMs: number[];
   /** Sessions ending `reauthorization_required`. */
   lost: number;
+  /** … of which a keeper published (locally: logged) a SessionReauthorizationRequired event. */
+  announcedLost: number;
   active: number;
   /** Statuses of the other keeper's answers to token calls made during the freeze (2 processes). */
   otherDuringFreeze: Record<string, number>;
@@ -266,6 +270,8 @@ export async function runFreeze(world: FreezeWorld, run: FreezeRun): Promise<Fre
   const other = run.processes === 2 ? await world.spawn('other') : undefined;
   const serving = other ?? frozen;
 
+  // Every lease of this run is taken after this moment, so none ends before it plus the lease.
+  const sweepStartedAt = Date.now();
   let sweepAnswer: Promise<CallResult | Error> | undefined;
   if (run.sweep === 'request') sweepAnswer = frozen.call('POST', '/local/sweep').catch((e: Error) => e);
   await waitUntil(
@@ -378,10 +384,23 @@ export async function runFreeze(world: FreezeWorld, run: FreezeRun): Promise<Fre
 
   let lost = 0;
   let active = 0;
+  let announcedLost = 0;
+  const announced = announcedReauthorizations(world.keepers);
   for (const s of sessions) {
     const m = await metadata(observer, s);
-    if (m.status === 'reauthorization_required') lost += 1;
+    if (m.status === 'reauthorization_required') {
+      lost += 1;
+      if (announced.has(`${s.userId}/${s.providerId}`)) announcedLost += 1;
+    }
     if (m.status === 'active') active += 1;
+  }
+  // When each refresh token was presented again, from the sweep's start.
+  const seen = new Set<string>();
+  const reusesAtMs: number[] = [];
+  for (const r of refreshGrants(oauth)) {
+    if (r.refreshToken === undefined) continue;
+    if (seen.has(r.refreshToken)) reusesAtMs.push(r.at - sweepStartedAt);
+    seen.add(r.refreshToken);
   }
   const grants = refreshGrants(oauth);
   const figures: FreezeFigures = {
@@ -390,7 +409,9 @@ export async function runFreeze(world: FreezeWorld, run: FreezeRun): Promise<Fre
     frozenMs,
     reuses: oauth.proxy.reuseCount(),
     refusedGrants: grants.filter((r) => r.status === 400).length,
+    reusesAtMs,
     lost,
+    announcedLost,
     active,
     otherDuringFreeze,
     otherAfterThaw,
@@ -401,4 +422,26 @@ export async function runFreeze(world: FreezeWorld, run: FreezeRun): Promise<Fre
     sweepLines: Object.fromEntries(world.keepers.map((k) => [k.name, k.sweepLines()])),
   };
   return figures;
+}
+
+/** Sessions (`userId/providerId`) whose SessionReauthorizationRequired event a keeper logged. */
+function announcedReauthorizations(keepers: readonly KeeperProcess[]): Set<string> {
+  const keys = new Set<string>();
+  for (const keeper of keepers) {
+    for (const line of keeper.out().split('\n')) {
+      if (!line.includes('event SessionReauthorizationRequired')) continue;
+      try {
+        const entry = JSON.parse(line) as {
+          message?: string;
+          detail?: { userId?: string; providerId?: string };
+        };
+        if (entry.message === 'event SessionReauthorizationRequired' && entry.detail) {
+          keys.add(`${entry.detail.userId}/${entry.detail.providerId}`);
+        }
+      } catch {
+        // not a JSON log line
+      }
+    }
+  }
+  return keys;
 }
