@@ -32,8 +32,14 @@ export interface TokenKeeperConfig {
   readonly sweepSliceSize: number;
   /** Slices swept at once: the event source mapping's maximum concurrency (2–1000). */
   readonly sweepMaxConcurrency: number;
-  /** Timeout of one call to a provider's token endpoint. */
+  /** Timeout of one discovery, revocation or code-exchange request to a provider. */
   readonly httpTimeoutMs: number;
+  /**
+   * The life of one refresh grant: its answer is committed whenever it comes within it. In the
+   * functions it is cut to fit the invocation: the API function's deadline, the refresh function's
+   * timeout (which covers one whole grant past the sweep budget).
+   */
+  readonly grantTimeoutMs: number;
   /** How often the sweep renews an on-demand session's grant when its refresh-token expiry is unknown. */
   readonly keepAliveSeconds: number;
   /** Transient failures in a row, across a provider's sessions, that open its circuit. */
@@ -101,6 +107,7 @@ export const DEFAULT_CONFIG: TokenKeeperConfig = {
   sweepSliceSize: 1_000,
   sweepMaxConcurrency: 10,
   httpTimeoutMs: 10_000,
+  grantTimeoutMs: 30_000,
   keepAliveSeconds: 86_400,
   circuitFailureThreshold: 3,
   removalPolicy: 'retain',
@@ -131,6 +138,7 @@ export const CONTEXT_KEYS = [
   'sweepSliceSize',
   'sweepMaxConcurrency',
   'httpTimeoutMs',
+  'grantTimeoutMs',
   'keepAliveSeconds',
   'circuitFailureThreshold',
   'alarmEmail',
@@ -168,7 +176,9 @@ const API_OVERHEAD_SECONDS = 9;
 
 /**
  * The refresh function's timeout: the sweep budget, plus one grant that started just before the budget
- * ran out, plus time to commit it and flush metrics.
+ * ran out, plus time to commit it and flush metrics. A grant's life is cut to end with its commit 5 s
+ * before the invocation does (so at least the HTTP timeout plus 13 s for a grant started last); no
+ * grant outlives the invocation.
  */
 export function refreshFunctionTimeoutSeconds(c: TokenKeeperConfig): number {
   return c.sweepBudgetSeconds + Math.ceil(c.httpTimeoutMs / 1000) + 20;
@@ -273,6 +283,7 @@ export function parseConfig(raw: Raw): TokenKeeperConfig {
     raw.sweepBudgetSeconds === undefined || raw.sweepBudgetSeconds === null || raw.sweepBudgetSeconds === ''
       ? defaultSweepBudgetSeconds(refreshIntervalSeconds, httpTimeoutMs)
       : int('sweepBudgetSeconds', 1, 840);
+  const grantTimeoutMs = int('grantTimeoutMs', 100, 600_000);
   const keepAliveSeconds = int('keepAliveSeconds', 60, 30 * 86_400);
   const circuitFailureThreshold = int('circuitFailureThreshold', 1, 1_000);
   const removalPolicy = oneOf('removalPolicy', ['retain', 'destroy'] as const, (s) => s.toLowerCase());
@@ -350,6 +361,7 @@ export function parseConfig(raw: Raw): TokenKeeperConfig {
     sweepSliceSize,
     sweepMaxConcurrency,
     httpTimeoutMs,
+    grantTimeoutMs,
     keepAliveSeconds,
     circuitFailureThreshold,
     alarmEmail,
@@ -461,6 +473,7 @@ export function functionEnvironment(
     TOKENKEEPER_REFRESH_WINDOW_SECONDS: String(c.refreshWindowSeconds),
     TOKENKEEPER_REFRESH_CONCURRENCY: String(c.refreshConcurrency),
     TOKENKEEPER_HTTP_TIMEOUT_MS: String(c.httpTimeoutMs),
+    TOKENKEEPER_GRANT_TIMEOUT_MS: String(c.grantTimeoutMs),
     TOKENKEEPER_SHARD_COUNT: String(c.shardCount),
     TOKENKEEPER_SWEEP_BUDGET_SECONDS: String(c.sweepBudgetSeconds),
     TOKENKEEPER_SWEEP_SLICE_SIZE: String(c.sweepSliceSize),

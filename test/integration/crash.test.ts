@@ -1,4 +1,4 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import type { SessionRecord } from '../../functions/core/store/store.js';
 import {
   type Connected,
@@ -6,44 +6,25 @@ import {
   eventsFor,
   forwardedGrants,
   getToken,
+  keeperPerTest,
   record,
-  registerProviders,
   retryAfterOf,
   type ServedToken,
   SkewedClock,
   storedRefreshToken,
 } from '../support/keeper-flows.js';
-import { type OAuthServer, startOAuthServer } from '../support/oauth-server.js';
-import { startTestStack, type TestStack } from '../support/stack.js';
+import type { OAuthServer } from '../support/oauth-server.js';
 
 /**
- * Crashes and time limits: a refresher that dies holding a lease, a grant slower than the HTTP
- * timeout, and a sweep whose Lambda runs out of time. The keeper's clock is real time plus a skew
+ * Crashes and time limits: a refresher that dies holding a lease, a grant that outlives its life
+ * (the grant timeout), and a sweep whose Lambda runs out of time. The keeper's clock is real time plus a skew
  * the test steps, so waits still progress while a lease can be made to expire on demand.
  */
 
 let oauth: OAuthServer;
-let keeper: TestStack | undefined;
-
-beforeAll(async () => {
-  oauth = await startOAuthServer({ accessTokenTtl: 3600 });
+const { freshKeeper } = keeperPerTest({ accessTokenTtl: 3600 }, (server) => {
+  oauth = server;
 });
-
-afterAll(async () => {
-  await oauth?.stop();
-});
-
-afterEach(async () => {
-  oauth.proxy.reset();
-  await keeper?.stop();
-  keeper = undefined;
-});
-
-async function freshKeeper(clock: SkewedClock, env: Record<string, string> = {}): Promise<TestStack> {
-  keeper = await startTestStack({ clock, env });
-  await registerProviders(keeper, oauth);
-  return keeper;
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -137,10 +118,13 @@ describe('a refresher that dies holding a lease', () => {
   });
 });
 
-describe('a grant slower than the timeout', () => {
-  it('is abandoned at the timeout, before the lease ends; the refresh token is not consumed', async () => {
+describe('a grant that outlives its life', () => {
+  it('is abandoned at the grant timeout, before the lease ends, as an unknown outcome; a token never consumed stays usable', async () => {
     const clock = new SkewedClock();
-    const stack = await freshKeeper(clock, { TOKENKEEPER_HTTP_TIMEOUT_MS: '800' });
+    const stack = await freshKeeper(clock, {
+      TOKENKEEPER_HTTP_TIMEOUT_MS: '800',
+      TOKENKEEPER_GRANT_TIMEOUT_MS: '800',
+    });
     const { config, store } = stack.stack.runtime;
     const leaseMs = config.leaseSeconds * 1000;
     const s = await connect(stack, oauth, 'mcp', { expires_in: 30 });
@@ -153,19 +137,21 @@ describe('a grant slower than the timeout', () => {
     const res = await getToken(stack, s, '?force=true');
     const elapsed = Date.now() - started;
     expect(res.status).toBe(503);
-    expect(elapsed).toBeGreaterThanOrEqual(config.httpTimeoutMs);
+    expect(elapsed).toBeGreaterThanOrEqual(config.grantTimeoutMs);
     expect(elapsed).toBeLessThan(leaseMs);
 
     const lease = (await leases.mock.results[0]?.value) as SessionRecord;
     const leaseUntil = lease.leaseUntil as number;
     const failed = (await record(stack, s)) as SessionRecord;
     expect(failed).toMatchObject({ status: 'active', version: 1, failureCount: 1 });
-    expect(failed.lastError?.code).toBe('timeout');
-    // Given up (and recorded) at about the timeout after taking the lease, long before it would have
-    // ended; the lease is released.
+    // The keeper cannot tell a request the provider never saw from one whose answer was lost.
+    expect(failed.lastError?.code).toBe('grant_outcome_unknown');
+    expect(stack.logs.filter((l) => l.message.includes('outcome is unknown'))).toHaveLength(1);
+    // Given up (and recorded) at about the grant timeout after taking the lease, long before it would
+    // have ended; the lease is released.
     const gaveUpAfter = (failed.lastError?.at as number) - (leaseUntil - leaseMs);
-    expect(gaveUpAfter).toBeGreaterThanOrEqual(config.httpTimeoutMs);
-    expect(gaveUpAfter).toBeLessThan(config.httpTimeoutMs + 5_000);
+    expect(gaveUpAfter).toBeGreaterThanOrEqual(config.grantTimeoutMs);
+    expect(gaveUpAfter).toBeLessThan(config.grantTimeoutMs + 5_000);
     expect(failed.lastError?.at).toBeLessThan(leaseUntil - 20_000);
     expect(failed.leaseOwner).toBeUndefined();
     // The request never reached the provider: the refresh token is intact and still the session's.
@@ -182,23 +168,28 @@ describe('a grant slower than the timeout', () => {
     expect((await record(stack, s))?.version).toBe(2);
   });
 
-  it('a response that arrives after the timeout is never committed (the lost-response case)', async () => {
+  it("a response that arrives after the grant's life is never committed (the lost-response case)", async () => {
     const clock = new SkewedClock();
-    const stack = await freshKeeper(clock, { TOKENKEEPER_HTTP_TIMEOUT_MS: '300' });
+    const stack = await freshKeeper(clock, {
+      TOKENKEEPER_HTTP_TIMEOUT_MS: '300',
+      TOKENKEEPER_GRANT_TIMEOUT_MS: '300',
+    });
     const s = await connect(stack, oauth, 'mcp', { expires_in: 30 });
     oauth.proxy.reset();
 
     // The proxy forwards the grant after 1 s: the provider redeems and rotates the refresh token,
-    // but the keeper gave up at 300 ms. This is the one unavoidable loss — a request whose answer
+    // but the grant's life ended at 300 ms. This is the one unavoidable loss — a request whose answer
     // never arrives cannot be told apart from one that was never processed — so all we assert is
-    // that nothing is committed late. (The next attempt presents the consumed token and, with reuse
-    // detection, ends the session as reauthorization_required: an explicit signal, never silence.)
+    // that nothing is committed late and the outcome is recorded as unknown. (The next attempt
+    // presents the consumed token and, with reuse detection, ends the session as
+    // reauthorization_required: an explicit signal, never silence.) An answer that comes within the
+    // grant's life, after the caller stopped waiting, is committed: test/integration/late-answer.test.ts.
     oauth.proxy.setLatency(1_000);
     const res = await getToken(stack, s, '?force=true');
     expect(res.status).toBe(503);
     const failed = (await record(stack, s)) as SessionRecord;
     expect(failed).toMatchObject({ status: 'active', version: 1, failureCount: 1 });
-    expect(failed.lastError?.code).toBe('timeout');
+    expect(failed.lastError?.code).toBe('grant_outcome_unknown');
 
     // Wait until the provider has answered the abandoned request.
     const deadline = Date.now() + 5_000;

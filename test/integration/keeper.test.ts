@@ -42,6 +42,8 @@ const SCHEDULED_ENV = {
   TOKENKEEPER_REFRESH_INTERVAL_SECONDS: '60',
   TOKENKEEPER_REFRESH_WINDOW_SECONDS: '600',
   TOKENKEEPER_SWEEP_BUDGET_SECONDS: '30',
+  // A grant's life shorter than a caller's wait (HTTP timeout 2 s + 2 s): a hang ends inside the call.
+  TOKENKEEPER_GRANT_TIMEOUT_MS: '2000',
 };
 
 function token(userId: string, query = '', providerId = 'mcp', stack = keeper) {
@@ -218,7 +220,7 @@ describe('failure handling', () => {
     oauth.proxy.setFault(null);
   });
 
-  it('a token endpoint that hangs past the timeout keeps the session active with backoff', async () => {
+  it("a token endpoint that hangs past the grant's life keeps the session active with backoff", async () => {
     const s = await connect('mcp');
     oauth.proxy.setFault({ kind: 'hang' });
     const forced = await token(s.userId, '?force=true');
@@ -226,7 +228,7 @@ describe('failure handling', () => {
     expect(forced.status).toBe(503);
     const meta = await metadata(s.userId);
     expect(meta.status).toBe('active');
-    expect(meta.lastError?.code).toBe('timeout');
+    expect(meta.lastError?.code).toBe('grant_outcome_unknown');
     expect(meta.nextAttemptAt).not.toBeNull();
   });
 });

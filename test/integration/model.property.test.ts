@@ -34,12 +34,19 @@ import type { TokenFault, TokenRequestRecord } from '../support/token-proxy.js';
  *
  * The keeper's clock is frozen between steps; the provider's access tokens live 900 s of real time,
  * so every token served during the run stays active there. Latency commands stay far below the
- * 1 s HTTP timeout: a grant answered after the keeper gave up is the one unavoidable way to
- * present a refresh token twice (see crash.test.ts), and is not what this test is about.
+ * 1 s grant timeout: a grant whose answer never came within its life is the one unavoidable way to
+ * present a refresh token twice (see crash.test.ts), and is not what this test is about. A pause
+ * command freezes the process once the next grant's answer is in its socket — longer than the
+ * grant's life, with the keeper's clock jumping up to 25 s (inside the lease) — so on waking its
+ * timers run before the answer is read: the answer must still be committed.
  * `MODEL_RUNS=100 npx vitest run test/integration/model.property.test.ts` for a longer search.
  */
 
 const ACCESS_TTL = 900;
+/** How long a pause blocks the process: longer than the 1 s grant timeout, so its timer runs late. */
+const PAUSE_MS = 1_500;
+/** Pauses that have happened (a command's 503 may be explained by one during it). */
+let pauses = 0;
 const PROVIDERS = ['mcp', 'mcp-post', 'mcp-public'] as const;
 
 let oauth: OAuthServer;
@@ -49,7 +56,10 @@ const clock = new SteppedClock();
 
 beforeAll(async () => {
   oauth = await startOAuthServer({ accessTokenTtl: ACCESS_TTL });
-  stack = await startTestStack({ clock, env: { TOKENKEEPER_HTTP_TIMEOUT_MS: '1000' } });
+  stack = await startTestStack({
+    clock,
+    env: { TOKENKEEPER_HTTP_TIMEOUT_MS: '1000', TOKENKEEPER_GRANT_TIMEOUT_MS: '1000' },
+  });
   await registerProviders(stack, oauth);
   peers = [stack.peer(), stack.peer()];
 });
@@ -107,6 +117,7 @@ interface Before {
   circuits: (CircuitRecord | undefined)[];
   accessTokens: string[];
   requestIndex: number;
+  pauses: number;
 }
 
 async function snapshot(real: Real): Promise<Before> {
@@ -120,7 +131,14 @@ async function snapshot(real: Real): Promise<Before> {
   const circuits = await Promise.all(
     real.sessions.map((s) => stack.stack.runtime.store.getCircuit(s.providerId)),
   );
-  return { now: clock.now(), records, accessTokens, circuits, requestIndex: oauth.proxy.requests.length };
+  return {
+    now: clock.now(),
+    records,
+    accessTokens,
+    circuits,
+    requestIndex: oauth.proxy.requests.length,
+    pauses,
+  };
 }
 
 /**
@@ -229,13 +247,13 @@ async function execute(real: Real, ops: Op[]): Promise<void> {
         expect(after[op.session]?.status, label).toBe('reauthorization_required');
         break;
       case 'refresh_unavailable': {
-        // Explained by a failure served for this session now, a backoff already in place, or its
-        // provider's circuit (issue 11) not closed before.
+        // Explained by a failure served for this session now, a backoff already in place, its
+        // provider's circuit not closed before, or a pause during the call (its wait ran out).
         const prior = before.records[op.session] as SessionRecord;
         const backingOff = prior.nextAttemptAt !== undefined && prior.nextAttemptAt > before.now;
         const circuitOpen = (before.circuits[op.session]?.state ?? 'closed') !== 'closed';
         expect(
-          faultsForIt.length > 0 || backingOff || circuitOpen,
+          faultsForIt.length > 0 || backingOff || circuitOpen || pauses > before.pauses,
           `${label}: unexplained refresh_unavailable`,
         ).toBe(true);
         break;
@@ -311,6 +329,22 @@ class LatencyCommand implements fc.AsyncCommand<Model, Real> {
   toString = () => `latency(${this.ms}ms)`;
 }
 
+/**
+ * Delays the processing of the next grant's answer by the process that receives it: once the answer
+ * is in its socket, the process stops for PAUSE_MS and its clock jumps `seconds` (inside the lease).
+ */
+class PauseCommand implements fc.AsyncCommand<Model, Real> {
+  constructor(readonly seconds: number) {}
+  check = () => true;
+  run = async () => {
+    oauth.proxy.pauseAfterNextAnswer(PAUSE_MS, () => {
+      pauses++;
+      clock.advance(this.seconds * 1000);
+    });
+  };
+  toString = () => `pause(${this.seconds}s)`;
+}
+
 class HealCommand implements fc.AsyncCommand<Model, Real> {
   check = () => true;
   run = async (_m: Model, real: Real) => {
@@ -360,6 +394,7 @@ const commandArbs: fc.Arbitrary<fc.AsyncCommand<Model, Real>>[] = [
   sameSessionBurst.map((ops) => new OpsCommand(ops)),
   fc.constantFrom(0, 50, 150).map((ms) => new LatencyCommand(ms)),
   fc.integer({ min: 1, max: 400 }).map((s) => new StepCommand(s)),
+  fc.integer({ min: 1, max: 25 }).map((s) => new PauseCommand(s)),
   faultCommand,
   faultCommand,
   fc.constant(new HealCommand()),
@@ -376,6 +411,7 @@ describe('model-based: random interleavings against the real protocol', () => {
         async (cmds, expiries) => {
           runs++;
           oauth.proxy.setLatency(0);
+          oauth.proxy.pauseAfterNextAnswer(0);
           commandsRun += [...cmds].length;
           oauth.proxy.setFault(null);
           const sessions: Connected[] = [];
@@ -406,7 +442,7 @@ describe('model-based: random interleavings against the real protocol', () => {
     const faulted = oauth.proxy.requests.filter((r) => r.fault !== undefined);
     const faults = `${faulted.length} faulted: ${[...new Set(faulted.map((r) => `${r.fault}${r.status ? ` ${r.status}` : ''}`))].join(', ')}`;
     console.log(
-      `model: ${runs} runs, ${commandsRun} commands, ${oauth.proxy.requests.length} token requests (${grants} grants, ${faults}), reuse ${oauth.proxy.reuseCount()}`,
+      `model: ${runs} runs, ${commandsRun} commands, ${oauth.proxy.requests.length} token requests (${grants} grants, ${faults}), reuse ${oauth.proxy.reuseCount()}, ${pauses} pauses`,
     );
     expect(oauth.proxy.reuseCount()).toBe(0);
   }, 120_000);

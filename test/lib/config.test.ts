@@ -1,7 +1,11 @@
 import { readFileSync } from 'node:fs';
 import { App } from 'aws-cdk-lib';
 import { describe, expect, it } from 'vitest';
-import { loadConfig as loadCoreConfig, validateConfig } from '../../functions/core/config.js';
+import {
+  defaultLeaseSeconds,
+  loadConfig as loadCoreConfig,
+  validateConfig,
+} from '../../functions/core/config.js';
 import {
   DEFAULT_CONFIG,
   functionEnvironment,
@@ -271,7 +275,7 @@ describe('agreement with functions/core/config.ts', () => {
           refreshWindowSeconds: w,
           sweepBudgetSeconds: b,
           httpTimeoutMs: t,
-          leaseSeconds: Math.max(30, Math.ceil((3 * t) / 1000)),
+          leaseSeconds: defaultLeaseSeconds(t, base.grantTimeoutMs),
         });
         return false;
       } catch {

@@ -1,9 +1,17 @@
 import { randomBytes } from 'node:crypto';
+import { afterAll, afterEach, beforeAll } from 'vitest';
 import type { SessionKey } from '../../functions/core/model.js';
 import type { Clock } from '../../functions/core/ports.js';
 import type { SessionRecord } from '../../functions/core/store/store.js';
-import { MCP_RESOURCE, MCP_SCOPES, type OAuthServer, type TokenSet } from './oauth-server.js';
-import type { CallResult, LogLine, TestStack } from './stack.js';
+import {
+  MCP_RESOURCE,
+  MCP_SCOPES,
+  type OAuthServer,
+  type OAuthServerOptions,
+  startOAuthServer,
+  type TokenSet,
+} from './oauth-server.js';
+import { type CallResult, type LogLine, startTestStack, type TestStack } from './stack.js';
 
 /**
  * Shared helpers for the keeper, fault, storm, crash and model tests: clocks the test drives, provider
@@ -182,4 +190,35 @@ export function retryAfterOf(res: CallResult): number {
 /** Refresh-token grant requests that reached the OAuth server. */
 export function forwardedGrants(oauth: OAuthServer) {
   return oauth.proxy.requests.filter((r) => r.grantType === 'refresh_token' && r.forwarded);
+}
+
+/**
+ * One OAuth server for a test file (handed to `started` once it runs) and a fresh keeper per test,
+ * with the three providers registered; the keeper is stopped and the proxy reset after each test.
+ */
+export function keeperPerTest(
+  options: OAuthServerOptions,
+  started: (oauth: OAuthServer) => void,
+): { freshKeeper(clock: Clock, env?: Record<string, string>): Promise<TestStack> } {
+  let oauth: OAuthServer | undefined;
+  let keeper: TestStack | undefined;
+  beforeAll(async () => {
+    oauth = await startOAuthServer(options);
+    started(oauth);
+  });
+  afterAll(async () => {
+    await oauth?.stop();
+  });
+  afterEach(async () => {
+    oauth?.proxy.reset();
+    await keeper?.stop();
+    keeper = undefined;
+  });
+  return {
+    async freshKeeper(clock, env = {}) {
+      keeper = await startTestStack({ clock, env });
+      await registerProviders(keeper, oauth as OAuthServer);
+      return keeper;
+    },
+  };
 }

@@ -66,13 +66,24 @@ export interface TokenProxy {
    * each body now and the rest `tailMs` later (a slow answer). Returns how many were held.
    */
   releaseAnswers(options?: { tailMs?: number }): number;
+  /**
+   * Forwards token requests at once but holds the upstream's answer this long before passing it on
+   * (a provider that rotates, then answers late).
+   */
+  setAnswerDelay(ms: number): void;
+  /**
+   * Once the next token answer has been written to the keeper's socket, calls `onPause` and blocks
+   * this whole process's event loop for `ms`: a pause (GC, throttling, a suspended laptop) of a
+   * keeper that has its answer waiting unread. On waking its timers run before its sockets are read.
+   */
+  pauseAfterNextAnswer(ms: number, onPause?: () => void): void;
   /** How often each refresh_token value was actually forwarded to the OAuth server. */
   refreshRedemptions(): Map<string, number>;
   /** Extra presentations of refresh tokens forwarded more than once (sum of count - 1). */
   reuseCount(): number;
   /** Every token value (access, refresh, id) the OAuth server issued through the token endpoint. */
   issuedTokens(): Set<string>;
-  /** Clears the records, the fault, the latency and the hold (held answers are dropped). */
+  /** Clears the records, the fault, the latency, the answer delay and the hold (held answers are dropped). */
   reset(): void;
   stop(): Promise<void>;
 }
@@ -99,6 +110,8 @@ export async function startTokenProxy(options: TokenProxyOptions = {}): Promise<
   let latencyMs = 0;
   // While holding: answers read from the upstream, waiting to be sent (each takes the tail's length).
   let held: ((tailMs: number) => void)[] | undefined;
+  let answerDelayMs = 0;
+  let pauseNext: { ms: number; onPause?: () => void } | undefined;
 
   const takeFault = (): TokenFault | null => {
     if (!fault) return null;
@@ -115,6 +128,7 @@ export async function startTokenProxy(options: TokenProxyOptions = {}): Promise<
     onStatus?: (status: number) => void,
     dropResponse = false,
     onBody?: (body: Buffer) => void,
+    holdMs = 0,
     holdable = false,
   ): void => {
     if (!upstream) {
@@ -183,6 +197,27 @@ export async function startTokenProxy(options: TokenProxyOptions = {}): Promise<
           upstreamRes.once('end', () => req.socket.destroy());
           return;
         }
+        const pause = onBody ? pauseNext : undefined;
+        if (pause) pauseNext = undefined;
+        if (holdMs > 0 || pause) {
+          const chunks: Buffer[] = [];
+          upstreamRes.on('data', (c: Buffer) => chunks.push(c));
+          upstreamRes.once('end', () => {
+            setTimeout(() => {
+              if (res.destroyed) return;
+              res.writeHead(upstreamRes.statusCode ?? 502, upstreamRes.statusMessage, upstreamRes.headers);
+              res.end(Buffer.concat(chunks), () => {
+                if (!pause) return;
+                pause.onPause?.();
+                const until = performance.now() + pause.ms;
+                while (performance.now() < until) {
+                  // the process is paused: no timer, no socket read
+                }
+              });
+            }, holdMs);
+          });
+          return;
+        }
         res.writeHead(upstreamRes.statusCode ?? 502, upstreamRes.statusMessage, upstreamRes.headers);
         upstreamRes.pipe(res);
       },
@@ -227,6 +262,7 @@ export async function startTokenProxy(options: TokenProxyOptions = {}): Promise<
         (status) => (record.status = status),
         applied?.kind === 'forward-then-reset',
         recordIssued,
+        answerDelayMs,
         true,
       );
       return;
@@ -329,6 +365,12 @@ export async function startTokenProxy(options: TokenProxyOptions = {}): Promise<
       for (const send of sends) send(options.tailMs ?? 0);
       return sends.length;
     },
+    setAnswerDelay(ms) {
+      answerDelayMs = ms;
+    },
+    pauseAfterNextAnswer(ms, onPause) {
+      pauseNext = { ms, onPause };
+    },
     refreshRedemptions: () => countRedemptions(requests),
     reuseCount() {
       let extra = 0;
@@ -341,6 +383,8 @@ export async function startTokenProxy(options: TokenProxyOptions = {}): Promise<
       fault = null;
       latencyMs = 0;
       held = undefined;
+      answerDelayMs = 0;
+      pauseNext = undefined;
     },
     stop() {
       stopped ??= new Promise<void>((resolve) => {

@@ -203,10 +203,19 @@ export class Refresher {
     // A grant is started only when its shortest life and the commit fit before the deadline: a grant
     // cut off after the provider rotated would lose the session. Where the runtime keeps running, the
     // deadline bounds only the caller's wait.
+    // A caller without a separate wait (the sweep) starts grants only with the reserve left before its
+    // deadline, in either runtime; a caller with one (a token call) may start a grant till its wait ends.
     const lifeBy = options.lifeBy ?? options.deadline;
-    const cutoff = this.o.keepsRunning ? (options.waitUntil ?? options.deadline) : lifeBy;
-    const reserve = this.o.keepsRunning ? 0 : this.o.grantReserveMs;
-    if (cutoff !== undefined && cutoff - this.o.clock.now() < Math.max(1, reserve)) {
+    const startBy = this.o.keepsRunning
+      ? options.waitUntil === undefined
+        ? options.deadline
+        : undefined
+      : lifeBy;
+    const now = this.o.clock.now();
+    if (
+      (startBy !== undefined && startBy - now < this.o.grantReserveMs) ||
+      (options.waitUntil !== undefined && options.waitUntil <= now)
+    ) {
       options.grantDone?.();
       return { kind: 'no_time' };
     }
@@ -235,6 +244,7 @@ export class Refresher {
         slots,
         grantDone,
         lifeBy: this.o.keepsRunning ? undefined : lifeBy,
+        startBy,
         waitUntil: this.o.keepsRunning ? (options.waitUntil ?? options.deadline) : undefined,
         detach: (settled) => {
           detached = true;
@@ -291,6 +301,8 @@ export class Refresher {
       grantDone: () => void;
       /** The end of the grant's life plus commit, where the runtime stops after answering. */
       lifeBy: number | undefined;
+      /** The grant is sent only with the grant reserve left before this. */
+      startBy: number | undefined;
       /** When the caller stops waiting, where the runtime keeps running. */
       waitUntil: number | undefined;
       /** Called when the caller stops waiting with the grant still open. */
@@ -348,7 +360,10 @@ export class Refresher {
     // life left, however long the slots took (discovery, when due, is cut to fit before it).
     const endBy =
       Math.min(lifeBy ?? Number.POSITIVE_INFINITY, leasedAt + this.o.leaseMs) - this.commitReserveMs;
-    const grantBy = endBy - Math.min(this.grantTimeoutMs, this.o.grantReserveMs - this.commitReserveMs);
+    const grantBy = Math.min(
+      endBy - Math.min(this.grantTimeoutMs, this.o.grantReserveMs - this.commitReserveMs),
+      (grant.startBy ?? Number.POSITIVE_INFINITY) - this.o.grantReserveMs,
+    );
     let sentAt = 0;
     const id = sessionKeyString(key);
     let settle: Promise<RefreshOutcome>;

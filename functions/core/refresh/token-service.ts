@@ -141,7 +141,12 @@ export class DefaultTokenService implements TokenService {
         force && record.version <= seenVersion
           ? { kind: 'forced', version: seenVersion }
           : { kind: 'onDemand', minValidUntil: Math.floor(now / 1000) + minValidity };
-      const outcome = await (joined ?? this.startRefresh(id, key, condition, options.deadline, deadline));
+      // The caller waits for its own grant as long as for one held elsewhere, from the grant's start.
+      const waitUntil = Math.min(
+        clock.now() + this.o.maxWaitMs,
+        options.deadline ?? Number.POSITIVE_INFINITY,
+      );
+      const outcome = await (joined ?? this.startRefresh(id, key, condition, options.deadline, waitUntil));
       switch (outcome.kind) {
         case 'refreshed':
           // Minted for this call (or one it joined): the freshest token the provider gives, with its
