@@ -321,6 +321,8 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       server.closeAllConnections();
       await new Promise<void>((r) => server.close(() => r()));
       await sweeping?.catch(() => {});
+      // Grants still open (their callers answered 503) are committed before the store goes away.
+      await runtime?.refresher.settleAll();
       dynamodb.destroy();
       await embedded?.stop();
     },

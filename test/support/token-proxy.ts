@@ -208,11 +208,15 @@ export async function startTokenProxy(options: TokenProxyOptions = {}): Promise<
               res.writeHead(upstreamRes.statusCode ?? 502, upstreamRes.statusMessage, upstreamRes.headers);
               res.end(Buffer.concat(chunks), () => {
                 if (!pause) return;
-                pause.onPause?.();
-                const until = performance.now() + pause.ms;
-                while (performance.now() < until) {
-                  // the process is paused: no timer, no socket read
-                }
+                // Paused from the check phase: on waking the loop runs its timers before it polls the
+                // keeper's socket, as after a real suspension.
+                setImmediate(() => {
+                  pause.onPause?.();
+                  const until = performance.now() + pause.ms;
+                  while (performance.now() < until) {
+                    // the process is paused: no timer, no socket read
+                  }
+                });
               });
             }, holdMs);
           });

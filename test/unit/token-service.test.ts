@@ -425,4 +425,26 @@ describe('DefaultTokenService', () => {
     expect(next.access_token).toBe(fx.endpoint.issued[0]?.accessToken);
     expect(fx.endpoint.presented()).toEqual([s.refreshToken, 'rt-partial']);
   });
+
+  it("a grant slower than the caller's wait: 503 with Retry-After, the grant goes on, the next call gets its token without a second grant", async () => {
+    const slow = createCoreFixture(handle, { env: { TOKENKEEPER_HTTP_TIMEOUT_MS: '300' } });
+    const prov = await addProvider(slow);
+    const s = await addSession(slow, { providerId: prov, expiresIn: 3600 });
+    const gate = slow.endpoint.gate();
+
+    const first = slow.runtime.tokens.getToken(s.key, FORCED);
+    await gate.arrived;
+    const err = await first.catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(RefreshUnavailableError);
+    expect((err as RefreshUnavailableError).retryAfterSeconds).toBeGreaterThanOrEqual(1);
+
+    gate.release();
+    await slow.runtime.refresher.settleAll();
+    const [issued] = slow.endpoint.issued;
+    expect(await slow.runtime.tokens.getToken(s.key, ON_DEMAND)).toMatchObject({
+      access_token: issued?.accessToken,
+    });
+    expect(slow.endpoint.requests).toHaveLength(1);
+    expect((await readSession(slow, s.key)).refreshToken).toBe(issued?.refreshToken);
+  });
 });

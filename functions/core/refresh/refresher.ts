@@ -202,9 +202,8 @@ export class Refresher {
     }
     // A grant is started only when its shortest life and the commit fit before the deadline: a grant
     // cut off after the provider rotated would lose the session. Where the runtime keeps running, the
-    // deadline bounds only the caller's wait.
-    // A caller without a separate wait (the sweep) starts grants only with the reserve left before its
-    // deadline, in either runtime; a caller with one (a token call) may start a grant till its wait ends.
+    // deadline bounds only the caller's wait: a caller with a wait of its own (a token call) may start
+    // a grant until its wait ends; one without (the sweep) only with the reserve left before its deadline.
     const lifeBy = options.lifeBy ?? options.deadline;
     const startBy = this.o.keepsRunning
       ? options.waitUntil === undefined
