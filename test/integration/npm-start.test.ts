@@ -1,8 +1,9 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { startLocalProcess } from '../support/local-process.js';
 import { waitFor } from '../support/wait.js';
 
 /**
@@ -11,7 +12,6 @@ import { waitFor } from '../support/wait.js';
  * sweep, refuse a bad configuration with a clear message, and stop cleanly on SIGTERM.
  */
 
-const ROOT = join(import.meta.dirname, '..', '..');
 const children: ChildProcess[] = [];
 const dirs: string[] = [];
 
@@ -21,22 +21,9 @@ afterEach(async () => {
 });
 
 function start(env: Record<string, string>) {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'bin/local.ts'], {
-    cwd: ROOT,
-    env: { ...process.env, PORT: '0', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.push(child);
-  let stdout = '';
-  let stderr = '';
-  child.stdout?.on('data', (c) => {
-    stdout += String(c);
-  });
-  child.stderr?.on('data', (c) => {
-    stderr += String(c);
-  });
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  return { child, exited, out: () => stdout, err: () => stderr };
+  const run = startLocalProcess(env);
+  children.push(run.child);
+  return run;
 }
 
 describe('npm start (bin/local.ts)', () => {

@@ -57,6 +57,16 @@ export interface TokenProxy {
   /** Fixed delay before token requests are forwarded upstream. */
   setLatency(ms: number): void;
   /**
+   * From now on, token requests are forwarded at once but the upstream's answers are held until
+   * `releaseAnswers`: the provider has acted (rotated a refresh token) while the client still waits.
+   */
+  holdAnswers(): void;
+  /**
+   * Sends the held answers and stops holding: whole, or with `tailMs` the head and the first half of
+   * each body now and the rest `tailMs` later (a slow answer). Returns how many were held.
+   */
+  releaseAnswers(options?: { tailMs?: number }): number;
+  /**
    * Forwards token requests at once but holds the upstream's answer this long before passing it on
    * (a provider that rotates, then answers late).
    */
@@ -73,7 +83,7 @@ export interface TokenProxy {
   reuseCount(): number;
   /** Every token value (access, refresh, id) the OAuth server issued through the token endpoint. */
   issuedTokens(): Set<string>;
-  /** Clears the records, the fault, the latency and the answer delay. */
+  /** Clears the records, the fault, the latency, the answer delay and the hold (held answers are dropped). */
   reset(): void;
   stop(): Promise<void>;
 }
@@ -98,6 +108,8 @@ export async function startTokenProxy(options: TokenProxyOptions = {}): Promise<
   let fault: TokenFault | null = null;
   let faultRemaining = Number.POSITIVE_INFINITY;
   let latencyMs = 0;
+  // While holding: answers read from the upstream, waiting to be sent (each takes the tail's length).
+  let held: ((tailMs: number) => void)[] | undefined;
   let answerDelayMs = 0;
   let pauseNext: { ms: number; onPause?: () => void } | undefined;
 
@@ -117,6 +129,7 @@ export async function startTokenProxy(options: TokenProxyOptions = {}): Promise<
     dropResponse = false,
     onBody?: (body: Buffer) => void,
     holdMs = 0,
+    holdable = false,
   ): void => {
     if (!upstream) {
       sendPlain(res, 502, 'token proxy: no upstream configured');
@@ -147,6 +160,33 @@ export async function startTokenProxy(options: TokenProxyOptions = {}): Promise<
       },
       (upstreamRes) => {
         onStatus?.(upstreamRes.statusCode ?? 0);
+        if (holdable && held && !dropResponse) {
+          // The whole answer is read now (the provider is done) and sent on only when released.
+          const chunks: Buffer[] = [];
+          upstreamRes.on('data', (c: Buffer) => chunks.push(c));
+          upstreamRes.once('end', () => {
+            const raw = Buffer.concat(chunks);
+            onBody?.(raw);
+            const send = (tailMs: number): void => {
+              if (res.destroyed) return;
+              const headers = { ...upstreamRes.headers, 'content-length': String(raw.length) };
+              delete headers['transfer-encoding'];
+              res.writeHead(upstreamRes.statusCode ?? 502, upstreamRes.statusMessage, headers);
+              if (tailMs <= 0) {
+                res.end(raw);
+                return;
+              }
+              const cut = Math.floor(raw.length / 2);
+              res.write(raw.subarray(0, cut));
+              setTimeout(() => {
+                if (!res.destroyed) res.end(raw.subarray(cut));
+              }, tailMs);
+            };
+            if (held) held.push(send);
+            else send(0);
+          });
+          return;
+        }
         if (onBody) {
           const chunks: Buffer[] = [];
           upstreamRes.on('data', (c: Buffer) => chunks.push(c));
@@ -227,6 +267,7 @@ export async function startTokenProxy(options: TokenProxyOptions = {}): Promise<
         applied?.kind === 'forward-then-reset',
         recordIssued,
         answerDelayMs,
+        true,
       );
       return;
     }
@@ -319,6 +360,15 @@ export async function startTokenProxy(options: TokenProxyOptions = {}): Promise<
     setLatency(ms) {
       latencyMs = ms;
     },
+    holdAnswers() {
+      held ??= [];
+    },
+    releaseAnswers(options = {}) {
+      const sends = held ?? [];
+      held = undefined;
+      for (const send of sends) send(options.tailMs ?? 0);
+      return sends.length;
+    },
     setAnswerDelay(ms) {
       answerDelayMs = ms;
     },
@@ -336,6 +386,7 @@ export async function startTokenProxy(options: TokenProxyOptions = {}): Promise<
       requests.length = 0;
       fault = null;
       latencyMs = 0;
+      held = undefined;
       answerDelayMs = 0;
       pauseNext = undefined;
     },
