@@ -124,7 +124,10 @@ describe('a provider that answers after the caller stopped waiting', () => {
       TOKENKEEPER_SWEEP_BUDGET_SECONDS: '5',
     });
     const sessions: Connected[] = [];
-    for (let i = 0; i < SESSIONS; i++) sessions.push(await connect(stack, oauth, 'mcp', { expires_in: 30 }));
+    // Hour-long tokens (the sweep keeps them: refreshMode scheduled), then the clock moves on until
+    // 30 s of them are left: all due.
+    for (let i = 0; i < SESSIONS; i++) sessions.push(await connect(stack, oauth, 'mcp'));
+    clock.advance((3600 - 30) * 1000);
     oauth.proxy.reset();
     oauth.proxy.setAnswerDelay(ANSWER_DELAY_MS + 1_000);
 

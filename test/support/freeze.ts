@@ -118,7 +118,11 @@ export async function startFreezeWorld(options: {
   sessions: number;
   /** Timing settings shared by every keeper (TOKENKEEPER_*). */
   env: Record<string, string>;
-  /** The access tokens' lifetime at login, as the keeper is told: below the window, so all are due. */
+  /**
+   * The access tokens' lifetime at login, as the keeper is told. By default just under the refresh
+   * window: every session is due, and long enough that the keeper stores it as one the sweep keeps
+   * (refreshMode scheduled: at least the refresh interval plus the longest sweep).
+   */
   expiresIn?: number;
 }): Promise<FreezeWorld> {
   const dataDir = await mkdtemp(join(tmpdir(), 'tokenkeeper-freeze-'));
@@ -154,12 +158,13 @@ export async function startFreezeWorld(options: {
   };
   try {
     await registerProviders(observer, oauth);
+    const expiresIn = options.expiresIn ?? observer.stack.runtime.config.refreshWindowSeconds - 5;
     for (let i = 0; i < options.sessions; i++) {
       // Two providers (client_secret_basic with discovery and a resource; client_secret_post with
       // explicit endpoints), every session due for the sweep.
       const providerId = i % 2 === 0 ? 'mcp' : 'mcp-post';
       world.sessions.push(
-        await connect(observer, oauth, providerId, { expires_in: options.expiresIn ?? 30 }),
+        await connect(observer, oauth, providerId, { expires_in: expiresIn }),
       );
     }
   } catch (err) {
