@@ -163,9 +163,7 @@ export async function startFreezeWorld(options: {
       // Two providers (client_secret_basic with discovery and a resource; client_secret_post with
       // explicit endpoints), every session due for the sweep.
       const providerId = i % 2 === 0 ? 'mcp' : 'mcp-post';
-      world.sessions.push(
-        await connect(observer, oauth, providerId, { expires_in: expiresIn }),
-      );
+      world.sessions.push(await connect(observer, oauth, providerId, { expires_in: expiresIn }));
     }
   } catch (err) {
     await world.stop();
