@@ -236,7 +236,11 @@ export class ModelStore implements SessionStore {
     return attrs ? circuitOf(attrs) : undefined;
   }
 
-  recordCircuitFailure(providerId: string, error: LastError): Promise<CircuitRecord | undefined> {
+  recordCircuitFailure(
+    providerId: string,
+    error: LastError,
+    newSession = true,
+  ): Promise<CircuitRecord | undefined> {
     return this.circuitUpdate(
       'recordCircuitFailure',
       providerId,
@@ -245,6 +249,7 @@ export class ModelStore implements SessionStore {
         a.circuitFailures = num(a.circuitFailures, 0) + 1;
         a.circuitLastError = error;
         a.circuitRunFrom ??= error.at;
+        a.circuitSessions = num(a.circuitSessions, 0) + (newSession ? 1 : 0);
       },
     );
   }
@@ -283,6 +288,7 @@ export class ModelStore implements SessionStore {
     owner: string,
     error: LastError,
     nextProbeAt: number,
+    newSession = true,
   ): Promise<CircuitRecord | undefined> {
     return this.circuitUpdate(
       'reopenCircuit',
@@ -294,6 +300,7 @@ export class ModelStore implements SessionStore {
         a.circuitLastError = error;
         a.circuitOpenings = num(a.circuitOpenings, 0) + 1;
         a.circuitFailures = num(a.circuitFailures, 0) + 1;
+        a.circuitSessions = num(a.circuitSessions, 0) + (newSession ? 1 : 0);
         delete a.circuitProbeOwner;
         delete a.circuitProbeUntil;
       },
@@ -358,6 +365,7 @@ export class ModelStore implements SessionStore {
           'circuitHeldBack',
           'circuitHeldBackRun',
           'circuitHeldBackSweep',
+          'circuitSessions',
         ]) {
           delete a[name];
         }
@@ -374,6 +382,7 @@ export class ModelStore implements SessionStore {
       (a) => {
         a.circuitFailures = 0;
         delete a.circuitRunFrom;
+        delete a.circuitSessions;
       },
     );
   }

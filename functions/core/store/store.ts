@@ -264,7 +264,12 @@ export interface SessionStore {
   /** Consistent read of the circuit; undefined when the provider is not registered. */
   getCircuit(providerId: string): Promise<CircuitRecord | undefined>;
   /** Counts one more failure in the run (and starts the run); returns the circuit as written. */
-  recordCircuitFailure(providerId: string, error: LastError): Promise<CircuitRecord | undefined>;
+  recordCircuitFailure(
+    providerId: string,
+    error: LastError,
+    /** False when this session already failed in the current run (it is counted once). */
+    newSession?: boolean,
+  ): Promise<CircuitRecord | undefined>;
   /** Closed → open, when the run has at least `minFailures` failures; undefined when refused. */
   openCircuit(
     providerId: string,
@@ -278,6 +283,7 @@ export interface SessionStore {
     owner: string,
     error: LastError,
     nextProbeAt: number,
+    newSession?: boolean,
   ): Promise<CircuitRecord | undefined>;
   /** Takes the single probe of an open circuit whose probe is due; undefined when refused. */
   claimCircuitProbe(
@@ -385,6 +391,7 @@ const CIRCUIT_ATTRIBUTES = [
   'circuitHeldBack',
   'circuitHeldBackRun',
   'circuitHeldBackSweep',
+  'circuitSessions',
 ] as const;
 
 function maxOf(a: number | undefined, b: number | undefined): number | undefined {
@@ -410,6 +417,7 @@ export function circuitOf(item: Item): CircuitRecord {
     lastError: lastError && typeof lastError.code === 'string' ? lastError : undefined,
     lastOutage: from !== undefined && to !== undefined ? { from, to } : undefined,
     heldBack: maxOf(num(item.circuitHeldBack), num(item.circuitHeldBackRun)),
+    sessionsFailed: num(item.circuitSessions),
   };
 }
 
@@ -1115,12 +1123,23 @@ export class DynamoSessionStore implements SessionStore {
     return Item ? circuitOf(Item) : undefined;
   }
 
-  async recordCircuitFailure(providerId: string, error: LastError): Promise<CircuitRecord | undefined> {
+  async recordCircuitFailure(
+    providerId: string,
+    error: LastError,
+    newSession = true,
+  ): Promise<CircuitRecord | undefined> {
     return this.circuitUpdate(providerId, {
       UpdateExpression:
         'SET circuitFailures = if_not_exists(circuitFailures, :zero) + :one, circuitLastError = :err,' +
-        ' circuitRunFrom = if_not_exists(circuitRunFrom, :at)',
-      ExpressionAttributeValues: { ':zero': 0, ':one': 1, ':err': error, ':at': error.at },
+        ' circuitRunFrom = if_not_exists(circuitRunFrom, :at),' +
+        ' circuitSessions = if_not_exists(circuitSessions, :zero) + :new',
+      ExpressionAttributeValues: {
+        ':zero': 0,
+        ':one': 1,
+        ':err': error,
+        ':at': error.at,
+        ':new': newSession ? 1 : 0,
+      },
       ReturnValues: 'ALL_NEW',
     });
   }
@@ -1154,12 +1173,14 @@ export class DynamoSessionStore implements SessionStore {
     owner: string,
     error: LastError,
     nextProbeAt: number,
+    newSession = true,
   ): Promise<CircuitRecord | undefined> {
     return this.circuitUpdate(providerId, {
       UpdateExpression:
         'SET circuitState = :open, circuitNextProbeAt = :next, circuitLastError = :err,' +
         ' circuitOpenings = if_not_exists(circuitOpenings, :zero) + :one,' +
-        ' circuitFailures = if_not_exists(circuitFailures, :zero) + :one' +
+        ' circuitFailures = if_not_exists(circuitFailures, :zero) + :one,' +
+        ' circuitSessions = if_not_exists(circuitSessions, :zero) + :new' +
         ' REMOVE circuitProbeOwner, circuitProbeUntil',
       ConditionExpression: 'circuitProbeOwner = :owner',
       ExpressionAttributeValues: {
@@ -1169,6 +1190,7 @@ export class DynamoSessionStore implements SessionStore {
         ':zero': 0,
         ':one': 1,
         ':owner': owner,
+        ':new': newSession ? 1 : 0,
       },
       ReturnValues: 'ALL_NEW',
     });
@@ -1210,7 +1232,7 @@ export class DynamoSessionStore implements SessionStore {
         'SET circuitSince = :now, circuitFailures = :zero, circuitOutageTo = :now,' +
         ' circuitOutageFrom = if_not_exists(circuitRunFrom, circuitSince)' +
         ' REMOVE circuitState, circuitNextProbeAt, circuitProbeOwner, circuitProbeUntil, circuitRunFrom,' +
-        ' circuitOpenings, circuitHeldBack, circuitHeldBackRun, circuitHeldBackSweep',
+        ' circuitOpenings, circuitHeldBack, circuitHeldBackRun, circuitHeldBackSweep, circuitSessions',
       ConditionExpression: 'circuitState IN (:open, :half) AND circuitSince <= :sentAt',
       ExpressionAttributeValues: {
         ':open': 'open',
@@ -1225,7 +1247,7 @@ export class DynamoSessionStore implements SessionStore {
 
   async resetCircuitFailures(providerId: string): Promise<void> {
     await this.circuitUpdate(providerId, {
-      UpdateExpression: 'SET circuitFailures = :zero REMOVE circuitRunFrom',
+      UpdateExpression: 'SET circuitFailures = :zero REMOVE circuitRunFrom, circuitSessions',
       ConditionExpression: 'circuitFailures > :zero AND attribute_not_exists(circuitState)',
       ExpressionAttributeValues: { ':zero': 0 },
     });
