@@ -250,4 +250,6 @@ export interface SessionSearch extends PageRequest {
 export interface LatestSweep extends SweepSummary {
   startedAt: number;
   finishedAt: number;
+  /** When the schedule starts the next sweep: `startedAt` plus the refresh interval. */
+  nextSweepAt?: number;
 }

@@ -7,6 +7,7 @@ import {
   formatSpan,
   keyFromFragment,
   latestError,
+  probeText,
   type SessionRow,
   segment,
   sessionTone,
@@ -134,6 +135,27 @@ describe('the page’s helpers', () => {
     expect(countSessions(rows)).toEqual({ total: 3, active: 2, failing: 2, reauthorizationRequired: 1 });
     expect(latestError(rows, 'p')).toEqual(e2);
     expect(latestError(rows, 'q')).toBeNull();
+  });
+
+  it('says when an open circuit really probes: at a sweep, never a time in the past', () => {
+    const open = (nextProbeAt: number) => ({ state: 'open' as const, nextProbeAt });
+    // Sweeps every 10 s: the last started at 1000, the next at 1010.
+    const sweep = { startedAt: 1_000, nextSweepAt: 1_010 };
+    expect(probeText({ state: 'closed' }, sweep, 1_003)).toBeUndefined();
+    expect(probeText(open(1_002), sweep, 1_003)).toBe('probing at the next sweep (in 7s)');
+    expect(probeText(open(1_008), sweep, 1_003)).toBe('probing at the next sweep (in 7s)');
+    expect(probeText(open(1_015), sweep, 1_003)).toBe('next probe at the sweep in 17s');
+    expect(probeText(open(1_002), sweep, 1_011)).toBe('probing now');
+    expect(probeText({ state: 'half_open', nextProbeAt: 990 }, sweep, 1_003)).toBe('probing now');
+    // A keeper that does not say when it sweeps.
+    expect(probeText(open(1_008), null, 1_003)).toBe('next probe in 5s');
+    expect(probeText(open(995), null, 1_003)).toBe('probing at the next sweep');
+    for (let now = 990; now < 1_040; now++) {
+      for (const at of [985, 1_002, 1_010, 1_025]) {
+        expect(probeText(open(at), sweep, now)).not.toMatch(/ago/u);
+        expect(probeText(open(at), null, now)).not.toMatch(/ago/u);
+      }
+    }
   });
 
   it('encodes ids as one path segment', () => {

@@ -160,10 +160,25 @@ describe('the console on the demo stack, in chromium', () => {
       await expect
         .poll(() => health.textContent(), { timeout: 10_000 })
         .toMatch(/temporarily_unavailable|http_503/u);
+    // The next probe is said as it will happen (at a sweep), never as a time in the past.
+    const circuitCell = health.locator('[data-cell="circuit"]');
+    for (let i = 0; i < 6; i++) {
+      const text = (await circuitCell.textContent()) ?? '';
+      if (/open/u.test(text))
+        expect(text).toMatch(/probing now|probing at the next sweep \(in \d+s\)|next probe/u);
+      expect(text).not.toMatch(/ago/u);
+      await page.waitForTimeout(1000);
+    }
+    expect(await page.locator('#outage-banner').textContent()).toContain('answers 503');
     await page.screenshot({ path: new URL('console-overview.png', ARTIFACTS).pathname, fullPage: true });
 
-    // Recovery: the endpoint is healthy again; a forced refresh succeeds once the backoff allows.
+    // Recovery: the endpoint is healthy again; the outage's message goes with it.
     expect((await api('POST', '/demo/outage?seconds=0')).status).toBe(200);
+    await expect
+      .poll(() => page.locator('#demo-state').textContent(), { timeout: 10_000 })
+      .toContain('is up');
+    await expect.poll(() => page.locator('#outage-banner').isVisible(), { timeout: 10_000 }).toBe(false);
+    // A forced refresh succeeds once the backoff allows.
     await page.getByRole('button', { name: 'Sessions' }).click();
     await expect
       .poll(

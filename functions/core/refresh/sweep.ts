@@ -31,6 +31,8 @@ export interface SweeperOptions {
   providers?: { get(providerId: string): Promise<{ maxConcurrentRefreshes?: number } | undefined> };
   /** A unique id per sweep (tests inject a sequence). */
   newId?: () => string;
+  /** The schedule's period, when known: `latest()` then says when the next sweep is due. */
+  intervalSeconds?: number;
 }
 
 /** The counts one sweep or slice adds to the latest sweep's record. */
@@ -236,6 +238,9 @@ export class Sweeper implements SweepService {
       startedAt: Math.floor(stored.startedAt / 1000),
       finishedAt: Math.floor(finishedAt / 1000),
     };
+    if (this.o.intervalSeconds !== undefined) {
+      latest.nextSweepAt = latest.startedAt + this.o.intervalSeconds;
+    }
     return latest;
   }
 }

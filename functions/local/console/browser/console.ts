@@ -13,6 +13,7 @@ import {
   keyFromFragment,
   latestError,
   type ProviderRow,
+  probeText,
   registrationText,
   type SessionRow,
   type SweepInfo,
@@ -145,6 +146,7 @@ let providers: ProviderRow[] = [];
 let overviewSessions: SessionRow[] = [];
 let overviewComplete = true;
 let demo: { outageUntil: number | null } | undefined;
+let lastSweep: SweepInfo | null = null;
 const pageCursors: (string | null)[] = [null];
 let pageIndex = 0;
 let nextCursor: string | null = null;
@@ -217,8 +219,33 @@ function figures(target: HTMLElement, rows: [string, string][]): void {
   target.replaceChildren(...rows.flatMap(([k, v]) => [el('dt', { text: k }), el('dd', { text: v })]));
 }
 
+/** A provider's last error, and when its circuit closed again after it. */
+function lastErrorText(p: ProviderRow, now: number): string {
+  const err = p.health?.lastError ?? latestError(overviewSessions, p.providerId);
+  if (err === null || err === undefined) return '—';
+  let text = `${errorText(err)} (${formatAgo(err.at, now)})`;
+  const h = p.health;
+  if (h?.state === 'closed' && typeof h.since === 'number' && h.since >= err.at) {
+    text += `; recovered ${formatAgo(h.since, now)}`;
+  }
+  return text;
+}
+
+/** The outage banner follows the demo's switch: shown while the outage lasts, gone when it ends. */
+function followOutage(now: number): void {
+  const banner = $('outage-banner');
+  const until = demo?.outageUntil ?? null;
+  const on = until !== null && until > now;
+  banner.hidden = !on;
+  setText(
+    banner,
+    on ? `The demo provider's token endpoint answers 503 for ${formatExpiry(until, now)} more.` : '',
+  );
+}
+
 function renderOverview(sweep: SweepInfo | null): void {
   const now = nowSeconds();
+  lastSweep = sweep;
   const c = countSessions(overviewSessions);
   const more = overviewComplete ? '' : '+';
   figures($('by-status'), [
@@ -242,14 +269,11 @@ function renderOverview(sweep: SweepInfo | null): void {
   );
   const rows = providers.map((p) => {
     const circuit = circuitTone(p.health);
-    const err = p.health?.lastError ?? latestError(overviewSessions, p.providerId);
     const count = overviewSessions.filter((s) => s.providerId === p.providerId).length;
-    const errorCell =
-      err === null || err === undefined ? '—' : `${errorText(err)} (${formatAgo(err.at, now)})`;
-    const circuitCell = el('td', {}, [pill(circuit.text, circuit.tone)]);
-    if (p.health?.state === 'open' && p.health.nextProbeAt) {
-      circuitCell.append(` next probe ${formatAgo(p.health.nextProbeAt, now)}`);
-    }
+    const errorCell = lastErrorText(p, now);
+    const circuitCell = el('td', { attrs: { 'data-cell': 'circuit' } }, [pill(circuit.text, circuit.tone)]);
+    const probe = probeText(p.health, sweep, now);
+    if (probe) circuitCell.append(` ${probe}`);
     if (p.clientRejectedAt !== undefined) circuitCell.append(' ', pill('client rejected', 'bad'));
     return el('tr', { attrs: { 'data-provider': p.providerId } }, [
       el('th', { text: p.providerId, attrs: { scope: 'row' } }),
@@ -273,6 +297,7 @@ function renderOverview(sweep: SweepInfo | null): void {
       : "The demo provider's token endpoint is up.";
     $<HTMLButtonElement>('outage').disabled = on;
   }
+  followOutage(now);
 }
 
 // --- sessions table --------------------------------------------------------------------------------
@@ -386,8 +411,12 @@ function renderSessions(sessions: SessionRow[]): void {
   $<HTMLButtonElement>('next-page').disabled = nextCursor === null;
 }
 
+let loadedOnce = false;
+
 function tick(): void {
   const now = nowSeconds();
+  // The countdowns of the overview (the next probe, the outage) move every second too.
+  if (loadedOnce && apiKey) renderOverview(lastSweep);
   for (const [k, row] of rowsByKey) {
     const s = sessionData.get(k);
     if (s) paintRow(row, s, now);
@@ -406,6 +435,11 @@ async function loadSessionsPage(): Promise<void> {
 }
 
 // --- providers -------------------------------------------------------------------------------------
+
+function probeLine(p: ProviderRow): string {
+  const probe = probeText(p.health, lastSweep, nowSeconds());
+  return probe ? ` ${probe}` : '';
+}
 
 function renderProviders(): void {
   const rows = providers.map((p) => {
@@ -427,7 +461,7 @@ function renderProviders(): void {
       el('td', { text: registrationText(p) }),
       el('td', { text: `${p.clientId} (${p.clientAuthMethod})` }),
       el('td', {}, [list]),
-      el('td', {}, [pill(circuit.text, circuit.tone)]),
+      el('td', {}, [pill(circuit.text, circuit.tone), probeLine(p)]),
     ]);
   });
   $('provider-rows').replaceChildren(
@@ -649,6 +683,7 @@ async function refreshAll(): Promise<void> {
       await loadSessionsPage();
       renderOverview(sweep);
       renderProviders();
+      loadedOnce = true;
       $('updated').textContent = `updated ${new Date().toLocaleTimeString()}`;
       if ($('status').classList.contains('error') && $('status').dataset.source === 'refresh') say('');
     } catch (err) {
@@ -668,6 +703,9 @@ async function refreshAll(): Promise<void> {
 
 function needKey(): void {
   $('key-needed').hidden = apiKey !== undefined;
+  // Without a key there is nothing to show: no tabs onto empty views.
+  const nav = document.querySelector<HTMLElement>('header nav');
+  if (nav) nav.hidden = apiKey === undefined;
   show(view);
 }
 
@@ -761,7 +799,6 @@ function wire(): void {
     'click',
     guard(async () => {
       demo = await api<{ outageUntil: number | null }>('POST', '/demo/outage?seconds=30');
-      say("The demo provider's token endpoint answers 503 for 30 s.");
       renderOverview(await loadSweep());
     }),
   );
