@@ -110,7 +110,7 @@ export async function startDemo(options: { config: Config; logger: Logger; timer
     const running = { stack, oauth, mcp };
     return {
       ...running,
-      consoleUrl: `${stack.url}/console#key=${encodeURIComponent(stack.apiKey)}`,
+      consoleUrl: stack.consoleUrl ?? `${stack.url}/console`,
       async stop() {
         await stack.stop();
         await Promise.all([oauth?.stop(), mcp?.stop()]);
