@@ -380,6 +380,23 @@ export class TokenKeeperClient {
     return { created: res.status === 201, value: res.body as Provider };
   }
 
+  /** Every provider (GET /v1/providers, all pages): no client secret, as the API lists them. */
+  async listProviders(): Promise<Provider[]> {
+    const all: Provider[] = [];
+    let cursor: string | null = null;
+    do {
+      const query: string =
+        cursor === null ? '?limit=100' : `?limit=100&cursor=${encodeURIComponent(cursor)}`;
+      const page = (await this.request('GET', `/v1/providers${query}`)).body as {
+        providers: Provider[];
+        cursor: string | null;
+      };
+      all.push(...page.providers);
+      cursor = page.cursor;
+    } while (cursor !== null);
+    return all;
+  }
+
   async getProvider(providerId: string): Promise<Provider> {
     return (await this.request('GET', `/v1/providers/${segment('providerId', providerId)}`)).body as Provider;
   }

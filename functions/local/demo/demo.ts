@@ -140,3 +140,8 @@ async function registerProvider(
     throw new Error(`the demo provider could not be registered: ${JSON.stringify(res.body)}`);
   }
 }
+
+/** The CLI's target options for the demo: its loopback URL (bearer auth) and the data directory holding its key. */
+export function demoCliArgs(stackUrl: string, dataDir: string): string[] {
+  return ['--url', stackUrl, '--data-dir', dataDir];
+}
