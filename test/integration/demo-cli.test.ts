@@ -24,7 +24,7 @@ afterAll(async () => {
 
 /** The environment of a fresh shell: nothing of the keeper's set. */
 function cleanEnv(): NodeJS.ProcessEnv {
-  const env = { ...process.env, PORT: '0' };
+  const env: NodeJS.ProcessEnv = { ...process.env, PORT: '0' };
   for (const name of Object.keys(env)) if (name.startsWith('TOKENKEEPER_')) delete env[name];
   return env;
 }
