@@ -103,22 +103,7 @@ export async function interactionPages(
     }
     if (req.method === 'POST' && action === 'confirm' && details.prompt.name === 'consent') {
       await formBody(req);
-      const accountId = details.session?.accountId as string;
-      const clientId = String(details.params.client_id);
-      const grant = details.grantId
-        ? ((await provider.Grant.find(details.grantId)) ?? new provider.Grant({ accountId, clientId }))
-        : new provider.Grant({ accountId, clientId });
-      const missing = details.prompt.details as {
-        missingOIDCScope?: string[];
-        missingOIDCClaims?: string[];
-        missingResourceScopes?: Record<string, string[]>;
-      };
-      if (missing.missingOIDCScope) grant.addOIDCScope(missing.missingOIDCScope.join(' '));
-      if (missing.missingOIDCClaims) grant.addOIDCClaims(missing.missingOIDCClaims);
-      for (const [indicator, scopes] of Object.entries(missing.missingResourceScopes ?? {})) {
-        grant.addResourceScope(indicator, scopes.join(' '));
-      }
-      const grantId = await grant.save();
+      const grantId = await grantConsent(provider, details);
       await provider.interactionFinished(
         req,
         res,
@@ -139,4 +124,27 @@ export async function interactionPages(
     }
   }
   return true;
+}
+
+type InteractionDetails = Awaited<ReturnType<ProviderClass['interactionDetails']>>;
+
+/** Grants what the consent prompt asks for (scopes, claims, resource scopes); returns the grant's id. */
+export async function grantConsent(provider: ProviderClass, details: InteractionDetails): Promise<string> {
+  const accountId = details.session?.accountId;
+  if (!accountId) throw new Error('consent prompt without a signed-in account');
+  const clientId = String(details.params.client_id);
+  const grant =
+    (details.grantId ? await provider.Grant.find(details.grantId) : undefined) ??
+    new provider.Grant({ accountId, clientId });
+  const missing = details.prompt.details as {
+    missingOIDCScope?: string[];
+    missingOIDCClaims?: string[];
+    missingResourceScopes?: Record<string, string[]>;
+  };
+  if (missing.missingOIDCScope) grant.addOIDCScope(missing.missingOIDCScope.join(' '));
+  if (missing.missingOIDCClaims) grant.addOIDCClaims(missing.missingOIDCClaims);
+  for (const [indicator, scopes] of Object.entries(missing.missingResourceScopes ?? {})) {
+    grant.addResourceScope(indicator, scopes.join(' '));
+  }
+  return grant.save();
 }
