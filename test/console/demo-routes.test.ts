@@ -2,9 +2,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig } from '../../functions/core/config.js';
-import { silentLogger } from '../../functions/core/ports.js';
-import { DEMO_PROVIDER_ID, DEMO_SETTINGS, type Demo, startDemo } from '../../functions/local/demo/demo.js';
+import { DEMO_PROVIDER_ID, type Demo } from '../../functions/local/demo/demo.js';
+import { signInOnDemo, startQuietDemo } from '../support/demo-signin.js';
 
 /** The demo's own routes and servers, without a browser (console.e2e.test.ts drives the rest). */
 
@@ -12,11 +11,7 @@ let demo: Demo;
 let dataDir: string;
 beforeAll(async () => {
   dataDir = await mkdtemp(join(tmpdir(), 'tokenkeeper-demo-routes-'));
-  demo = await startDemo({
-    config: loadConfig({ PORT: '0', TOKENKEEPER_DATA_DIR: dataDir, ...DEMO_SETTINGS }),
-    logger: silentLogger,
-    timer: false,
-  });
+  demo = await startQuietDemo(dataDir);
 });
 afterAll(async () => {
   await demo?.stop();
@@ -73,66 +68,25 @@ describe('npm run demo', () => {
   });
 
   it('its sign-in and consent pages are its own: nothing from another host, a strict CSP, and they connect the user', async () => {
-    const jar = new Map<string, string>();
-    const go = async (url: URL, init: RequestInit = {}) => {
-      const res = await fetch(url, {
-        ...init,
-        redirect: 'manual',
-        headers: {
-          ...(init.headers as Record<string, string>),
-          cookie: [...jar].map(([k, v]) => `${k}=${v}`).join('; '),
-        },
-      });
-      for (const line of res.headers.getSetCookie()) {
-        const [pair = ''] = line.split(';');
-        const eq = pair.indexOf('=');
-        jar.set(pair.slice(0, eq).trim(), pair.slice(eq + 1).trim());
-      }
-      return res;
-    };
-    /** Follows redirects to the next page (200) or to the keeper, whichever comes first. */
-    const follow = async (start: URL, init?: RequestInit): Promise<{ url: URL; res: Response }> => {
-      let url = start;
-      let res = await go(url, init);
-      for (let hop = 0; hop < 10 && res.status >= 300 && res.status < 400; hop++) {
-        url = new URL(res.headers.get('location') as string, url);
-        if (url.origin === demo.stack.url) return { url, res };
-        res = await go(url);
-      }
-      return { url, res };
-    };
-    const ownPage = async (res: Response): Promise<string> => {
-      expect(res.status).toBe(200);
+    const started = (await (
+      await call('POST', `/v1/sessions/signin/${DEMO_PROVIDER_ID}/authorize`, undefined, {})
+    ).json()) as { authorizationUrl: string };
+    const { pages, callback } = await signInOnDemo(
+      started.authorizationUrl,
+      demo.stack.url,
+      'signin@example.com',
+    );
+    expect(pages.map((p) => p.html.includes('name="login"'))).toEqual([true, false]);
+    expect(pages[1]?.html).toContain('>Continue</button>');
+    for (const { res, html } of pages) {
       expect(res.headers.get('content-security-policy')).toMatch(
         /^default-src 'none'; style-src 'unsafe-inline'/u,
       );
-      const html = await res.text();
       expect(html).not.toMatch(/@import|<link|<script|<img/iu);
       for (const [ref] of html.matchAll(/(?:https?:)?\/\/[^\s"'<>)]+/gu))
         expect(ref).toMatch(/^http:\/\/127\.0\.0\.1:/u);
-      return html;
-    };
-    const started = (await (
-      await call('POST', `/v1/sessions/signin/${DEMO_PROVIDER_ID}/authorize`, undefined, {})
-    ).json()) as {
-      authorizationUrl: string;
-    };
-    const login = await follow(new URL(started.authorizationUrl));
-    const loginPage = await ownPage(login.res);
-    expect(loginPage).toContain('name="login"');
-    const post = (url: URL, action: string, form: Record<string, string>) =>
-      follow(new URL(action, url), {
-        method: 'POST',
-        headers: { origin: demo.oauth.issuer, 'content-type': 'application/x-www-form-urlencoded' },
-        body: new URLSearchParams(form).toString(),
-      });
-    const loginAction = /action="([^"]+)"/u.exec(loginPage)?.[1] as string;
-    const consent = await post(login.url, loginAction, { login: 'signin@example.com', password: 'any' });
-    const consentPage = await ownPage(consent.res);
-    expect(consentPage).toContain('>Continue</button>');
-    const back = await post(consent.url, /action="([^"]+)"/u.exec(consentPage)?.[1] as string, {});
-    expect(back.url.origin).toBe(demo.stack.url);
-    expect((await fetch(back.url, { redirect: 'manual' })).status).toBe(200);
+    }
+    expect(callback.status).toBe(200);
     expect((await call('GET', `/v1/sessions/signin/${DEMO_PROVIDER_ID}`)).status).toBe(200);
   });
 });
