@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CONTENT_SECURITY_POLICY } from '../../functions/local/console/assets.js';
 import {
+  clientText,
   countSessions,
   formatAgo,
   formatExpiry,
@@ -35,6 +36,7 @@ describe('GET /console', () => {
       ['/console/', 'text/html'],
       ['/console/console.css', 'text/css'],
       ['/console/console.js', 'text/javascript'],
+      ['/console/favicon.svg', 'image/svg+xml'],
     ] as const) {
       const res = await get(path);
       expect(res.status, path).toBe(200);
@@ -156,6 +158,15 @@ describe('the page’s helpers', () => {
         expect(probeText(open(at), null, now)).not.toMatch(/ago/u);
       }
     }
+  });
+
+  it('a public client reads as one, not as "none"', () => {
+    expect(clientText({ clientId: 'Z7Utu5XCet', clientAuthMethod: 'none' })).toBe(
+      'Z7Utu5XCet (public client: PKCE, no secret)',
+    );
+    expect(clientText({ clientId: 'c', clientAuthMethod: 'client_secret_basic' })).toBe(
+      'c (secret, HTTP Basic)',
+    );
   });
 
   it('encodes ids as one path segment', () => {

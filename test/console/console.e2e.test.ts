@@ -94,6 +94,13 @@ describe('the console on the demo stack, in chromium', () => {
     const requests: string[] = [];
     const problems: string[] = [];
     page.on('request', (r) => requests.push(r.url()));
+    // Every request of every tab (the consent tabs too) stays on 127.0.0.1; no page or asset is a 404.
+    const everywhere: string[] = [];
+    const missing: string[] = [];
+    context.on('request', (r) => everywhere.push(r.url()));
+    context.on('response', (r) => {
+      if (r.status() === 404 && !new URL(r.url()).pathname.startsWith('/v1/')) missing.push(r.url());
+    });
     page.on('console', (m) => {
       if (m.type() === 'error') problems.push(m.text());
     });
@@ -129,7 +136,9 @@ describe('the console on the demo stack, in chromium', () => {
       .toBe('active');
     expect(await alice.locator('[data-cell="refreshed"]').textContent()).toBe('never');
     const countdown = await alice.locator('[data-cell="expires"]').textContent();
-    await expect.poll(() => alice.locator('[data-cell="expires"]').textContent()).not.toBe(countdown);
+    await expect
+      .poll(() => alice.locator('[data-cell="expires"]').textContent(), { timeout: 5_000 })
+      .not.toBe(countdown);
     await expect
       .poll(() => alice.locator('[data-cell="refreshed"]').textContent(), { timeout: 40_000, interval: 1000 })
       .toMatch(/ago$/u);
@@ -214,8 +223,25 @@ describe('the console on the demo stack, in chromium', () => {
     expect(requests.some((u) => u.includes(demo.stack.apiKey))).toBe(false);
     expect(problems.filter((p) => !/status of (4|5)\d\d/u.test(p))).toEqual([]);
     expect(JSON.stringify(logs)).not.toContain(demo.stack.apiKey);
+    expect(everywhere.filter((u) => !/^(http:\/\/127\.0\.0\.1:\d+\/|data:|about:)/u.test(u))).toEqual([]);
+    expect(missing).toEqual([]);
     expect(Date.now() - startedAt).toBeLessThan(90_000);
   }, 120_000);
+});
+
+describe('the keeper’s own callback page, in chromium', () => {
+  it('takes the spent code and state out of the address bar (its one script, allowed by hash)', async () => {
+    const page = await context.newPage();
+    const problems: string[] = [];
+    page.on('console', (m) => {
+      if (m.type() === 'error' && !/status of 400/u.test(m.text())) problems.push(m.text());
+    });
+    await page.goto(`${demo.stack.url}/oauth/callback/${DEMO_PROVIDER_ID}?code=spent-code&state=spent-state`);
+    await page.getByText('The account was not connected').waitFor();
+    await expect.poll(() => page.url()).toBe(`${demo.stack.url}/oauth/callback/${DEMO_PROVIDER_ID}`);
+    expect(problems).toEqual([]);
+    await page.close();
+  });
 });
 
 async function auditAccessibility(page: Page): Promise<void> {

@@ -6,6 +6,7 @@
  */
 import {
   circuitTone,
+  clientText,
   countSessions,
   errorText,
   formatAgo,
@@ -459,7 +460,7 @@ function renderProviders(): void {
     return el('tr', { attrs: { 'data-provider': p.providerId } }, [
       el('th', { text: p.providerId, attrs: { scope: 'row' } }),
       el('td', { text: registrationText(p) }),
-      el('td', { text: `${p.clientId} (${p.clientAuthMethod})` }),
+      el('td', { text: clientText(p) }),
       el('td', {}, [list]),
       el('td', {}, [pill(circuit.text, circuit.tone), probeLine(p)]),
     ]);

@@ -135,6 +135,17 @@ export function probeText(
     : `probing at the next sweep (${wait})`;
 }
 
+/** The client and how it authenticates, in words: `none` is a public client, not a missing one. */
+export function clientText(p: Pick<ProviderRow, 'clientId' | 'clientAuthMethod'>): string {
+  const how: Record<string, string> = {
+    none: 'public client: PKCE, no secret',
+    client_secret_basic: 'secret, HTTP Basic',
+    client_secret_post: 'secret in the request body',
+    private_key_jwt: 'private key JWT',
+  };
+  return `${p.clientId} (${how[p.clientAuthMethod] ?? p.clientAuthMethod})`;
+}
+
 /** How the provider was registered, in words. */
 export function registrationText(p: ProviderRow): string {
   switch (p.registration) {
