@@ -20,6 +20,7 @@ import type {
   ProviderInput,
   PutResult,
   Session,
+  SweepRecord,
   SweepSummary,
   Token,
   TokenResponse,
@@ -405,6 +406,12 @@ export class TokenKeeperClient {
 
   async health(): Promise<{ status: string }> {
     return (await this.request('GET', '/v1/health')).body as { status: string };
+  }
+
+  /** The sweeps that started at or after `since` (epoch seconds; default the keeper's, 24 hours), oldest first. */
+  async listSweeps(options: { since?: number } = {}): Promise<SweepRecord[]> {
+    const query = options.since === undefined ? '' : `?since=${Math.floor(options.since)}`;
+    return ((await this.request('GET', `/v1/sweeps${query}`)).body as { sweeps: SweepRecord[] }).sweeps;
   }
 
   /** Runs a sweep now. Local stack only (a deployed keeper sweeps on its schedule). */

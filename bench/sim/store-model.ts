@@ -218,6 +218,11 @@ export class ModelStore implements SessionStore {
     return this.o.table.getLatestSweep();
   }
 
+  /** The simulation keeps the latest sweep's record only (its cost model counts that write). */
+  async listSweeps(): Promise<StoredSweep[]> {
+    return [];
+  }
+
   getCircuit(providerId: string): Promise<CircuitRecord | undefined> {
     return this.call('getCircuit', (now) => this.o.table.getCircuit(now, providerId));
   }

@@ -255,8 +255,16 @@ export interface SessionStore {
    * Adds one slice's counts to the sweep's record (atomic counters, so slices finishing together add
    * up); ignored when a newer sweep has replaced the record.
    */
-  addToSweep(sweepId: string, counts: Record<string, number>, finishedAt: number): Promise<void>;
+  addToSweep(
+    sweepId: string,
+    counts: Record<string, number>,
+    finishedAt: number,
+    /** When the sweep (not the slice) started: its history item's key. */
+    sweepStartedAt?: number,
+  ): Promise<void>;
   getLatestSweep(): Promise<StoredSweep | undefined>;
+  /** The sweeps that started at or after `since` (epoch ms), oldest first, from their history items (kept SWEEP_HISTORY_SECONDS). */
+  listSweeps(since: number): Promise<StoredSweep[]>;
   /** Clears the flag once a grant with the provider succeeds again. */
   clearProviderRejected(providerId: string): Promise<void>;
 
@@ -318,6 +326,13 @@ const sessionSk = (providerId: string) => `SESSION#${providerId}`;
 const providerPk = (providerId: string) => `PROVIDER#${providerId}`;
 const PROVIDER_SK = 'PROVIDER';
 const SWEEP_KEY = { pk: 'SWEEP#latest', sk: 'SWEEP' };
+/** One item per sweep, sorted by start, removed by the table's TTL after this long. */
+const SWEEP_HISTORY_PK = 'SWEEP#history';
+export const SWEEP_HISTORY_SECONDS = 48 * 3600;
+const sweepHistoryKey = (startedAt: number, sweepId: string) => ({
+  [TABLE.partitionKey]: SWEEP_HISTORY_PK,
+  [TABLE.sortKey]: `${String(startedAt).padStart(15, '0')}#${sweepId}`,
+});
 /** A search reads at most this many items per call (Scan pages of SCAN_PAGE), then hands back a cursor. */
 const SCAN_PAGE = 200;
 const SCAN_MAX_PAGES = 10;
@@ -418,6 +433,15 @@ export function circuitOf(item: Item): CircuitRecord {
     lastOutage: from !== undefined && to !== undefined ? { from, to } : undefined,
     heldBack: maxOf(num(item.circuitHeldBack), num(item.circuitHeldBackRun)),
     sessionsFailed: num(item.circuitSessions),
+  };
+}
+
+function storedSweep(item: Item): StoredSweep {
+  return {
+    sweepId: typeof item.sweepId === 'string' ? item.sweepId : undefined,
+    summary: item.summary as Record<string, number>,
+    startedAt: item.startedAt as number,
+    finishedAt: typeof item.finishedAt === 'number' ? item.finishedAt : undefined,
   };
 }
 
@@ -1050,9 +1074,30 @@ export class DynamoSessionStore implements SessionStore {
       .catch((err: unknown) => {
         if ((err as { name?: string }).name !== 'ConditionalCheckFailedException') throw err;
       });
+    await this.doc.send(
+      new UpdateCommand({
+        TableName: this.tableName,
+        Key: sweepHistoryKey(sweep.startedAt, sweep.sweepId),
+        UpdateExpression:
+          'SET #type = :type, sweepId = :id, summary = :summary, startedAt = :startedAt, #ttl = :ttl',
+        ExpressionAttributeNames: { '#type': 'type', '#ttl': TABLE.ttlAttribute },
+        ExpressionAttributeValues: {
+          ':type': 'sweep',
+          ':id': sweep.sweepId,
+          ':summary': sweep.summary,
+          ':startedAt': sweep.startedAt,
+          ':ttl': Math.floor(sweep.startedAt / 1000) + SWEEP_HISTORY_SECONDS,
+        },
+      }),
+    );
   }
 
-  async addToSweep(sweepId: string, counts: Record<string, number>, finishedAt: number): Promise<void> {
+  async addToSweep(
+    sweepId: string,
+    counts: Record<string, number>,
+    finishedAt: number,
+    sweepStartedAt?: number,
+  ): Promise<void> {
     const names: Record<string, string> = {};
     const values: Record<string, unknown> = { ':id': sweepId, ':finishedAt': finishedAt };
     const add: string[] = [];
@@ -1069,6 +1114,37 @@ export class DynamoSessionStore implements SessionStore {
       ExpressionAttributeNames: add.length > 0 ? names : undefined,
       ExpressionAttributeValues: values,
     });
+    if (sweepStartedAt === undefined) return;
+    // The sweep's own history item: every slice's counts, whatever order they finish in.
+    await this.conditionalUpdate({
+      Key: sweepHistoryKey(sweepStartedAt, sweepId),
+      UpdateExpression: `SET finishedAt = :finishedAt${add.length > 0 ? ` ADD ${add.join(', ')}` : ''}`,
+      ConditionExpression: 'sweepId = :id',
+      ExpressionAttributeNames: add.length > 0 ? names : undefined,
+      ExpressionAttributeValues: values,
+    });
+  }
+
+  async listSweeps(since: number): Promise<StoredSweep[]> {
+    const sweeps: StoredSweep[] = [];
+    let cursor: Record<string, unknown> | undefined;
+    do {
+      const page = await this.doc.send(
+        new QueryCommand({
+          TableName: this.tableName,
+          KeyConditionExpression: '#pk = :pk AND #sk >= :from',
+          ExpressionAttributeNames: { '#pk': TABLE.partitionKey, '#sk': TABLE.sortKey },
+          ExpressionAttributeValues: {
+            ':pk': SWEEP_HISTORY_PK,
+            ':from': String(Math.max(0, since)).padStart(15, '0'),
+          },
+          ExclusiveStartKey: cursor,
+        }),
+      );
+      for (const item of page.Items ?? []) sweeps.push(storedSweep(item));
+      cursor = page.LastEvaluatedKey;
+    } while (cursor);
+    return sweeps;
   }
 
   async getLatestSweep(): Promise<StoredSweep | undefined> {
@@ -1078,13 +1154,7 @@ export class DynamoSessionStore implements SessionStore {
         Key: { [TABLE.partitionKey]: SWEEP_KEY.pk, [TABLE.sortKey]: SWEEP_KEY.sk },
       }),
     );
-    if (!Item) return undefined;
-    return {
-      sweepId: typeof Item.sweepId === 'string' ? Item.sweepId : undefined,
-      summary: Item.summary as Record<string, number>,
-      startedAt: Item.startedAt as number,
-      finishedAt: typeof Item.finishedAt === 'number' ? Item.finishedAt : undefined,
-    };
+    return Item ? storedSweep(Item) : undefined;
   }
 
   async clearProviderRejected(providerId: string): Promise<void> {
