@@ -262,4 +262,6 @@ export interface LatestSweep extends SweepSummary {
   finishedAt: number;
   /** When the schedule starts the next sweep: `startedAt` plus the refresh interval. */
   nextSweepAt?: number;
+  /** A session is refreshed once its access token has less than this left. */
+  refreshWindowSeconds?: number;
 }

@@ -125,8 +125,9 @@ describe('the console on the demo stack, in chromium', () => {
         .toContain('dynamic client registration');
     }
 
-    // Connect a user: the consent page opens in a new tab; sign in and consent by clicking.
+    // Connect two users: the consent page opens in a new tab; sign in and consent by clicking.
     await connectThroughConsole(page, 'alice', providerId);
+    await connectThroughConsole(page, 'bob', providerId);
 
     // The session appears, active, with a live countdown; then a sweep refreshes it.
     await page.getByRole('button', { name: 'Sessions' }).click();
@@ -154,6 +155,18 @@ describe('the console on the demo stack, in chromium', () => {
     // The outage: the button fails the demo token endpoint; a forced refresh then fails visibly.
     await page.getByRole('button', { name: 'Overview' }).click();
     await page.getByRole('button', { name: 'Make the demo provider fail for 30 s' }).click();
+    // Which of the provider's sessions fail during the outage, as the API shows them (polled).
+    const failing = new Set<string>();
+    const watch = setInterval(() => {
+      api('GET', `/v1/sessions?providerId=${providerId}`).then(
+        ({ body }) => {
+          for (const s of (body as { sessions: { userId: string; failureCount: number }[] }).sessions ?? []) {
+            if (s.failureCount > 0) failing.add(s.userId);
+          }
+        },
+        () => undefined,
+      );
+    }, 300);
     await expect.poll(() => page.locator('#demo-state').textContent()).toContain('503');
     await page.getByRole('button', { name: 'Sessions' }).click();
     await alice.getByRole('button', { name: /^Refresh/u }).click();
@@ -179,6 +192,19 @@ describe('the console on the demo stack, in chromium', () => {
       await page.waitForTimeout(1000);
     }
     expect(await page.locator('#outage-banner').textContent()).toContain('answers 503');
+    // The chart shows the failed sweep (the sweep's probe answered 503) and the circuit's open period.
+    await expect
+      .poll(() => page.locator('#sweep-chart circle.failed-mark').count(), {
+        timeout: 30_000,
+        interval: 1000,
+      })
+      .toBeGreaterThan(0);
+    await expect
+      .poll(() => page.locator('#sweep-chart rect.open-period').count(), { timeout: 30_000, interval: 1000 })
+      .toBeGreaterThan(0);
+    expect(await page.locator('#sweep-chart-summary').textContent()).toMatch(
+      /[1-9]\d* failed, \d+ missed; a circuit was open/u,
+    );
     await page.screenshot({ path: new URL('console-overview.png', ARTIFACTS).pathname, fullPage: true });
 
     // Recovery: the endpoint is healthy again; the outage's message goes with it.
@@ -203,6 +229,33 @@ describe('the console on the demo stack, in chromium', () => {
     if (circuit) {
       await page.getByRole('button', { name: 'Overview' }).click();
       await expect.poll(() => health.textContent(), { timeout: 15_000 }).toContain('closed');
+      // A recovered provider says when it recovered; the banner is gone.
+      expect(await health.textContent()).toMatch(/recovered \d+s ago/u);
+      expect(await page.locator('#outage-banner').isVisible()).toBe(false);
+      await page.screenshot({ path: new URL('console-recovered.png', ARTIFACTS).pathname, fullPage: true });
+      // The events count sessions: the provider's two sessions (both failed or held back), not its failed grants.
+      const detail = (type: string) =>
+        logs
+          .filter(
+            (l) =>
+              l.message === `event ${type}` &&
+              (l.extra?.detail as { providerId?: string }).providerId === providerId,
+          )
+          .map((l) => l.extra?.detail as { sessionsAffected: number; consecutiveFailures?: number });
+      await expect.poll(() => detail('ProviderRecovered').length, { timeout: 15_000 }).toBeGreaterThan(0);
+      clearInterval(watch);
+      // Held back without failing counts too: the largest number one sweep held back (GET /v1/sweeps).
+      const since = Math.floor(startedAt / 1000);
+      const history = (await api('GET', `/v1/sweeps?since=${since}`)).body as {
+        sweeps: { heldBack: number }[];
+      };
+      const heldBack = Math.max(0, ...history.sweeps.map((h) => h.heldBack));
+      expect(failing.size).toBeGreaterThan(0);
+      expect(detail('ProviderRecovered').map((d) => d.sessionsAffected)).toEqual([
+        Math.max(failing.size, heldBack),
+      ]);
+      expect(detail('ProviderRecovered')[0]?.sessionsAffected).toBeLessThanOrEqual(2);
+      for (const d of detail('ProviderUnavailable')) expect(d.sessionsAffected).toBeLessThanOrEqual(2);
       await page.getByRole('button', { name: 'Sessions' }).click();
     }
 

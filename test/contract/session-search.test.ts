@@ -119,6 +119,7 @@ describe('GET /v1/sweeps/latest', () => {
       expect(Math.abs((body.finishedAt as number) - Date.now() / 1000)).toBeLessThan(60);
       // The schedule's next sweep: the one that makes an open circuit's probe.
       expect(body.nextSweepAt).toBe((body.startedAt as number) + 10);
+      expect(body.refreshWindowSeconds).toBe(fresh.stack.runtime.config.refreshWindowSeconds);
     } finally {
       await fresh.stop();
     }

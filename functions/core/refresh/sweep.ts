@@ -238,6 +238,7 @@ export class Sweeper implements SweepService {
     if (this.o.intervalSeconds !== undefined) {
       latest.nextSweepAt = latest.startedAt + this.o.intervalSeconds;
     }
+    latest.refreshWindowSeconds = this.o.windowSeconds;
     return latest;
   }
 

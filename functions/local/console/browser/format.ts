@@ -53,6 +53,8 @@ export interface SweepInfo {
   finishedAt: number;
   /** When the schedule starts the next sweep (keepers that report it). */
   nextSweepAt?: number;
+  /** The sweep refreshes a session once it has less than this left. */
+  refreshWindowSeconds?: number;
 }
 
 /** `1h 02m`, `4m 05s`, `12s`; negative spans are shown as their absolute value. */
