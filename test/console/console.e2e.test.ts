@@ -239,7 +239,7 @@ describe('the console on the demo stack, in chromium', () => {
           .filter(
             (l) =>
               l.message === `event ${type}` &&
-              (l.extra?.detail as { providerId?: string }).providerId === providerId,
+              (l.extra?.detail as { providerId?: string } | undefined)?.providerId === providerId,
           )
           .map((l) => l.extra?.detail as { sessionsAffected: number; consecutiveFailures?: number });
       await expect.poll(() => detail('ProviderRecovered').length, { timeout: 15_000 }).toBeGreaterThan(0);
