@@ -4,7 +4,7 @@
  */
 import { loadConfig } from '../functions/core/config.js';
 import { ConfigError } from '../functions/core/errors.js';
-import { DEMO_SETTINGS, startDemo } from '../functions/local/demo/demo.js';
+import { DEMO_SETTINGS, demoCliArgs, startDemo } from '../functions/local/demo/demo.js';
 import { createLogger } from '../functions/shared/powertools.js';
 
 async function main(): Promise<void> {
@@ -31,6 +31,9 @@ async function main(): Promise<void> {
   );
   out('');
   out(`Open the console:  ${demo.consoleUrl}`);
+  out(
+    `Or the CLI:        npx tokenkeeper ${demoCliArgs(demo.stack.url, config.dataDir).join(' ')} status <userId>`,
+  );
   out('');
   out('Then try:');
   out(

@@ -48,6 +48,14 @@ async function main(): Promise<void> {
     `tokenkeeper local stack listening on ${stack.url} (${storage}, table ${config.tableName})\n`,
   );
   process.stdout.write(`${apiKeyLine(stack)}\n`);
+  if (stack.consoleUrl) {
+    // A key of the operator's own (the environment) is not echoed; a kept one rides in the fragment.
+    const open =
+      stack.apiKeySource === 'env'
+        ? `${stack.url}/console (it asks for the key: paste TOKENKEEPER_API_KEY)`
+        : stack.consoleUrl;
+    process.stdout.write(`Open the console:  ${open}\n`);
+  }
   if (config.allowInsecureHttp) {
     process.stdout.write(
       'WARNING: TOKENKEEPER_ALLOW_INSECURE_HTTP=1: http:// and loopback/private provider URLs are allowed (local development only)\n',

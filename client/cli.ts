@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { startConsoleProxy, type UpstreamAuth } from './console-proxy.js';
 import { TokenKeeperApiError, TokenKeeperConnectionError } from './errors.js';
@@ -9,6 +9,7 @@ import {
   type Paint,
   plain,
   renderProvider,
+  renderProviderList,
   renderSession,
   renderSessionList,
   renderStatus,
@@ -42,26 +43,29 @@ export interface CliIo {
   credentials?: CredentialProvider;
   /** Ends a long-running command (`console`): bin/cli.ts aborts it on SIGINT/SIGTERM. */
   signal?: AbortSignal;
+  /** Where relative data directories are found; default process.cwd(). */
+  cwd?: string;
 }
 
 export const USAGE = `Usage: tokenkeeper <command> [options]
 
 Commands:
   status <userId>                              the user's sessions: status, expiry, last refresh, last error
-  providers put <providerId> (--file <json|-> | --client-id … [--issuer …] [--token-endpoint …] …)
-               client secret: --client-secret-file <path>, --client-secret-stdin or
-               $TOKENKEEPER_CLIENT_SECRET (never on the command line, where ps shows it)
+  providers list                               every provider: circuit, client, endpoint
   providers get <providerId>
+  providers put <providerId> (--file <json|-> | --client-id … [--issuer …] [--token-endpoint …] …
+               | --mcp-server-url <url> [--client-id …] [--scope …])
+               by MCP server URL the keeper discovers the authorization server and registers itself;
+               client secret: --client-secret-file <path>, --client-secret-stdin or
+               $TOKENKEEPER_CLIENT_SECRET (never on the command line, where ps shows it);
+               either form: [--refresh-policy eager|keepAlive] [--refresh-token-idle-seconds <s>]
+               [--max-concurrent-refreshes <n>]
   sessions list <userId>
   sessions show <userId> <providerId>
   sessions put <userId> <providerId> (--file <json|-> | --access-token-file <path> [--refresh-token-file <path>]
                [--expires-in …]); either token from stdin instead: --access-token-stdin or
                --refresh-token-stdin (tokens never on the command line, where ps shows them)
   sessions delete <userId> <providerId>
-  providers put <providerId> --mcp-server-url <url> [--client-id …] [--scope …]
-               by MCP server URL: the keeper discovers the authorization server and registers itself
-               either form: [--refresh-policy eager|keepAlive] [--refresh-token-idle-seconds <s>]
-               [--max-concurrent-refreshes <n>]
   authorize <userId> <providerId> [--scope …] [--redirect-uri <url>]
                prints the URL to open in the user's browser. Without --redirect-uri the keeper's
                callback stores the session for <userId>: whoever opens the URL connects their
@@ -75,10 +79,13 @@ Commands:
                                                signed with SigV4, as kubectl proxy does); Ctrl-C stops
 
 Target:
-  default: the local stack at http://127.0.0.1:$PORT (8787), bearer key from $TOKENKEEPER_API_KEY
-           or <data dir>/api-key (--data-dir, $TOKENKEEPER_DATA_DIR, default .data)
-  --url <url> / $TOKENKEEPER_URL: a deployed API, signed with SigV4 (AWS default credential chain);
-           region from --region, the execute-api host name, or $AWS_REGION
+  default: the local stack at http://127.0.0.1:$PORT (8787)
+  --url <url> / $TOKENKEEPER_URL: a loopback URL (127.0.0.1, localhost, [::1]) is a local stack, with
+           the bearer key below; any other is a deployed API, signed with SigV4 (AWS default
+           credential chain), region from --region, the execute-api host name, or $AWS_REGION
+  local key: $TOKENKEEPER_API_KEY, else <data dir>/api-key (--data-dir or $TOKENKEEPER_DATA_DIR);
+           with neither, the one of .data/api-key (npm start) and .data/demo/api-key (npm run demo)
+           that the stack accepts
   --auth sigv4|bearer / $TOKENKEEPER_AUTH overrides the authentication
 
 Ids: a userId or providerId ${ID_RULE}.
@@ -163,7 +170,7 @@ interface Command {
 
 interface Context {
   client: TokenKeeperClient;
-  target: { baseUrl: string; auth: ClientAuth };
+  target: Target;
   values: Values;
   io: CliIo;
   paint: Paint;
@@ -198,6 +205,15 @@ const COMMANDS: Record<string, Command> = {
       ctx.out(
         `provider ${value.providerId} ${created ? 'created' : 'replaced'}\n${renderProvider(value, ctx.nowSec())}`,
       );
+    },
+  },
+  'providers list': {
+    args: [],
+    options: [],
+    async run(ctx) {
+      const providers = await ctx.client.listProviders();
+      if (ctx.values.json) return ctx.json({ providers });
+      ctx.out(renderProviderList(providers, ctx.paint));
     },
   },
   'providers get': {
@@ -493,40 +509,89 @@ async function clientSecretFrom(ctx: Context): Promise<string | undefined> {
   return fromEnv === undefined ? undefined : nonEmpty(fromEnv, 'client secret');
 }
 
-async function readApiKey(io: CliIo, values: Values): Promise<string> {
-  const fromEnv = io.env.TOKENKEEPER_API_KEY;
-  if (fromEnv) return fromEnv;
-  const dataDir = (values['data-dir'] as string | undefined) || io.env.TOKENKEEPER_DATA_DIR || '.data';
-  const path = join(dataDir, 'api-key');
-  try {
-    const key = (await readFile(path, 'utf8')).trim();
-    if (key) return key;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
-      throw new CliError(`cannot read the local API key from ${path}: ${(err as Error).message}`);
-    }
-  }
-  throw new CliError(
-    `no API key: set TOKENKEEPER_API_KEY, or run where the local stack keeps its data (${path} not found; --data-dir to change)`,
-  );
+/** Where npm start and npm run demo keep their keys, when no data directory is named. */
+const LOCAL_KEY_FILES = [join('.data', 'api-key'), join('.data', 'demo', 'api-key')];
+
+interface LocalKey {
+  key: string;
+  /** Where it came from: `TOKENKEEPER_API_KEY` or a file's path. */
+  from: string;
 }
 
-async function resolveTarget(
-  io: CliIo,
-  values: Values,
-): Promise<{ baseUrl: string; auth: ClientAuth; local: boolean }> {
+async function readKeyFile(path: string): Promise<string | undefined> {
+  try {
+    return (await readFile(path, 'utf8')).trim() || undefined;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new CliError(`cannot read the local API key from ${path}: ${(err as Error).message}`);
+  }
+}
+
+/**
+ * The local stack's key: $TOKENKEEPER_API_KEY, else <data dir>/api-key. Without a data directory,
+ * npm start's and the demo's: the first the stack at `baseUrl` accepts (one cheap GET each).
+ */
+async function readApiKey(io: CliIo, values: Values, baseUrl: string): Promise<LocalKey> {
+  const fromEnv = io.env.TOKENKEEPER_API_KEY;
+  if (fromEnv) return { key: fromEnv, from: 'TOKENKEEPER_API_KEY' };
+  const named = (values['data-dir'] as string | undefined) || io.env.TOKENKEEPER_DATA_DIR;
+  const paths = named ? [join(named, 'api-key')] : LOCAL_KEY_FILES;
+  const cwd = io.cwd ?? process.cwd();
+  const found: LocalKey[] = [];
+  for (const path of paths) {
+    const key = await readKeyFile(resolve(cwd, path));
+    if (key) found.push({ key, from: path });
+  }
+  if (found.length === 0) {
+    throw new CliError(
+      `no API key: set TOKENKEEPER_API_KEY, or run where the local stack keeps its data (${paths.join(' or ')} not found; --data-dir to change)`,
+    );
+  }
+  if (found.length === 1) return found[0] as LocalKey;
+  const doFetch = io.fetch ?? fetch;
+  for (const candidate of found) {
+    try {
+      const res = await doFetch(`${baseUrl.replace(/\/$/u, '')}/v1/providers?limit=1`, {
+        headers: { authorization: `Bearer ${candidate.key}` },
+      });
+      await res.body?.cancel();
+      if (res.status !== 401) return candidate;
+    } catch {
+      break; // not reachable: the command itself says so
+    }
+  }
+  return found[0] as LocalKey;
+}
+
+/** A loopback host: the local stack (npm start, npm run demo), reached with its bearer key. */
+function isLoopback(url: string): boolean {
+  const host = new URL(url).hostname.replace(/^\[|\]$/gu, '');
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/u.test(host);
+}
+
+interface Target {
+  baseUrl: string;
+  auth: ClientAuth;
+  local: boolean;
+  /** Where the bearer key came from (local targets). */
+  keyFrom?: string;
+}
+
+async function resolveTarget(io: CliIo, values: Values): Promise<Target> {
   const url = (values.url as string | undefined) || io.env.TOKENKEEPER_URL || undefined;
   const baseUrl = url ?? `http://127.0.0.1:${io.env.PORT || 8787}`;
-  const kind = (values.auth as string | undefined) || io.env.TOKENKEEPER_AUTH || (url ? 'sigv4' : 'bearer');
-  if (kind !== 'sigv4' && kind !== 'bearer')
-    throw new UsageError(`--auth must be sigv4 or bearer, got ${kind}`);
   try {
     new URL(baseUrl);
   } catch {
     throw new UsageError(`not a URL: ${baseUrl}`);
   }
+  const local = url === undefined || isLoopback(baseUrl);
+  const kind = (values.auth as string | undefined) || io.env.TOKENKEEPER_AUTH || (local ? 'bearer' : 'sigv4');
+  if (kind !== 'sigv4' && kind !== 'bearer')
+    throw new UsageError(`--auth must be sigv4 or bearer, got ${kind}`);
   if (kind === 'bearer') {
-    return { baseUrl, auth: { kind, apiKey: await readApiKey(io, values) }, local: url === undefined };
+    const { key, from } = await readApiKey(io, values, baseUrl);
+    return { baseUrl, auth: { kind, apiKey: key }, local, keyFrom: from };
   }
   const region = signingRegion(values.region as string | undefined, baseUrl, io.env);
   if (!region) throw new UsageError('no AWS region for SigV4: pass --region or set AWS_REGION');
@@ -563,9 +628,14 @@ function colourEnabled(io: CliIo, values: Values): boolean {
   return io.stdout.isTTY === true && io.env.TERM !== 'dumb';
 }
 
-function describeError(err: unknown, local: boolean): string {
+function describeError(err: unknown, local: boolean, keyFrom?: string): string {
   if (err instanceof TokenKeeperApiError) {
     let line = `${err.code}: ${err.description}`;
+    if (err.status === 401 && keyFrom !== undefined) {
+      line +=
+        ` (the local stack refused the key from ${keyFrom}; it expects the key in its data directory:` +
+        ` .data/api-key for npm start, .data/demo/api-key for npm run demo; --data-dir or TOKENKEEPER_API_KEY to choose)`;
+    }
     if (err.status === 503 && err.retryAfterSeconds !== undefined)
       line += ` (retry after ${err.retryAfterSeconds}s)`;
     if (err.status === 403) line += ' (check the AWS credentials, region and the IAM policy)';
@@ -603,6 +673,7 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     return 0;
   }
   let local = (values.url as string | undefined) === undefined && !io.env.TOKENKEEPER_URL;
+  let keyFrom: string | undefined;
   try {
     const { name, command, rest } = findCommand(positionals);
     const allowed = new Set<string>([...GLOBAL, ...command.options]);
@@ -626,6 +697,7 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
 
     const target = await resolveTarget(io, values);
     local = target.local;
+    keyFrom = target.keyFrom;
     const clock = io.clock ?? Date.now;
     const client = new TokenKeeperClient({
       baseUrl: target.baseUrl,
@@ -651,6 +723,6 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     return 0;
   } catch (err) {
     if (err instanceof UsageError) return fail(err.message, 2);
-    return fail(describeError(err, local), 1);
+    return fail(describeError(err, local, keyFrom), 1);
   }
 }

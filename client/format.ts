@@ -206,6 +206,28 @@ export function renderProvider(p: Provider, nowSec: number): string {
   ]);
 }
 
+/** `tokenkeeper providers list`: one row per provider. */
+export function renderProviderList(providers: Provider[], paint: Paint): string {
+  if (providers.length === 0) return 'no providers yet (tokenkeeper providers put <providerId> …)';
+  const circuit = (p: Provider): Cell => {
+    const state = p.health?.state ?? 'closed';
+    return {
+      text: state.replace('_', '-'),
+      style: state === 'closed' ? 'green' : state === 'open' ? 'red' : 'yellow',
+    };
+  };
+  return renderTable(
+    ['PROVIDER', 'CIRCUIT', 'CLIENT', 'ENDPOINT'],
+    providers.map((p) => [
+      { text: p.providerId },
+      circuit(p),
+      { text: `${p.clientId} (${p.clientAuthMethod})` },
+      { text: p.mcpServerUrl ?? p.issuer ?? p.tokenEndpoint ?? '' },
+    ]),
+    paint,
+  );
+}
+
 export function renderSweep(s: SweepSummary): string {
   return (
     `due ${s.due}, refreshed ${s.refreshed}, failed ${s.failedTransient} transiently, ` +

@@ -20,6 +20,7 @@ import type {
   ProviderInput,
   PutResult,
   Session,
+  SweepRecord,
   SweepSummary,
   Token,
   TokenResponse,
@@ -380,6 +381,23 @@ export class TokenKeeperClient {
     return { created: res.status === 201, value: res.body as Provider };
   }
 
+  /** Every provider (GET /v1/providers, all pages): no client secret, as the API lists them. */
+  async listProviders(): Promise<Provider[]> {
+    const all: Provider[] = [];
+    let cursor: string | null = null;
+    do {
+      const query: string =
+        cursor === null ? '?limit=100' : `?limit=100&cursor=${encodeURIComponent(cursor)}`;
+      const page = (await this.request('GET', `/v1/providers${query}`)).body as {
+        providers: Provider[];
+        cursor: string | null;
+      };
+      all.push(...page.providers);
+      cursor = page.cursor;
+    } while (cursor !== null);
+    return all;
+  }
+
   async getProvider(providerId: string): Promise<Provider> {
     return (await this.request('GET', `/v1/providers/${segment('providerId', providerId)}`)).body as Provider;
   }
@@ -388,6 +406,12 @@ export class TokenKeeperClient {
 
   async health(): Promise<{ status: string }> {
     return (await this.request('GET', '/v1/health')).body as { status: string };
+  }
+
+  /** The sweeps that started at or after `since` (epoch seconds; default the keeper's, 24 hours), oldest first. */
+  async listSweeps(options: { since?: number } = {}): Promise<SweepRecord[]> {
+    const query = options.since === undefined ? '' : `?since=${Math.floor(options.since)}`;
+    return ((await this.request('GET', `/v1/sweeps${query}`)).body as { sweeps: SweepRecord[] }).sweeps;
   }
 
   /** Runs a sweep now. Local stack only (a deployed keeper sweeps on its schedule). */

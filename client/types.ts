@@ -154,6 +154,14 @@ export interface PutResult<T> {
   value: T;
 }
 
+/** One sweep as GET /v1/sweeps lists it (instants in epoch seconds). */
+export interface SweepRecord extends SweepSummary {
+  /** Due sessions of providers whose circuit was open, not tried (counted in `skipped` too). */
+  heldBack: number;
+  startedAt: number;
+  finishedAt: number;
+}
+
 /** POST /local/sweep answer (local stack only). */
 export interface SweepSummary {
   due: number;

@@ -47,6 +47,7 @@ export const API_ROUTES: readonly ApiRoute[] = [
   { path: '/v1/providers', methods: [HttpMethod.GET] },
   { path: '/v1/providers/{providerId}', methods: [HttpMethod.PUT, HttpMethod.GET] },
   { path: '/v1/sessions', methods: [HttpMethod.GET] },
+  { path: '/v1/sweeps', methods: [HttpMethod.GET] },
   { path: '/v1/sweeps/latest', methods: [HttpMethod.GET] },
   { path: '/v1/sessions/{userId}', methods: [HttpMethod.GET] },
   {

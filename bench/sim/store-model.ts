@@ -223,6 +223,11 @@ export class ModelStore implements SessionStore {
     return this.o.table.getLatestSweep();
   }
 
+  /** The simulation keeps the latest sweep's record only (its cost model counts that write). */
+  async listSweeps(): Promise<StoredSweep[]> {
+    return [];
+  }
+
   getCircuit(providerId: string): Promise<CircuitRecord | undefined> {
     return this.call('getCircuit', (now) => this.o.table.getCircuit(now, providerId));
   }
@@ -241,7 +246,11 @@ export class ModelStore implements SessionStore {
     return attrs ? circuitOf(attrs) : undefined;
   }
 
-  recordCircuitFailure(providerId: string, error: LastError): Promise<CircuitRecord | undefined> {
+  recordCircuitFailure(
+    providerId: string,
+    error: LastError,
+    newSession = true,
+  ): Promise<CircuitRecord | undefined> {
     return this.circuitUpdate(
       'recordCircuitFailure',
       providerId,
@@ -250,6 +259,7 @@ export class ModelStore implements SessionStore {
         a.circuitFailures = num(a.circuitFailures, 0) + 1;
         a.circuitLastError = error;
         a.circuitRunFrom ??= error.at;
+        a.circuitSessions = num(a.circuitSessions, 0) + (newSession ? 1 : 0);
       },
     );
   }
@@ -288,6 +298,7 @@ export class ModelStore implements SessionStore {
     owner: string,
     error: LastError,
     nextProbeAt: number,
+    newSession = true,
   ): Promise<CircuitRecord | undefined> {
     return this.circuitUpdate(
       'reopenCircuit',
@@ -299,6 +310,7 @@ export class ModelStore implements SessionStore {
         a.circuitLastError = error;
         a.circuitOpenings = num(a.circuitOpenings, 0) + 1;
         a.circuitFailures = num(a.circuitFailures, 0) + 1;
+        a.circuitSessions = num(a.circuitSessions, 0) + (newSession ? 1 : 0);
         delete a.circuitProbeOwner;
         delete a.circuitProbeUntil;
       },
@@ -363,6 +375,7 @@ export class ModelStore implements SessionStore {
           'circuitHeldBack',
           'circuitHeldBackRun',
           'circuitHeldBackSweep',
+          'circuitSessions',
         ]) {
           delete a[name];
         }
@@ -379,6 +392,7 @@ export class ModelStore implements SessionStore {
       (a) => {
         a.circuitFailures = 0;
         delete a.circuitRunFrom;
+        delete a.circuitSessions;
       },
     );
   }

@@ -35,6 +35,7 @@ import {
   parseRefreshRequest,
   parseSessionBody,
   parseSessionSearchQuery,
+  parseSweepsQuery,
   parseTokenQuery,
 } from './validation.js';
 
@@ -74,8 +75,8 @@ export interface AppDeps {
   providers: ProviderService;
   sessions: SessionService;
   tokens: TokenService;
-  /** The latest sweep's summary (GET /v1/sweeps/latest). */
-  sweeps?: Pick<SweepService, 'latest'>;
+  /** The latest sweep's summary (GET /v1/sweeps/latest) and the recent ones (GET /v1/sweeps). */
+  sweeps?: Pick<SweepService, 'latest' | 'history'>;
   /** The connect flow (MCP registration, authorize, callback); without it those routes answer 404. */
   connect?: ConnectService;
   logger: Logger;
@@ -104,6 +105,7 @@ type RouteName =
   | 'session'
   | 'token'
   | 'latestSweep'
+  | 'sweepHistory'
   | 'authorize'
   | 'callback'
   | 'clientMetadata'
@@ -146,6 +148,7 @@ function matchRoute(path: string): RouteMatch | undefined {
       if (rest.length === 1) return { name: 'providerList', allow: ['GET'], params: [] };
       return rest.length === 2 ? { name: 'provider', allow: ['GET', 'PUT'], params: [rest[1]] } : undefined;
     case 'sweeps':
+      if (rest.length === 1) return { name: 'sweepHistory', allow: ['GET'], params: [] };
       return rest.length === 2 && rest[1] === 'latest'
         ? { name: 'latestSweep', allow: ['GET'], params: [] }
         : undefined;
@@ -348,6 +351,11 @@ export function createApp(deps: AppDeps): App {
         return json(200, await providers.list(parseProviderListQuery(req.query)));
       case 'sessionSearch':
         return json(200, await sessions.search(parseSessionSearchQuery(req.query)));
+      case 'sweepHistory': {
+        const since = parseSweepsQuery(req.query, Math.floor(clock.now() / 1000));
+        if (!deps.sweeps) throw new HttpError(404, 'not_found', 'no such resource');
+        return json(200, { sweeps: await deps.sweeps.history(since) });
+      }
       case 'latestSweep': {
         const latest = await deps.sweeps?.latest();
         if (!latest) throw new HttpError(404, 'not_found', 'no sweep has finished yet');

@@ -2,18 +2,22 @@ import { createHash } from 'node:crypto';
 
 /**
  * The callback's own pages, for connections started without a `redirectUri`: self-contained HTML,
- * no script, no outside resource. The one inline style is allowed by its hash, nothing else is.
+ * no outside resource. The one inline style and the one inline script (which clears the spent code
+ * and state from the address bar) are allowed by their hashes, nothing else is.
  */
 
 const STYLE =
   'body{font-family:system-ui,sans-serif;max-width:32rem;margin:4rem auto;padding:0 1rem;color:#1f2328}' +
   'h1{font-size:1.4rem}.ok{color:#1a7f37}.err{color:#cf222e}code{background:#f6f8fa;padding:0 .2rem}';
 
-const STYLE_HASH = createHash('sha256').update(STYLE, 'utf8').digest('base64');
+/** The one script: takes the spent code and state out of the address bar (and so out of history). */
+const SCRIPT = "history.replaceState(null,'',location.pathname)";
+
+const hash = (text: string) => createHash('sha256').update(text, 'utf8').digest('base64');
 
 export const PAGE_HEADERS: Readonly<Record<string, string>> = {
   'content-type': 'text/html; charset=utf-8',
-  'content-security-policy': `default-src 'none'; style-src 'sha256-${STYLE_HASH}'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`,
+  'content-security-policy': `default-src 'none'; style-src 'sha256-${hash(STYLE)}'; script-src 'sha256-${hash(SCRIPT)}'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`,
   'referrer-policy': 'no-referrer',
   'cache-control': 'no-store',
   'x-content-type-options': 'nosniff',
@@ -28,7 +32,7 @@ function page(title: string, body: string): string {
   return (
     '<!doctype html><html lang="en"><head><meta charset="utf-8">' +
     '<meta name="viewport" content="width=device-width, initial-scale=1">' +
-    `<title>${escapeHtml(title)}</title><style>${STYLE}</style></head><body>${body}</body></html>`
+    `<title>${escapeHtml(title)}</title><style>${STYLE}</style><script>${SCRIPT}</script></head><body>${body}</body></html>`
   );
 }
 

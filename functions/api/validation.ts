@@ -571,3 +571,26 @@ export function parseTokenQuery(query: Record<string, string>): TokenRequest {
   if (q.rejected !== undefined) request.rejected = q.rejected;
   return request;
 }
+
+/** How far back GET /v1/sweeps reaches by default (and at most: the history's items live 48 hours). */
+export const SWEEP_HISTORY_DEFAULT_SECONDS = 24 * 3600;
+const SINCE_ERROR = 'must be epoch seconds (a whole number)';
+const sweepsQuerySchema = z.strictObject(
+  {
+    since: z.optional(
+      z.pipe(
+        z
+          .string(SINCE_ERROR)
+          .check(z.refine((v) => /^\d{1,12}$/u.test(v) && Number(v) <= MAX_EPOCH_SECONDS, SINCE_ERROR)),
+        z.transform(Number),
+      ),
+    ),
+  },
+  OBJECT_ERROR,
+);
+
+/** Validates GET /v1/sweeps?since=<epoch seconds>; the default is 24 hours before `nowSeconds`. */
+export function parseSweepsQuery(query: Record<string, string>, nowSeconds: number): number {
+  const q = parseWith(sweepsQuerySchema, query, 'query parameter');
+  return q.since ?? nowSeconds - SWEEP_HISTORY_DEFAULT_SECONDS;
+}

@@ -106,6 +106,8 @@ export interface CircuitRecord {
   lastOutage?: { from: number; to: number };
   /** The most due sessions one sweep held back while the circuit was open. */
   heldBack?: number;
+  /** Distinct sessions whose grants failed in the current run (a session counts once however often it fails). */
+  sessionsFailed?: number;
 }
 
 /**

@@ -322,6 +322,7 @@ export function createRuntime(deps: RuntimeDeps): Runtime {
       grantReserveMs: reserveMs,
       circuit,
       providers: providerCache,
+      intervalSeconds: config.refreshIntervalSeconds,
     }),
     dispatcher: sliceQueue
       ? new Dispatcher({

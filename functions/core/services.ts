@@ -239,6 +239,16 @@ export interface SweepService {
   sweep(options?: { remainingTimeMs?: () => number }): Promise<SweepSummary>;
   /** The latest sweep's summary, or undefined before the first. */
   latest(): Promise<LatestSweep | undefined>;
+  /** The sweeps that started at or after `since` (epoch seconds), oldest first. */
+  history(since: number): Promise<SweepRecord[]>;
+}
+
+/** One sweep as `GET /v1/sweeps` lists it (epoch seconds). */
+export interface SweepRecord extends SweepSummary {
+  startedAt: number;
+  finishedAt: number;
+  /** Due sessions of providers whose circuit was open: not tried (a share of `skipped`). */
+  heldBack: number;
 }
 
 export interface SessionSearch extends PageRequest {
@@ -250,4 +260,8 @@ export interface SessionSearch extends PageRequest {
 export interface LatestSweep extends SweepSummary {
   startedAt: number;
   finishedAt: number;
+  /** When the schedule starts the next sweep: `startedAt` plus the refresh interval. */
+  nextSweepAt?: number;
+  /** A session is refreshed once its access token has less than this left. */
+  refreshWindowSeconds?: number;
 }

@@ -66,6 +66,8 @@ export interface LocalStack {
   apiKeyPath?: string;
   /** `env`: TOKENKEEPER_API_KEY; `generated`: created now in apiKeyPath; `file`: read from apiKeyPath. */
   apiKeySource: 'env' | 'generated' | 'file';
+  /** The console's address with the key in its fragment (which the browser never sends); undefined without the console. */
+  consoleUrl?: string;
   /** The operator's own DynamoDB endpoint (TOKENKEEPER_DYNAMODB_ENDPOINT); undefined: the embedded store. */
   dynamodbEndpoint?: string;
   /** A new DynamoDB client on the stack's table store (the embedded one has no port to point a client at). */
@@ -342,6 +344,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     apiKey,
     apiKeyPath: generated?.path,
     apiKeySource: generated === undefined ? 'env' : generated.created ? 'generated' : 'file',
+    consoleUrl: consoleAssets ? `${url}${CONSOLE_PATH}#key=${encodeURIComponent(apiKey)}` : undefined,
     dynamodbEndpoint: external,
     dynamodbClient,
     runtime: runtime as Runtime,

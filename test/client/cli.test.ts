@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -33,7 +33,7 @@ interface Run {
 
 async function cli(
   argv: string[],
-  options: { env?: Record<string, string | undefined>; tty?: boolean; stdin?: string } = {},
+  options: { env?: Record<string, string | undefined>; tty?: boolean; stdin?: string; cwd?: string } = {},
 ): Promise<Run> {
   let stdout = '';
   let stderr = '';
@@ -48,6 +48,7 @@ async function cli(
       return fetch(input, init);
     },
     credentials: async () => ({ accessKeyId: 'AKIDEXAMPLE', secretAccessKey: 'secret' }),
+    ...(options.cwd ? { cwd: options.cwd } : {}),
   };
   const code = await runCli(argv, io);
   return { code, stdout, stderr, requests };
@@ -115,6 +116,25 @@ afterAll(async () => {
 });
 
 describe('providers', () => {
+  it('list: one row per provider with its circuit, client and endpoint; --json gives them all', async () => {
+    const run = await cli(['providers', 'list']);
+    expect(run.code).toBe(0);
+    const lines = run.stdout.trimEnd().split('\n');
+    expect(lines[0]).toMatch(/^PROVIDER +CIRCUIT +CLIENT +ENDPOINT$/u);
+    for (const providerId of ['github', 'linear', 'notion']) {
+      expect(lines.find((l) => l.startsWith(`${providerId} `))).toMatch(
+        new RegExp(`^${providerId} +closed +\\S+ \\(client_secret_basic\\) +${oauth.issuer}$`, 'u'),
+      );
+    }
+    const json = JSON.parse((await cli(['providers', 'list', '--json'])).stdout) as {
+      providers: { providerId: string; clientSecret?: unknown }[];
+    };
+    expect(json.providers.map((p) => p.providerId)).toEqual(
+      expect.arrayContaining(['github', 'linear', 'notion']),
+    );
+    expect(JSON.stringify(json)).not.toContain(oauth.clients.basic.clientSecret);
+  });
+
   it('put with the refresh settings as options: numbers sent as numbers, shown in a line', async () => {
     const base = ['providers', 'put', 'keep-alive', '--token-endpoint', oauth.tokenEndpoint];
     const idle = ['--client-id', 'tk-public', '--refresh-token-idle-seconds', '86400'];
@@ -527,10 +547,13 @@ describe('sweep', () => {
 describe('targets', () => {
   it('the local key from TOKENKEEPER_API_KEY wins over the data directory', async () => {
     const run = await cli(['status', 'x'], { env: { TOKENKEEPER_API_KEY: 'wrong-key' } });
-    expect(run).toMatchObject({
-      code: 1,
-      stderr: 'tokenkeeper: unauthorized: missing or invalid credentials\n',
-    });
+    expect(run.code).toBe(1);
+    // A local 401 says where the key is expected.
+    expect(run.stderr).toBe(
+      'tokenkeeper: unauthorized: missing or invalid credentials (the local stack refused the key from ' +
+        'TOKENKEEPER_API_KEY; it expects the key in its data directory: .data/api-key for npm start, ' +
+        '.data/demo/api-key for npm run demo; --data-dir or TOKENKEEPER_API_KEY to choose)\n',
+    );
     expect(run.requests[0]?.authorization).toBe('Bearer wrong-key');
   });
 
@@ -562,8 +585,8 @@ describe('targets', () => {
   it('--url (or TOKENKEEPER_URL) targets a deployed API with SigV4', async () => {
     // The local stack wants a bearer key, so the signed request is refused: what matters is what was sent.
     for (const args of [
-      ['--url', keeper.url, '--region', 'eu-west-1'],
-      ['--region', 'eu-west-1'],
+      ['--url', keeper.url, '--region', 'eu-west-1', '--auth', 'sigv4'],
+      ['--region', 'eu-west-1', '--auth', 'sigv4'],
     ]) {
       const run = await cli(['status', 'x', ...args], {
         env: args.includes('--url') ? {} : { TOKENKEEPER_URL: keeper.url },
@@ -578,6 +601,34 @@ describe('targets', () => {
     });
     expect(region).toMatchObject({ code: 2 });
     expect(region.stderr).toMatch(/^tokenkeeper: no AWS region for SigV4: pass --region or set AWS_REGION/u);
+  });
+
+  it('a loopback --url (or TOKENKEEPER_URL) is the local stack: bearer, with the key from the data directory', async () => {
+    const other = { PORT: await unusedPort() };
+    for (const url of [keeper.url, keeper.url.replace('127.0.0.1', 'localhost')]) {
+      const run = await cli(['status', 'x', '--url', url], { env: other });
+      expect(run).toMatchObject({ code: 0, stdout: 'no sessions for user x\n' });
+      expect(run.requests[0]?.authorization).toBe(`Bearer ${keeper.apiKey}`);
+      const viaEnv = await cli(['sweep'], { env: { ...other, TOKENKEEPER_URL: url } });
+      expect(viaEnv.code).toBe(0);
+    }
+  });
+
+  it('without a data directory: npm start’s key or the demo’s, whichever the stack accepts; a refusal names both', async () => {
+    const cwd = await mkdtemp(join(scratch, 'cwd-'));
+    await mkdir(join(cwd, '.data', 'demo'), { recursive: true });
+    await writeFile(join(cwd, '.data', 'api-key'), 'not-this-stacks-key-0123456789abcdef\n');
+    await writeFile(join(cwd, '.data', 'demo', 'api-key'), `${keeper.apiKey}\n`);
+    const env = { TOKENKEEPER_DATA_DIR: undefined };
+    const run = await cli(['status', 'x'], { env, cwd });
+    expect(run).toMatchObject({ code: 0, stdout: 'no sessions for user x\n' });
+    expect(run.requests.at(-1)?.authorization).toBe(`Bearer ${keeper.apiKey}`);
+
+    await writeFile(join(cwd, '.data', 'demo', 'api-key'), 'neither-is-this-one-0123456789abcdef\n');
+    const refused = await cli(['status', 'x'], { env, cwd });
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain(`refused the key from ${join('.data', 'api-key')}`);
+    expect(refused.stderr).toContain('.data/demo/api-key for npm run demo');
   });
 
   it('--auth bearer with --url: a local stack on another address', async () => {
@@ -634,6 +685,27 @@ describe('usage errors: one line, exit 2', () => {
     expect(run.stdout).toContain('--access-token-file <path> [--refresh-token-file <path>]');
     expect(run.stdout).toContain('(tokens never on the command line, where ps shows them)');
     expect(run.stdout).toContain('must not contain / ? # % \\ or control characters');
+    // One entry per command, each command there.
+    const commands = run.stdout.slice(run.stdout.indexOf('Commands:'), run.stdout.indexOf('Target:'));
+    const entries = commands
+      .split('\n')
+      .map((l) => /^ {2}([a-z]+(?: (?:list|get|put|show|delete))?)\b/u.exec(l)?.[1])
+      .filter((c): c is string => c !== undefined);
+    expect(entries).toEqual([
+      'status',
+      'providers list',
+      'providers get',
+      'providers put',
+      'sessions list',
+      'sessions show',
+      'sessions put',
+      'sessions delete',
+      'authorize',
+      'complete',
+      'token get',
+      'sweep',
+      'console',
+    ]);
   });
 
   it('a --file that is missing or not JSON: exit 1', async () => {

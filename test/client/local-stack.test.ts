@@ -143,6 +143,17 @@ describe('TokenKeeperClient against the local stack', () => {
     );
   });
 
+  it('listSweeps: each sweep since a time, with its counts', async () => {
+    const before = Math.floor(Date.now() / 1000);
+    const summary = await client.sweepLocal();
+    const sweeps = await client.listSweeps({ since: before });
+    expect(sweeps).toHaveLength(1);
+    expect(sweeps[0]).toMatchObject({ due: summary.due, refreshed: summary.refreshed, heldBack: 0 });
+    expect(sweeps[0]?.startedAt).toBeGreaterThanOrEqual(before);
+    expect(await client.listSweeps({ since: (sweeps[0]?.startedAt ?? 0) + 1 })).toEqual([]);
+    expect((await client.listSweeps()).length).toBeGreaterThanOrEqual(1);
+  });
+
   it('sessions: put, get, list, delete', async () => {
     const userId = 'dana@example.com';
     await connect(userId);

@@ -1,12 +1,20 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CONTENT_SECURITY_POLICY } from '../../functions/local/console/assets.js';
 import {
+  axisLabels,
+  chartModel,
+  DAY_SECONDS,
+  type SweepPoint,
+} from '../../functions/local/console/browser/chart.js';
+import {
+  clientText,
   countSessions,
   formatAgo,
   formatExpiry,
   formatSpan,
   keyFromFragment,
   latestError,
+  probeText,
   type SessionRow,
   segment,
   sessionTone,
@@ -34,6 +42,7 @@ describe('GET /console', () => {
       ['/console/', 'text/html'],
       ['/console/console.css', 'text/css'],
       ['/console/console.js', 'text/javascript'],
+      ['/console/favicon.svg', 'image/svg+xml'],
     ] as const) {
       const res = await get(path);
       expect(res.status, path).toBe(200);
@@ -134,6 +143,82 @@ describe('the page’s helpers', () => {
     expect(countSessions(rows)).toEqual({ total: 3, active: 2, failing: 2, reauthorizationRequired: 1 });
     expect(latestError(rows, 'p')).toEqual(e2);
     expect(latestError(rows, 'q')).toBeNull();
+  });
+
+  it('says when an open circuit really probes: at a sweep, never a time in the past', () => {
+    const open = (nextProbeAt: number) => ({ state: 'open' as const, nextProbeAt });
+    // Sweeps every 10 s: the last started at 1000, the next at 1010.
+    const sweep = { startedAt: 1_000, nextSweepAt: 1_010 };
+    expect(probeText({ state: 'closed' }, sweep, 1_003)).toBeUndefined();
+    expect(probeText(open(1_002), sweep, 1_003)).toBe('probing at the next sweep (in 7s)');
+    expect(probeText(open(1_008), sweep, 1_003)).toBe('probing at the next sweep (in 7s)');
+    expect(probeText(open(1_015), sweep, 1_003)).toBe('next probe at the sweep in 17s');
+    expect(probeText(open(1_002), sweep, 1_011)).toBe('probing now');
+    expect(probeText({ state: 'half_open', nextProbeAt: 990 }, sweep, 1_003)).toBe('probing now');
+    // A keeper that does not say when it sweeps.
+    expect(probeText(open(1_008), null, 1_003)).toBe('next probe in 5s');
+    expect(probeText(open(995), null, 1_003)).toBe('probing at the next sweep');
+    for (let now = 990; now < 1_040; now++) {
+      for (const at of [985, 1_002, 1_010, 1_025]) {
+        expect(probeText(open(at), sweep, now)).not.toMatch(/ago/u);
+        expect(probeText(open(at), null, now)).not.toMatch(/ago/u);
+      }
+    }
+  });
+
+  it('a public client reads as one, not as "none"', () => {
+    expect(clientText({ clientId: 'Z7Utu5XCet', clientAuthMethod: 'none' })).toBe(
+      'Z7Utu5XCet (public client: PKCE, no secret)',
+    );
+    expect(clientText({ clientId: 'c', clientAuthMethod: 'client_secret_basic' })).toBe(
+      'c (secret, HTTP Basic)',
+    );
+  });
+
+  it('buckets the last 24 hours of sweeps for the chart: four series, open circuits, a summary', () => {
+    const now = 100_000;
+    const sweep = (startedAt: number, o: Partial<SweepPoint> = {}): SweepPoint => ({
+      startedAt,
+      due: 2,
+      refreshed: 2,
+      failedTransient: 0,
+      reauthorizationRequired: 0,
+      missed: 0,
+      heldBack: 0,
+      ...o,
+    });
+    const m = chartModel(
+      [
+        sweep(now - DAY_SECONDS - 10), // older than a day: left out
+        sweep(now - 40),
+        sweep(now - 30, { refreshed: 0, failedTransient: 1, due: 1 }),
+        sweep(now - 20, { refreshed: 0, heldBack: 1, due: 1 }),
+        sweep(now - 10, { missed: 1 }),
+      ],
+      now,
+    );
+    expect(m.buckets).toHaveLength(4);
+    expect(m.buckets.map((b) => [b.due, b.refreshed, b.failed, b.missed, b.open])).toEqual([
+      [2, 2, 0, 0, false],
+      [1, 0, 1, 0, false],
+      [1, 0, 0, 0, true],
+      [2, 2, 0, 1, false],
+    ]);
+    expect(m.from).toBe(now - 40);
+    expect(m.max).toBe(2);
+    expect(m.summary).toMatch(
+      /^4 sweeps since \d\d:\d\d: 6 due, 4 refreshed, 1 failed, 1 missed; a circuit was open during 1 of them\.$/u,
+    );
+    expect(chartModel([], now).summary).toBe('No sweep in the last 24 hours.');
+    expect(axisLabels(m).map((l) => l.length)).toEqual([8, 8]); // 40 s apart: with seconds
+    expect(axisLabels({ from: now - 7200, to: now }).map((l) => l.length)).toEqual([5, 5]);
+    // Never more than 96 buckets, every sweep counted once.
+    const many = chartModel(
+      Array.from({ length: 1000 }, (_, i) => sweep(now - 1000 + i)),
+      now,
+    );
+    expect(many.buckets).toHaveLength(96);
+    expect(many.buckets.reduce((a, b) => a + b.sweeps, 0)).toBe(1000);
   });
 
   it('encodes ids as one path segment', () => {

@@ -94,6 +94,13 @@ describe('the console on the demo stack, in chromium', () => {
     const requests: string[] = [];
     const problems: string[] = [];
     page.on('request', (r) => requests.push(r.url()));
+    // Every request of every tab (the consent tabs too) stays on 127.0.0.1; no page or asset is a 404.
+    const everywhere: string[] = [];
+    const missing: string[] = [];
+    context.on('request', (r) => everywhere.push(r.url()));
+    context.on('response', (r) => {
+      if (r.status() === 404 && !new URL(r.url()).pathname.startsWith('/v1/')) missing.push(r.url());
+    });
     page.on('console', (m) => {
       if (m.type() === 'error') problems.push(m.text());
     });
@@ -118,8 +125,9 @@ describe('the console on the demo stack, in chromium', () => {
         .toContain('dynamic client registration');
     }
 
-    // Connect a user: the consent page opens in a new tab; sign in and consent by clicking.
+    // Connect two users: the consent page opens in a new tab; sign in and consent by clicking.
     await connectThroughConsole(page, 'alice', providerId);
+    await connectThroughConsole(page, 'bob', providerId);
 
     // The session appears, active, with a live countdown; then a sweep refreshes it.
     await page.getByRole('button', { name: 'Sessions' }).click();
@@ -129,7 +137,9 @@ describe('the console on the demo stack, in chromium', () => {
       .toBe('active');
     expect(await alice.locator('[data-cell="refreshed"]').textContent()).toBe('never');
     const countdown = await alice.locator('[data-cell="expires"]').textContent();
-    await expect.poll(() => alice.locator('[data-cell="expires"]').textContent()).not.toBe(countdown);
+    await expect
+      .poll(() => alice.locator('[data-cell="expires"]').textContent(), { timeout: 5_000 })
+      .not.toBe(countdown);
     await expect
       .poll(() => alice.locator('[data-cell="refreshed"]').textContent(), { timeout: 40_000, interval: 1000 })
       .toMatch(/ago$/u);
@@ -145,6 +155,18 @@ describe('the console on the demo stack, in chromium', () => {
     // The outage: the button fails the demo token endpoint; a forced refresh then fails visibly.
     await page.getByRole('button', { name: 'Overview' }).click();
     await page.getByRole('button', { name: 'Make the demo provider fail for 30 s' }).click();
+    // Which of the provider's sessions fail during the outage, as the API shows them (polled).
+    const failing = new Set<string>();
+    const watch = setInterval(() => {
+      api('GET', `/v1/sessions?providerId=${providerId}`).then(
+        ({ body }) => {
+          for (const s of (body as { sessions: { userId: string; failureCount: number }[] }).sessions ?? []) {
+            if (s.failureCount > 0) failing.add(s.userId);
+          }
+        },
+        () => undefined,
+      );
+    }, 300);
     await expect.poll(() => page.locator('#demo-state').textContent()).toContain('503');
     await page.getByRole('button', { name: 'Sessions' }).click();
     await alice.getByRole('button', { name: /^Refresh/u }).click();
@@ -160,10 +182,38 @@ describe('the console on the demo stack, in chromium', () => {
       await expect
         .poll(() => health.textContent(), { timeout: 10_000 })
         .toMatch(/temporarily_unavailable|http_503/u);
+    // The next probe is said as it will happen (at a sweep), never as a time in the past.
+    const circuitCell = health.locator('[data-cell="circuit"]');
+    for (let i = 0; i < 6; i++) {
+      const text = (await circuitCell.textContent()) ?? '';
+      if (/open/u.test(text))
+        expect(text).toMatch(/probing now|probing at the next sweep \(in \d+s\)|next probe/u);
+      expect(text).not.toMatch(/ago/u);
+      await page.waitForTimeout(1000);
+    }
+    expect(await page.locator('#outage-banner').textContent()).toContain('answers 503');
+    // The chart shows the failed sweep (the sweep's probe answered 503) and the circuit's open period.
+    await expect
+      .poll(() => page.locator('#sweep-chart circle.failed-mark').count(), {
+        timeout: 30_000,
+        interval: 1000,
+      })
+      .toBeGreaterThan(0);
+    await expect
+      .poll(() => page.locator('#sweep-chart rect.open-period').count(), { timeout: 30_000, interval: 1000 })
+      .toBeGreaterThan(0);
+    expect(await page.locator('#sweep-chart-summary').textContent()).toMatch(
+      /[1-9]\d* failed, \d+ missed; a circuit was open/u,
+    );
     await page.screenshot({ path: new URL('console-overview.png', ARTIFACTS).pathname, fullPage: true });
 
-    // Recovery: the endpoint is healthy again; a forced refresh succeeds once the backoff allows.
+    // Recovery: the endpoint is healthy again; the outage's message goes with it.
     expect((await api('POST', '/demo/outage?seconds=0')).status).toBe(200);
+    await expect
+      .poll(() => page.locator('#demo-state').textContent(), { timeout: 10_000 })
+      .toContain('is up');
+    await expect.poll(() => page.locator('#outage-banner').isVisible(), { timeout: 10_000 }).toBe(false);
+    // A forced refresh succeeds once the backoff allows.
     await page.getByRole('button', { name: 'Sessions' }).click();
     await expect
       .poll(
@@ -179,6 +229,33 @@ describe('the console on the demo stack, in chromium', () => {
     if (circuit) {
       await page.getByRole('button', { name: 'Overview' }).click();
       await expect.poll(() => health.textContent(), { timeout: 15_000 }).toContain('closed');
+      // A recovered provider says when it recovered; the banner is gone.
+      expect(await health.textContent()).toMatch(/recovered \d+s ago/u);
+      expect(await page.locator('#outage-banner').isVisible()).toBe(false);
+      await page.screenshot({ path: new URL('console-recovered.png', ARTIFACTS).pathname, fullPage: true });
+      // The events count sessions: the provider's two sessions (both failed or held back), not its failed grants.
+      const detail = (type: string) =>
+        logs
+          .filter(
+            (l) =>
+              l.message === `event ${type}` &&
+              (l.extra?.detail as { providerId?: string } | undefined)?.providerId === providerId,
+          )
+          .map((l) => l.extra?.detail as { sessionsAffected: number; consecutiveFailures?: number });
+      await expect.poll(() => detail('ProviderRecovered').length, { timeout: 15_000 }).toBeGreaterThan(0);
+      clearInterval(watch);
+      // Held back without failing counts too: the largest number one sweep held back (GET /v1/sweeps).
+      const since = Math.floor(startedAt / 1000);
+      const history = (await api('GET', `/v1/sweeps?since=${since}`)).body as {
+        sweeps: { heldBack: number }[];
+      };
+      const heldBack = Math.max(0, ...history.sweeps.map((h) => h.heldBack));
+      expect(failing.size).toBeGreaterThan(0);
+      expect(detail('ProviderRecovered').map((d) => d.sessionsAffected)).toEqual([
+        Math.max(failing.size, heldBack),
+      ]);
+      expect(detail('ProviderRecovered')[0]?.sessionsAffected).toBeLessThanOrEqual(2);
+      for (const d of detail('ProviderUnavailable')) expect(d.sessionsAffected).toBeLessThanOrEqual(2);
       await page.getByRole('button', { name: 'Sessions' }).click();
     }
 
@@ -199,6 +276,8 @@ describe('the console on the demo stack, in chromium', () => {
     expect(requests.some((u) => u.includes(demo.stack.apiKey))).toBe(false);
     expect(problems.filter((p) => !/status of (4|5)\d\d/u.test(p))).toEqual([]);
     expect(JSON.stringify(logs)).not.toContain(demo.stack.apiKey);
+    expect(everywhere.filter((u) => !/^(http:\/\/127\.0\.0\.1:\d+\/|data:|about:)/u.test(u))).toEqual([]);
+    expect(missing).toEqual([]);
     expect(Date.now() - startedAt).toBeLessThan(90_000);
   }, 120_000);
 
@@ -228,6 +307,21 @@ describe('the console on the demo stack, in chromium', () => {
       await api('DELETE', `/v1/sessions/bob/${DEMO_PROVIDER_ID}`);
     }
   }, 60_000);
+});
+
+describe('the keeper’s own callback page, in chromium', () => {
+  it('takes the spent code and state out of the address bar (its one script, allowed by hash)', async () => {
+    const page = await context.newPage();
+    const problems: string[] = [];
+    page.on('console', (m) => {
+      if (m.type() === 'error' && !/status of 400/u.test(m.text())) problems.push(m.text());
+    });
+    await page.goto(`${demo.stack.url}/oauth/callback/${DEMO_PROVIDER_ID}?code=spent-code&state=spent-state`);
+    await page.getByText('The account was not connected').waitFor();
+    await expect.poll(() => page.url()).toBe(`${demo.stack.url}/oauth/callback/${DEMO_PROVIDER_ID}`);
+    expect(problems).toEqual([]);
+    await page.close();
+  });
 });
 
 async function auditAccessibility(page: Page): Promise<void> {

@@ -2,9 +2,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig } from '../../functions/core/config.js';
-import { silentLogger } from '../../functions/core/ports.js';
-import { DEMO_PROVIDER_ID, DEMO_SETTINGS, type Demo, startDemo } from '../../functions/local/demo/demo.js';
+import { DEMO_PROVIDER_ID, type Demo } from '../../functions/local/demo/demo.js';
+import { signInOnDemo, startQuietDemo } from '../support/demo-signin.js';
 
 /** The demo's own routes and servers, without a browser (console.e2e.test.ts drives the rest). */
 
@@ -12,11 +11,7 @@ let demo: Demo;
 let dataDir: string;
 beforeAll(async () => {
   dataDir = await mkdtemp(join(tmpdir(), 'tokenkeeper-demo-routes-'));
-  demo = await startDemo({
-    config: loadConfig({ PORT: '0', TOKENKEEPER_DATA_DIR: dataDir, ...DEMO_SETTINGS }),
-    logger: silentLogger,
-    timer: false,
-  });
+  demo = await startQuietDemo(dataDir);
 });
 afterAll(async () => {
   await demo?.stop();
@@ -70,5 +65,28 @@ describe('npm run demo', () => {
     expect(await provider.json()).toMatchObject({ mcpServerUrl: demo.mcp.url, registration: 'dynamic' });
     expect((await call('GET', '/demo/nothing')).status).toBe(404);
     expect((await call('POST', '/demo/connect', demo.stack.apiKey, {})).status).toBe(404);
+  });
+
+  it('its sign-in and consent pages are its own: nothing from another host, a strict CSP, and they connect the user', async () => {
+    const started = (await (
+      await call('POST', `/v1/sessions/signin/${DEMO_PROVIDER_ID}/authorize`, undefined, {})
+    ).json()) as { authorizationUrl: string };
+    const { pages, callback } = await signInOnDemo(
+      started.authorizationUrl,
+      demo.stack.url,
+      'signin@example.com',
+    );
+    expect(pages.map((p) => p.html.includes('name="login"'))).toEqual([true, false]);
+    expect(pages[1]?.html).toContain('>Continue</button>');
+    for (const { res, html } of pages) {
+      expect(res.headers.get('content-security-policy')).toMatch(
+        /^default-src 'none'; style-src 'unsafe-inline'/u,
+      );
+      expect(html).not.toMatch(/@import|<link|<script|<img/iu);
+      for (const [ref] of html.matchAll(/(?:https?:)?\/\/[^\s"'<>)]+/gu))
+        expect(ref).toMatch(/^http:\/\/127\.0\.0\.1:/u);
+    }
+    expect(callback.status).toBe(200);
+    expect((await call('GET', `/v1/sessions/signin/${DEMO_PROVIDER_ID}`)).status).toBe(200);
   });
 });

@@ -1126,7 +1126,7 @@ describe('routing and size limits', () => {
       '/v1//',
       '/v1/providers/a/b/c',
       '/v1/providers/a/b',
-      '/v1/sweeps',
+      '/v1/sweeps/',
       '/v1/sweeps/first',
       '/v1/sessions/a/b/c',
       '/v1/sessions/a/b/refresh/',

@@ -192,6 +192,7 @@ const TOKEN = '/v1/sessions/{userId}/{providerId}/token';
 const SWEEP = '/local/sweep';
 const SEARCH = '/v1/sessions';
 const LATEST_SWEEP = '/v1/sweeps/latest';
+const SWEEPS = '/v1/sweeps';
 const AUTHORIZE = '/v1/sessions/{userId}/{providerId}/authorize';
 const CALLBACK = '/oauth/callback/{providerId}';
 const CLIENT_METADATA = '/oauth/client-metadata/{providerId}';
@@ -494,6 +495,17 @@ describe('every route against the document', () => {
     expect(latest.body).toMatchObject(counts);
     expect(durationMs).toBeGreaterThanOrEqual(0);
     await expectStatus(401, 'GET', LATEST_SWEEP, { auth: null });
+    // The history: the sweep just run is in the last 24 hours, with its counts and its held-back sessions.
+    const history = await expectStatus(200, 'GET', SWEEPS);
+    const sweeps = (history.body as { sweeps: Record<string, number>[] }).sweeps;
+    expect(sweeps.at(-1)).toMatchObject({ ...counts, heldBack: 0 });
+    const after = String((sweeps.at(-1)?.startedAt ?? 0) + 1);
+    expect((await expectStatus(200, 'GET', SWEEPS, { query: { since: after } })).body).toEqual({
+      sweeps: [],
+    });
+    await expectStatus(400, 'GET', SWEEPS, { query: { since: 'yesterday' } });
+    await expectStatus(400, 'GET', SWEEPS, { query: { limit: '5' } });
+    await expectStatus(401, 'GET', SWEEPS, { auth: null });
   });
 
   it('sessions across users: a page, bad input, authentication', async () => {

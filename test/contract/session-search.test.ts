@@ -103,8 +103,8 @@ describe('GET /v1/sessions', () => {
 });
 
 describe('GET /v1/sweeps/latest', () => {
-  it('404 before the first sweep, then the latest summary with when it ran', async () => {
-    const fresh = await startTestStack();
+  it('404 before the first sweep, then the latest summary with when it ran and when the next one starts', async () => {
+    const fresh = await startTestStack({ env: { TOKENKEEPER_REFRESH_INTERVAL_SECONDS: '10' } });
     try {
       expect((await fresh.call('GET', '/v1/sweeps/latest')).status).toBe(404);
       const summary = await fresh.sweep();
@@ -117,6 +117,9 @@ describe('GET /v1/sweeps/latest', () => {
       expect(body.durationMs).toBeGreaterThanOrEqual(0);
       expect(body.finishedAt).toBeGreaterThanOrEqual(body.startedAt as number);
       expect(Math.abs((body.finishedAt as number) - Date.now() / 1000)).toBeLessThan(60);
+      // The schedule's next sweep: the one that makes an open circuit's probe.
+      expect(body.nextSweepAt).toBe((body.startedAt as number) + 10);
+      expect(body.refreshWindowSeconds).toBe(fresh.stack.runtime.config.refreshWindowSeconds);
     } finally {
       await fresh.stop();
     }

@@ -161,8 +161,14 @@ describe('the connect flow against oidc-provider', () => {
     const page = await visit(callback);
     expect(page.status).toBe(200);
     expect(page.text).toContain('Account connected');
-    expect(page.text).not.toMatch(/<script/iu);
-    expect(page.headers.get('content-security-policy')).toMatch(/default-src 'none'/u);
+    // One script only, the one that clears the address bar, allowed by its hash: nothing else runs.
+    expect([...page.text.matchAll(/<script>([^<]*)<\/script>/giu)].map((m) => m[1])).toEqual([
+      "history.replaceState(null,'',location.pathname)",
+    ]);
+    expect(page.text.match(/<script/giu)).toHaveLength(1);
+    expect(page.headers.get('content-security-policy')).toMatch(
+      /default-src 'none'.*script-src 'sha256-[^']+';/u,
+    );
     expect(page.headers.get('referrer-policy')).toBe('no-referrer');
     expect(page.headers.get('cache-control')).toBe('no-store');
     const code = callback.searchParams.get('code') as string;

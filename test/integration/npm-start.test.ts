@@ -43,8 +43,19 @@ describe('npm start (bin/local.ts)', () => {
     expect((await stat(join(dataDir, 'api-key'))).mode & 0o777).toBe(0o600);
     expect((await stat(join(dataDir, 'keyring.json'))).mode & 0o777).toBe(0o600);
     const key = (await readFile(join(dataDir, 'api-key'), 'utf8')).trim();
-    expect(run.out()).not.toContain(key);
     expect(key.length).toBeGreaterThanOrEqual(32);
+    // One line to the console: the key rides in the fragment, which the browser never sends; no other line has it.
+    const consoleLine = `Open the console:  ${url}/console#key=${encodeURIComponent(key)}`;
+    await waitFor(() => (run.out().includes(consoleLine) ? true : undefined), 5_000);
+    expect(
+      run
+        .out()
+        .split('\n')
+        .filter((l) => l.includes(key)),
+    ).toEqual([consoleLine]);
+    const page = await fetch(`${url}/console`);
+    expect(page.status).toBe(200);
+    expect(await page.text()).toContain('npm start');
 
     expect((await fetch(`${url}/v1/sessions/alice`)).status).toBe(401);
     const sweep = await fetch(`${url}/local/sweep`, {

@@ -720,6 +720,7 @@ describe('HTTP API', () => {
         'GET /v1/providers',
         'GET /v1/providers/{providerId}',
         'GET /v1/sessions',
+        'GET /v1/sweeps',
         'GET /v1/sweeps/latest',
         'GET /v1/sessions/{userId}',
         'GET /v1/sessions/{userId}/{providerId}',

@@ -8,6 +8,7 @@ import type {
   default as ProviderClass,
   ResourceServer,
 } from 'oidc-provider';
+import { grantConsent } from '../../functions/local/demo/interaction-pages.js';
 import { listenOnLoopback } from '../../functions/local/embedded.js';
 import { followRedirects } from './connect-flow.js';
 import { startTokenProxy, type TokenProxy } from './token-proxy.js';
@@ -276,28 +277,13 @@ async function completeInteraction(
   res: ServerResponse,
 ): Promise<void> {
   const details = await provider.interactionDetails(req, res);
-  const { prompt, params, session } = details;
+  const { prompt, params } = details;
   let result: InteractionResults;
   if (prompt.name === 'login') {
     const hint = params.login_hint;
     result = { login: { accountId: typeof hint === 'string' && hint ? hint : 'user-1' } };
   } else if (prompt.name === 'consent') {
-    const accountId = session?.accountId;
-    if (!accountId) throw new Error('consent prompt without a logged-in account');
-    const grant =
-      (details.grantId ? await provider.Grant.find(details.grantId) : undefined) ??
-      new provider.Grant({ accountId, clientId: String(params.client_id) });
-    const missing = prompt.details as {
-      missingOIDCScope?: string[];
-      missingOIDCClaims?: string[];
-      missingResourceScopes?: Record<string, string[]>;
-    };
-    if (missing.missingOIDCScope) grant.addOIDCScope(missing.missingOIDCScope.join(' '));
-    if (missing.missingOIDCClaims) grant.addOIDCClaims(missing.missingOIDCClaims);
-    for (const [indicator, scopes] of Object.entries(missing.missingResourceScopes ?? {})) {
-      grant.addResourceScope(indicator, scopes.join(' '));
-    }
-    result = { consent: { grantId: await grant.save() } };
+    result = { consent: { grantId: await grantConsent(provider, details) } };
   } else {
     throw new Error(`unexpected prompt ${prompt.name}`);
   }

@@ -281,6 +281,30 @@ describe('ProviderCircuit with the refresher, sweep and token service', () => {
     expect(await circuit()).toMatchObject({ heldBack: 6 });
   });
 
+  it('sessionsAffected counts distinct sessions: one of two sessions failing three times through an outage is 1', async () => {
+    const [failing] = await sessions(1);
+    await sessions(1, 3600); // healthy, and not due in any sweep below
+    for (let i = 0; i < 3; i++) {
+      fx.endpoint.reply(fail503);
+      expect(await refresh(failing as TestSession)).toMatchObject({ kind: 'transient' });
+      // Past the session's own backoff, so that the same session fails again.
+      const after = await fx.runtime.store.getSession((failing as TestSession).key, { consistent: true });
+      fx.clock.advance(Math.max(0, (after?.nextAttemptAt ?? 0) - fx.clock.now()) + 1);
+    }
+    expect(await circuit()).toMatchObject({ state: 'open', consecutiveFailures: 3, sessionsFailed: 1 });
+    expect(eventsOf('ProviderUnavailable')).toEqual([
+      expect.objectContaining({ consecutiveFailures: 3, sessionsAffected: 1 }),
+    ]);
+    // The probe fails once more (same session), then a sweep's probe succeeds.
+    fx.clock.advance(20_000);
+    fx.endpoint.reply(fail503);
+    expect(await fx.runtime.sweeper.sweep()).toMatchObject({ failedTransient: 1 });
+    fx.clock.advance(20_000);
+    expect(await fx.runtime.sweeper.sweep()).toMatchObject({ refreshed: 1 });
+    expect((await circuit()).state).toBe('closed');
+    expect(eventsOf('ProviderRecovered')).toEqual([expect.objectContaining({ sessionsAffected: 1 })]);
+  });
+
   it('held-back counts of one fanned-out sweep add up across its slices; the largest sweep is kept', async () => {
     fx.endpoint.reply(fail503, fail503, fail503);
     for (const s of await sessions(3)) await refresh(s);

@@ -1,7 +1,8 @@
+import { QueryCommand } from '@aws-sdk/lib-dynamodb';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { semaphore } from '../../functions/core/refresh/sweep.js';
 import { shardOf } from '../../functions/core/store/store.js';
-import { ensureTable } from '../../functions/core/store/table.js';
+import { ensureTable, TABLE } from '../../functions/core/store/table.js';
 import {
   addProvider,
   addSession,
@@ -158,6 +159,40 @@ describe('Sweeper', () => {
       expect(item?.version).toBe(1);
       expect(item).not.toHaveProperty('leaseOwner');
     }
+  });
+
+  it('keeps an item per sweep, removed by the table TTL after 48 h, listed since a time with its held-back count', async () => {
+    const { fx, providerId } = await setup();
+    await addSession(fx, { providerId, expiresIn: 100 });
+    const first = await fx.runtime.sweeper.sweep();
+    fx.clock.advance(60_000);
+    // The provider's circuit open: the second sweep holds the session back.
+    fx.endpoint.reply({ kind: 'status', status: 503, headers: { 'retry-after': '120' } });
+    await addSession(fx, { providerId, expiresIn: 50 });
+    const failing = await fx.runtime.sweeper.sweep();
+    fx.clock.advance(10_000);
+    const held = await fx.runtime.sweeper.sweep();
+    const sweeps = await fx.runtime.sweeper.history(0);
+    expect(sweeps.map((s) => [s.due, s.refreshed, s.failedTransient, s.heldBack])).toEqual([
+      [first.due, first.refreshed, 0, 0],
+      [failing.due, failing.refreshed, failing.failedTransient, 0],
+      [held.due, 0, 0, held.skipped],
+    ]);
+    expect(held.skipped).toBeGreaterThan(0);
+    expect(
+      (await fx.runtime.sweeper.history(sweeps[1]?.startedAt as number)).map((s) => s.startedAt),
+    ).toEqual(sweeps.slice(1).map((s) => s.startedAt));
+    const { Items } = await fx.handle.doc.send(
+      new QueryCommand({
+        TableName: fx.config.tableName,
+        KeyConditionExpression: '#pk = :pk',
+        ExpressionAttributeNames: { '#pk': TABLE.partitionKey },
+        ExpressionAttributeValues: { ':pk': 'SWEEP#history' },
+      }),
+    );
+    expect(Items?.map((i) => i[TABLE.ttlAttribute])).toEqual(
+      Items?.map((i) => Math.floor((i.startedAt as number) / 1000) + 48 * 3600),
+    );
   });
 
   it('reports due, refreshed, skipped, failedTransient, reauthorizationRequired, missed, backlog, durationMs', async () => {

@@ -413,17 +413,30 @@ export class ProviderCircuit {
    * A transient failure or a rejected client. Returns the circuit after it: the caller's Retry-After
    * is its next probe when it is open.
    */
-  async failed(admission: Admission, failure: GrantFailure): Promise<CircuitRecord | undefined> {
+  async failed(
+    admission: Admission,
+    failure: GrantFailure,
+    sessionFailedAt?: number,
+  ): Promise<CircuitRecord | undefined> {
     const { providerId } = admission;
     const now = this.o.clock.now();
     const error: LastError = { code: failure.code, description: failure.description, at: now };
     try {
+      // A session counts once in a run's `sessionsFailed`: not again when its last failure is in the run.
+      const runFrom = (this.latest.get(providerId) ?? (await this.view(providerId))).runFrom;
+      const newSession = sessionFailedAt === undefined || runFrom === undefined || sessionFailedAt < runFrom;
       if (admission.kind === 'probe') {
         admission.done = true;
         const current = await this.view(providerId);
         const next =
           now + probeDelayMs(current.openings, this.policy, this.o.random, failure.retryAfterSeconds);
-        const reopened = await this.o.store.reopenCircuit(providerId, admission.owner, error, next);
+        const reopened = await this.o.store.reopenCircuit(
+          providerId,
+          admission.owner,
+          error,
+          next,
+          newSession,
+        );
         this.remember(providerId, reopened);
         if (reopened) {
           this.o.metrics.add('ProviderCircuitOpen', 'Count', 1, { providerId });
@@ -436,7 +449,7 @@ export class ProviderCircuit {
         return reopened;
       }
       this.countLocally(providerId, failure, now);
-      const counted = await this.o.store.recordCircuitFailure(providerId, error);
+      const counted = await this.o.store.recordCircuitFailure(providerId, error, newSession);
       // A count that lags this process's own (concurrent failures' writes land in any order) is not taken.
       const local = this.latest.get(providerId);
       const behind =
@@ -467,7 +480,7 @@ export class ProviderCircuit {
         providerId,
         error: failure.code,
         consecutiveFailures: opened.consecutiveFailures,
-        sessionsAffected: opened.consecutiveFailures,
+        sessionsAffected: opened.sessionsFailed ?? opened.consecutiveFailures,
         since: new Date(now).toISOString(),
         nextProbeAt: new Date(next).toISOString(),
       });
@@ -496,7 +509,7 @@ export class ProviderCircuit {
       previousError: before.lastError?.code ?? null,
       outageSeconds: Math.round((now - from) / 1000),
       probes: before.openings,
-      sessionsAffected: Math.max(before.heldBack ?? 0, before.consecutiveFailures),
+      sessionsAffected: Math.max(before.heldBack ?? 0, before.sessionsFailed ?? 0),
       at: new Date(now).toISOString(),
     });
   }

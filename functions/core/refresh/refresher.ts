@@ -532,7 +532,10 @@ export class Refresher {
     // invalid_grant is an answer from a working provider; the rest count against its circuit.
     let circuitAfter: CircuitRecord | undefined;
     if (failure.class === 'invalid_grant') await circuit?.succeeded(admission, sentAt);
-    else circuitAfter = await circuit?.failed(admission, failure);
+    else {
+      const failedAt = leased.failureCount > 0 ? leased.lastError?.at : undefined;
+      circuitAfter = await circuit?.failed(admission, failure, failedAt);
+    }
     if (failure.class === 'invalid_grant') return this.grantIsDead(key, owner, failure);
     if (failure.class === 'client_rejected') {
       this.o.metrics.add('ProviderClientRejected', 'Count', 1);

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Clock, Logger } from '../ports.js';
-import type { LatestSweep, SweepService, SweepSummary } from '../services.js';
-import type { DueKey, SessionStore } from '../store/store.js';
+import type { LatestSweep, SweepRecord, SweepService, SweepSummary } from '../services.js';
+import type { DueKey, SessionStore, StoredSweep } from '../store/store.js';
 import type { ProviderCircuit } from './circuit.js';
 import type { SweepSlice } from './dispatch.js';
 import type { Refresher } from './refresher.js';
@@ -31,6 +31,8 @@ export interface SweeperOptions {
   providers?: { get(providerId: string): Promise<{ maxConcurrentRefreshes?: number } | undefined> };
   /** A unique id per sweep (tests inject a sequence). */
   newId?: () => string;
+  /** The schedule's period, when known: `latest()` then says when the next sweep is due. */
+  intervalSeconds?: number;
 }
 
 /** Kept free at the end of an invocation after the last grant's commit: metrics, logs, the answer. */
@@ -239,23 +241,40 @@ export class Sweeper implements SweepService {
     }
     summary.backlog += queue.size();
     summary.durationMs = clock.now() - startedAt;
-    await this.record(() => this.o.store.addToSweep(sweepId, countsOf(summary), clock.now()));
+    const held = [...heldBack.values()].reduce((a, b) => a + b, 0);
+    await this.record(() =>
+      this.o.store.addToSweep(sweepId, { ...countsOf(summary), heldBack: held }, clock.now(), sweepStartedAt),
+    );
     return summary;
   }
 
   async latest(): Promise<LatestSweep | undefined> {
     const stored = await this.o.store.getLatestSweep();
     if (!stored) return undefined;
-    const summary = { ...emptySummary(), ...stored.summary } as SweepSummary & Record<string, number>;
-    const finishedAt = stored.finishedAt ?? stored.startedAt;
-    const latest: LatestSweep = {
-      ...summary,
-      durationMs: Math.max(0, finishedAt - stored.startedAt),
-      startedAt: Math.floor(stored.startedAt / 1000),
-      finishedAt: Math.floor(finishedAt / 1000),
-    };
+    const { heldBack: _, ...record } = sweepRecord(stored);
+    const latest: LatestSweep = record;
+    if (this.o.intervalSeconds !== undefined) {
+      latest.nextSweepAt = latest.startedAt + this.o.intervalSeconds;
+    }
+    latest.refreshWindowSeconds = this.o.windowSeconds;
     return latest;
   }
+
+  async history(since: number): Promise<SweepRecord[]> {
+    return (await this.o.store.listSweeps(since * 1000)).map(sweepRecord);
+  }
+}
+
+/** A stored sweep as the API shows it: every count (zero when absent), instants in epoch seconds. */
+function sweepRecord(stored: StoredSweep): SweepRecord {
+  const summary = { ...emptySummary(), heldBack: 0, ...stored.summary } as SweepRecord;
+  const finishedAt = stored.finishedAt ?? stored.startedAt;
+  return {
+    ...summary,
+    durationMs: Math.max(0, finishedAt - stored.startedAt),
+    startedAt: Math.floor(stored.startedAt / 1000),
+    finishedAt: Math.floor(finishedAt / 1000),
+  };
 }
 
 /** Every page of one shard's due range of the index, ascending by due time (`from` bounds it below). */
@@ -282,7 +301,7 @@ function countsOf(summary: SweepSummary): Record<string, number> {
 
 /** The latest sweep's record as a dispatch (or a whole sweep) starts it: what is due, nothing done yet. */
 export function startCounts(due: number): Record<string, number> {
-  return { due, ...countsOf(emptySummary()) };
+  return { due, ...countsOf(emptySummary()), heldBack: 0 };
 }
 
 /** A summary with every count at zero. */

@@ -272,8 +272,16 @@ export interface SessionStore {
    * Adds one slice's counts to the sweep's record (atomic counters, so slices finishing together add
    * up); ignored when a newer sweep has replaced the record.
    */
-  addToSweep(sweepId: string, counts: Record<string, number>, finishedAt: number): Promise<void>;
+  addToSweep(
+    sweepId: string,
+    counts: Record<string, number>,
+    finishedAt: number,
+    /** When the sweep (not the slice) started: its history item's key. */
+    sweepStartedAt?: number,
+  ): Promise<void>;
   getLatestSweep(): Promise<StoredSweep | undefined>;
+  /** The sweeps that started at or after `since` (epoch ms), oldest first, from their history items (kept SWEEP_HISTORY_SECONDS). */
+  listSweeps(since: number): Promise<StoredSweep[]>;
   /** Clears the flag once a grant with the provider succeeds again. */
   clearProviderRejected(providerId: string): Promise<void>;
 
@@ -281,7 +289,12 @@ export interface SessionStore {
   /** Consistent read of the circuit; undefined when the provider is not registered. */
   getCircuit(providerId: string): Promise<CircuitRecord | undefined>;
   /** Counts one more failure in the run (and starts the run); returns the circuit as written. */
-  recordCircuitFailure(providerId: string, error: LastError): Promise<CircuitRecord | undefined>;
+  recordCircuitFailure(
+    providerId: string,
+    error: LastError,
+    /** False when this session already failed in the current run (it is counted once). */
+    newSession?: boolean,
+  ): Promise<CircuitRecord | undefined>;
   /** Closed → open, when the run has at least `minFailures` failures; undefined when refused. */
   openCircuit(
     providerId: string,
@@ -295,6 +308,7 @@ export interface SessionStore {
     owner: string,
     error: LastError,
     nextProbeAt: number,
+    newSession?: boolean,
   ): Promise<CircuitRecord | undefined>;
   /** Takes the single probe of an open circuit whose probe is due; undefined when refused. */
   claimCircuitProbe(
@@ -329,6 +343,13 @@ const sessionSk = (providerId: string) => `SESSION#${providerId}`;
 const providerPk = (providerId: string) => `PROVIDER#${providerId}`;
 const PROVIDER_SK = 'PROVIDER';
 const SWEEP_KEY = { pk: 'SWEEP#latest', sk: 'SWEEP' };
+/** One item per sweep, sorted by start, removed by the table's TTL after this long. */
+const SWEEP_HISTORY_PK = 'SWEEP#history';
+export const SWEEP_HISTORY_SECONDS = 48 * 3600;
+const sweepHistoryKey = (startedAt: number, sweepId: string) => ({
+  [TABLE.partitionKey]: SWEEP_HISTORY_PK,
+  [TABLE.sortKey]: `${String(startedAt).padStart(15, '0')}#${sweepId}`,
+});
 /** A search reads at most this many items per call (Scan pages of SCAN_PAGE), then hands back a cursor. */
 const SCAN_PAGE = 200;
 const SCAN_MAX_PAGES = 10;
@@ -402,6 +423,7 @@ const CIRCUIT_ATTRIBUTES = [
   'circuitHeldBack',
   'circuitHeldBackRun',
   'circuitHeldBackSweep',
+  'circuitSessions',
 ] as const;
 
 function maxOf(a: number | undefined, b: number | undefined): number | undefined {
@@ -427,6 +449,16 @@ export function circuitOf(item: Item): CircuitRecord {
     lastError: lastError && typeof lastError.code === 'string' ? lastError : undefined,
     lastOutage: from !== undefined && to !== undefined ? { from, to } : undefined,
     heldBack: maxOf(num(item.circuitHeldBack), num(item.circuitHeldBackRun)),
+    sessionsFailed: num(item.circuitSessions),
+  };
+}
+
+function storedSweep(item: Item): StoredSweep {
+  return {
+    sweepId: typeof item.sweepId === 'string' ? item.sweepId : undefined,
+    summary: item.summary as Record<string, number>,
+    startedAt: item.startedAt as number,
+    finishedAt: typeof item.finishedAt === 'number' ? item.finishedAt : undefined,
   };
 }
 
@@ -1108,9 +1140,30 @@ export class DynamoSessionStore implements SessionStore {
       .catch((err: unknown) => {
         if ((err as { name?: string }).name !== 'ConditionalCheckFailedException') throw err;
       });
+    await this.doc.send(
+      new UpdateCommand({
+        TableName: this.tableName,
+        Key: sweepHistoryKey(sweep.startedAt, sweep.sweepId),
+        UpdateExpression:
+          'SET #type = :type, sweepId = :id, summary = :summary, startedAt = :startedAt, #ttl = :ttl',
+        ExpressionAttributeNames: { '#type': 'type', '#ttl': TABLE.ttlAttribute },
+        ExpressionAttributeValues: {
+          ':type': 'sweep',
+          ':id': sweep.sweepId,
+          ':summary': sweep.summary,
+          ':startedAt': sweep.startedAt,
+          ':ttl': Math.floor(sweep.startedAt / 1000) + SWEEP_HISTORY_SECONDS,
+        },
+      }),
+    );
   }
 
-  async addToSweep(sweepId: string, counts: Record<string, number>, finishedAt: number): Promise<void> {
+  async addToSweep(
+    sweepId: string,
+    counts: Record<string, number>,
+    finishedAt: number,
+    sweepStartedAt?: number,
+  ): Promise<void> {
     const names: Record<string, string> = {};
     const values: Record<string, unknown> = { ':id': sweepId, ':finishedAt': finishedAt };
     const add: string[] = [];
@@ -1127,6 +1180,37 @@ export class DynamoSessionStore implements SessionStore {
       ExpressionAttributeNames: add.length > 0 ? names : undefined,
       ExpressionAttributeValues: values,
     });
+    if (sweepStartedAt === undefined) return;
+    // The sweep's own history item: every slice's counts, whatever order they finish in.
+    await this.conditionalUpdate({
+      Key: sweepHistoryKey(sweepStartedAt, sweepId),
+      UpdateExpression: `SET finishedAt = :finishedAt${add.length > 0 ? ` ADD ${add.join(', ')}` : ''}`,
+      ConditionExpression: 'sweepId = :id',
+      ExpressionAttributeNames: add.length > 0 ? names : undefined,
+      ExpressionAttributeValues: values,
+    });
+  }
+
+  async listSweeps(since: number): Promise<StoredSweep[]> {
+    const sweeps: StoredSweep[] = [];
+    let cursor: Record<string, unknown> | undefined;
+    do {
+      const page = await this.doc.send(
+        new QueryCommand({
+          TableName: this.tableName,
+          KeyConditionExpression: '#pk = :pk AND #sk >= :from',
+          ExpressionAttributeNames: { '#pk': TABLE.partitionKey, '#sk': TABLE.sortKey },
+          ExpressionAttributeValues: {
+            ':pk': SWEEP_HISTORY_PK,
+            ':from': String(Math.max(0, since)).padStart(15, '0'),
+          },
+          ExclusiveStartKey: cursor,
+        }),
+      );
+      for (const item of page.Items ?? []) sweeps.push(storedSweep(item));
+      cursor = page.LastEvaluatedKey;
+    } while (cursor);
+    return sweeps;
   }
 
   async getLatestSweep(): Promise<StoredSweep | undefined> {
@@ -1136,13 +1220,7 @@ export class DynamoSessionStore implements SessionStore {
         Key: { [TABLE.partitionKey]: SWEEP_KEY.pk, [TABLE.sortKey]: SWEEP_KEY.sk },
       }),
     );
-    if (!Item) return undefined;
-    return {
-      sweepId: typeof Item.sweepId === 'string' ? Item.sweepId : undefined,
-      summary: Item.summary as Record<string, number>,
-      startedAt: Item.startedAt as number,
-      finishedAt: typeof Item.finishedAt === 'number' ? Item.finishedAt : undefined,
-    };
+    return Item ? storedSweep(Item) : undefined;
   }
 
   async clearProviderRejected(providerId: string): Promise<void> {
@@ -1181,12 +1259,23 @@ export class DynamoSessionStore implements SessionStore {
     return Item ? circuitOf(Item) : undefined;
   }
 
-  async recordCircuitFailure(providerId: string, error: LastError): Promise<CircuitRecord | undefined> {
+  async recordCircuitFailure(
+    providerId: string,
+    error: LastError,
+    newSession = true,
+  ): Promise<CircuitRecord | undefined> {
     return this.circuitUpdate(providerId, {
       UpdateExpression:
         'SET circuitFailures = if_not_exists(circuitFailures, :zero) + :one, circuitLastError = :err,' +
-        ' circuitRunFrom = if_not_exists(circuitRunFrom, :at)',
-      ExpressionAttributeValues: { ':zero': 0, ':one': 1, ':err': error, ':at': error.at },
+        ' circuitRunFrom = if_not_exists(circuitRunFrom, :at),' +
+        ' circuitSessions = if_not_exists(circuitSessions, :zero) + :new',
+      ExpressionAttributeValues: {
+        ':zero': 0,
+        ':one': 1,
+        ':err': error,
+        ':at': error.at,
+        ':new': newSession ? 1 : 0,
+      },
       ReturnValues: 'ALL_NEW',
     });
   }
@@ -1220,12 +1309,14 @@ export class DynamoSessionStore implements SessionStore {
     owner: string,
     error: LastError,
     nextProbeAt: number,
+    newSession = true,
   ): Promise<CircuitRecord | undefined> {
     return this.circuitUpdate(providerId, {
       UpdateExpression:
         'SET circuitState = :open, circuitNextProbeAt = :next, circuitLastError = :err,' +
         ' circuitOpenings = if_not_exists(circuitOpenings, :zero) + :one,' +
-        ' circuitFailures = if_not_exists(circuitFailures, :zero) + :one' +
+        ' circuitFailures = if_not_exists(circuitFailures, :zero) + :one,' +
+        ' circuitSessions = if_not_exists(circuitSessions, :zero) + :new' +
         ' REMOVE circuitProbeOwner, circuitProbeUntil',
       ConditionExpression: 'circuitProbeOwner = :owner',
       ExpressionAttributeValues: {
@@ -1235,6 +1326,7 @@ export class DynamoSessionStore implements SessionStore {
         ':zero': 0,
         ':one': 1,
         ':owner': owner,
+        ':new': newSession ? 1 : 0,
       },
       ReturnValues: 'ALL_NEW',
     });
@@ -1276,7 +1368,7 @@ export class DynamoSessionStore implements SessionStore {
         'SET circuitSince = :now, circuitFailures = :zero, circuitOutageTo = :now,' +
         ' circuitOutageFrom = if_not_exists(circuitRunFrom, circuitSince)' +
         ' REMOVE circuitState, circuitNextProbeAt, circuitProbeOwner, circuitProbeUntil, circuitRunFrom,' +
-        ' circuitOpenings, circuitHeldBack, circuitHeldBackRun, circuitHeldBackSweep',
+        ' circuitOpenings, circuitHeldBack, circuitHeldBackRun, circuitHeldBackSweep, circuitSessions',
       ConditionExpression: 'circuitState IN (:open, :half) AND circuitSince <= :sentAt',
       ExpressionAttributeValues: {
         ':open': 'open',
@@ -1291,7 +1383,7 @@ export class DynamoSessionStore implements SessionStore {
 
   async resetCircuitFailures(providerId: string): Promise<void> {
     await this.circuitUpdate(providerId, {
-      UpdateExpression: 'SET circuitFailures = :zero REMOVE circuitRunFrom',
+      UpdateExpression: 'SET circuitFailures = :zero REMOVE circuitRunFrom, circuitSessions',
       ConditionExpression: 'circuitFailures > :zero AND attribute_not_exists(circuitState)',
       ExpressionAttributeValues: { ':zero': 0 },
     });

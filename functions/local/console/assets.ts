@@ -67,16 +67,18 @@ let loaded: Promise<ConsoleAssets> | undefined;
 /** Builds the console once per process; later calls share the result. */
 export function loadConsoleAssets(): Promise<ConsoleAssets> {
   loaded ??= (async () => {
-    const [html, css, js] = await Promise.all([
+    const [html, css, js, icon] = await Promise.all([
       readFile(here('./index.html'), 'utf8'),
       readFile(here('./console.css'), 'utf8'),
       bundle(),
+      readFile(here('./favicon.svg'), 'utf8'),
     ]);
     const files = new Map<string, { type: string; body: string }>([
       [CONSOLE_PATH, { type: 'text/html; charset=utf-8', body: html }],
       [`${CONSOLE_PATH}/`, { type: 'text/html; charset=utf-8', body: html }],
       [`${CONSOLE_PATH}/console.css`, { type: 'text/css; charset=utf-8', body: css }],
       [`${CONSOLE_PATH}/console.js`, { type: 'text/javascript; charset=utf-8', body: js }],
+      [`${CONSOLE_PATH}/favicon.svg`, { type: 'image/svg+xml', body: icon }],
     ]);
     return {
       respond(method, path) {

@@ -110,7 +110,7 @@ export async function startDemo(options: { config: Config; logger: Logger; timer
     const running = { stack, oauth, mcp };
     return {
       ...running,
-      consoleUrl: `${stack.url}/console#key=${encodeURIComponent(stack.apiKey)}`,
+      consoleUrl: stack.consoleUrl ?? `${stack.url}/console`,
       async stop() {
         await stack.stop();
         await Promise.all([oauth?.stop(), mcp?.stop()]);
@@ -139,4 +139,9 @@ async function registerProvider(
   if (res.status !== 200 && res.status !== 201) {
     throw new Error(`the demo provider could not be registered: ${JSON.stringify(res.body)}`);
   }
+}
+
+/** The CLI's target options for the demo: its loopback URL (bearer auth) and the data directory holding its key. */
+export function demoCliArgs(stackUrl: string, dataDir: string): string[] {
+  return ['--url', stackUrl, '--data-dir', dataDir];
 }

@@ -3,10 +3,18 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { Configuration, default as ProviderClass, ResourceServer } from 'oidc-provider';
 import { listenOnLoopback } from '../embedded.js';
 import { type BrowserGuardRules, guarded, loopbackRules } from '../guard.js';
+import {
+  escapeHtml,
+  INTERACTION_PREFIX,
+  interactionPages,
+  PAGE_HEADERS,
+  pageHtml,
+} from './interaction-pages.js';
 
 /**
  * The demo's authorization server: oidc-provider on 127.0.0.1 with real login and consent pages a
- * person can click (its devInteractions: any login and password), 60-second access tokens for the
+ * person can click (its own, ./interaction-pages.ts: any login and password; nothing loaded from another
+ * host), 60-second access tokens for the
  * demo's MCP server, refresh-token rotation with reuse detection, PKCE, RFC 8707 resource
  * indicators and open dynamic client registration. An outage switch makes the token endpoint answer
  * 503 for a while. For the demo only: oidc-provider is a development dependency.
@@ -89,8 +97,31 @@ export async function startDemoOAuthServer(options: DemoOAuthOptions): Promise<D
       Session: 24 * 3600,
       Grant: 30 * 24 * 3600,
     },
+    interactions: { url: async (_ctx, interaction) => `${INTERACTION_PREFIX}${interaction.uid}` },
+    // oidc-provider's own error and logout pages load a web font from another host: these load nothing.
+    renderError: async (ctx, out) => {
+      const text = Object.entries(out)
+        .map(([k, v]) => `<p><code>${escapeHtml(k)}</code>: ${escapeHtml(String(v))}</p>`)
+        .join('');
+      ctx.set(PAGE_HEADERS);
+      ctx.body = pageHtml('Error', `<h1>Something went wrong</h1>${text}`);
+    },
     features: {
-      devInteractions: { enabled: true },
+      devInteractions: { enabled: false },
+      rpInitiatedLogout: {
+        enabled: true,
+        logoutSource: async (ctx, form) => {
+          ctx.set(PAGE_HEADERS);
+          ctx.body = pageHtml(
+            'Sign out',
+            `<h1>Sign out?</h1>${form}<button type="submit" form="op.logoutForm" value="yes" name="logout">Sign out</button>`,
+          );
+        },
+        postLogoutSuccessSource: async (ctx) => {
+          ctx.set(PAGE_HEADERS);
+          ctx.body = pageHtml('Signed out', '<h1>Signed out</h1>');
+        },
+      },
       registration: { enabled: true },
       revocation: { enabled: true },
       introspection: { enabled: true },
@@ -106,7 +137,6 @@ export async function startDemoOAuthServer(options: DemoOAuthOptions): Promise<D
     },
   };
   const provider = new Provider(issuer, configuration);
-  // devInteractions warns once that it is for development: that is what the demo is.
   const callback = provider.callback();
 
   let outageUntil: number | null = null;
@@ -122,7 +152,14 @@ export async function startDemoOAuthServer(options: DemoOAuthOptions): Promise<D
       req.resume();
       return;
     }
-    callback(req, res);
+    interactionPages(provider, req, res).then(
+      (answered) => {
+        if (!answered) callback(req, res);
+      },
+      () => {
+        if (!res.headersSent) res.writeHead(500).end();
+      },
+    );
   };
   server.on(
     'request',

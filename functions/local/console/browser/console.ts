@@ -4,8 +4,11 @@
  * calls the v1 API with `Authorization: Bearer <key>` and shows metadata only: no route it calls
  * answers a token (force refresh uses POST …/refresh, never the token route).
  */
+
+import { axisLabels, chartModel, DAY_SECONDS, SERIES, type SweepPoint } from './chart.js';
 import {
   circuitTone,
+  clientText,
   countSessions,
   errorText,
   formatAgo,
@@ -13,6 +16,7 @@ import {
   keyFromFragment,
   latestError,
   type ProviderRow,
+  probeText,
   registrationText,
   type SessionRow,
   type SweepInfo,
@@ -145,6 +149,9 @@ let providers: ProviderRow[] = [];
 let overviewSessions: SessionRow[] = [];
 let overviewComplete = true;
 let demo: { outageUntil: number | null } | undefined;
+let lastSweep: SweepInfo | null = null;
+/** The last 24 hours of sweeps (GET /v1/sweeps), by start; refetched from the newest one on. */
+const sweepHistory = new Map<number, SweepPoint>();
 const pageCursors: (string | null)[] = [null];
 let pageIndex = 0;
 let nextCursor: string | null = null;
@@ -203,6 +210,21 @@ async function loadSweep(): Promise<SweepInfo | null> {
   }
 }
 
+async function loadSweepHistory(): Promise<void> {
+  const now = nowSeconds();
+  const newest = Math.max(0, ...sweepHistory.keys());
+  // From the newest known sweep on (its slices may still be adding), else the whole day.
+  const since = newest > 0 ? newest : now - DAY_SECONDS;
+  try {
+    const { sweeps } = await api<{ sweeps: SweepPoint[] }>('GET', `/v1/sweeps?since=${since}`);
+    for (const s of sweeps) sweepHistory.set(s.startedAt, s);
+  } catch (err) {
+    // A keeper without the history (404) shows no chart; anything else is reported.
+    if (!(err instanceof ApiFailure && err.detail.status === 404)) throw err;
+  }
+  for (const at of sweepHistory.keys()) if (at <= now - DAY_SECONDS) sweepHistory.delete(at);
+}
+
 async function loadDemo(): Promise<void> {
   try {
     demo = await api<{ outageUntil: number | null }>('GET', '/demo/outage');
@@ -217,8 +239,33 @@ function figures(target: HTMLElement, rows: [string, string][]): void {
   target.replaceChildren(...rows.flatMap(([k, v]) => [el('dt', { text: k }), el('dd', { text: v })]));
 }
 
+/** A provider's last error, and when its circuit closed again after it. */
+function lastErrorText(p: ProviderRow, now: number): string {
+  const err = p.health?.lastError ?? latestError(overviewSessions, p.providerId);
+  if (err === null || err === undefined) return '—';
+  let text = `${errorText(err)} (${formatAgo(err.at, now)})`;
+  const h = p.health;
+  if (h?.state === 'closed' && typeof h.since === 'number' && h.since >= err.at) {
+    text += `; recovered ${formatAgo(h.since, now)}`;
+  }
+  return text;
+}
+
+/** The outage banner follows the demo's switch: shown while the outage lasts, gone when it ends. */
+function followOutage(now: number): void {
+  const banner = $('outage-banner');
+  const until = demo?.outageUntil ?? null;
+  const on = until !== null && until > now;
+  banner.hidden = !on;
+  setText(
+    banner,
+    on ? `The demo provider's token endpoint answers 503 for ${formatExpiry(until, now)} more.` : '',
+  );
+}
+
 function renderOverview(sweep: SweepInfo | null): void {
   const now = nowSeconds();
+  lastSweep = sweep;
   const c = countSessions(overviewSessions);
   const more = overviewComplete ? '' : '+';
   figures($('by-status'), [
@@ -242,14 +289,11 @@ function renderOverview(sweep: SweepInfo | null): void {
   );
   const rows = providers.map((p) => {
     const circuit = circuitTone(p.health);
-    const err = p.health?.lastError ?? latestError(overviewSessions, p.providerId);
     const count = overviewSessions.filter((s) => s.providerId === p.providerId).length;
-    const errorCell =
-      err === null || err === undefined ? '—' : `${errorText(err)} (${formatAgo(err.at, now)})`;
-    const circuitCell = el('td', {}, [pill(circuit.text, circuit.tone)]);
-    if (p.health?.state === 'open' && p.health.nextProbeAt) {
-      circuitCell.append(` next probe ${formatAgo(p.health.nextProbeAt, now)}`);
-    }
+    const errorCell = lastErrorText(p, now);
+    const circuitCell = el('td', { attrs: { 'data-cell': 'circuit' } }, [pill(circuit.text, circuit.tone)]);
+    const probe = probeText(p.health, sweep, now);
+    if (probe) circuitCell.append(` ${probe}`);
     if (p.clientRejectedAt !== undefined) circuitCell.append(' ', pill('client rejected', 'bad'));
     return el('tr', { attrs: { 'data-provider': p.providerId } }, [
       el('th', { text: p.providerId, attrs: { scope: 'row' } }),
@@ -273,6 +317,85 @@ function renderOverview(sweep: SweepInfo | null): void {
       : "The demo provider's token endpoint is up.";
     $<HTMLButtonElement>('outage').disabled = on;
   }
+  followOutage(now);
+}
+
+// --- the sweep chart (plain SVG: attributes and classes, no inline style) ------------------------
+
+const SVG = 'http://www.w3.org/2000/svg';
+
+function svg<K extends keyof SVGElementTagNameMap>(
+  tag: K,
+  attrs: Record<string, string | number>,
+  children: (Node | string)[] = [],
+): SVGElementTagNameMap[K] {
+  const node = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
+  for (const c of children) node.append(c);
+  return node;
+}
+
+const CHART = { width: 960, height: 180, left: 44, right: 10, top: 14, bottom: 24 };
+
+function renderChart(): void {
+  const m = chartModel([...sweepHistory.values()], nowSeconds());
+  const plotW = CHART.width - CHART.left - CHART.right;
+  const plotH = CHART.height - CHART.top - CHART.bottom;
+  const n = m.buckets.length;
+  const step = plotW / n;
+  const x = (i: number) => CHART.left + i * step;
+  const y = (v: number) => CHART.top + plotH - (v / m.max) * plotH;
+  const parts: SVGElement[] = [
+    svg('title', { id: 'sweep-chart-title' }, ['Sweeps in the last 24 hours']),
+    svg('desc', { id: 'sweep-chart-desc' }, [m.summary]),
+  ];
+  m.buckets.forEach((b, i) => {
+    if (b.open) {
+      parts.push(svg('rect', { class: 'open-period', x: x(i), y: CHART.top, width: step, height: plotH }));
+    }
+  });
+  parts.push(
+    svg('line', { class: 'axis', x1: CHART.left, y1: y(0), x2: CHART.width - CHART.right, y2: y(0) }),
+    svg('line', { class: 'axis', x1: CHART.left, y1: CHART.top, x2: CHART.left, y2: y(0) }),
+    svg('text', { class: 'tick', x: CHART.left - 6, y: CHART.top + 10, 'text-anchor': 'end' }, [
+      String(m.max),
+    ]),
+    svg('text', { class: 'tick', x: CHART.left - 6, y: y(0), 'text-anchor': 'end' }, ['0']),
+  );
+  const [start, end] = axisLabels(m);
+  parts.push(
+    svg('text', { class: 'tick', x: CHART.left, y: CHART.height - 6 }, [start]),
+    svg('text', { class: 'tick', x: CHART.width - CHART.right, y: CHART.height - 6, 'text-anchor': 'end' }, [
+      end,
+    ]),
+  );
+  // Four bars per bucket (due, refreshed, failed, missed); a failed bar is also marked on top.
+  const barW = Math.max(1, (step * 0.8) / SERIES.length);
+  m.buckets.forEach((b, i) => {
+    SERIES.forEach((series, k) => {
+      const value = b[series];
+      if (value === 0) return;
+      const bx = x(i) + step * 0.1 + k * barW;
+      parts.push(
+        svg('rect', { class: `bar ${series}`, x: bx, y: y(value), width: barW, height: y(0) - y(value) }),
+      );
+      if (series === 'failed') {
+        parts.push(svg('circle', { class: 'failed-mark', cx: bx + barW / 2, cy: y(value) - 5, r: 3 }));
+      }
+    });
+  });
+  const chart = svg(
+    'svg',
+    {
+      viewBox: `0 0 ${CHART.width} ${CHART.height}`,
+      role: 'img',
+      'aria-labelledby': 'sweep-chart-title sweep-chart-desc',
+      class: 'sweep-chart',
+    },
+    parts,
+  );
+  $('sweep-chart').replaceChildren(chart);
+  $('sweep-chart-summary').textContent = m.summary;
 }
 
 // --- sessions table --------------------------------------------------------------------------------
@@ -289,12 +412,53 @@ function actionButton(label: string, action: string, s: SessionRow, danger = fal
   return b;
 }
 
+const LIFE = { width: 100, height: 8 };
+
+/** A session's remaining lifetime against the refresh window: the track, the window, what is left. */
+function lifeBar(): SVGSVGElement {
+  return svg(
+    'svg',
+    {
+      class: 'life',
+      viewBox: `0 0 ${LIFE.width} ${LIFE.height}`,
+      width: LIFE.width,
+      height: LIFE.height,
+      'aria-hidden': 'true',
+    },
+    [
+      svg('rect', { class: 'life-track', x: 0, y: 0, width: LIFE.width, height: LIFE.height }),
+      svg('rect', { class: 'life-left', x: 0, y: 1, width: 0, height: LIFE.height - 2 }),
+      svg('rect', { class: 'life-window', x: 0, y: 0, width: 0, height: LIFE.height }),
+    ],
+  );
+}
+
+/** Draws what is left of a lifetime on a scale of twice the refresh window (or more, for longer tokens). */
+function paintLife(cellNode: HTMLElement, s: SessionRow, now: number): void {
+  const bar = cellNode.querySelector('svg.life');
+  const refreshWindow = lastSweep?.refreshWindowSeconds;
+  if (!bar) return;
+  const left = s.expiresAt === null ? null : s.expiresAt - now;
+  const hidden = left === null || refreshWindow === undefined || s.status !== 'active';
+  bar.classList.toggle('hidden', hidden);
+  if (hidden || left === null || refreshWindow === undefined) return;
+  const scale = Math.max(2 * refreshWindow, left);
+  const w = (v: number) => String(Math.max(0, Math.min(LIFE.width, (v / scale) * LIFE.width)));
+  bar.querySelector('.life-left')?.setAttribute('width', w(left));
+  bar.querySelector('.life-refreshWindow')?.setAttribute('width', w(refreshWindow));
+  bar.classList.toggle('due', left <= refreshWindow);
+  cellNode.title = `${left <= refreshWindow ? 'inside' : 'outside'} the refresh refreshWindow (${refreshWindow}s): the sweep refreshes it once under ${refreshWindow}s are left`;
+}
+
 function buildRow(s: SessionRow): HTMLTableRowElement {
   const row = el('tr', { attrs: { 'data-user': s.userId, 'data-provider': s.providerId } }, [
     el('th', { text: s.userId, attrs: { scope: 'row' } }),
     el('td', { text: s.providerId }),
     el('td', { attrs: { 'data-cell': 'status' } }),
-    el('td', { className: 'num', attrs: { 'data-cell': 'expires' } }),
+    el('td', { className: 'num', attrs: { 'data-cell': 'expires' } }, [
+      el('span', { attrs: { 'data-part': 'text' } }),
+      lifeBar(),
+    ]),
     el('td', { className: 'num', attrs: { 'data-cell': 'refresh-expires' } }),
     el('td', { className: 'num', attrs: { 'data-cell': 'refreshed' } }),
     el('td', { className: 'num', attrs: { 'data-cell': 'failures' } }),
@@ -328,7 +492,9 @@ function paintRow(row: HTMLTableRowElement, s: SessionRow, now: number): void {
   if (!current || current.textContent !== tone.text) status.replaceChildren(pill(tone.text, tone.tone));
   let expires = formatExpiry(s.expiresAt, now);
   if (s.refreshMode === 'on_demand') expires += ' (on demand)';
-  setText(cell(row, 'expires'), expires);
+  const expiresCell = cell(row, 'expires');
+  setText(expiresCell.querySelector('[data-part="text"]') as HTMLElement, expires);
+  paintLife(expiresCell, s, now);
   setText(cell(row, 'refresh-expires'), s.refreshExpiresAt ? formatExpiry(s.refreshExpiresAt, now) : '—');
   setText(cell(row, 'refreshed'), formatAgo(s.refreshedAt, now));
   setText(cell(row, 'failures'), String(s.failureCount));
@@ -386,8 +552,12 @@ function renderSessions(sessions: SessionRow[]): void {
   $<HTMLButtonElement>('next-page').disabled = nextCursor === null;
 }
 
+let loadedOnce = false;
+
 function tick(): void {
   const now = nowSeconds();
+  // The countdowns of the overview (the next probe, the outage) move every second too.
+  if (loadedOnce && apiKey) renderOverview(lastSweep);
   for (const [k, row] of rowsByKey) {
     const s = sessionData.get(k);
     if (s) paintRow(row, s, now);
@@ -407,6 +577,11 @@ async function loadSessionsPage(): Promise<void> {
 
 // --- providers -------------------------------------------------------------------------------------
 
+function probeLine(p: ProviderRow): string {
+  const probe = probeText(p.health, lastSweep, nowSeconds());
+  return probe ? ` ${probe}` : '';
+}
+
 function renderProviders(): void {
   const rows = providers.map((p) => {
     const endpoints: [string, string | undefined][] = [
@@ -425,9 +600,9 @@ function renderProviders(): void {
     return el('tr', { attrs: { 'data-provider': p.providerId } }, [
       el('th', { text: p.providerId, attrs: { scope: 'row' } }),
       el('td', { text: registrationText(p) }),
-      el('td', { text: `${p.clientId} (${p.clientAuthMethod})` }),
+      el('td', { text: clientText(p) }),
       el('td', {}, [list]),
-      el('td', {}, [pill(circuit.text, circuit.tone)]),
+      el('td', {}, [pill(circuit.text, circuit.tone), probeLine(p)]),
     ]);
   });
   $('provider-rows').replaceChildren(
@@ -645,10 +820,18 @@ async function refreshAll(): Promise<void> {
   if (!apiKey) return;
   loading ??= (async () => {
     try {
-      const [sweep] = await Promise.all([loadSweep(), loadProviders(), loadOverviewSessions(), loadDemo()]);
+      const [sweep] = await Promise.all([
+        loadSweep(),
+        loadProviders(),
+        loadOverviewSessions(),
+        loadDemo(),
+        loadSweepHistory(),
+      ]);
       await loadSessionsPage();
       renderOverview(sweep);
+      renderChart();
       renderProviders();
+      loadedOnce = true;
       $('updated').textContent = `updated ${new Date().toLocaleTimeString()}`;
       if ($('status').classList.contains('error') && $('status').dataset.source === 'refresh') say('');
     } catch (err) {
@@ -668,6 +851,9 @@ async function refreshAll(): Promise<void> {
 
 function needKey(): void {
   $('key-needed').hidden = apiKey !== undefined;
+  // Without a key there is nothing to show: no tabs onto empty views.
+  const nav = document.querySelector<HTMLElement>('header nav');
+  if (nav) nav.hidden = apiKey === undefined;
   show(view);
 }
 
@@ -761,7 +947,6 @@ function wire(): void {
     'click',
     guard(async () => {
       demo = await api<{ outageUntil: number | null }>('POST', '/demo/outage?seconds=30');
-      say("The demo provider's token endpoint answers 503 for 30 s.");
       renderOverview(await loadSweep());
     }),
   );

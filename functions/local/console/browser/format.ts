@@ -49,7 +49,12 @@ export interface SweepInfo {
   reauthorizationRequired: number;
   missed: number;
   durationMs: number;
+  startedAt: number;
   finishedAt: number;
+  /** When the schedule starts the next sweep (keepers that report it). */
+  nextSweepAt?: number;
+  /** The sweep refreshes a session once it has less than this left. */
+  refreshWindowSeconds?: number;
 }
 
 /** `1h 02m`, `4m 05s`, `12s`; negative spans are shown as their absolute value. */
@@ -100,6 +105,47 @@ export function circuitTone(h: ProviderHealth | undefined): {
   if (h.state === 'open') return { text: 'open', tone: 'bad' };
   if (h.state === 'half_open') return { text: 'half-open (probing)', tone: 'warn' };
   return { text: 'closed', tone: 'ok' };
+}
+
+/**
+ * When an open circuit's next probe really happens: the sweep makes it, at the first sweep at or
+ * after `nextProbeAt`. Never a time in the past: a due probe is `probing at the next sweep (in 7s)`,
+ * or `probing now` once that sweep is due; undefined for a closed circuit.
+ */
+export function probeText(
+  h: ProviderHealth | undefined,
+  sweep: Pick<SweepInfo, 'startedAt' | 'nextSweepAt'> | null | undefined,
+  nowSeconds: number,
+): string | undefined {
+  if (!h || h.state === 'closed') return undefined;
+  if (h.state === 'half_open') return 'probing now';
+  const probeAt = h.nextProbeAt ?? nowSeconds;
+  const next = sweep?.nextSweepAt;
+  if (next === undefined || sweep === null || sweep === undefined) {
+    return probeAt > nowSeconds
+      ? `next probe in ${formatSpan(probeAt - nowSeconds)}`
+      : 'probing at the next sweep';
+  }
+  const interval = Math.max(1, next - sweep.startedAt);
+  // The first scheduled sweep at or after the probe's time.
+  const steps = Math.max(0, Math.ceil((probeAt - next) / interval));
+  const sweepAt = next + steps * interval;
+  if (sweepAt <= nowSeconds) return 'probing now';
+  const wait = `in ${formatSpan(sweepAt - nowSeconds)}`;
+  return probeAt > nowSeconds && steps > 0
+    ? `next probe at the sweep ${wait}`
+    : `probing at the next sweep (${wait})`;
+}
+
+/** The client and how it authenticates, in words: `none` is a public client, not a missing one. */
+export function clientText(p: Pick<ProviderRow, 'clientId' | 'clientAuthMethod'>): string {
+  const how: Record<string, string> = {
+    none: 'public client: PKCE, no secret',
+    client_secret_basic: 'secret, HTTP Basic',
+    client_secret_post: 'secret in the request body',
+    private_key_jwt: 'private key JWT',
+  };
+  return `${p.clientId} (${how[p.clientAuthMethod] ?? p.clientAuthMethod})`;
 }
 
 /** How the provider was registered, in words. */
