@@ -447,7 +447,7 @@ function paintLife(cellNode: HTMLElement, s: SessionRow, now: number): void {
   bar.querySelector('.life-left')?.setAttribute('width', w(left));
   bar.querySelector('.life-refreshWindow')?.setAttribute('width', w(refreshWindow));
   bar.classList.toggle('due', left <= refreshWindow);
-  cellNode.title = `${left <= refreshWindow ? 'inside' : 'outside'} the refresh refreshWindow (${refreshWindow}s): the sweep refreshes it once under ${refreshWindow}s are left`;
+  cellNode.title = `${left <= refreshWindow ? 'inside' : 'outside'} the refresh window (${refreshWindow}s): the sweep refreshes it once under ${refreshWindow}s are left`;
 }
 
 function buildRow(s: SessionRow): HTMLTableRowElement {
