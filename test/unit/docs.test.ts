@@ -1,6 +1,7 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { CONTEXT_KEYS } from '../../lib/config.js';
 
 /**
  * The documents a user reads: every link to a local file or heading resolves, none names an issue
@@ -74,10 +75,33 @@ describe('documents', () => {
     expect(named).toEqual([]);
   });
 
+  it('list every setting the code reads in the configuration tables of docs/operations.md', () => {
+    const operations = readFileSync(join(ROOT, 'docs', 'operations.md'), 'utf8');
+    const table = (heading: string) => {
+      const start = operations.indexOf(`## ${heading}\n`);
+      expect(start, heading).toBeGreaterThanOrEqual(0);
+      const end = operations.indexOf('\n## ', start + 1);
+      return operations
+        .slice(start, end < 0 ? undefined : end)
+        .split('\n')
+        .filter((line) => line.startsWith('| `'))
+        .map((line) => line.split('|')[1] as string);
+    };
+    const contextRows = table('Configuration (CDK context)').join(' ');
+    expect(CONTEXT_KEYS.filter((key) => !contextRows.includes(`\`${key}\``))).toEqual([]);
+    const variables = new Set(
+      readFileSync(join(ROOT, 'functions', 'core', 'config.ts'), 'utf8').match(/\bTOKENKEEPER_[A-Z_]+\b/gu),
+    );
+    const variableRows = table('Configuration (environment variables)').join(' ');
+    expect([...variables].filter((name) => !variableRows.includes(`\`${name}\``))).toEqual([]);
+  });
+
   it('keep the README a front door of under 250 lines that links to the guides', () => {
     const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
     expect(readme.split('\n').length).toBeLessThan(250);
     for (const guide of ['connect.md', 'api.md', 'cli.md', 'operations.md', 'performance.md', 'security.md'])
       expect(readme).toContain(`](docs/${guide})`);
+    // The CDK app's configuration errors send the reader to the README's Deploy section.
+    expect(readme).toMatch(/^## Deploy$/mu);
   });
 });
