@@ -22,7 +22,7 @@ import { markdownTable, type Row } from './report.js';
 /**
  * `npm run cost`: the monthly AWS cost of one million sessions with one-hour access tokens, from the
  * figures `npm run bench` measured (bench/results.json), public list prices, and stated assumptions,
- * for each configuration issue 14 asks about: the eager and keepAlive refresh policies, on-demand and
+ * for each configuration it compares: the eager and keepAlive refresh policies, on-demand and
  * provisioned (auto-scaled) DynamoDB, sealed tokens as text or binary, and the serving-side log trims.
  * Prints the model and writes docs/cost.md. Nothing is fetched: when prices change, edit PRICES and
  * run it again.
@@ -89,8 +89,11 @@ export const PRICES = {
 /** What the model assumes beyond the measurements; every one is a named input. */
 export const ASSUMPTIONS = {
   daysPerMonth: 30,
-  /** the cost per million sessions issue 14 starts from (npm run cost before this model) */
-  issueBaselineUsd: 4416,
+  /**
+   * the cost per million sessions a month of the baseline configuration (eager, sealed tokens as text,
+   * on-demand DynamoDB, text platform logs), as the cost model before this one gave it
+   */
+  baselineUsd: 4416,
   /** memory of the refresh and API functions (lib/tokenkeeper-stack.ts) */
   functionMemoryMb: 512,
   /** Lambda gives a function memory / 1769 MB of one vCPU */
@@ -574,25 +577,25 @@ const total = (lines: Line[], part?: Line['part']) =>
   lines.filter((l) => !part || l.part === part).reduce((s, l) => s + l.usd, 0);
 const usd = (v: number) => (v >= 100 ? `$${fmt(v, 0)}` : v >= 1 ? `$${v.toFixed(2)}` : `$${v.toFixed(4)}`);
 const signed = (v: number) => `${v < 0 ? '−' : '+'}${usd(Math.abs(v))}`;
-const ratio = (v: number) => `${(A.issueBaselineUsd / v).toFixed(2)}×`;
+const ratio = (v: number) => `${(A.baselineUsd / v).toFixed(2)}×`;
 const perMillion = (v: number) => v / (sessions / 1e6);
 
 const today: Scenario = {
   policy: 'eager',
-  // main before issue 14 wrote the tk1. text form, whatever form the bench measured since
+  // the baseline configuration writes the tk1. text form, whatever form the bench measured since
   sealed: 'text',
   billing: 'onDemand',
   callers: workingDay,
   platformLogs: true,
   tokenEmf: 'perRequest',
 };
-// What each change buys, one on top of the other, in the order issue 14 lists them.
+// What each change buys, one on top of the other, starting from the baseline configuration.
 const changes: { label: string; change: string; delta: Partial<Scenario>; applied: string }[] = [
   {
     label: 'baseline',
     change: 'eager, text tokens, on-demand, text logs',
     delta: {},
-    applied: 'main before issue 14',
+    applied: 'the baseline configuration',
   },
   {
     label: '+ binary attributes',
@@ -746,7 +749,7 @@ const inputsRows: Row[] = [
     `${refreshPeriod} s = ${fmt(eagerRefreshesPerSessionDay * A.daysPerMonth)} a month`,
     'derived: the most refreshes the schedule can cause',
   ],
-  ['token requests per session per day', String(requestsPerDay), 'input (the issue’s reference workload)'],
+  ['token requests per session per day', String(requestsPerDay), 'input (the reference workload)'],
   [
     'keepAlive: callers’ active window',
     `${workingDay.activeHours} h a day, fleet starting over ${workingDay.startSpreadHours} h`,
@@ -862,8 +865,9 @@ bench/cost-model.ts); to recompute with other prices or inputs, edit \`PRICES\` 
 
 ## What each change bought
 
-Issue 14 starts from **$${fmt(A.issueBaselineUsd)} per million sessions a month** and asks for a third of it. Each row adds
-one change to the row above; the ratio is against $${fmt(A.issueBaselineUsd)}. The model's own baseline is ${usd(perMillion(total(baseline.lines)))}: the
+The baseline configuration — eager refresh, sealed tokens as text, on-demand DynamoDB, Lambda's text platform logs —
+costs **$${fmt(A.baselineUsd)} per million sessions a month**. Each row adds one change to the row above; the ratio is
+against $${fmt(A.baselineUsd)}. The model's own baseline is ${usd(perMillion(total(baseline.lines)))}: the
 same configuration with the fan-out's dispatcher, SQS requests, three more alarms and two more metrics, and this bench's
 measurements.
 
@@ -872,7 +876,7 @@ ${markdownTable(['step', 'change', 'per million sessions a month', 'change in $'
 The cheapest configuration in the code reaches **${usd(perMillion(cheapest.usd))}, ${ratio(perMillion(cheapest.usd))}**
 below the baseline. That needs three things to hold, and they are assumptions, not measurements:
 
-1. **The providers' refresh tokens outlive idleness**, so their sessions can use \`keepAlive\` (README, "Choosing a
+1. **The providers' refresh tokens outlive idleness**, so their sessions can use \`keepAlive\` (docs/api.md, "Choosing a
    refresh policy"). For providers that must stay \`eager\`, the best is ${eagerBest ? usd(perMillion(total(eagerBest.provisioned.lines))) : 'n/a'} (provisioned), ${eagerBest ? ratio(perMillion(total(eagerBest.provisioned.lines))) : ''}.
 2. **Callers ask within a working day** (${workingDay.activeHours} h, the fleet's days starting over ${workingDay.startSpreadHours} h). Spread
    uniformly over 24 h — keepAlive's worst case — the ${requestsPerDay} requests cause ${fmt(allDayRow?.provisioned.refreshes.onDemandPerDay ?? 0, 1)} refreshes a day and the total is ${allDayRow ? usd(perMillion(total(allDayRow.provisioned.lines))) : 'n/a'}, ${allDayRow ? ratio(perMillion(total(allDayRow.provisioned.lines))) : ''}.
@@ -890,7 +894,7 @@ retires it are lost, and a datapoint may land up to a minute late.
 
 ## Both policies × both billing modes
 
-Binary tokens and no platform log lines in every cell; per million sessions a month, ratio against $${fmt(A.issueBaselineUsd)}.
+Binary tokens and no platform log lines in every cell; per million sessions a month, ratio against $${fmt(A.baselineUsd)}.
 
 ${markdownTable(['policy', 'callers', 'refreshes per session-month', 'on-demand', 'ratio', `provisioned (${fmt(target * 100)} %)`, 'ratio'], gridRows, ['l', 'l', 'r', 'r', 'r', 'r', 'r'])}
 

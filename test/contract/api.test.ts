@@ -5,7 +5,7 @@ import { MCP_RESOURCE, type OAuthServer, startOAuthServer, type TokenSet } from 
 import { startTestStack, type TestStack } from '../support/stack.js';
 
 /**
- * The v1 HTTP contract (README), route by route and error by error, as real HTTP requests to the
+ * The v1 HTTP contract (docs/api.md), route by route and error by error, as real HTTP requests to the
  * local stack, which hands each one to the Lambda API handler as an HTTP API payload 2.0 event.
  * Requests go through node:http so that paths reach the server byte for byte (fetch normalises them).
  */

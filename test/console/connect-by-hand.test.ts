@@ -7,12 +7,12 @@ import type { Demo } from '../../functions/local/demo/demo.js';
 import { signInOnDemo, startQuietDemo } from '../support/demo-signin.js';
 
 /**
- * README's "Trying it by hand", run as written: each curl line of the section (with $K and $KEY) is
+ * docs/connect.md's "Trying it by hand", run as written: each curl line of the section (with $K and $KEY) is
  * sent to the demo, the authorization URL is opened by a browser stand-in on the demo's own pages,
  * and the CLI line runs from a directory holding `.data/demo`. The tokens are real and refresh.
  */
 
-const README = join(import.meta.dirname, '..', '..', 'README.md');
+const CONNECT_GUIDE = join(import.meta.dirname, '..', '..', 'docs', 'connect.md');
 let demo: Demo;
 let root: string;
 
@@ -28,10 +28,11 @@ afterAll(async () => {
 });
 
 async function section(): Promise<string> {
-  const text = await readFile(README, 'utf8');
+  const text = await readFile(CONNECT_GUIDE, 'utf8');
   const start = text.indexOf('## Trying it by hand');
+  expect(start, 'docs/connect.md has a "Trying it by hand" section').toBeGreaterThanOrEqual(0);
   const end = text.indexOf('\n## ', start + 1);
-  return text.slice(start, end);
+  return text.slice(start, end < 0 ? undefined : end);
 }
 
 /** The shell lines of the section's first code block, continuation lines joined, comments dropped. */
@@ -67,7 +68,7 @@ function curl(
   return { method, url, init: { method, headers, body } };
 }
 
-describe('README: Trying it by hand', () => {
+describe('docs/connect.md: Trying it by hand', () => {
   it('runs as written against the demo: real tokens that refresh, and the CLI line', async () => {
     const text = await section();
     expect(text).not.toMatch(/example\.com|"access_token":"…"/u);
