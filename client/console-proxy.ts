@@ -2,7 +2,7 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { loadConsoleAssets } from '../functions/local/console/assets.js';
-import { type BrowserGuardRules, loopbackRules, refusal, sendRefusal } from '../functions/local/guard.js';
+import { type BrowserGuardRules, loopbackRules, refusal, sendRefusal } from './guard.js';
 import type { RequestSigner } from './sigv4.js';
 
 /**

@@ -3,6 +3,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import { join, resolve } from 'node:path';
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { APIGatewayProxyEventV2 } from 'aws-lambda';
+import { type BrowserGuardRules, guarded, loopbackRules } from '../../client/guard.js';
 import { createApiHandler } from '../api/adapter.js';
 import { createBearerCheck } from '../api/app.js';
 import type { Config } from '../core/config.js';
@@ -18,7 +19,6 @@ import { apiGatewayTarget } from './apigw-path.js';
 import { type AssetResponse, CONSOLE_PATH, loadConsoleAssets } from './console/assets.js';
 import { listenOnLoopback, localDynamoClient, startEmbeddedDynamoDB } from './embedded.js';
 import { InProcessSliceQueue } from './fanout.js';
-import { type BrowserGuardRules, guarded, loopbackRules } from './guard.js';
 
 /**
  * The local stack: the same API and refresh handlers as in Lambda, on an embedded DynamoDB
@@ -26,7 +26,7 @@ import { type BrowserGuardRules, guarded, loopbackRules } from './guard.js';
  * or an outside endpoint, behind a small HTTP server on 127.0.0.1 that turns each request into an
  * HTTP API event (its path decoded as API Gateway does, ./apigw-path.ts), with a timer in place of
  * EventBridge. That server is the stack's only port, and it answers no other origin and no other
- * host name than its own (./guard.ts).
+ * host name than its own (client/guard.ts).
  */
 
 export interface LocalStackOptions {
