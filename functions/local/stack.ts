@@ -3,6 +3,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import { join, resolve } from 'node:path';
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { APIGatewayProxyEventV2 } from 'aws-lambda';
+import { type AssetResponse, CONSOLE_PATH } from '../../client/console-assets.js';
 import { type BrowserGuardRules, guarded, loopbackRules } from '../../client/guard.js';
 import { createApiHandler } from '../api/adapter.js';
 import { createBearerCheck } from '../api/app.js';
@@ -16,7 +17,7 @@ import type { SweepSummary } from '../core/services.js';
 import { ensureTable } from '../core/store/table.js';
 import { createRefreshHandler } from '../refresh/adapter.js';
 import { apiGatewayTarget } from './apigw-path.js';
-import { type AssetResponse, CONSOLE_PATH, loadConsoleAssets } from './console/assets.js';
+import { loadConsoleAssets } from './console/assets.js';
 import { listenOnLoopback, localDynamoClient, startEmbeddedDynamoDB } from './embedded.js';
 import { InProcessSliceQueue } from './fanout.js';
 
