@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util';
-import type { FetchLike } from '../functions/core/oauth/client.js';
 import { createGuardedFetch } from '../functions/core/oauth/net-guard.js';
+import type { FetchLike } from '../functions/core/ports.js';
 import { runAb } from './ab.js';
 import { startChild } from './children.js';
 import { pool } from './env.js';

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { startConsoleProxy, type UpstreamAuth } from './console-proxy.js';
+import type { UpstreamAuth } from './console-proxy.js';
 import { TokenKeeperApiError, TokenKeeperConnectionError } from './errors.js';
 import {
   ansi,
@@ -352,6 +352,8 @@ const COMMANDS: Record<string, Command> = {
                 credentials: auth.credentials ?? defaultCredentialChain(),
               }),
             };
+      // The proxy and the built console load only for this command.
+      const { startConsoleProxy } = await import('./console-proxy.js');
       const proxy = await startConsoleProxy({
         apiUrl: baseUrl,
         auth: upstream,

@@ -1,16 +1,16 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { loadConsoleAssets } from '../functions/local/console/assets.js';
-import { type BrowserGuardRules, loopbackRules, refusal, sendRefusal } from '../functions/local/guard.js';
+import { loadBuiltConsole } from './console-assets.js';
+import { type BrowserGuardRules, loopbackRules, refusal, sendRefusal } from './guard.js';
 import type { RequestSigner } from './sigv4.js';
 
 /**
  * `tokenkeeper console --url <ApiUrl>`: the console for a deployed stack, as `kubectl proxy` does it.
- * Serves the console page on 127.0.0.1 and forwards `/v1/*` to the API, each call signed with SigV4
- * from the caller's credentials (or, against a local stack, with its bearer key). The page
- * authenticates to this proxy with a random key that only the printed URL's fragment carries; the
- * deployed API gains no public surface.
+ * Serves the console page (as built ahead of time: ./console-assets.ts) on 127.0.0.1 and forwards
+ * `/v1/*` to the API, each call signed with SigV4 from the caller's credentials (or, against a local
+ * stack, with its bearer key). The page authenticates to this proxy with a random key that only the
+ * printed URL's fragment carries; the deployed API gains no public surface.
  */
 
 export type UpstreamAuth = { kind: 'sigv4'; sign: RequestSigner } | { kind: 'bearer'; apiKey: string };
@@ -58,7 +58,7 @@ async function readBody(req: IncomingMessage): Promise<Buffer | undefined> {
 }
 
 export async function startConsoleProxy(options: ConsoleProxyOptions): Promise<ConsoleProxy> {
-  const assets = await loadConsoleAssets();
+  const assets = await loadBuiltConsole();
   const doFetch = options.fetch ?? fetch;
   const clock = options.clock ?? Date.now;
   const key = randomBytes(32).toString('base64url');

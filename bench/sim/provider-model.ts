@@ -1,4 +1,4 @@
-import type { FetchLike } from '../../functions/core/oauth/client.js';
+import type { FetchLike } from '../../functions/core/ports.js';
 import type { Rng, VirtualClock } from './clock.js';
 
 /**

@@ -1,8 +1,9 @@
 import { OAuthClient } from '../../functions/core/oauth/client.js';
 import type { DomainEvent, Logger, Metrics } from '../../functions/core/ports.js';
 import { ProviderCircuit } from '../../functions/core/refresh/circuit.js';
-import { Dispatcher, type SliceQueue, type SweepSlice } from '../../functions/core/refresh/dispatch.js';
+import { Dispatcher } from '../../functions/core/refresh/dispatch.js';
 import { Refresher } from '../../functions/core/refresh/refresher.js';
+import type { SliceQueue, SweepSlice } from '../../functions/core/refresh/slices.js';
 import { Sweeper } from '../../functions/core/refresh/sweep.js';
 import { DefaultTokenService } from '../../functions/core/refresh/token-service.js';
 import { CachedProviders } from '../../functions/core/registry.js';

@@ -83,6 +83,21 @@ export const MAX_CONCURRENT_REFRESHES = { min: 1, max: 1000 } as const;
 
 export type CircuitState = 'closed' | 'open' | 'half_open';
 
+/** A provider's circuit and integrity as the API shows them (refresh/circuit.ts); instants in epoch seconds. */
+export interface ProviderHealth {
+  state: CircuitState;
+  /** epoch seconds */
+  since: number | null;
+  nextProbeAt: number | null;
+  consecutiveFailures: number;
+  lastError: { code: string; description: string; at: number } | null;
+  /**
+   * Null while the provider's settings match the MAC of the API write that stored them; otherwise
+   * why not: no grant or discovery is made for the provider until a PUT restores it.
+   */
+  integrity: { error: 'provider_integrity'; description: string } | null;
+}
+
 /**
  * A provider's circuit, kept on the provider's item so every sweep and API instance shares it.
  * Instants are epoch ms. `half_open` is stored while a probe holds the claim (`probeOwner` until

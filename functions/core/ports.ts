@@ -14,6 +14,9 @@ export type Sleep = (ms: number) => Promise<void>;
 
 export const realSleep: Sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** The `fetch` the core makes its outbound HTTP calls with (the guarded fetch in AWS and locally). */
+export type FetchLike = (input: string | URL | Request, init?: RequestInit) => Promise<Response>;
+
 /** Structured logger; Powertools Logger satisfies it. Never pass a token or secret in `extra`. */
 export interface Logger {
   debug(message: string, extra?: Record<string, unknown>): void;

@@ -13,11 +13,12 @@ import { createAuthenticator } from './crypto/mac.js';
 import { clientSecretArnProblem } from './crypto/secret-arn.js';
 import { EventBridgePublisher, LogEventPublisher } from './events.js';
 import type { ProviderConfig } from './model.js';
-import { ClientConfigurationError, type FetchLike, OAuthClient } from './oauth/client.js';
+import { ClientConfigurationError, OAuthClient } from './oauth/client.js';
 import { createGuardedFetch } from './oauth/net-guard.js';
 import {
   type Clock,
   type EventPublisher,
+  type FetchLike,
   type Logger,
   type Metrics,
   noMetrics,
@@ -28,8 +29,9 @@ import {
   systemClock,
 } from './ports.js';
 import { ProviderCircuit } from './refresh/circuit.js';
-import { Dispatcher, type SliceQueue } from './refresh/dispatch.js';
+import { Dispatcher } from './refresh/dispatch.js';
 import { type BackoffPolicy, Refresher } from './refresh/refresher.js';
+import type { SliceQueue } from './refresh/slices.js';
 import { SqsSliceQueue } from './refresh/sqs-queue.js';
 import { Sweeper } from './refresh/sweep.js';
 import { DefaultTokenService } from './refresh/token-service.js';

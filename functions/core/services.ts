@@ -1,11 +1,11 @@
 import type {
   ClientAuthMethod,
   ClientRegistration,
+  ProviderHealth,
   RefreshPolicy,
   SessionKey,
   SessionStatus,
 } from './model.js';
-import type { ProviderHealth } from './refresh/circuit.js';
 
 /**
  * The contracts the API layer calls. Inputs arrive already validated by functions/api/validation.ts;

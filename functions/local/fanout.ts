@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
 import type { Logger } from '../core/ports.js';
-import type { SliceQueue, SweepSlice } from '../core/refresh/dispatch.js';
+import type { SliceQueue, SweepSlice } from '../core/refresh/slices.js';
 
 /**
  * The local stack's stand-in for SQS and the event source mapping: the dispatcher's slices become

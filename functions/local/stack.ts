@@ -3,23 +3,23 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import { join, resolve } from 'node:path';
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { APIGatewayProxyEventV2 } from 'aws-lambda';
+import { type AssetResponse, CONSOLE_PATH } from '../../client/console-assets.js';
+import { type BrowserGuardRules, guarded, loopbackRules } from '../../client/guard.js';
 import { createApiHandler } from '../api/adapter.js';
 import { createBearerCheck } from '../api/app.js';
 import type { Config } from '../core/config.js';
 import { readOrCreatePrivateFile } from '../core/crypto/private-file.js';
-import type { FetchLike } from '../core/oauth/client.js';
-import type { Clock, Logger } from '../core/ports.js';
+import type { Clock, FetchLike, Logger } from '../core/ports.js';
 import type { Dispatcher } from '../core/refresh/dispatch.js';
-import { addSummaries } from '../core/refresh/sweep.js';
+import { addSummaries } from '../core/refresh/slices.js';
 import { createRuntime, type Runtime } from '../core/runtime.js';
 import type { SweepSummary } from '../core/services.js';
 import { ensureTable } from '../core/store/table.js';
 import { createRefreshHandler } from '../refresh/adapter.js';
 import { apiGatewayTarget } from './apigw-path.js';
-import { type AssetResponse, CONSOLE_PATH, loadConsoleAssets } from './console/assets.js';
+import { loadConsoleAssets } from './console/assets.js';
 import { listenOnLoopback, localDynamoClient, startEmbeddedDynamoDB } from './embedded.js';
 import { InProcessSliceQueue } from './fanout.js';
-import { type BrowserGuardRules, guarded, loopbackRules } from './guard.js';
 
 /**
  * The local stack: the same API and refresh handlers as in Lambda, on an embedded DynamoDB
@@ -27,7 +27,7 @@ import { type BrowserGuardRules, guarded, loopbackRules } from './guard.js';
  * or an outside endpoint, behind a small HTTP server on 127.0.0.1 that turns each request into an
  * HTTP API event (its path decoded as API Gateway does, ./apigw-path.ts), with a timer in place of
  * EventBridge. That server is the stack's only port, and it answers no other origin and no other
- * host name than its own (./guard.ts).
+ * host name than its own (client/guard.ts).
  */
 
 export interface LocalStackOptions {

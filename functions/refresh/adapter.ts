@@ -1,5 +1,5 @@
 import type { SQSBatchResponse, SQSEvent } from 'aws-lambda';
-import { parseSlice, type SweepSlice } from '../core/refresh/dispatch.js';
+import { parseSlice, type SweepSlice } from '../core/refresh/slices.js';
 import type { Runtime } from '../core/runtime.js';
 import type { SweepSummary } from '../core/services.js';
 

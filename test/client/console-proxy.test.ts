@@ -1,6 +1,8 @@
+import { readFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from '../../client/cli.js';
+import { BUILT_CONSOLE_URL, parseConsoleFiles } from '../../client/console-assets.js';
 import { startConsoleProxy } from '../../client/console-proxy.js';
 import { createSigV4Signer } from '../../client/sigv4.js';
 import { listenOnLoopback } from '../../functions/local/embedded.js';
@@ -46,6 +48,10 @@ describe('the console proxy', () => {
       const page = await fetch(`${proxy.url}/console`);
       expect(page.status).toBe(200);
       expect(page.headers.get('content-security-policy')).toContain("default-src 'self'");
+      // The console as built ahead of time (client/console-assets.json): no bundler runs here.
+      const built = parseConsoleFiles(await readFile(BUILT_CONSOLE_URL, 'utf8'));
+      expect(await page.text()).toBe(built.html);
+      expect(await (await fetch(`${proxy.url}/console/console.js`)).text()).toBe(built.js);
       const key = keyOf(proxy.consoleUrl);
       expect(key).toMatch(/^[A-Za-z0-9_-]{43}$/u);
       expect(key).not.toBe(keeper.apiKey);

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CONTENT_SECURITY_POLICY } from '../../functions/local/console/assets.js';
+import { CONTENT_SECURITY_POLICY } from '../../client/console-assets.js';
 import {
   axisLabels,
   chartModel,

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { FetchLike } from '../../functions/core/oauth/client.js';
+import type { FetchLike } from '../../functions/core/ports.js';
 import type { Admission } from '../../functions/core/refresh/circuit.js';
 import type { LeaseCondition } from '../../functions/core/store/store.js';
 import { ensureTable } from '../../functions/core/store/table.js';

@@ -12,7 +12,7 @@ import {
 import { MAX_DOCUMENT_BYTES } from '../../functions/core/connect/http.js';
 import { clientMetadataDocument, registerClient } from '../../functions/core/connect/registration.js';
 import { ClientRegistrationUnavailableError, DiscoveryFailedError } from '../../functions/core/errors.js';
-import type { FetchLike } from '../../functions/core/oauth/client.js';
+import type { FetchLike } from '../../functions/core/ports.js';
 
 /**
  * The connect flow's pure parts and its discovery rules, with `fetch` injected: which URLs are

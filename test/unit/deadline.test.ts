@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApiHandler, DEADLINE_MARGIN_MS } from '../../functions/api/adapter.js';
 import { loadConfig } from '../../functions/core/config.js';
 import { generateKeyringJson, parseKeyring } from '../../functions/core/crypto/crypto.js';
-import type { FetchLike } from '../../functions/core/oauth/client.js';
+import type { FetchLike } from '../../functions/core/ports.js';
 import { createRuntime, type Runtime } from '../../functions/core/runtime.js';
 import { ensureTable } from '../../functions/core/store/table.js';
 import { uniqueId } from '../support/core-fixture.js';

@@ -3,12 +3,8 @@ import type { SQSBatchResponse, SQSEvent } from 'aws-lambda';
 import { mockClient } from 'aws-sdk-client-mock';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../functions/core/ports.js';
-import {
-  Dispatcher,
-  parseSlice,
-  type SweepSlice,
-  sliceRanges,
-} from '../../functions/core/refresh/dispatch.js';
+import { Dispatcher } from '../../functions/core/refresh/dispatch.js';
+import { parseSlice, type SweepSlice, sliceRanges } from '../../functions/core/refresh/slices.js';
 import { SqsSliceQueue } from '../../functions/core/refresh/sqs-queue.js';
 import { Sweeper } from '../../functions/core/refresh/sweep.js';
 import { shardOf } from '../../functions/core/store/store.js';

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { loopbackRules, refusal } from '../../functions/local/guard.js';
+import { loopbackRules, refusal } from '../../client/guard.js';
 
-/** The check every local listener runs first (functions/local/guard.ts), rule by rule. */
+/** The check every local listener runs first (client/guard.ts), rule by rule. */
 
 describe('the local listeners’ browser guard', () => {
   const keeper = loopbackRules(8787, { ownPages: true });

@@ -1,7 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { ProviderConfig } from '../../functions/core/model.js';
 import {
-  type FetchLike,
   type GrantFailure,
   type GrantResult,
   OAuthClient,
@@ -9,7 +8,7 @@ import {
   parseRetryAfter,
   scrubDescription,
 } from '../../functions/core/oauth/client.js';
-import type { Logger } from '../../functions/core/ports.js';
+import type { FetchLike, Logger } from '../../functions/core/ports.js';
 
 const ISSUER = 'https://as.example.com';
 const TOKEN_ENDPOINT = 'https://as.example.com/oauth/token';

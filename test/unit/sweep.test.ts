@@ -1,6 +1,6 @@
 import { QueryCommand } from '@aws-sdk/lib-dynamodb';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { semaphore } from '../../functions/core/refresh/sweep.js';
+import { semaphore } from '../../functions/core/concurrency.js';
 import { shardOf } from '../../functions/core/store/store.js';
 import { ensureTable, TABLE } from '../../functions/core/store/table.js';
 import {

@@ -1,8 +1,7 @@
 import { DiscoveryFailedError } from '../errors.js';
 import { readBodyCapped } from '../oauth/body.js';
-import type { FetchLike } from '../oauth/client.js';
 import { ForbiddenDestinationError } from '../oauth/net-guard.js';
-import type { Clock } from '../ports.js';
+import type { Clock, FetchLike } from '../ports.js';
 
 /**
  * Outbound requests of the connect flow: through the injected (guarded) fetch, each with a timeout

@@ -6,8 +6,8 @@ import {
   ProviderNotFoundError,
 } from '../errors.js';
 import type { ProviderConfig, SessionKey } from '../model.js';
-import type { FetchLike, OAuthClient } from '../oauth/client.js';
-import type { Clock, EventPublisher, Logger, Metrics } from '../ports.js';
+import type { OAuthClient } from '../oauth/client.js';
+import type { Clock, EventPublisher, FetchLike, Logger, Metrics } from '../ports.js';
 import { providerView } from '../registry.js';
 import type {
   AuthorizeInput,

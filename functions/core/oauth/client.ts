@@ -1,6 +1,6 @@
 import * as oauth from 'oauth4webapi';
 import { MAX_EPOCH_SECONDS, MAX_TOKEN_BYTES, type ProviderConfig } from '../model.js';
-import type { Clock, Logger } from '../ports.js';
+import type { Clock, FetchLike, Logger } from '../ports.js';
 import { readBodyCapped } from './body.js';
 import { AnswerDeadline } from './deadline.js';
 import { ForbiddenDestinationError } from './net-guard.js';
@@ -10,8 +10,6 @@ import { ForbiddenDestinationError } from './net-guard.js';
  * metadata either given (tokenEndpoint) or discovered from its issuer (RFC 8414, then OpenID
  * discovery) and cached. Every failure is classified; nothing here throws for a provider's answer.
  */
-
-export type FetchLike = (input: string | URL | Request, init?: RequestInit) => Promise<Response>;
 
 /**
  * A 2xx answer as the keeper reads it. Only `refreshToken` matters for the grant's survival: the

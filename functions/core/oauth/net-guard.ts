@@ -3,7 +3,7 @@ import * as http from 'node:http';
 import * as https from 'node:https';
 import { isIP, type LookupFunction } from 'node:net';
 import { Readable } from 'node:stream';
-import type { FetchLike } from './client.js';
+import type { FetchLike } from '../ports.js';
 
 /**
  * Outbound-request guard for provider URLs (issuer, token, revocation and discovered endpoints).

@@ -1,9 +1,9 @@
+import { semaphore } from '../concurrency.js';
 import { publishOrLog } from '../events.js';
-import type { CircuitRecord, CircuitState, LastError } from '../model.js';
+import type { CircuitRecord, CircuitState, LastError, ProviderHealth } from '../model.js';
 import type { GrantFailure } from '../oauth/client.js';
 import type { Clock, EventPublisher, Logger, Metrics, Random } from '../ports.js';
 import type { SessionStore } from '../store/store.js';
-import { semaphore } from './sweep.js';
 
 /**
  * A circuit per provider: an outage belongs to the provider, not to each session.
@@ -49,20 +49,6 @@ export type Admission =
   | { kind: 'closed'; providerId: string }
   | { kind: 'probe'; providerId: string; owner: string; done: boolean }
   | { kind: 'open'; providerId: string; retryAfterSeconds: number; probeInFlight: boolean };
-
-export interface ProviderHealth {
-  state: CircuitState;
-  /** epoch seconds */
-  since: number | null;
-  nextProbeAt: number | null;
-  consecutiveFailures: number;
-  lastError: { code: string; description: string; at: number } | null;
-  /**
-   * Null while the provider's settings match the MAC of the API write that stored them; otherwise
-   * why not: no grant or discovery is made for the provider until a PUT restores it.
-   */
-  integrity: { error: 'provider_integrity'; description: string } | null;
-}
 
 const CLOSED: CircuitRecord = { state: 'closed', consecutiveFailures: 0, openings: 0 };
 

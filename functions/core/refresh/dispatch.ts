@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Clock, Logger } from '../ports.js';
 import type { SessionStore } from '../store/store.js';
-import { readDueKeys, startCounts } from './sweep.js';
+import { readDueKeys, type SliceQueue, type SweepSlice, sliceRanges, startCounts } from './slices.js';
 
 /**
  * The fan-out of a sweep. The schedule invokes the dispatcher, which reads each shard's due range of
@@ -11,22 +11,6 @@ import { readDueKeys, startCounts } from './sweep.js';
  * found, and one that arrived is taken by whichever slice covers its due time. Overlapping slices or a
  * message delivered twice are harmless: every session is refreshed only under its lease.
  */
-
-export interface SweepSlice {
-  /** The dispatch this slice belongs to (its counts are added to that sweep's record). */
-  sweepId: string;
-  shard: number;
-  /** Inclusive range of `refreshDueAt`, epoch seconds; no `from`: everything overdue. */
-  from?: number;
-  to: number;
-  /** When the dispatch began (epoch ms): a session refreshed since is not refreshed again by this sweep. */
-  startedAt?: number;
-}
-
-/** Where slices go: SQS in AWS, an in-process queue locally. */
-export interface SliceQueue {
-  send(slices: readonly SweepSlice[]): Promise<void>;
-}
 
 export interface DispatchSummary {
   sweepId: string;
@@ -89,56 +73,4 @@ export class Dispatcher {
     if (slices.length > 0) await this.o.queue.send(slices);
     return { sweepId, due, slices: slices.length, durationMs: clock.now() - startedAt };
   }
-}
-
-/**
- * Cuts one shard's ascending due times into contiguous inclusive ranges of at most `size` sessions,
- * never between two sessions due the same second. The first range is open below (everything overdue),
- * each next one starts the second after the last ended, the last ends at `dueBy`: together they cover
- * the whole due range, so a session that arrives meanwhile falls in one of them. An empty shard has none.
- */
-export function sliceRanges(
-  dueAts: readonly number[],
-  size: number,
-  dueBy: number,
-): { from?: number; to: number }[] {
-  const ranges: { from?: number; to: number }[] = [];
-  let start = 0;
-  while (start < dueAts.length) {
-    let end = Math.min(start + size, dueAts.length);
-    // Keep sessions of the same second together: extend over equal due times.
-    while (end < dueAts.length && dueAts[end] === dueAts[end - 1]) end++;
-    const last = end >= dueAts.length;
-    const previous = ranges.at(-1);
-    ranges.push({
-      ...(previous ? { from: previous.to + 1 } : {}),
-      to: last ? dueBy : (dueAts[end - 1] as number),
-    });
-    start = end;
-  }
-  return ranges;
-}
-
-/** Validates a slice read from a queue message; undefined when it is not one. */
-export function parseSlice(body: string): SweepSlice | undefined {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(body);
-  } catch {
-    return undefined;
-  }
-  if (typeof raw !== 'object' || raw === null) return undefined;
-  const r = raw as Record<string, unknown>;
-  const int = (v: unknown) => typeof v === 'number' && Number.isSafeInteger(v);
-  if (typeof r.sweepId !== 'string' || r.sweepId.length === 0 || r.sweepId.length > 100) return undefined;
-  if (!int(r.shard) || (r.shard as number) < 0 || !int(r.to)) return undefined;
-  if (r.from !== undefined && (!int(r.from) || (r.from as number) > (r.to as number))) return undefined;
-  if (r.startedAt !== undefined && !int(r.startedAt)) return undefined;
-  return {
-    sweepId: r.sweepId,
-    shard: r.shard as number,
-    ...(r.from === undefined ? {} : { from: r.from as number }),
-    to: r.to as number,
-    ...(r.startedAt === undefined ? {} : { startedAt: r.startedAt as number }),
-  };
 }

@@ -1,5 +1,5 @@
 import { SendMessageBatchCommand, type SQSClient } from '@aws-sdk/client-sqs';
-import type { SliceQueue, SweepSlice } from './dispatch.js';
+import type { SliceQueue, SweepSlice } from './slices.js';
 
 /** SendMessageBatch takes at most ten entries. */
 const BATCH = 10;

@@ -1,10 +1,11 @@
 import { randomUUID } from 'node:crypto';
+import { semaphore } from '../concurrency.js';
 import type { Clock, Logger } from '../ports.js';
 import type { LatestSweep, SweepRecord, SweepService, SweepSummary } from '../services.js';
 import type { DueKey, SessionStore, StoredSweep } from '../store/store.js';
 import type { ProviderCircuit } from './circuit.js';
-import type { SweepSlice } from './dispatch.js';
 import type { Refresher } from './refresher.js';
+import { countsOf, emptySummary, readDueKeys, type SweepSlice, startCounts } from './slices.js';
 
 /**
  * The scheduled sweep: query every shard's due range of the sparse `byExpiry` index, then refresh
@@ -37,16 +38,6 @@ export interface SweeperOptions {
 
 /** Kept free at the end of an invocation after the last grant's commit: metrics, logs, the answer. */
 const INVOCATION_END_MARGIN_MS = 5_000;
-
-/** The counts one sweep or slice adds to the latest sweep's record. */
-const COUNTED = [
-  'refreshed',
-  'skipped',
-  'failedTransient',
-  'reauthorizationRequired',
-  'missed',
-  'backlog',
-] as const;
 
 export class Sweeper implements SweepService {
   private readonly o: SweeperOptions;
@@ -277,57 +268,6 @@ function sweepRecord(stored: StoredSweep): SweepRecord {
   };
 }
 
-/** Every page of one shard's due range of the index, ascending by due time (`from` bounds it below). */
-export async function readDueKeys(
-  store: Pick<SessionStore, 'queryDue'>,
-  shard: number,
-  dueBy: number,
-  from?: number,
-): Promise<DueKey[]> {
-  const keys: DueKey[] = [];
-  let cursor: Record<string, unknown> | undefined;
-  do {
-    const page = await store.queryDue(shard, dueBy, cursor, from);
-    keys.push(...page.keys);
-    cursor = page.cursor;
-  } while (cursor);
-  return keys;
-}
-
-/** The counts a sweep or slice adds to the latest sweep's record (`due` is the dispatch's). */
-function countsOf(summary: SweepSummary): Record<string, number> {
-  return Object.fromEntries(COUNTED.map((field) => [field, summary[field]]));
-}
-
-/** The latest sweep's record as a dispatch (or a whole sweep) starts it: what is due, nothing done yet. */
-export function startCounts(due: number): Record<string, number> {
-  return { due, ...countsOf(emptySummary()), heldBack: 0 };
-}
-
-/** A summary with every count at zero. */
-export function emptySummary(): SweepSummary {
-  return {
-    due: 0,
-    refreshed: 0,
-    skipped: 0,
-    failedTransient: 0,
-    reauthorizationRequired: 0,
-    missed: 0,
-    backlog: 0,
-    durationMs: 0,
-  };
-}
-
-/** One sweep's summary from its slices' summaries, with the sweep's own duration. */
-export function addSummaries(summaries: readonly SweepSummary[], durationMs: number): SweepSummary {
-  const total = { ...emptySummary(), durationMs };
-  for (const s of summaries) {
-    for (const field of COUNTED) total[field] += s[field];
-    total.due += s.due;
-  }
-  return total;
-}
-
 /**
  * The due sessions of one sweep, one queue per provider (each in due order), with each provider's
  * grants in flight counted against its `maxConcurrentRefreshes`. The next session is the most urgent
@@ -418,31 +358,4 @@ export class ProviderQueues {
     }
     return best;
   }
-}
-
-/** A counting semaphore: `acquire()` resolves with a release function once one of `size` slots is free. */
-export function semaphore(size: number): () => Promise<() => void> {
-  let free = size;
-  const waiting: (() => void)[] = [];
-  const release = () => {
-    const next = waiting.shift();
-    if (next) next();
-    else free++;
-  };
-  return () =>
-    new Promise((resolve) => {
-      const grant = () => {
-        let released = false;
-        resolve(() => {
-          if (!released) {
-            released = true;
-            release();
-          }
-        });
-      };
-      if (free > 0) {
-        free--;
-        grant();
-      } else waiting.push(grant);
-    });
 }

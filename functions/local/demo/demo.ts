@@ -1,6 +1,6 @@
+import type { AssetResponse } from '../../../client/console-assets.js';
 import type { Config } from '../../core/config.js';
 import type { Logger } from '../../core/ports.js';
-import type { AssetResponse } from '../console/assets.js';
 import { type LocalRequest, type LocalStack, startLocalStack } from '../stack.js';
 import { type DemoMcpServer, startDemoMcpServer } from './mcp-server.js';
 import { DEMO_SCOPES, type DemoOAuthServer, startDemoOAuthServer } from './oauth-server.js';

@@ -1,6 +1,6 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { type BrowserGuardRules, guarded, loopbackRules } from '../../../client/guard.js';
 import { listenOnLoopback } from '../embedded.js';
-import { type BrowserGuardRules, guarded, loopbackRules } from '../guard.js';
 
 /**
  * The demo's MCP-like resource server on 127.0.0.1, protected as the MCP authorization
@@ -8,7 +8,7 @@ import { type BrowserGuardRules, guarded, loopbackRules } from '../guard.js';
  * `WWW-Authenticate: Bearer resource_metadata="…"`, it serves its protected resource metadata
  * (RFC 9728) at the path-inserted well-known URL, and it answers 200 only to a token whose audience
  * is its own URL (checked by the `verify` function it is given). Only the keeper calls it: it
- * answers no request carrying an `Origin` and none under another `Host` (../guard.ts).
+ * answers no request carrying an `Origin` and none under another `Host` (client/guard.ts).
  */
 
 export interface DemoMcpServer {

@@ -1,8 +1,8 @@
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Configuration, default as ProviderClass, ResourceServer } from 'oidc-provider';
+import { type BrowserGuardRules, guarded, loopbackRules } from '../../../client/guard.js';
 import { listenOnLoopback } from '../embedded.js';
-import { type BrowserGuardRules, guarded, loopbackRules } from '../guard.js';
 import {
   escapeHtml,
   INTERACTION_PREFIX,
@@ -22,7 +22,7 @@ import {
  * Its pages are meant for the operator's browser: the authorization endpoint and the redirects
  * between login, consent and the keeper's callback are top-level navigations (a GET carries no
  * `Origin`), and the login and consent forms post to this server's own origin. So it accepts its own
- * origin and no other, and only its own `Host` (../guard.ts); a preflight gets no CORS approval, so
+ * origin and no other, and only its own `Host` (client/guard.ts); a preflight gets no CORS approval, so
  * oidc-provider's own CORS answers never reach another site's page.
  */
 

@@ -1,8 +1,8 @@
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 
 /**
- * What every listener of the local stack and the demo checks before anything else, so that a web
- * page in the operator's browser cannot use it:
+ * What every listener on the operator's machine (the local stack, the demo, `tokenkeeper console`)
+ * checks before anything else, so that a web page in the operator's browser cannot use it:
  *
  * - `Host` must name the listener itself (`127.0.0.1:<port>`, `localhost:<port>`, or the keeper's
  *   configured public URL): a DNS-rebinding host name (`rebind.evil.example:<port>`, resolved to
