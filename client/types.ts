@@ -158,6 +158,8 @@ export interface PutResult<T> {
 export interface SweepRecord extends SweepSummary {
   /** Due sessions of providers whose circuit was open, not tried (counted in `skipped` too). */
   heldBack: number;
+  /** Providers whose circuit was open at some point of the sweep (each slice of a fanned-out sweep adds its own). */
+  openCircuits: number;
   startedAt: number;
   finishedAt: number;
 }

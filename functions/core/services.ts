@@ -249,6 +249,8 @@ export interface SweepRecord extends SweepSummary {
   finishedAt: number;
   /** Due sessions of providers whose circuit was open: not tried (a share of `skipped`). */
   heldBack: number;
+  /** Providers whose circuit was open at some point of the sweep (each slice of a fanned-out sweep adds its own). */
+  openCircuits: number;
 }
 
 export interface SessionSearch extends PageRequest {

@@ -175,7 +175,7 @@ describe('the page’s helpers', () => {
     );
   });
 
-  it('buckets the last 24 hours of sweeps for the chart: four series, open circuits, a summary', () => {
+  it('buckets the last 24 hours of sweeps for the chart: four series, open circuits (held back or not), a summary', () => {
     const now = 100_000;
     const sweep = (startedAt: number, o: Partial<SweepPoint> = {}): SweepPoint => ({
       startedAt,
@@ -185,14 +185,16 @@ describe('the page’s helpers', () => {
       reauthorizationRequired: 0,
       missed: 0,
       heldBack: 0,
+      openCircuits: 0,
       ...o,
     });
     const m = chartModel(
       [
         sweep(now - DAY_SECONDS - 10), // older than a day: left out
         sweep(now - 40),
-        sweep(now - 30, { refreshed: 0, failedTransient: 1, due: 1 }),
-        sweep(now - 20, { refreshed: 0, heldBack: 1, due: 1 }),
+        // Its failure opened the circuit: nothing held back, yet the circuit was open.
+        sweep(now - 30, { refreshed: 0, failedTransient: 1, due: 1, openCircuits: 1 }),
+        sweep(now - 20, { refreshed: 0, heldBack: 1, due: 1, openCircuits: 1 }),
         sweep(now - 10, { missed: 1 }),
       ],
       now,
@@ -200,16 +202,19 @@ describe('the page’s helpers', () => {
     expect(m.buckets).toHaveLength(4);
     expect(m.buckets.map((b) => [b.due, b.refreshed, b.failed, b.missed, b.open])).toEqual([
       [2, 2, 0, 0, false],
-      [1, 0, 1, 0, false],
+      [1, 0, 1, 0, true],
       [1, 0, 0, 0, true],
       [2, 2, 0, 1, false],
     ]);
     expect(m.from).toBe(now - 40);
     expect(m.max).toBe(2);
     expect(m.summary).toMatch(
-      /^4 sweeps since \d\d:\d\d: 6 due, 4 refreshed, 1 failed, 1 missed; a circuit was open during 1 of them\.$/u,
+      /^4 sweeps since \d\d:\d\d: 6 due, 4 refreshed, 1 failed, 1 missed; a circuit was open during 2 of them\.$/u,
     );
     expect(chartModel([], now).summary).toBe('No sweep in the last 24 hours.');
+    // A keeper that does not report openCircuits: a sweep that held sessions back had a circuit open.
+    const { openCircuits: _, ...older } = sweep(now - 5, { heldBack: 2 });
+    expect(chartModel([older], now).buckets.map((b) => b.open)).toEqual([true]);
     expect(axisLabels(m).map((l) => l.length)).toEqual([8, 8]); // 40 s apart: with seconds
     expect(axisLabels({ from: now - 7200, to: now }).map((l) => l.length)).toEqual([5, 5]);
     // Never more than 96 buckets, every sweep counted once.

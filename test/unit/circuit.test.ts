@@ -305,6 +305,28 @@ describe('ProviderCircuit with the refresher, sweep and token service', () => {
     expect(eventsOf('ProviderRecovered')).toEqual([expect.objectContaining({ sessionsAffected: 1 })]);
   });
 
+  it('sessionsAffected counts a sweep whose probe fails and holds the other due session back as two sessions', async () => {
+    const [failing] = await sessions(1);
+    await sessions(1, 300); // due too, less urgent: the probe is the failing session's
+    for (let i = 0; i < 3; i++) {
+      fx.endpoint.reply(fail503);
+      expect(await refresh(failing as TestSession)).toMatchObject({ kind: 'transient' });
+      const after = await fx.runtime.store.getSession((failing as TestSession).key, { consistent: true });
+      fx.clock.advance(Math.max(0, (after?.nextAttemptAt ?? 0) - fx.clock.now()) + 1);
+    }
+    expect(await circuit()).toMatchObject({ state: 'open', sessionsFailed: 1 });
+    // The probe (the failing session) fails again; the other due session is held back: two sessions
+    // the sweep could not refresh, though only one ever failed.
+    fx.clock.advance(20_000);
+    fx.endpoint.reply(fail503);
+    expect(await fx.runtime.sweeper.sweep()).toMatchObject({ due: 2, failedTransient: 1, skipped: 1 });
+    expect(await circuit()).toMatchObject({ sessionsFailed: 1 });
+    fx.clock.advance(20_000);
+    expect(await fx.runtime.sweeper.sweep()).toMatchObject({ refreshed: 2 });
+    expect((await circuit()).state).toBe('closed');
+    expect(eventsOf('ProviderRecovered')).toEqual([expect.objectContaining({ sessionsAffected: 2 })]);
+  });
+
   it('held-back counts of one fanned-out sweep add up across its slices; the largest sweep is kept', async () => {
     fx.endpoint.reply(fail503, fail503, fail503);
     for (const s of await sessions(3)) await refresh(s);

@@ -161,7 +161,7 @@ describe('Sweeper', () => {
     }
   });
 
-  it('keeps an item per sweep, removed by the table TTL after 48 h, listed since a time with its held-back count', async () => {
+  it('keeps an item per sweep, removed by the table TTL after 48 h, listed since a time with its held-back and open-circuit counts', async () => {
     const { fx, providerId } = await setup();
     await addSession(fx, { providerId, expiresIn: 100 });
     const first = await fx.runtime.sweeper.sweep();
@@ -179,6 +179,8 @@ describe('Sweeper', () => {
       [held.due, 0, 0, held.skipped],
     ]);
     expect(held.skipped).toBeGreaterThan(0);
+    // The circuit was open during the sweep whose failure opened it (nothing held back) and the next.
+    expect(sweeps.map((s) => s.openCircuits)).toEqual([0, 1, 1]);
     expect(
       (await fx.runtime.sweeper.history(sweeps[1]?.startedAt as number)).map((s) => s.startedAt),
     ).toEqual(sweeps.slice(1).map((s) => s.startedAt));

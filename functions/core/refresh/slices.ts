@@ -109,7 +109,7 @@ export function countsOf(summary: SweepSummary): Record<string, number> {
 
 /** The latest sweep's record as a dispatch (or a whole sweep) starts it: what is due, nothing done yet. */
 export function startCounts(due: number): Record<string, number> {
-  return { due, ...countsOf(emptySummary()), heldBack: 0 };
+  return { due, ...countsOf(emptySummary()), heldBack: 0, openCircuits: 0 };
 }
 
 /** A summary with every count at zero. */

@@ -126,18 +126,32 @@ export class Sweeper implements SweepService {
       Math.min(remainingTimeMs?.() ?? Number.POSITIVE_INFINITY, this.o.budgetMs - (clock.now() - startedAt));
     const { circuit } = this.o;
     const heldBack = new Map<string, number>();
+    /** Per provider, the due sessions this sweep could not refresh: held back, or a transient failure. */
+    const unrefreshed = new Map<string, number>();
     const providerIds = [...new Set(due.map((k) => k.providerId))];
+    /** Providers whose circuit was open at some point of this sweep (its start, a hold-back, its end). */
+    const openProviders = new Set<string>();
     // One fresh read of each due provider's circuit per sweep; workers then use the cached view.
-    if (circuit) await Promise.all(providerIds.map((p) => circuit.view(p, { fresh: true })));
+    if (circuit) {
+      await Promise.all(
+        providerIds.map(async (p) => {
+          if ((await circuit.view(p, { fresh: true })).state !== 'closed') openProviders.add(p);
+        }),
+      );
+    }
     const queue = await this.providerQueues(due, providerIds);
 
     const summary: SweepSummary = { ...emptySummary(), due: due.length };
     let stopped = false;
     const grantSlot = semaphore(this.o.concurrency);
     const outOfTime = () => stopped || remaining() < this.o.grantReserveMs;
+    const notRefreshed = (providerId: string) =>
+      unrefreshed.set(providerId, (unrefreshed.get(providerId) ?? 0) + 1);
     const holdBack = (providerId: string) => {
       summary.skipped++;
       heldBack.set(providerId, (heldBack.get(providerId) ?? 0) + 1);
+      notRefreshed(providerId);
+      openProviders.add(providerId);
     };
     const worker = async () => {
       for (;;) {
@@ -206,6 +220,7 @@ export class Sweeper implements SweepService {
               break;
             default:
               summary.failedTransient++;
+              notRefreshed(key.providerId);
           }
         } catch (err) {
           // A store fault on one session must not end the sweep; the lease expires on its own.
@@ -225,7 +240,23 @@ export class Sweeper implements SweepService {
     // instead of holding a slot; a slot's next grant is sent as soon as it is freed.
     const workers = Math.max(1, Math.min(2 * this.o.concurrency, due.length));
     await Promise.all(Array.from({ length: workers }, worker));
-    for (const [providerId, count] of heldBack) {
+    if (circuit) {
+      // A circuit this sweep's failures opened counts too (this process's view: it reads the store
+      // again only when its cache has expired).
+      await Promise.all(
+        providerIds.map(async (p) => {
+          const state = await circuit.view(p).then(
+            (c) => c.state,
+            () => 'closed',
+          );
+          if (state !== 'closed') openProviders.add(p);
+        }),
+      );
+    }
+    // The circuit keeps the most due sessions one sweep could not refresh while it was open (held
+    // back, or failed: an open circuit's probe fails too): ProviderRecovered's `sessionsAffected`.
+    for (const [providerId, count] of unrefreshed) {
+      if (!openProviders.has(providerId)) continue;
       await circuit?.heldBack(providerId, count, sweepId).catch((err: unknown) => {
         this.o.logger.warn('held-back count not recorded', { providerId, error: (err as Error).name });
       });
@@ -234,7 +265,12 @@ export class Sweeper implements SweepService {
     summary.durationMs = clock.now() - startedAt;
     const held = [...heldBack.values()].reduce((a, b) => a + b, 0);
     await this.record(() =>
-      this.o.store.addToSweep(sweepId, { ...countsOf(summary), heldBack: held }, clock.now(), sweepStartedAt),
+      this.o.store.addToSweep(
+        sweepId,
+        { ...countsOf(summary), heldBack: held, openCircuits: openProviders.size },
+        clock.now(),
+        sweepStartedAt,
+      ),
     );
     return summary;
   }
@@ -242,7 +278,7 @@ export class Sweeper implements SweepService {
   async latest(): Promise<LatestSweep | undefined> {
     const stored = await this.o.store.getLatestSweep();
     if (!stored) return undefined;
-    const { heldBack: _, ...record } = sweepRecord(stored);
+    const { heldBack: _, openCircuits: __, ...record } = sweepRecord(stored);
     const latest: LatestSweep = record;
     if (this.o.intervalSeconds !== undefined) {
       latest.nextSweepAt = latest.startedAt + this.o.intervalSeconds;
@@ -258,7 +294,7 @@ export class Sweeper implements SweepService {
 
 /** A stored sweep as the API shows it: every count (zero when absent), instants in epoch seconds. */
 function sweepRecord(stored: StoredSweep): SweepRecord {
-  const summary = { ...emptySummary(), heldBack: 0, ...stored.summary } as SweepRecord;
+  const summary = { ...emptySummary(), heldBack: 0, openCircuits: 0, ...stored.summary } as SweepRecord;
   const finishedAt = stored.finishedAt ?? stored.startedAt;
   return {
     ...summary,

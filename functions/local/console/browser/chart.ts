@@ -1,7 +1,7 @@
 /**
  * The Overview's sweep chart as plain data (no DOM): the last 24 hours of sweeps bucketed along
- * time, four series per bucket, and the buckets in which a provider's circuit was open (sweeps that
- * held sessions back). console.ts turns it into SVG elements; nothing here needs a browser.
+ * time, four series per bucket, and the buckets in which a provider's circuit was open (a sweep
+ * that found a circuit open, held sessions back, or opened one). console.ts turns it into SVG elements; nothing here needs a browser.
  */
 
 export interface SweepPoint {
@@ -12,6 +12,8 @@ export interface SweepPoint {
   reauthorizationRequired: number;
   missed: number;
   heldBack?: number;
+  /** Providers whose circuit was open at some point of the sweep. */
+  openCircuits?: number;
 }
 
 export const SERIES = ['due', 'refreshed', 'failed', 'missed'] as const;
@@ -25,7 +27,7 @@ export interface Bucket {
   refreshed: number;
   failed: number;
   missed: number;
-  /** A sweep in it held sessions back: a circuit was open. */
+  /** A provider's circuit was open during a sweep in it. */
   open: boolean;
 }
 
@@ -41,6 +43,9 @@ export interface ChartModel {
 
 export const DAY_SECONDS = 24 * 3600;
 const MAX_BUCKETS = 96;
+
+/** A circuit was open during the sweep (a keeper that does not report `openCircuits`: it held sessions back). */
+const circuitOpen = (s: SweepPoint) => (s.openCircuits ?? 0) > 0 || (s.heldBack ?? 0) > 0;
 
 const clock = (s: number) => new Date(s * 1000).toTimeString().slice(0, 5);
 
@@ -71,11 +76,11 @@ export function chartModel(sweeps: SweepPoint[], now: number): ChartModel {
     b.refreshed += s.refreshed;
     b.failed += s.failedTransient + s.reauthorizationRequired;
     b.missed += s.missed;
-    if ((s.heldBack ?? 0) > 0) b.open = true;
+    if (circuitOpen(s)) b.open = true;
   }
   const max = Math.max(1, ...buckets.flatMap((b) => SERIES.map((k) => b[k])));
   const total = (k: Series) => buckets.reduce((a, b) => a + b[k], 0);
-  const openSweeps = inDay.filter((s) => (s.heldBack ?? 0) > 0).length;
+  const openSweeps = inDay.filter(circuitOpen).length;
   const summary =
     inDay.length === 0
       ? 'No sweep in the last 24 hours.'

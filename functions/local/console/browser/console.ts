@@ -201,13 +201,14 @@ async function loadOverviewSessions(): Promise<void> {
   overviewComplete = complete;
 }
 
+/**
+ * The latest sweep, with the schedule's next sweep and the refresh window. Asked for only once the
+ * history (loaded first) holds a sweep: before the first sweep there is nothing to ask for, and the
+ * console makes no request that it knows would fail.
+ */
 async function loadSweep(): Promise<SweepInfo | null> {
-  try {
-    return await api<SweepInfo>('GET', '/v1/sweeps/latest');
-  } catch (err) {
-    if (err instanceof ApiFailure && err.detail.status === 404) return null;
-    throw err;
-  }
+  if (sweepHistory.size === 0) return null;
+  return api<SweepInfo>('GET', '/v1/sweeps/latest');
 }
 
 async function loadSweepHistory(): Promise<void> {
@@ -225,11 +226,16 @@ async function loadSweepHistory(): Promise<void> {
   for (const at of sweepHistory.keys()) if (at <= now - DAY_SECONDS) sweepHistory.delete(at);
 }
 
+/** False once the keeper said it has no demo routes (404): not asked again on every poll. */
+let demoRoutes = true;
+
 async function loadDemo(): Promise<void> {
+  if (!demoRoutes) return;
   try {
     demo = await api<{ outageUntil: number | null }>('GET', '/demo/outage');
-  } catch {
+  } catch (err) {
     demo = undefined;
+    if (err instanceof ApiFailure && err.detail.status === 404) demoRoutes = false;
   }
 }
 
@@ -285,7 +291,7 @@ function renderOverview(sweep: SweepInfo | null): void {
           ['Missed', String(sweep.missed)],
           ['Duration', `${sweep.durationMs} ms`],
         ]
-      : [['Finished', 'no sweep yet']],
+      : [['Finished', 'none in the last 24 hours']],
   );
   const rows = providers.map((p) => {
     const circuit = circuitTone(p.health);
@@ -445,7 +451,7 @@ function paintLife(cellNode: HTMLElement, s: SessionRow, now: number): void {
   const scale = Math.max(2 * refreshWindow, left);
   const w = (v: number) => String(Math.max(0, Math.min(LIFE.width, (v / scale) * LIFE.width)));
   bar.querySelector('.life-left')?.setAttribute('width', w(left));
-  bar.querySelector('.life-refreshWindow')?.setAttribute('width', w(refreshWindow));
+  bar.querySelector('.life-window')?.setAttribute('width', w(refreshWindow));
   bar.classList.toggle('due', left <= refreshWindow);
   cellNode.title = `${left <= refreshWindow ? 'inside' : 'outside'} the refresh window (${refreshWindow}s): the sweep refreshes it once under ${refreshWindow}s are left`;
 }
@@ -821,11 +827,10 @@ async function refreshAll(): Promise<void> {
   loading ??= (async () => {
     try {
       const [sweep] = await Promise.all([
-        loadSweep(),
+        loadSweepHistory().then(loadSweep),
         loadProviders(),
         loadOverviewSessions(),
         loadDemo(),
-        loadSweepHistory(),
       ]);
       await loadSessionsPage();
       renderOverview(sweep);
