@@ -523,6 +523,7 @@ describe('least privilege', () => {
     const cachedProviders = registry.slice(registry.indexOf('class CachedProviders'));
     const refreshSources = [
       read('refresh/sweep.ts'),
+      read('refresh/slices.ts'),
       read('refresh/refresher.ts'),
       read('refresh/circuit.ts'),
       cachedProviders.slice(0, cachedProviders.indexOf('export class', 1)),
